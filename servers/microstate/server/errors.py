@@ -1,0 +1,173 @@
+"""Domain errors and their one mapping to rich gRPC statuses (AIP-193).
+
+Domain code raises these; servicer adapters never build statuses by hand. Each
+becomes a google.rpc.Status with one ErrorInfo (domain microstate.dev, an
+UPPER_SNAKE reason) plus BadRequest / PreconditionFailure / RetryInfo where
+they apply.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from microstate.server.store.base import StoreUnavailable
+
+DOMAIN = "microstate.dev"
+log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+    def details(self) -> list[Message]:
+        return []
+
+    def to_status(self) -> grpc.Status:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        packed = []
+        for detail in [info, *self.details()]:
+            any_detail = any_pb2.Any()
+            any_detail.Pack(detail)
+            packed.append(any_detail)
+        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+        return rpc_status.to_status(proto)
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, description: str, *, reason: str | None = None) -> None:
+        super().__init__(f"{field}: {description}", reason=reason)
+        self.violations = [(field, description)]
+
+    def details(self) -> list[Message]:
+        return [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in self.violations
+                ]
+            )
+        ]
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class EtagMismatch(DomainError):
+    """AIP-154: a stale etag is ABORTED, with a PreconditionFailure naming the resource."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "ETAG_MISMATCH"
+
+    def __init__(self, subject: str, sent: str, current: str) -> None:
+        super().__init__(
+            f"etag {sent!r} does not match the current etag of {subject}; re-read and retry",
+            metadata={"current_etag": current},
+        )
+        self.subject = subject
+
+    def details(self) -> list[Message]:
+        violation = error_details_pb2.PreconditionFailure.Violation(
+            type="ETAG", subject=self.subject, description="the etag does not match the stored etag"
+        )
+        return [error_details_pb2.PreconditionFailure(violations=[violation])]
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "STORE_UNAVAILABLE"
+    retry_after_seconds = 1.0
+
+    def details(self) -> list[Message]:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(datetime.timedelta(seconds=self.retry_after_seconds))
+        return [error_details_pb2.RetryInfo(retry_delay=delay)]
+
+
+def status_for(exc: BaseException) -> grpc.Status:
+    """The rich status for any exception escaping a servicer: domain errors as declared, the rest INTERNAL."""
+    if isinstance(exc, DomainError):
+        return exc.to_status()
+    if isinstance(exc, StoreUnavailable):
+        return Unavailable(f"the store is unavailable: {exc}").to_status()
+    log.exception("unexpected error in servicer", exc_info=exc)
+    return DomainError("internal error").to_status()
+
+
+_Unary = TypeVar("_Unary", bound=Callable[..., Awaitable[Any]])
+_Stream = TypeVar("_Stream", bound=Callable[..., AsyncIterator[Any]])
+
+
+def unary_errors(method: _Unary) -> _Unary:
+    """Turn domain and store errors from a unary servicer method into rich statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except (DomainError, StoreUnavailable) as exc:
+            await context.abort_with_status(status_for(exc))
+        except Exception as exc:  # noqa: BLE001 - last line of defence: never leak a traceback to the client
+            await context.abort_with_status(status_for(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stream_errors(method: _Stream) -> _Stream:
+    """The same for server-streaming methods."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except (DomainError, StoreUnavailable) as exc:
+            await context.abort_with_status(status_for(exc))
+        except Exception as exc:  # noqa: BLE001
+            await context.abort_with_status(status_for(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+__all__ = [
+    "DOMAIN",
+    "AlreadyExists",
+    "DomainError",
+    "EtagMismatch",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "Unavailable",
+    "status_for",
+    "stream_errors",
+    "unary_errors",
+]

@@ -1,0 +1,48 @@
+"""The microstates this server package can run, and what the runtime needs to host one.
+
+A microstate plugs into the shared runtime (runtime.py) by declaring a
+`Microstate`: its name, default port, the gRPC service names it serves (for
+health and reflection) and an `attach` function that adds its servicers to a
+grpc.aio server on top of an opened store. Adding a slice means adding one entry
+to `MICROSTATES`; the runtime, CLI and `microstate up` need no change.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from microstate.server.store.base import Store
+
+
+@dataclass(frozen=True)
+class Microstate:
+    name: str
+    """CLI name, as in `microstate serve profile`; also the store namespace."""
+    default_port: int
+    service_names: tuple[str, ...]
+    """Fully qualified gRPC service names, one per served contract version."""
+    attach: Callable[[grpc.aio.Server, Store], None]
+    """Add this microstate's servicers to `server`, backed by `store`."""
+
+
+# name -> "module:attribute"; imported lazily so one slice's import cost or failure stays its own.
+_ENTRIES: dict[str, str] = {
+    "profile": "microstate.server.profile:MICROSTATE",
+}
+
+
+def names() -> list[str]:
+    return list(_ENTRIES)
+
+
+def get(name: str) -> Microstate:
+    try:
+        module_name, attribute = _ENTRIES[name].split(":")
+    except KeyError:
+        raise KeyError(f"unknown microstate {name!r}; known: {', '.join(_ENTRIES)}") from None
+    microstate: Microstate = getattr(importlib.import_module(module_name), attribute)
+    return microstate

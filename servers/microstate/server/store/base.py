@@ -1,0 +1,140 @@
+"""The store protocol: one async interface every backend implements.
+
+A store holds one namespace (one microstate) of opaque byte values under string
+keys. Every successful write gets a new `revision`, an integer that increases
+strictly within the namespace; callers build etags from it. Every write also
+appends to a change log in the same atomic step, so `watch` can resume from any
+retained cursor without gaps or duplicates.
+
+Backends raise only the exceptions defined here, so the domain layer maps them
+to gRPC statuses once, whatever the backend.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol, runtime_checkable
+
+
+class _Absent(enum.Enum):
+    ABSENT = "absent"
+
+
+ABSENT: Final = _Absent.ABSENT
+"""`if_match=ABSENT`: the write succeeds only if the key does not exist (create)."""
+
+IfMatch = int | _Absent | None
+"""None: unconditional. ABSENT: must not exist. An int: the current revision must equal it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: str
+    value: bytes
+    revision: int
+    """Revision of the last write; strictly increasing across the namespace."""
+    expires_at: float | None = None
+    """Unix time after which the record reads as absent; None never expires."""
+
+
+class ChangeKind(enum.Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    kind: ChangeKind
+    key: str
+    record: Record | None
+    """The record after the change; None for DELETED."""
+    cursor: str
+    """Opaque position in the change log; pass to `watch(after=...)` to continue after this change."""
+    commit_time: float
+    """Unix time the change was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[Record]
+    next_after: str | None
+    """The last key of this page, to pass as `after`; None when this was the last page."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend guarantees beyond the protocol, so callers and tests can adapt."""
+
+    durable: bool
+    """Acknowledged writes survive a process crash."""
+    shared: bool
+    """Several server processes may use the same store at once."""
+    native_ttl: bool
+    """The backend also evicts expired records by itself (reads always enforce TTL)."""
+
+
+class StoreError(Exception):
+    """Base of every error a store raises."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend cannot be reached or did not answer in time; safe to retry."""
+
+
+class PreconditionFailed(StoreError):
+    """`if_match` did not hold. `current` is the record as it is now (None if absent)."""
+
+    def __init__(self, key: str, current: Record | None) -> None:
+        super().__init__(f"precondition failed for {key!r}")
+        self.key = key
+        self.current = current
+
+
+class CursorExpired(StoreError):
+    """The watch cursor is older than the retained change log."""
+
+
+class InvalidCursor(StoreError):
+    """The watch cursor is malformed or belongs to another store."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    capabilities: Capabilities
+
+    async def get(self, key: str) -> Record | None:
+        """The live record, or None if absent or expired."""
+        ...
+
+    async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
+        """Live records for the keys that exist, in one round trip where the backend allows."""
+        ...
+
+    async def put(self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None) -> Record:
+        """Write atomically if `if_match` holds (an expired record counts as absent); raises PreconditionFailed."""
+        ...
+
+    async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
+        """Delete if `if_match` holds; True if a live record was deleted, False if absent (and if_match allowed it)."""
+        ...
+
+    async def list(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page:
+        """Live records with `prefix`, in key order, strictly after key `after`."""
+        ...
+
+    def watch(self, prefix: str = "", *, after: str | None = None) -> AsyncIterator[Change]:
+        """Changes in commit order, strictly after cursor `after` (None: from now). Never ends by itself."""
+        ...
+
+    async def head_cursor(self) -> str:
+        """The cursor of the latest committed change (what `watch(after=None)` starts after)."""
+        ...
+
+    async def ping(self) -> None:
+        """Return if the backend answers; raise StoreUnavailable otherwise."""
+        ...
+
+    async def close(self) -> None: ...
