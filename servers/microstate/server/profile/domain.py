@@ -1,0 +1,176 @@
+"""Profile rules, independent of any contract version.
+
+Adapters (v1, later v2) translate messages to `ProfileData` and call this;
+everything about etags, atomic read-modify-write, paging tokens and the change
+feed lives here once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+
+from microstate.server.errors import AlreadyExists, EtagMismatch, FailedPrecondition, InvalidArgument, NotFound
+from microstate.server.profile import rules
+from microstate.server.profile.model import ProfileData, StoredProfile
+from microstate.server.store.base import (
+    ABSENT,
+    ChangeKind,
+    CursorExpired,
+    InvalidCursor,
+    PreconditionFailed,
+    Store,
+)
+
+Patch = Callable[[ProfileData], ProfileData]
+"""Turns the current profile into the updated one (built by an adapter from its update_mask)."""
+
+# Unconditional updates retry their read-modify-write when a concurrent writer wins,
+# so a partial update never overwrites fields it did not name.
+MAX_UPDATE_ATTEMPTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChange:
+    kind: ChangeKind
+    user_id: str
+    profile: StoredProfile | None
+    resume_token: str
+    commit_time: float
+
+
+def _subject(user_id: str) -> str:
+    return f"profiles/{user_id}"
+
+
+def _not_found(user_id: str) -> NotFound:
+    return NotFound(f"profile {user_id!r} does not exist", reason="PROFILE_NOT_FOUND", metadata={"user_id": user_id})
+
+
+class ProfileDomain:
+    def __init__(self, store: Store, *, clock: Callable[[], int] = time.time_ns) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def get(self, user_id: str) -> StoredProfile:
+        rules.check_user_id(user_id, "user_id")
+        record = await self._store.get(user_id)
+        if record is None:
+            raise _not_found(user_id)
+        return StoredProfile.from_record(record)
+
+    async def batch_get(self, user_ids: Sequence[str]) -> tuple[list[StoredProfile], list[str]]:
+        """Found profiles and missing ids, both in request order, duplicates answered once."""
+        if not user_ids:
+            raise InvalidArgument("user_ids", "at least one id is required")
+        if len(user_ids) > rules.MAX_BATCH:
+            raise InvalidArgument("user_ids", f"{len(user_ids)} ids; at most {rules.MAX_BATCH}", reason="LIMIT_EXCEEDED")
+        rules.check_user_ids(user_ids, "user_ids")
+        unique = list(dict.fromkeys(user_ids))
+        records = await self._store.batch_get(unique)
+        found = [StoredProfile.from_record(records[u]) for u in unique if u in records]
+        missing = [u for u in unique if u not in records]
+        return found, missing
+
+    async def list(self, prefix: str, page_size: int, page_token: str) -> tuple[list[StoredProfile], str]:
+        limit = rules.page_size_of(page_size)
+        after = _decode_page_token(page_token, prefix) if page_token else None
+        page = await self._store.list(prefix, after=after, limit=limit)
+        token = _encode_page_token(page.next_after, prefix) if page.next_after is not None else ""
+        return [StoredProfile.from_record(r) for r in page.records], token
+
+    async def create(self, data: ProfileData, *, written_by: str) -> StoredProfile:
+        now = self._clock()
+        data = replace(data, create_time_ns=now, update_time_ns=now, written_by=written_by)
+        rules.check_profile(data, "profile.")
+        try:
+            record = await self._store.put(data.user_id, data.to_bytes(), if_match=ABSENT)
+        except PreconditionFailed:
+            raise AlreadyExists(
+                f"profile {data.user_id!r} already exists",
+                reason="PROFILE_ALREADY_EXISTS",
+                metadata={"user_id": data.user_id},
+            ) from None
+        return StoredProfile(data, record.revision)
+
+    async def update(self, user_id: str, patch: Patch, *, etag: str, written_by: str) -> StoredProfile:
+        """Apply `patch` atomically. With an etag, a concurrent change is ABORTED; without, it is retried."""
+        rules.check_user_id(user_id, "profile.user_id")
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            current = await self.get_for_write(user_id, etag)
+            updated = replace(
+                patch(current.data),
+                user_id=user_id,
+                create_time_ns=current.data.create_time_ns,
+                update_time_ns=max(self._clock(), current.data.update_time_ns + 1),
+                written_by=written_by,
+            )
+            rules.check_profile(updated, "profile.")
+            try:
+                record = await self._store.put(user_id, updated.to_bytes(), if_match=current.revision)
+            except PreconditionFailed as exc:
+                if exc.current is None:
+                    raise _not_found(user_id) from None
+                if etag:
+                    raise EtagMismatch(_subject(user_id), etag, StoredProfile.from_record(exc.current).etag) from None
+                continue
+            return StoredProfile(updated, record.revision)
+        raise FailedPrecondition(
+            f"profile {user_id!r} changed {MAX_UPDATE_ATTEMPTS} times while updating; retry with an etag",
+            reason="TOO_MUCH_CONTENTION",
+        )
+
+    async def get_for_write(self, user_id: str, etag: str) -> StoredProfile:
+        current = await self.get(user_id)
+        if etag and current.etag != etag:
+            raise EtagMismatch(_subject(user_id), etag, current.etag)
+        return current
+
+    async def delete(self, user_id: str, *, etag: str) -> None:
+        rules.check_user_id(user_id, "user_id")
+        if etag:
+            current = await self.get_for_write(user_id, etag)
+            try:
+                await self._store.delete(user_id, if_match=current.revision)
+            except PreconditionFailed as exc:
+                if exc.current is None:
+                    raise _not_found(user_id) from None
+                raise EtagMismatch(_subject(user_id), etag, StoredProfile.from_record(exc.current).etag) from None
+            return
+        if not await self._store.delete(user_id):
+            raise _not_found(user_id)
+
+    async def watch(self, prefix: str, resume_token: str) -> AsyncIterator[ProfileChange]:
+        try:
+            async for change in self._store.watch(prefix, after=resume_token or None):
+                profile = StoredProfile.from_record(change.record) if change.record else None
+                yield ProfileChange(change.kind, change.key, profile, change.cursor, change.commit_time)
+        except InvalidCursor:
+            raise InvalidArgument("resume_token", "not a resume token issued by this service") from None
+        except CursorExpired:
+            raise FailedPrecondition(
+                "resume_token is older than the retained change log; re-read the profiles, then watch from now",
+                reason="RESUME_TOKEN_EXPIRED",
+            ) from None
+
+
+def _encode_page_token(after: str, prefix: str) -> str:
+    raw = json.dumps({"a": after, "p": prefix}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_page_token(token: str, prefix: str) -> str:
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+        after, token_prefix = doc["a"], doc["p"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise InvalidArgument("page_token", "not a page token issued by ListProfiles", reason="INVALID_PAGE_TOKEN") from None
+    if token_prefix != prefix or not isinstance(after, str):
+        raise InvalidArgument(
+            "page_token", "this page token was issued for a different user_id_prefix", reason="INVALID_PAGE_TOKEN"
+        )
+    return after

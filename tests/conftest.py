@@ -1,0 +1,3 @@
+"""Shared fixtures. Real parts only: a real redis-server, a real Mongo-wire server, real gRPC servers."""
+
+from tests.support.redis_server import redis_server  # noqa: F401  (session fixture)

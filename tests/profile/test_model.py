@@ -1,0 +1,36 @@
+"""The stored representation round-trips exactly (it is what every contract version shares)."""
+
+from __future__ import annotations
+
+import array
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from microstate.server.profile.model import ProfileData
+
+float32 = st.floats(width=32, allow_nan=False)
+
+
+@given(
+    user_id=st.text(min_size=1, max_size=20),
+    display_name=st.text(max_size=50),
+    attributes=st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=5),
+    embedding=st.lists(float32, max_size=50),
+    times=st.tuples(st.integers(0, 2**62), st.integers(0, 2**62)),
+)
+def test_profile_data_round_trips(
+    user_id: str, display_name: str, attributes: dict[str, str], embedding: list[float], times: tuple[int, int]
+) -> None:
+    data = ProfileData(
+        user_id=user_id,
+        display_name=display_name,
+        locale="en",
+        attributes=attributes,
+        embedding=array.array("f", embedding),
+        create_time_ns=times[0],
+        update_time_ns=times[1],
+        written_by="microstate.profile.v1",
+    )
+    assert ProfileData.from_bytes(data.to_bytes()) == data
+

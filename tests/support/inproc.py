@@ -1,0 +1,24 @@
+"""A real grpc.aio server in this process, for tests where processes are not the point."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+
+from microstate.server.registry import Microstate
+from microstate.server.store.base import Store
+
+
+@asynccontextmanager
+async def serve_in_process(microstate: Microstate, store: Store) -> AsyncIterator[str]:
+    """Serve `microstate` over `store` on a free loopback port; yields the target "127.0.0.1:PORT"."""
+    server = grpc.aio.server()
+    microstate.attach(server, store)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(grace=None)
