@@ -7,21 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def buf() -> str:
-    path = shutil.which("buf")
-    if path is None:
-        pytest.fail("buf is not installed: pip install -r requirements/test.txt (buf-bin)")
-    return path
 
 
 def test_buf_lint_is_clean(buf: str) -> None:
