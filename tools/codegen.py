@@ -1,7 +1,7 @@
 """Regenerate generated/ from proto/ with grpcio-tools (messages, gRPC stubs, .pyi).
 
-    python tools/codegen.py          # rewrite generated/microstate/
-    python tools/codegen.py --check  # regenerate into a temp dir; exit 1 on any drift
+python tools/codegen.py          # rewrite generated/microstate/
+python tools/codegen.py --check  # regenerate into a temp dir; exit 1 on any drift
 """
 
 from __future__ import annotations
@@ -39,12 +39,16 @@ def generate(out: Path) -> None:
 
 
 def tree(root: Path) -> dict[str, Path]:
-    return {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def drift(fresh: Path, committed: Path) -> list[str]:
     new, old = tree(fresh), tree(committed)
-    changed = [name for name in new.keys() & old.keys() if not filecmp.cmp(new[name], old[name], shallow=False)]
+    changed = [
+        name for name in new.keys() & old.keys() if not filecmp.cmp(new[name], old[name], shallow=False)
+    ]
     return sorted(
         [f"missing: {n}" for n in new.keys() - old.keys()]
         + [f"stale: {n}" for n in old.keys() - new.keys()]
@@ -53,7 +57,9 @@ def drift(fresh: Path, committed: Path) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="fail if generated/ differs from a fresh run")
     check = parser.parse_args().check
     with tempfile.TemporaryDirectory() as tmp:

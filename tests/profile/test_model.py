@@ -20,7 +20,11 @@ float32 = st.floats(width=32, allow_nan=False)
     times=st.tuples(st.integers(0, 2**62), st.integers(0, 2**62)),
 )
 def test_profile_data_round_trips(
-    user_id: str, display_name: str, attributes: dict[str, str], embedding: list[float], times: tuple[int, int]
+    user_id: str,
+    display_name: str,
+    attributes: dict[str, str],
+    embedding: list[float],
+    times: tuple[int, int],
 ) -> None:
     data = ProfileData(
         user_id=user_id,
@@ -33,4 +37,3 @@ def test_profile_data_round_trips(
         written_by="microstate.profile.v1",
     )
     assert ProfileData.from_bytes(data.to_bytes()) == data
-

@@ -26,7 +26,10 @@ Stub = profile_pb2_grpc.ProfileServiceStub
 async def stub(tmp_path: Path) -> AsyncIterator[Stub]:
     store = await open_store(f"sqlite:///{tmp_path / 'profile.db'}", "profile")
     try:
-        async with serve_in_process(MICROSTATE, store) as target, grpc.aio.insecure_channel(target) as channel:
+        async with (
+            serve_in_process(MICROSTATE, store) as target,
+            grpc.aio.insecure_channel(target) as channel,
+        ):
             yield Stub(channel)
     finally:
         await store.close()
@@ -37,7 +40,11 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, object]:
     status = rpc_status.from_call(error)
     assert status is not None, "the error carries no google.rpc.Status"
     unpacked: dict[str, object] = {}
-    for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.PreconditionFailure):
+    for kind in (
+        error_details_pb2.ErrorInfo,
+        error_details_pb2.BadRequest,
+        error_details_pb2.PreconditionFailure,
+    ):
         for detail in status.details:
             if detail.Is(kind.DESCRIPTOR):
                 message = kind()
@@ -150,7 +157,9 @@ async def test_update_changes_only_masked_fields_and_moves_the_etag(stub: Stub) 
     created = await stub.CreateProfile(pb.CreateProfileRequest(profile=profile()))
     updated = await stub.UpdateProfile(
         pb.UpdateProfileRequest(
-            profile=pb.Profile(user_id="u1", display_name="Grace", locale="ignored-because-unmasked", etag=created.etag),
+            profile=pb.Profile(
+                user_id="u1", display_name="Grace", locale="ignored-because-unmasked", etag=created.etag
+            ),
             update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
         )
     )
@@ -162,7 +171,9 @@ async def test_update_changes_only_masked_fields_and_moves_the_etag(stub: Stub) 
 
 
 async def test_attribute_key_paths_set_and_remove_single_keys(stub: Stub) -> None:
-    await stub.CreateProfile(pb.CreateProfileRequest(profile=profile(attributes={"tier": "gold", "region": "eu"})))
+    await stub.CreateProfile(
+        pb.CreateProfileRequest(profile=profile(attributes={"tier": "gold", "region": "eu"}))
+    )
     updated = await stub.UpdateProfile(
         pb.UpdateProfileRequest(
             profile=pb.Profile(user_id="u1", attributes={"team": "ml"}),
@@ -174,8 +185,15 @@ async def test_attribute_key_paths_set_and_remove_single_keys(stub: Stub) -> Non
 
 async def test_empty_mask_replaces_every_writable_field(stub: Stub) -> None:
     await stub.CreateProfile(pb.CreateProfileRequest(profile=profile()))
-    updated = await stub.UpdateProfile(pb.UpdateProfileRequest(profile=pb.Profile(user_id="u1", display_name="Z")))
-    assert (updated.display_name, updated.locale, dict(updated.attributes), list(updated.embedding)) == ("Z", "", {}, [])
+    updated = await stub.UpdateProfile(
+        pb.UpdateProfileRequest(profile=pb.Profile(user_id="u1", display_name="Z"))
+    )
+    assert (updated.display_name, updated.locale, dict(updated.attributes), list(updated.embedding)) == (
+        "Z",
+        "",
+        {},
+        [],
+    )
 
 
 @pytest.mark.parametrize("path", ["nickname", "etag", "user_id", "create_time", "attributes."])
@@ -184,7 +202,8 @@ async def test_unknown_or_read_only_mask_path_is_invalid_argument(stub: Stub, pa
     unpacked = await fails(
         stub.UpdateProfile(
             pb.UpdateProfileRequest(
-                profile=pb.Profile(user_id="u1", display_name="X"), update_mask=field_mask_pb2.FieldMask(paths=[path])
+                profile=pb.Profile(user_id="u1", display_name="X"),
+                update_mask=field_mask_pb2.FieldMask(paths=[path]),
             )
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -198,7 +217,9 @@ async def test_stale_etag_is_aborted_with_precondition_failure(stub: Stub) -> No
     created = await stub.CreateProfile(pb.CreateProfileRequest(profile=profile()))
     mask = field_mask_pb2.FieldMask(paths=["display_name"])
     fresh = await stub.UpdateProfile(
-        pb.UpdateProfileRequest(profile=pb.Profile(user_id="u1", display_name="B", etag=created.etag), update_mask=mask)
+        pb.UpdateProfileRequest(
+            profile=pb.Profile(user_id="u1", display_name="B", etag=created.etag), update_mask=mask
+        )
     )
     unpacked = await fails(
         stub.UpdateProfile(
@@ -239,9 +260,13 @@ async def test_delete_honours_the_etag(stub: Stub) -> None:
         "ETAG_MISMATCH",
     )
     await stub.DeleteProfile(pb.DeleteProfileRequest(user_id="u1", etag=created.etag))
-    await fails(stub.GetProfile(pb.GetProfileRequest(user_id="u1")), grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND")
     await fails(
-        stub.DeleteProfile(pb.DeleteProfileRequest(user_id="u1")), grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND"
+        stub.GetProfile(pb.GetProfileRequest(user_id="u1")), grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND"
+    )
+    await fails(
+        stub.DeleteProfile(pb.DeleteProfileRequest(user_id="u1")),
+        grpc.StatusCode.NOT_FOUND,
+        "PROFILE_NOT_FOUND",
     )
 
 
@@ -276,7 +301,9 @@ async def test_list_pages_through_a_prefix_with_opaque_tokens(stub: Stub) -> Non
     seen: list[str] = []
     token = ""
     while True:
-        page = await stub.ListProfiles(pb.ListProfilesRequest(page_size=10, page_token=token, user_id_prefix="team-"))
+        page = await stub.ListProfiles(
+            pb.ListProfilesRequest(page_size=10, page_token=token, user_id_prefix="team-")
+        )
         assert len(page.profiles) <= 10
         seen += [p.user_id for p in page.profiles]
         token = page.next_page_token
@@ -299,7 +326,11 @@ async def test_list_rejects_foreign_tokens_and_negative_sizes(stub: Stub) -> Non
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_PAGE_TOKEN",
     )
-    await fails(stub.ListProfiles(pb.ListProfilesRequest(page_size=-1)), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    await fails(
+        stub.ListProfiles(pb.ListProfilesRequest(page_size=-1)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
 
 
 async def next_events(stream: grpc.aio.UnaryStreamCall, count: int) -> list[pb.WatchProfilesResponse]:
@@ -309,8 +340,7 @@ async def next_events(stream: grpc.aio.UnaryStreamCall, count: int) -> list[pb.W
 
 async def test_watch_streams_changes_and_resumes_without_gaps_or_duplicates(stub: Stub) -> None:
     stream = stub.WatchProfiles(pb.WatchProfilesRequest(user_id_prefix="w"))
-    await stream.wait_for_connection()
-    # The stream starts "from now": make sure it is subscribed before writing, by writing until an event arrives.
+    await stream.initial_metadata()  # the contract: once headers arrive, every later write is streamed
     created = await stub.CreateProfile(pb.CreateProfileRequest(profile=profile("w1")))
     first = await next_events(stream, 1)
     assert first[0].change_type == pb.CHANGE_TYPE_CREATED and first[0].profile == created
@@ -328,7 +358,9 @@ async def test_watch_streams_changes_and_resumes_without_gaps_or_duplicates(stub
     ]
     assert not rest[1].HasField("profile")
 
-    resumed = stub.WatchProfiles(pb.WatchProfilesRequest(user_id_prefix="w", resume_token=first[0].resume_token))
+    resumed = stub.WatchProfiles(
+        pb.WatchProfilesRequest(user_id_prefix="w", resume_token=first[0].resume_token)
+    )
     again = await next_events(resumed, 3)
     resumed.cancel()
     assert [e.resume_token for e in again] == [e.resume_token for e in rest]

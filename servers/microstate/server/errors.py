@@ -136,7 +136,7 @@ def unary_errors(method: _Unary) -> _Unary:
             return await method(self, request, context)
         except (DomainError, StoreUnavailable) as exc:
             await context.abort_with_status(status_for(exc))
-        except Exception as exc:  # noqa: BLE001 - last line of defence: never leak a traceback to the client
+        except Exception as exc:
             await context.abort_with_status(status_for(exc))
 
     return wrapper  # type: ignore[return-value]
@@ -152,7 +152,7 @@ def stream_errors(method: _Stream) -> _Stream:
                 yield item
         except (DomainError, StoreUnavailable) as exc:
             await context.abort_with_status(status_for(exc))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             await context.abort_with_status(status_for(exc))
 
     return wrapper  # type: ignore[return-value]

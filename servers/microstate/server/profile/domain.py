@@ -7,14 +7,22 @@ feed lives here once.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
-from microstate.server.errors import AlreadyExists, EtagMismatch, FailedPrecondition, InvalidArgument, NotFound
+from microstate.server.errors import (
+    AlreadyExists,
+    EtagMismatch,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from microstate.server.profile import rules
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.store.base import (
@@ -43,18 +51,43 @@ class ProfileChange:
     commit_time: float
 
 
+class KeyedLocks:
+    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 def _subject(user_id: str) -> str:
     return f"profiles/{user_id}"
 
 
 def _not_found(user_id: str) -> NotFound:
-    return NotFound(f"profile {user_id!r} does not exist", reason="PROFILE_NOT_FOUND", metadata={"user_id": user_id})
+    return NotFound(
+        f"profile {user_id!r} does not exist", reason="PROFILE_NOT_FOUND", metadata={"user_id": user_id}
+    )
 
 
 class ProfileDomain:
     def __init__(self, store: Store, *, clock: Callable[[], int] = time.time_ns) -> None:
         self._store = store
         self._clock = clock
+        self._key_locks = KeyedLocks()
 
     async def get(self, user_id: str) -> StoredProfile:
         rules.check_user_id(user_id, "user_id")
@@ -68,7 +101,9 @@ class ProfileDomain:
         if not user_ids:
             raise InvalidArgument("user_ids", "at least one id is required")
         if len(user_ids) > rules.MAX_BATCH:
-            raise InvalidArgument("user_ids", f"{len(user_ids)} ids; at most {rules.MAX_BATCH}", reason="LIMIT_EXCEEDED")
+            raise InvalidArgument(
+                "user_ids", f"{len(user_ids)} ids; at most {rules.MAX_BATCH}", reason="LIMIT_EXCEEDED"
+            )
         rules.check_user_ids(user_ids, "user_ids")
         unique = list(dict.fromkeys(user_ids))
         records = await self._store.batch_get(unique)
@@ -100,6 +135,12 @@ class ProfileDomain:
     async def update(self, user_id: str, patch: Patch, *, etag: str, written_by: str) -> StoredProfile:
         """Apply `patch` atomically. With an etag, a concurrent change is ABORTED; without, it is retried."""
         rules.check_user_id(user_id, "profile.user_id")
+        # Same-key updates queue up inside this process instead of racing each other's CAS;
+        # the CAS loop still guards against writers in other processes.
+        async with self._key_locks.hold(user_id):
+            return await self._update(user_id, patch, etag=etag, written_by=written_by)
+
+    async def _update(self, user_id: str, patch: Patch, *, etag: str, written_by: str) -> StoredProfile:
         for _ in range(MAX_UPDATE_ATTEMPTS):
             current = await self.get_for_write(user_id, etag)
             updated = replace(
@@ -116,7 +157,9 @@ class ProfileDomain:
                 if exc.current is None:
                     raise _not_found(user_id) from None
                 if etag:
-                    raise EtagMismatch(_subject(user_id), etag, StoredProfile.from_record(exc.current).etag) from None
+                    raise EtagMismatch(
+                        _subject(user_id), etag, StoredProfile.from_record(exc.current).etag
+                    ) from None
                 continue
             return StoredProfile(updated, record.revision)
         raise FailedPrecondition(
@@ -139,14 +182,21 @@ class ProfileDomain:
             except PreconditionFailed as exc:
                 if exc.current is None:
                     raise _not_found(user_id) from None
-                raise EtagMismatch(_subject(user_id), etag, StoredProfile.from_record(exc.current).etag) from None
+                raise EtagMismatch(
+                    _subject(user_id), etag, StoredProfile.from_record(exc.current).etag
+                ) from None
             return
         if not await self._store.delete(user_id):
             raise _not_found(user_id)
 
-    async def watch(self, prefix: str, resume_token: str) -> AsyncIterator[ProfileChange]:
+    async def watch_start(self, resume_token: str) -> str:
+        """Where a watch begins: after `resume_token`, or after the current head when it is empty."""
+        return resume_token or await self._store.head_cursor()
+
+    async def watch(self, prefix: str, start: str) -> AsyncIterator[ProfileChange]:
+        """Changes strictly after `start` (from watch_start)."""
         try:
-            async for change in self._store.watch(prefix, after=resume_token or None):
+            async for change in self._store.watch(prefix, after=start):
                 profile = StoredProfile.from_record(change.record) if change.record else None
                 yield ProfileChange(change.kind, change.key, profile, change.cursor, change.commit_time)
         except InvalidCursor:
@@ -168,9 +218,13 @@ def _decode_page_token(token: str, prefix: str) -> str:
         doc = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
         after, token_prefix = doc["a"], doc["p"]
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise InvalidArgument("page_token", "not a page token issued by ListProfiles", reason="INVALID_PAGE_TOKEN") from None
+        raise InvalidArgument(
+            "page_token", "not a page token issued by ListProfiles", reason="INVALID_PAGE_TOKEN"
+        ) from None
     if token_prefix != prefix or not isinstance(after, str):
         raise InvalidArgument(
-            "page_token", "this page token was issued for a different user_id_prefix", reason="INVALID_PAGE_TOKEN"
+            "page_token",
+            "this page token was issued for a different user_id_prefix",
+            reason="INVALID_PAGE_TOKEN",
         )
     return after

@@ -96,4 +96,3 @@ class StoredProfile:
 def etag_of(revision: int) -> str:
     # Weak-etag-like and opaque: clients compare, never parse.
     return f'W/"{revision}"'
-

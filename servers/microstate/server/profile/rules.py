@@ -30,7 +30,9 @@ DEFAULT_PAGE_SIZE = 100
 def check_user_id(user_id: str, field: str) -> None:
     if not USER_ID_PATTERN.fullmatch(user_id):
         shown = user_id if len(user_id) <= 40 else user_id[:40] + "…"
-        raise InvalidArgument(field, f"{shown!r} is not a valid user_id: {USER_ID_RULE}", reason="INVALID_USER_ID")
+        raise InvalidArgument(
+            field, f"{shown!r} is not a valid user_id: {USER_ID_RULE}", reason="INVALID_USER_ID"
+        )
 
 
 def check_user_ids(user_ids: Iterable[str], field: str) -> None:
@@ -40,13 +42,17 @@ def check_user_ids(user_ids: Iterable[str], field: str) -> None:
 
 def check_attributes(attributes: Mapping[str, str], field: str) -> None:
     if len(attributes) > MAX_ATTRIBUTES:
-        raise InvalidArgument(field, f"{len(attributes)} entries; at most {MAX_ATTRIBUTES}", reason="LIMIT_EXCEEDED")
+        raise InvalidArgument(
+            field, f"{len(attributes)} entries; at most {MAX_ATTRIBUTES}", reason="LIMIT_EXCEEDED"
+        )
     for key, value in attributes.items():
         if not 0 < len(key) <= MAX_ATTRIBUTE_KEY:
             raise InvalidArgument(f"{field}[{key[:40]!r}]", f"keys are 1 to {MAX_ATTRIBUTE_KEY} characters")
         if len(value) > MAX_ATTRIBUTE_VALUE:
             raise InvalidArgument(
-                f"{field}[{key!r}]", f"values are at most {MAX_ATTRIBUTE_VALUE} characters", reason="LIMIT_EXCEEDED"
+                f"{field}[{key!r}]",
+                f"values are at most {MAX_ATTRIBUTE_VALUE} characters",
+                reason="LIMIT_EXCEEDED",
             )
 
 
@@ -54,13 +60,19 @@ def check_profile(data: ProfileData, prefix: str) -> None:
     """Every rule on a profile's content; field names are reported under `prefix` (e.g. "profile.")."""
     check_user_id(data.user_id, f"{prefix}user_id")
     if len(data.display_name) > MAX_DISPLAY_NAME:
-        raise InvalidArgument(f"{prefix}display_name", f"at most {MAX_DISPLAY_NAME} characters", reason="LIMIT_EXCEEDED")
+        raise InvalidArgument(
+            f"{prefix}display_name", f"at most {MAX_DISPLAY_NAME} characters", reason="LIMIT_EXCEEDED"
+        )
     if data.locale and (len(data.locale) > MAX_LOCALE or not LOCALE_PATTERN.fullmatch(data.locale)):
-        raise InvalidArgument(f"{prefix}locale", f"{data.locale[:40]!r} is not a BCP-47 tag of at most {MAX_LOCALE} characters")
+        raise InvalidArgument(
+            f"{prefix}locale", f"{data.locale[:40]!r} is not a BCP-47 tag of at most {MAX_LOCALE} characters"
+        )
     check_attributes(data.attributes, f"{prefix}attributes")
     if len(data.embedding) > MAX_EMBEDDING:
         raise InvalidArgument(
-            f"{prefix}embedding", f"{len(data.embedding)} values; at most {MAX_EMBEDDING}", reason="LIMIT_EXCEEDED"
+            f"{prefix}embedding",
+            f"{len(data.embedding)} values; at most {MAX_EMBEDDING}",
+            reason="LIMIT_EXCEEDED",
         )
     if not all(map(math.isfinite, data.embedding)):
         raise InvalidArgument(f"{prefix}embedding", "every value must be finite (no NaN or infinity)")

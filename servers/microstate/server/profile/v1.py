@@ -112,7 +112,9 @@ class ProfileServiceV1(profile_pb2_grpc.ProfileServiceServicer):
         self._domain = domain
 
     @unary_errors
-    async def GetProfile(self, request: pb.GetProfileRequest, context: grpc.aio.ServicerContext) -> pb.Profile:
+    async def GetProfile(
+        self, request: pb.GetProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Profile:
         return to_message(await self._domain.get(request.user_id))
 
     @unary_errors
@@ -126,15 +128,21 @@ class ProfileServiceV1(profile_pb2_grpc.ProfileServiceServicer):
     async def ListProfiles(
         self, request: pb.ListProfilesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListProfilesResponse:
-        profiles, token = await self._domain.list(request.user_id_prefix, request.page_size, request.page_token)
+        profiles, token = await self._domain.list(
+            request.user_id_prefix, request.page_size, request.page_token
+        )
         return pb.ListProfilesResponse(profiles=[to_message(p) for p in profiles], next_page_token=token)
 
     @unary_errors
-    async def CreateProfile(self, request: pb.CreateProfileRequest, context: grpc.aio.ServicerContext) -> pb.Profile:
+    async def CreateProfile(
+        self, request: pb.CreateProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Profile:
         return to_message(await self._domain.create(from_message(request.profile), written_by=CONTRACT))
 
     @unary_errors
-    async def UpdateProfile(self, request: pb.UpdateProfileRequest, context: grpc.aio.ServicerContext) -> pb.Profile:
+    async def UpdateProfile(
+        self, request: pb.UpdateProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Profile:
         patch = patch_for(request.profile, list(request.update_mask.paths))
         stored = await self._domain.update(
             request.profile.user_id, patch, etag=request.profile.etag, written_by=CONTRACT
@@ -152,5 +160,9 @@ class ProfileServiceV1(profile_pb2_grpc.ProfileServiceServicer):
     async def WatchProfiles(
         self, request: pb.WatchProfilesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchProfilesResponse]:
-        async for change in self._domain.watch(request.user_id_prefix, request.resume_token):
+        start = await self._domain.watch_start(request.resume_token)
+        # Response headers go out once the start is fixed: a client that has seen them
+        # knows every later write will be streamed.
+        await context.send_initial_metadata(())
+        async for change in self._domain.watch(request.user_id_prefix, start):
             yield to_event(change)
