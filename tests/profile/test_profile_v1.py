@@ -1,4 +1,4 @@
-"""The profile v1 service end to end in one process: real servicer, real domain, real SQLite store, raw stubs."""
+"""Profile v1 end to end in one process: real servicer, domain and SQLite store, raw stubs."""
 
 from __future__ import annotations
 

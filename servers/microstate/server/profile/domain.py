@@ -203,7 +203,7 @@ class ProfileDomain:
             raise InvalidArgument("resume_token", "not a resume token issued by this service") from None
         except CursorExpired:
             raise FailedPrecondition(
-                "resume_token is older than the retained change log; re-read the profiles, then watch from now",
+                "resume_token is older than the retained change log; re-read, then watch from now",
                 reason="RESUME_TOKEN_EXPIRED",
             ) from None
 
