@@ -4,70 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from microstate.profile.v1 import profile_pb2 as pb
 from microstate.profile.v1 import profile_pb2_grpc
-from microstate.server.profile import MICROSTATE
-from microstate.server.store import open_store
-from tests.support.inproc import serve_in_process
+from tests.support.rpc_errors import details, fails, violated_fields
 
 Stub = profile_pb2_grpc.ProfileServiceStub
 
 
 @pytest.fixture
-async def stub(tmp_path: Path) -> AsyncIterator[Stub]:
-    store = await open_store(f"sqlite:///{tmp_path / 'profile.db'}", "profile")
-    try:
-        async with (
-            serve_in_process(MICROSTATE, store) as target,
-            grpc.aio.insecure_channel(target) as channel,
-        ):
-            yield Stub(channel)
-    finally:
-        await store.close()
-
-
-def details(error: grpc.aio.AioRpcError) -> dict[str, object]:
-    """Unpack the google.rpc details of a failed call by type name."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    unpacked: dict[str, object] = {}
-    for kind in (
-        error_details_pb2.ErrorInfo,
-        error_details_pb2.BadRequest,
-        error_details_pb2.PreconditionFailure,
-    ):
-        for detail in status.details:
-            if detail.Is(kind.DESCRIPTOR):
-                message = kind()
-                detail.Unpack(message)
-                unpacked[kind.DESCRIPTOR.name] = message
-    return unpacked
-
-
-async def fails(call: object, code: grpc.StatusCode, reason: str) -> dict[str, object]:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
-    unpacked = details(caught.value)
-    info = unpacked["ErrorInfo"]
-    assert isinstance(info, error_details_pb2.ErrorInfo)
-    assert (info.reason, info.domain) == (reason, "microstate.dev")
-    return unpacked
-
-
-def violated_fields(unpacked: dict[str, object]) -> list[str]:
-    bad = unpacked["BadRequest"]
-    assert isinstance(bad, error_details_pb2.BadRequest)
-    return [v.field for v in bad.field_violations]
+def stub(channel: grpc.aio.Channel) -> Stub:
+    return Stub(channel)
 
 
 def profile(user_id: str = "u1", **fields: object) -> pb.Profile:

@@ -1,19 +1,29 @@
-"""The user profile microstate: one domain, one stored representation, one adapter per contract version."""
+"""The user profile microstate: one domain, one stored representation, one codec per contract version."""
 
 from __future__ import annotations
 
 import grpc
 
-from microstate.profile.v1 import profile_pb2_grpc
-from microstate.server.profile import v1
+from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
+from microstate.profile.v2 import profile_pb2_grpc as v2_grpc
+from microstate.server.profile import v1, v2
 from microstate.server.profile.domain import ProfileDomain
+from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.registry import Microstate
 from microstate.server.store.base import Store
+
+CODECS = (v1.CODEC, v2.CODEC)
 
 
 def attach(server: grpc.aio.Server, store: Store) -> None:
     domain = ProfileDomain(store)
-    profile_pb2_grpc.add_ProfileServiceServicer_to_server(v1.ProfileServiceV1(domain), server)
+    v1_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v1.CODEC), server)
+    v2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v2.CODEC), server)
 
 
-MICROSTATE = Microstate(name="profile", default_port=50051, service_names=(v1.SERVICE_NAME,), attach=attach)
+MICROSTATE = Microstate(
+    name="profile",
+    default_port=50051,
+    service_names=tuple(codec.service_name for codec in CODECS),
+    attach=attach,
+)

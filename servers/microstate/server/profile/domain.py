@@ -43,6 +43,15 @@ MAX_UPDATE_ATTEMPTS = 16
 
 
 @dataclass(frozen=True, slots=True)
+class Contract:
+    """The contract version calling the domain: recorded on writes, and how it names fields in errors."""
+
+    name: str
+    """e.g. microstate.profile.v1; stored as ProfileData.written_by."""
+    field_path: rules.FieldPath
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileChange:
     kind: ChangeKind
     user_id: str
@@ -118,10 +127,10 @@ class ProfileDomain:
         token = _encode_page_token(page.next_after, prefix) if page.next_after is not None else ""
         return [StoredProfile.from_record(r) for r in page.records], token
 
-    async def create(self, data: ProfileData, *, written_by: str) -> StoredProfile:
+    async def create(self, data: ProfileData, *, contract: Contract) -> StoredProfile:
         now = self._clock()
-        data = replace(data, create_time_ns=now, update_time_ns=now, written_by=written_by)
-        rules.check_profile(data, "profile.")
+        data = replace(data, create_time_ns=now, update_time_ns=now, written_by=contract.name)
+        rules.check_profile(data, contract.field_path)
         try:
             record = await self._store.put(data.user_id, data.to_bytes(), if_match=ABSENT)
         except PreconditionFailed:
@@ -132,15 +141,15 @@ class ProfileDomain:
             ) from None
         return StoredProfile(data, record.revision)
 
-    async def update(self, user_id: str, patch: Patch, *, etag: str, written_by: str) -> StoredProfile:
+    async def update(self, user_id: str, patch: Patch, *, etag: str, contract: Contract) -> StoredProfile:
         """Apply `patch` atomically. With an etag, a concurrent change is ABORTED; without, it is retried."""
         rules.check_user_id(user_id, "profile.user_id")
         # Same-key updates queue up inside this process instead of racing each other's CAS;
         # the CAS loop still guards against writers in other processes.
         async with self._key_locks.hold(user_id):
-            return await self._update(user_id, patch, etag=etag, written_by=written_by)
+            return await self._update(user_id, patch, etag=etag, contract=contract)
 
-    async def _update(self, user_id: str, patch: Patch, *, etag: str, written_by: str) -> StoredProfile:
+    async def _update(self, user_id: str, patch: Patch, *, etag: str, contract: Contract) -> StoredProfile:
         for _ in range(MAX_UPDATE_ATTEMPTS):
             current = await self.get_for_write(user_id, etag)
             updated = replace(
@@ -148,9 +157,9 @@ class ProfileDomain:
                 user_id=user_id,
                 create_time_ns=current.data.create_time_ns,
                 update_time_ns=max(self._clock(), current.data.update_time_ns + 1),
-                written_by=written_by,
+                written_by=contract.name,
             )
-            rules.check_profile(updated, "profile.")
+            rules.check_profile(updated, contract.field_path)
             try:
                 record = await self._store.put(user_id, updated.to_bytes(), if_match=current.revision)
             except PreconditionFailed as exc:

@@ -1,6 +1,6 @@
 """The stored, version-agnostic representation of a user profile.
 
-Every contract version (v1 today, v2 later) reads and writes this one shape, so
+Every contract version (v1, v2) reads and writes this one shape, so
 a write through one version is readable through the others. It is stored as
 compact JSON; the embedding is packed as little-endian float32 (what the
 contracts carry), base64-encoded, which keeps a 4,096-value embedding at 22 KiB
@@ -38,6 +38,13 @@ def unpack_floats(text: str) -> array.array[float]:
 
 
 @dataclass(frozen=True, slots=True)
+class Consent:
+    purpose: str
+    granted: bool
+    decide_time_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileData:
     """A profile's content, as stored. Times are Unix nanoseconds."""
 
@@ -50,6 +57,11 @@ class ProfileData:
     update_time_ns: int = 0
     written_by: str = ""
     """The contract version (e.g. microstate.profile.v1) that handled the last write."""
+    given_name: str = ""
+    family_name: str = ""
+    consents: tuple[Consent, ...] = ()
+    embedding_model: str = ""
+    embedding_model_version: str = ""
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
@@ -61,6 +73,11 @@ class ProfileData:
             "c": self.create_time_ns,
             "m": self.update_time_ns,
             "w": self.written_by,
+            "gn": self.given_name,
+            "fn": self.family_name,
+            "cs": [[c.purpose, c.granted, c.decide_time_ns] for c in self.consents],
+            "em": self.embedding_model,
+            "ev": self.embedding_model_version,
         }
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -76,6 +93,11 @@ class ProfileData:
             create_time_ns=doc.get("c", 0),
             update_time_ns=doc.get("m", 0),
             written_by=doc.get("w", ""),
+            given_name=doc.get("gn", ""),
+            family_name=doc.get("fn", ""),
+            consents=tuple(Consent(p, g, t) for p, g, t in doc.get("cs", ())),
+            embedding_model=doc.get("em", ""),
+            embedding_model_version=doc.get("ev", ""),
         )
 
 

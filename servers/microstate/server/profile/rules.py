@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from microstate.server.errors import InvalidArgument
+from microstate.server.profile import preferences
 from microstate.server.profile.model import ProfileData
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 USER_ID_RULE = "1 to 128 characters from [A-Za-z0-9._:@-], starting with a letter or a digit"
 LOCALE_PATTERN = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
-MAX_DISPLAY_NAME = 256
+MAX_NAME = 256
+MAX_MODEL = 128
+MAX_MODEL_VERSION = 64
+MAX_CONSENTS = 32
+PURPOSE_PATTERN = re.compile(r"[a-z0-9_.-]{1,64}")
 MAX_LOCALE = 35
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_KEY = 128
@@ -56,29 +61,75 @@ def check_attributes(attributes: Mapping[str, str], field: str) -> None:
             )
 
 
-def check_profile(data: ProfileData, prefix: str) -> None:
-    """Every rule on a profile's content; field names are reported under `prefix` (e.g. "profile.")."""
-    check_user_id(data.user_id, f"{prefix}user_id")
-    if len(data.display_name) > MAX_DISPLAY_NAME:
-        raise InvalidArgument(
-            f"{prefix}display_name", f"at most {MAX_DISPLAY_NAME} characters", reason="LIMIT_EXCEEDED"
-        )
-    if data.locale and (len(data.locale) > MAX_LOCALE or not LOCALE_PATTERN.fullmatch(data.locale)):
-        raise InvalidArgument(
-            f"{prefix}locale", f"{data.locale[:40]!r} is not a BCP-47 tag of at most {MAX_LOCALE} characters"
-        )
-    check_attributes(data.attributes, f"{prefix}attributes")
+FieldPath = Callable[[str], str]
+"""Maps a ProfileData field name to the request field path a contract version reports it under."""
+
+
+def check_profile(data: ProfileData, path: FieldPath) -> None:
+    """Every rule on a profile's content, reported under the caller's contract field paths."""
+    check_user_id(data.user_id, path("user_id"))
+    for name in ("display_name", "given_name", "family_name"):
+        if len(getattr(data, name)) > MAX_NAME:
+            raise InvalidArgument(path(name), f"at most {MAX_NAME} characters", reason="LIMIT_EXCEEDED")
+    if data.locale:
+        check_language_tag(data.locale, path("locale"))
+    check_attributes(data.attributes, path("attributes"))
+    check_preferences(data.attributes, path)
     if len(data.embedding) > MAX_EMBEDDING:
         raise InvalidArgument(
-            f"{prefix}embedding",
+            path("embedding"),
             f"{len(data.embedding)} values; at most {MAX_EMBEDDING}",
             reason="LIMIT_EXCEEDED",
         )
     if not all(map(math.isfinite, data.embedding)):
-        raise InvalidArgument(f"{prefix}embedding", "every value must be finite (no NaN or infinity)")
+        raise InvalidArgument(path("embedding"), "every value must be finite (no NaN or infinity)")
+    for name, limit in (("embedding_model", MAX_MODEL), ("embedding_model_version", MAX_MODEL_VERSION)):
+        if len(getattr(data, name)) > limit:
+            raise InvalidArgument(path(name), f"at most {limit} characters", reason="LIMIT_EXCEEDED")
+    check_consents(data, path("consents"))
+
+
+def check_language_tag(tag: str, field: str) -> None:
+    if len(tag) > MAX_LOCALE or not LOCALE_PATTERN.fullmatch(tag):
+        raise InvalidArgument(field, f"{tag[:40]!r} is not a BCP-47 tag of at most {MAX_LOCALE} characters")
+
+
+def check_consents(data: ProfileData, field: str) -> None:
+    if len(data.consents) > MAX_CONSENTS:
+        raise InvalidArgument(field, f"at most {MAX_CONSENTS} consent records", reason="LIMIT_EXCEEDED")
+    purposes = [c.purpose for c in data.consents]
+    for index, purpose in enumerate(purposes):
+        if not PURPOSE_PATTERN.fullmatch(purpose):
+            raise InvalidArgument(f"{field}[{index}].purpose", "1 to 64 characters from [a-z0-9_.-]")
+    if len(set(purposes)) != len(purposes):
+        raise InvalidArgument(field, "one record per purpose")
 
 
 def page_size_of(requested: int) -> int:
     if requested < 0:
         raise InvalidArgument("page_size", "must not be negative")
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def check_preferences(attributes: Mapping[str, str], path: FieldPath) -> None:
+    for key, value in attributes.items():
+        if not key.startswith(preferences.PREFIX):
+            continue
+        field = path(key)
+        if key == preferences.THEME and value not in preferences.THEMES:
+            raise InvalidArgument(field, f"one of {', '.join(preferences.THEMES)}")
+        elif key == preferences.MARKETING_EMAILS and value not in ("true", "false"):
+            raise InvalidArgument(field, '"true" or "false"')
+        elif key == preferences.LANGUAGES:
+            tags = value.split(",")
+            if len(tags) > preferences.MAX_LANGUAGES:
+                raise InvalidArgument(
+                    field, f"at most {preferences.MAX_LANGUAGES} languages", reason="LIMIT_EXCEEDED"
+                )
+            for tag in tags:
+                check_language_tag(tag, field)
+        elif key not in preferences.KEYS:
+            raise InvalidArgument(
+                field,
+                f"keys starting with {preferences.PREFIX!r} are reserved: {', '.join(preferences.KEYS)}",
+            )

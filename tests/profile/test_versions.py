@@ -1,0 +1,213 @@
+"""v1 and v2 served side by side from one stored representation: each reads what the other writes."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from microstate.profile.v1 import profile_pb2 as v1
+from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
+from microstate.profile.v2 import profile_pb2 as v2
+from microstate.profile.v2 import profile_pb2_grpc as v2_grpc
+from microstate.server.profile.model import ProfileData
+from microstate.server.store.base import Store
+from tests.support.rpc_errors import fails, violated_fields
+
+
+@pytest.fixture
+def stubs(channel: grpc.aio.Channel) -> tuple[v1_grpc.ProfileServiceStub, v2_grpc.ProfileServiceStub]:
+    return v1_grpc.ProfileServiceStub(channel), v2_grpc.ProfileServiceStub(channel)
+
+
+Stubs = tuple[v1_grpc.ProfileServiceStub, v2_grpc.ProfileServiceStub]
+
+
+async def written_by(store: Store, user_id: str) -> str:
+    record = await store.get(user_id)
+    assert record is not None
+    return ProfileData.from_bytes(record.value).written_by
+
+
+def full_v2(user_id: str = "u1") -> v2.Profile:
+    return v2.Profile(
+        user_id=user_id,
+        name=v2.PersonName(display_name="Ada L.", given_name="Ada", family_name="Lovelace"),
+        locale="en-GB",
+        preferences=v2.Preferences(
+            theme=v2.THEME_DARK, content_languages=["en", "fr-CA"], marketing_emails=True
+        ),
+        consents=[v2.Consent(purpose="personalisation", granted=True)],
+        embedding=v2.Embedding(values=[0.25, -2.0], model="minilm", model_version="6"),
+    )
+
+
+async def test_a_v2_write_reads_back_through_v1_where_they_overlap(stubs: Stubs, store: Store) -> None:
+    stub1, stub2 = stubs
+    created = await stub2.CreateProfile(v2.CreateProfileRequest(profile=full_v2()))
+    old = await stub1.GetProfile(v1.GetProfileRequest(user_id="u1"))
+    assert (old.display_name, old.locale, list(old.embedding)) == ("Ada L.", "en-GB", [0.25, -2.0])
+    assert dict(old.attributes) == {
+        "pref.theme": "dark",
+        "pref.languages": "en,fr-CA",
+        "pref.marketing_emails": "true",
+    }
+    assert old.etag == created.etag
+    assert old.create_time == created.create_time
+    assert created.consents[0].decide_time.ToNanoseconds() > 0
+    assert await written_by(store, "u1") == "microstate.profile.v2"
+
+
+async def test_a_v1_write_reads_back_through_v2_and_v2_keeps_what_it_cannot_show(
+    stubs: Stubs, store: Store
+) -> None:
+    stub1, stub2 = stubs
+    await stub1.CreateProfile(
+        v1.CreateProfileRequest(
+            profile=v1.Profile(
+                user_id="u1",
+                display_name="Grace",
+                attributes={"pref.theme": "light", "tier": "gold"},
+                embedding=[1.0],
+            )
+        )
+    )
+    new = await stub2.GetProfile(v2.GetProfileRequest(user_id="u1"))
+    assert new.name.display_name == "Grace"
+    assert new.preferences.theme == v2.THEME_LIGHT
+    assert list(new.embedding.values) == [1.0]
+    assert await written_by(store, "u1") == "microstate.profile.v1"
+
+    await stub2.UpdateProfile(
+        v2.UpdateProfileRequest(
+            profile=v2.Profile(user_id="u1", name=v2.PersonName(given_name="Grace", family_name="Hopper")),
+            update_mask=field_mask_pb2.FieldMask(paths=["name.given_name", "name.family_name"]),
+        )
+    )
+    old = await stub1.GetProfile(v1.GetProfileRequest(user_id="u1"))
+    assert old.display_name == "Grace"
+    assert dict(old.attributes) == {
+        "pref.theme": "light",
+        "tier": "gold",
+    }  # v2 cannot see "tier"; it survives
+    assert await written_by(store, "u1") == "microstate.profile.v2"
+
+    await stub1.UpdateProfile(
+        v1.UpdateProfileRequest(
+            profile=v1.Profile(user_id="u1", display_name="G. Hopper"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        )
+    )
+    new = await stub2.GetProfile(v2.GetProfileRequest(user_id="u1"))
+    assert (new.name.display_name, new.name.given_name, new.name.family_name) == (
+        "G. Hopper",
+        "Grace",
+        "Hopper",
+    )
+
+
+async def test_an_etag_from_one_version_guards_a_write_through_the_other(stubs: Stubs) -> None:
+    stub1, stub2 = stubs
+    created = await stub1.CreateProfile(v1.CreateProfileRequest(profile=v1.Profile(user_id="u1")))
+    mask = field_mask_pb2.FieldMask(paths=["locale"])
+    updated = await stub2.UpdateProfile(
+        v2.UpdateProfileRequest(
+            profile=v2.Profile(user_id="u1", locale="de", etag=created.etag), update_mask=mask
+        )
+    )
+    await fails(
+        stub2.UpdateProfile(
+            v2.UpdateProfileRequest(
+                profile=v2.Profile(user_id="u1", locale="fr", etag=created.etag), update_mask=mask
+            )
+        ),
+        grpc.StatusCode.ABORTED,
+        "ETAG_MISMATCH",
+    )
+    await fails(
+        stub1.DeleteProfile(v1.DeleteProfileRequest(user_id="u1", etag=created.etag)),
+        grpc.StatusCode.ABORTED,
+        "ETAG_MISMATCH",
+    )
+    await stub1.DeleteProfile(v1.DeleteProfileRequest(user_id="u1", etag=updated.etag))
+
+
+async def test_a_v1_embedding_write_clears_the_model_tag(stubs: Stubs) -> None:
+    stub1, stub2 = stubs
+    await stub2.CreateProfile(v2.CreateProfileRequest(profile=full_v2()))
+    await stub1.UpdateProfile(
+        v1.UpdateProfileRequest(
+            profile=v1.Profile(user_id="u1", embedding=[9.0]),
+            update_mask=field_mask_pb2.FieldMask(paths=["embedding"]),
+        )
+    )
+    new = await stub2.GetProfile(v2.GetProfileRequest(user_id="u1"))
+    assert (list(new.embedding.values), new.embedding.model, new.embedding.model_version) == ([9.0], "", "")
+
+
+async def test_each_version_reports_violations_in_its_own_field_names(stubs: Stubs) -> None:
+    stub1, stub2 = stubs
+    unpacked = await fails(
+        stub1.CreateProfile(
+            v1.CreateProfileRequest(profile=v1.Profile(user_id="u1", attributes={"pref.theme": "banana"}))
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    assert violated_fields(unpacked) == ["profile.attributes['pref.theme']"]
+    bad_theme = full_v2()
+    bad_theme.preferences.theme = 42  # type: ignore[assignment]
+    unpacked = await fails(
+        stub2.CreateProfile(v2.CreateProfileRequest(profile=bad_theme)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    assert violated_fields(unpacked) == ["profile.preferences.theme"]
+    long_name = full_v2()
+    long_name.name.family_name = "x" * 257
+    unpacked = await fails(
+        stub2.CreateProfile(v2.CreateProfileRequest(profile=long_name)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "LIMIT_EXCEEDED",
+    )
+    assert violated_fields(unpacked) == ["profile.name.family_name"]
+    duplicate = full_v2()
+    duplicate.consents.add(purpose="personalisation", granted=False)
+    unpacked = await fails(
+        stub2.CreateProfile(v2.CreateProfileRequest(profile=duplicate)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    assert violated_fields(unpacked) == ["profile.consents"]
+
+
+async def test_v2_masks_name_groups_and_rejects_v1_paths(stubs: Stubs) -> None:
+    _, stub2 = stubs
+    await stub2.CreateProfile(v2.CreateProfileRequest(profile=full_v2()))
+    updated = await stub2.UpdateProfile(
+        v2.UpdateProfileRequest(
+            profile=v2.Profile(user_id="u1", preferences=v2.Preferences(theme=v2.THEME_SYSTEM)),
+            update_mask=field_mask_pb2.FieldMask(paths=["preferences"]),
+        )
+    )
+    assert updated.preferences == v2.Preferences(theme=v2.THEME_SYSTEM)
+    assert updated.name.given_name == "Ada"
+    await fails(
+        stub2.UpdateProfile(
+            v2.UpdateProfileRequest(
+                profile=v2.Profile(user_id="u1"), update_mask=field_mask_pb2.FieldMask(paths=["display_name"])
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_UPDATE_MASK",
+    )
+
+
+async def test_watch_through_v2_sees_v1_writes(stubs: Stubs) -> None:
+    stub1, stub2 = stubs
+    stream = stub2.WatchProfiles(v2.WatchProfilesRequest())
+    await stream.initial_metadata()
+    await stub1.CreateProfile(v1.CreateProfileRequest(profile=v1.Profile(user_id="u1", display_name="A")))
+    event = await stream.read()
+    stream.cancel()
+    assert (event.change_type, event.profile.name.display_name) == (v2.CHANGE_TYPE_CREATED, "A")
