@@ -34,7 +34,7 @@ class ContractNotServed(DomainError):
         )
 
 
-class ContractPinningInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ContractPinningInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service_names: Iterable[str]) -> None:
         self._served = frozenset(
             contract_of(name) for name in service_names if name.startswith("microstate.")
