@@ -1,0 +1,496 @@
+"""The Redis store: redis-py `redis.asyncio`, one Lua script per write, a Redis Stream as the change log.
+
+Layout of a namespace `ns` (every key carries the hash tag `{ns}`, so a namespace lives in one cluster slot
+and every script touches one slot only):
+
+- `ms:{ns}:r:<key>` — a hash per record: `r` revision, `v` value, `x` expiry in Unix microseconds (only
+  with a TTL; the key also gets PEXPIREAT so Redis evicts it by itself).
+- `ms:{ns}:rev` — the revision counter (INCR).
+- `ms:{ns}:idx` — a sorted set of all keys, score 0, for prefix listing with ZRANGEBYLEX.
+- `ms:{ns}:exp` — a sorted set of the keys that have a TTL, scored by expiry, so writes can clean up
+  expired records and their index entries a few at a time (Redis's own eviction does not touch the index).
+- `ms:{ns}:log` — the change log, a Redis Stream trimmed with `MAXLEN ~ retention`.
+
+Each put/delete is ONE Lua script: check `if_match`, INCR the counter, XADD the change, write the record and
+the index. Scripts run atomically, so the log order is the commit order and no write is lost or reordered.
+Time comes from the Redis server (`TIME` inside the scripts), never from the client, so several server
+processes on several hosts agree on TTLs.
+
+Cursors: the stream entry of revision N gets the explicit ID `N-0`, and the cursor of that change is "N".
+Revisions are consecutive (every INCR comes with exactly one XADD in the same script), which makes gaps
+detectable exactly: a watch that reads an entry other than `cursor + 1` next knows the log was trimmed past
+it and raises CursorExpired. A cursor ahead of the counter (the log lost entries, e.g. a restart without
+persistence) is CursorExpired too: the caller must resynchronise either way.
+
+Failure policy: connection errors, timeouts and "loading" become StoreUnavailable within about
+`socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a connection the
+server closed); writes never retry automatically, because a write whose reply was lost may have committed
+and blindly resending it would apply it twice. The same RedisStore reconnects by itself once the server is
+back. `watch` hides outages shorter than `watch_outage_budget`: it retries with backoff and resumes from its
+last cursor, without gaps or duplicates; a longer outage ends the iteration with StoreUnavailable and the
+caller resumes with the last cursor it saw.
+
+Capabilities: `durable` is whatever the caller states (`durable=True` only for a server with `appendonly yes`
+and `appendfsync always` and no failover that can lose acknowledged writes); the store cannot verify it, so
+it defaults to False. Eviction policies other than `noeviction` can drop records: don't use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+
+from microstate.server.store.base import (
+    ABSENT,
+    Capabilities,
+    Change,
+    ChangeKind,
+    CursorExpired,
+    IfMatch,
+    InvalidCursor,
+    Page,
+    PreconditionFailed,
+    Record,
+    StoreUnavailable,
+)
+
+T = TypeVar("T")
+
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+CURSOR_PATTERN = re.compile(r"0|[1-9][0-9]{0,18}")
+MICROS = 1_000_000
+_KIND_CODES = {b"c": ChangeKind.CREATED, b"u": ChangeKind.UPDATED, b"d": ChangeKind.DELETED}
+
+# Errors that mean "the server is not usable right now", as opposed to a bug in a command.
+_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    rexc.ConnectionError,  # includes BusyLoadingError (server replaying its AOF)
+    rexc.TimeoutError,
+    rexc.ReadOnlyError,  # a replica after failover
+    OSError,
+)
+_UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+
+# --- Lua ---------------------------------------------------------------------------------------------
+# Shared prologue: server time in microseconds (exact in a Lua double until year 2255), integer formatting
+# that never falls into Lua's %.14g exponent notation, the "is this record live" rule, and forget(), which
+# removes a dead record with its index and expiry entries.
+_PROLOGUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function int(n) return string.format('%.0f', n) end
+local function live(h) return h[1] and (not h[2] or tonumber(h[2]) > now) end
+local function forget(index, expiries, record, key)
+  redis.call('DEL', record)
+  redis.call('ZREM', index, key)
+  redis.call('ZREM', expiries, key)
+end
+"""
+
+# The common head of both write scripts. KEYS: record, counter, index, log, expiries. ARGV: key, mode
+# (any|absent|rev), expected revision, log retention, record key prefix, then the script's own.
+# Checks `if_match` against the live record (an expired one counts as absent) and returns {0, current...}
+# or {0} if it does not hold. Defines next_revision(), which continues after the log's last entry if the
+# counter was lost (evicted, deleted), so XADD's explicit IDs keep increasing; and purge_expired(), which
+# forgets a few records whose TTL passed, so a namespace of short-lived records that nobody lists does not
+# grow its index forever (each write cleans up more than it can leave behind).
+_WRITE_PROLOGUE = (
+    _PROLOGUE
+    + """
+local h = redis.call('HMGET', KEYS[1], 'r', 'x', 'v')
+local is_live = live(h)
+if (ARGV[2] == 'absent' and is_live) or (ARGV[2] == 'rev' and not (is_live and h[1] == ARGV[3])) then
+  if is_live then return {0, h[1], h[2] or '', h[3]} end
+  return {0}
+end
+local function next_revision()
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+    if last[1] then redis.call('SET', KEYS[2], string.match(last[1][1], '^(%d+)')) end
+  end
+  return redis.call('INCR', KEYS[2])
+end
+local function purge_expired()
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', int(now), 'LIMIT', 0, 8)) do
+    local record = ARGV[5] .. key
+    if live(redis.call('HMGET', record, 'r', 'x')) then
+      redis.call('ZREM', KEYS[5], key)
+    else
+      forget(KEYS[3], KEYS[5], record, key)
+    end
+  end
+end
+"""
+)
+
+# ARGV 6, 7: value, ttl in microseconds or ''. Returns {1, revision, expires_us or '', commit_us}.
+_PUT = (
+    _WRITE_PROLOGUE
+    + """
+local rev = next_revision()
+local expires = ''
+if ARGV[7] ~= '' then expires = int(now + tonumber(ARGV[7])) end
+local kind = 'c'
+if is_live then kind = 'u' end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], int(rev) .. '-0',
+  'k', ARGV[1], 'o', kind, 'v', ARGV[6], 'x', expires, 't', int(now))
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'r', int(rev), 'v', ARGV[6])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+if expires == '' then
+  redis.call('ZREM', KEYS[5], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'x', expires)
+  redis.call('PEXPIREAT', KEYS[1], int(math.ceil(tonumber(expires) / 1000)))
+  redis.call('ZADD', KEYS[5], expires, ARGV[1])
+end
+purge_expired()
+return {1, int(rev), expires, int(now)}
+"""
+)
+
+# Returns {1, revision} when deleted, {2} when absent (and if_match allowed that).
+_DELETE = (
+    _WRITE_PROLOGUE
+    + """
+if not is_live then
+  -- an expired leftover: clean it up quietly, it is not a change anyone can observe
+  forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
+  return {2}
+end
+local rev = next_revision()
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], int(rev) .. '-0', 'k', ARGV[1], 'o', 'd', 't', int(now))
+forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
+purge_expired()
+return {1, int(rev)}
+"""
+)
+
+# KEYS: record keys. Returns per key {revision, expires_us or '', value}, or {} when absent or expired.
+_GET = (
+    "#!lua flags=no-writes\n"
+    + _PROLOGUE
+    + """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local h = redis.call('HMGET', key, 'r', 'x', 'v')
+  if live(h) then out[i] = {h[1], h[2] or '', h[3]} else out[i] = {} end
+end
+return out
+"""
+)
+
+# KEYS: index, expiries. ARGV: record key prefix, ZRANGEBYLEX min, max, how many live records to return.
+# Walks the index from min, skipping (and forgetting) members whose record expired or vanished, until it has
+# enough live records or the range ends. Returns {{key, revision, expires_us or '', value}, ...}.
+_LIST = (
+    _PROLOGUE
+    + """
+local out = {}
+local want = tonumber(ARGV[4])
+local start = ARGV[2]
+while #out < want do
+  local members = redis.call('ZRANGEBYLEX', KEYS[1], start, ARGV[3], 'LIMIT', 0, want - #out + 16)
+  if #members == 0 then break end
+  for _, member in ipairs(members) do
+    local record = ARGV[1] .. member
+    local h = redis.call('HMGET', record, 'r', 'x', 'v')
+    if live(h) then
+      out[#out + 1] = {member, h[1], h[2] or '', h[3]}
+      if #out == want then break end
+    else
+      forget(KEYS[1], KEYS[2], record, member)
+    end
+  end
+  start = '(' .. members[#members]
+end
+return out
+"""
+)
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable | None:
+    """The StoreUnavailable an error stands for, or None if it is not an availability problem."""
+    if isinstance(exc, _UNAVAILABLE_ERRORS) or (
+        isinstance(exc, rexc.ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
+    ):
+        return StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")
+    return None
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    """Await a redis call, turning availability errors into StoreUnavailable (chained)."""
+    try:
+        return await call
+    except Exception as exc:
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
+
+
+async def _forget_failure(_error: Exception) -> None:
+    """redis-py already dropped the failed connection; the next attempt checks out a fresh one."""
+
+
+def _parse_cursor(cursor: str) -> int:
+    if not isinstance(cursor, str) or not CURSOR_PATTERN.fullmatch(cursor):
+        raise InvalidCursor(f"not a Redis store cursor: {cursor!r}")
+    return int(cursor)
+
+
+def _expiry(raw: bytes) -> float | None:
+    return int(raw) / MICROS if raw else None
+
+
+def _current(key: str, reply: Sequence[Any]) -> Record | None:
+    """The record carried by a failed-precondition reply {0, revision, expires, value} (or {0})."""
+    return Record(key, reply[3], int(reply[1]), _expiry(reply[2])) if len(reply) > 1 else None
+
+
+class RedisStore:
+    """A Store on Redis (see the module docstring for layout, cursors and failure policy)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        blocking_client: aioredis.Redis,
+        namespace: str,
+        *,
+        retention: int,
+        durable: bool,
+        watch_block: float,
+        watch_outage_budget: float,
+    ) -> None:
+        self._client = client
+        self._blocking = blocking_client
+        self.namespace = namespace
+        self.retention = retention
+        self.capabilities = Capabilities(durable=durable, shared=True, native_ttl=True)
+        self._watch_block_ms = max(1, int(watch_block * 1000))
+        self._watch_outage_budget = watch_outage_budget
+        base = f"ms:{{{namespace}}}:"
+        self._record_prefix = f"{base}r:"
+        self._counter_key = f"{base}rev"
+        self._index_key = f"{base}idx"
+        self._log_key = f"{base}log"
+        self._expiries_key = f"{base}exp"
+        self._put_script = client.register_script(_PUT)
+        self._delete_script = client.register_script(_DELETE)
+        self._get_script = client.register_script(_GET)
+        self._list_script = client.register_script(_LIST)
+        # Reads are idempotent: retry them on fast connection errors (a pooled connection the server
+        # closed). Timeouts are not retried, so a hung server costs one socket_timeout, not several.
+        self._read_retry = Retry(
+            ExponentialWithJitterBackoff(base=0.02, cap=0.2),
+            retries=2,
+            supported_errors=(rexc.ConnectionError,),
+        )
+        self._watch_backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        namespace: str,
+        *,
+        retention: int = 100_000,
+        socket_timeout: float = 1.0,
+        connect_timeout: float = 1.0,
+        health_check_interval: int = 10,
+        durable: bool = False,
+        watch_block: float = 1.0,
+        watch_outage_budget: float = 30.0,
+    ) -> RedisStore:
+        """A store for `namespace` on the Redis at `url` (redis://, rediss:// or unix://).
+
+        Does not contact the server: it may be down now and come up later; call `ping()` to check.
+        `retention` is how many changes the log keeps, approximately (Redis trims whole stream nodes),
+        and at least that many. `watch_block` is how long one blocking read waits on the server.
+        """
+        if not NAMESPACE_PATTERN.fullmatch(namespace):
+            raise ValueError(f"namespace must match {NAMESPACE_PATTERN.pattern}: {namespace!r}")
+        if retention < 1:
+            raise ValueError("retention must be at least 1")
+        common: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout,
+            "health_check_interval": health_check_interval,
+            # No retries inside redis-py: writes must not be resent blindly (see the module docstring).
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": f"microstate-{namespace}",
+        }
+        client = aioredis.Redis.from_url(url, socket_timeout=socket_timeout, **common)
+        # Blocking reads get their own pool so a long XREAD BLOCK never holds a connection other calls need;
+        # its socket timeout must outlast the block time.
+        blocking = aioredis.Redis.from_url(url, socket_timeout=watch_block + socket_timeout, **common)
+        return cls(
+            client,
+            blocking,
+            namespace,
+            retention=retention,
+            durable=durable,
+            watch_block=watch_block,
+            watch_outage_budget=watch_outage_budget,
+        )
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await _guard(self._read_retry.call_with_retry(call, _forget_failure))
+
+    def _record_key(self, key: str) -> str:
+        return self._record_prefix + key
+
+    async def get(self, key: str) -> Record | None:
+        return (await self.batch_get([key])).get(key)
+
+    async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        rows = await self._read(lambda: self._get_script(keys=[self._record_key(key) for key in unique]))
+        return {
+            key: Record(key, row[2], int(row[0]), _expiry(row[1]))
+            for key, row in zip(unique, rows, strict=True)
+            if row
+        }
+
+    async def list(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        low, high = self._lex_range(prefix, after)
+        # One more than asked, to know whether another page exists without returning an empty last page.
+        script_args: list[bytes | str | int] = [self._record_prefix, low, high, limit + 1]
+        rows = await self._read(
+            lambda: self._list_script(keys=[self._index_key, self._expiries_key], args=script_args)
+        )
+        records = [Record(row[0].decode(), row[3], int(row[1]), _expiry(row[2])) for row in rows[:limit]]
+        return Page(records, records[-1].key if len(rows) > limit else None)
+
+    @staticmethod
+    def _lex_range(prefix: str, after: str | None) -> tuple[bytes, bytes]:
+        """ZRANGEBYLEX bounds for keys starting with `prefix` and greater than `after`.
+
+        Members compare as UTF-8 bytes, which orders like Python strings; 0xFF never occurs in UTF-8, so
+        `prefix + 0xFF` is above every key that starts with `prefix`.
+        """
+        encoded = prefix.encode()
+        low = b"(" + after.encode() if after is not None and after >= prefix else b"[" + encoded
+        high = b"(" + encoded + b"\xff" if prefix else b"+"
+        return low, high
+
+    async def head_cursor(self) -> str:
+        return str(await self._head_revision())
+
+    async def _head_revision(self) -> int:
+        raw = await self._read(lambda: self._client.get(self._counter_key))
+        return int(raw or 0)
+
+    async def ping(self) -> None:
+        await self._read(self._client.ping)
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def _write_keys(self, key: str) -> tuple[str, ...]:
+        return self._record_key(key), self._counter_key, self._index_key, self._log_key, self._expiries_key
+
+    def _write_args(self, key: str, if_match: IfMatch) -> tuple[str | int, ...]:
+        """The ARGV both write scripts start with: key, mode, expected revision, retention, record prefix."""
+        if if_match is None:
+            condition = ("any", "")
+        elif if_match is ABSENT:
+            condition = ("absent", "")
+        else:
+            condition = ("rev", str(int(if_match)))
+        return (key, *condition, self.retention, self._record_prefix)
+
+    async def put(
+        self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
+    ) -> Record:
+        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
+        args = (*self._write_args(key, if_match), value, ttl_micros)
+        reply: list[Any] = await _guard(self._put_script(keys=self._write_keys(key), args=args))
+        if reply[0] == 0:
+            raise PreconditionFailed(key, _current(key, reply))
+        return Record(key, value, int(reply[1]), _expiry(reply[2]))
+
+    async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
+        args = self._write_args(key, if_match)
+        reply: list[Any] = await _guard(self._delete_script(keys=self._write_keys(key), args=args))
+        if reply[0] == 0:
+            raise PreconditionFailed(key, _current(key, reply))
+        return bool(reply[0] == 1)
+
+    # --- watch -----------------------------------------------------------------------------------
+
+    async def watch(self, prefix: str = "", *, after: str | None = None) -> AsyncIterator[Change]:
+        """Changes strictly after `after`, in commit order, filtered by prefix.
+
+        `after=None` starts after the head as it is at the first iteration (read before the first blocking
+        read, so nothing committed in between is missed). Outages shorter than `watch_outage_budget` are
+        retried with backoff and resumed from the last cursor, without gaps or duplicates; a longer one raises
+        StoreUnavailable. Raises CursorExpired when the log no longer holds the change after the cursor
+        (trimmed, or the store lost data) and InvalidCursor for a malformed cursor.
+        """
+        cursor = None if after is None else _parse_cursor(after)
+        down_since: float | None = None
+        failures = 0
+        while not self._closed:
+            try:
+                if cursor is None:
+                    cursor = await self._head_revision()
+                # After every (re)connect, check the cursor against the head: the server may have lost data.
+                entries = await self._entries_after(cursor, check_head=failures > 0 or after is not None)
+            except StoreUnavailable:
+                now = time.monotonic()
+                down_since = now if down_since is None else down_since
+                if now - down_since > self._watch_outage_budget:
+                    raise
+                failures += 1
+                await asyncio.sleep(self._watch_backoff.compute(failures))  # backoff before reconnecting
+                continue
+            down_since, failures, after = None, 0, None
+            for entry_id, fields in entries:
+                revision = int(entry_id.partition(b"-")[0])
+                if revision != cursor + 1:
+                    raise CursorExpired(f"the change log no longer holds the change after cursor {cursor}")
+                cursor = revision
+                change = self._change(revision, fields)
+                if change.key.startswith(prefix):
+                    yield change
+        raise StoreUnavailable("the store is closed")
+
+    async def _entries_after(self, cursor: int, *, check_head: bool) -> Any:
+        """The next log entries after `cursor`, [(id, fields), ...], waiting up to `watch_block` for some."""
+        if check_head:
+            head = await self._head_revision()
+            if cursor > head:
+                raise CursorExpired(f"cursor {cursor} is ahead of the change log head {head}")
+        reply: Any = await _guard(
+            self._blocking.xread({self._log_key: f"{cursor}-0"}, count=256, block=self._watch_block_ms)
+        )
+        return reply[0][1] if reply else []
+
+    @staticmethod
+    def _change(revision: int, fields: dict[bytes, bytes]) -> Change:
+        key = fields[b"k"].decode()
+        kind = _KIND_CODES[fields[b"o"]]
+        value = None if kind is ChangeKind.DELETED else fields[b"v"]
+        record = None if value is None else Record(key, value, revision, _expiry(fields[b"x"]))
+        return Change(kind, key, record, str(revision), int(fields[b"t"]) / MICROS)
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._client.aclose()
+        await self._blocking.aclose()

@@ -1,0 +1,389 @@
+"""What is specific to the Redis store: key layout, the Lua CAS, the stream change log, outages and restarts.
+
+The behaviour every backend shares is in tests/conformance/; these tests look inside Redis or break it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from microstate.server.store.base import (
+    ABSENT,
+    Change,
+    ChangeKind,
+    CursorExpired,
+    InvalidCursor,
+    PreconditionFailed,
+    StoreUnavailable,
+)
+from microstate.server.store.redis import RedisStore
+from tests.support.redis_server import RedisServer, free_port, running_redis_server
+
+pytestmark = pytest.mark.redis
+
+FAST = 3.0
+"""An unreachable or hung server must be reported within this many seconds."""
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)  # poll interval
+
+
+async def next_change(changes: AsyncIterator[Change], within: float = 10.0) -> Change:
+    return await asyncio.wait_for(anext(changes), within)
+
+
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A server of this test's own, for tests that stop, kill or freeze it."""
+    with running_redis_server() as server:
+        yield server
+
+
+async def open_store(server: RedisServer, ns: str | None = None, **options: Any) -> RedisStore:
+    return await RedisStore.open(server.url, ns or namespace(), **options)
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
+    store = await open_store(redis_server)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def test_every_key_carries_the_namespace_hash_tag(store: RedisStore, raw: aioredis.Redis) -> None:
+    await store.put("alpha", b"1", ttl=60)
+    await store.put("beta/gamma", b"2")
+    await store.delete("alpha")
+
+    keys = [key async for key in raw.scan_iter(match=f"*{store.namespace}*")]
+
+    assert {key.decode() for key in keys} == {
+        f"ms:{{{store.namespace}}}:r:beta/gamma",
+        f"ms:{{{store.namespace}}}:rev",
+        f"ms:{{{store.namespace}}}:idx",
+        f"ms:{{{store.namespace}}}:log",
+    }
+    assert len({key_slot(key) for key in keys}) == 1
+
+
+async def test_the_change_log_is_trimmed_and_old_cursors_expire(redis_server: RedisServer) -> None:
+    store = await open_store(redis_server, retention=10)
+    try:
+        for index in range(600):
+            await store.put(f"k{index}", b"v")
+        raw = aioredis.Redis.from_url(redis_server.url)
+        try:
+            length = await raw.xlen(f"ms:{{{store.namespace}}}:log")
+        finally:
+            await raw.aclose()
+        # MAXLEN ~ trims whole stream nodes (100 entries by default), so the log keeps at least 10, roughly.
+        assert 10 <= length < 300
+
+        with pytest.raises(CursorExpired):
+            await next_change(store.watch(after="1"))
+        recent = await next_change(store.watch(after="599"))
+        assert (recent.key, recent.cursor) == ("k599", "600")
+    finally:
+        await store.close()
+
+
+async def test_compare_and_set_holds_under_concurrent_writers_on_two_connection_pools(
+    redis_server: RedisServer,
+) -> None:
+    ns = namespace()
+    stores = [await open_store(redis_server, ns), await open_store(redis_server, ns)]
+    writers, increments = 16, 10
+    await stores[0].put("counter", b"0", if_match=ABSENT)
+
+    async def increment(store: RedisStore) -> list[int]:
+        revisions = []
+        for _ in range(increments):
+            while True:
+                current = await store.get("counter")
+                assert current is not None
+                try:
+                    written = await store.put(
+                        "counter", str(int(current.value) + 1).encode(), if_match=current.revision
+                    )
+                except PreconditionFailed as failed:
+                    assert failed.current is not None and failed.current.revision > current.revision
+                    continue
+                revisions.append(written.revision)
+                break
+        return revisions
+
+    try:
+        results = await asyncio.gather(*(increment(stores[i % 2]) for i in range(writers)))
+        final = await stores[1].get("counter")
+        assert final is not None and int(final.value) == writers * increments
+        revisions = [revision for result in results for revision in result]
+        assert len(set(revisions)) == writers * increments  # no two writers won the same revision
+
+        # The log holds exactly the successful writes, in revision order.
+        changes = stores[0].watch(after="0")
+        logged = [(await next_change(changes)).cursor for _ in range(writers * increments + 1)]
+        assert logged == [str(revision) for revision in range(1, writers * increments + 2)]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_batch_get_is_one_script_call(store: RedisStore, raw: aioredis.Redis) -> None:
+    keys = [f"user{index}" for index in range(200)]
+    for key in keys[::2]:
+        await store.put(key, key.encode())
+
+    async def evalsha_calls() -> int:
+        stats = await raw.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await evalsha_calls()
+    found = await store.batch_get(keys)
+    assert await evalsha_calls() - before == 1
+    assert sorted(found) == sorted(keys[::2])
+
+
+async def test_ttl_is_enforced_on_read_even_when_redis_has_not_evicted(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    written = await store.put("session", b"s", ttl=0.05)
+    assert written.expires_at is not None
+    record_key = f"ms:{{{store.namespace}}}:r:session"
+    await raw.persist(record_key)  # as if Redis's lazy/approximate expiry had not removed it yet
+
+    async def server_time_passed_expiry() -> bool:
+        seconds, micros = await raw.time()
+        return seconds + micros / 1e6 > written.expires_at  # type: ignore[operator]
+
+    await wait_for(server_time_passed_expiry)
+    assert await raw.exists(record_key)
+    assert await store.get("session") is None
+    assert await store.batch_get(["session"]) == {}
+    assert (await store.list()).records == []
+    assert not await raw.exists(record_key), "list cleans up what it skips"
+    recreated = await store.put("session", b"new", if_match=ABSENT)  # expired counts as absent
+    changes = store.watch(after=str(written.revision))
+    assert (await next_change(changes)).kind is ChangeKind.CREATED
+    assert recreated.revision > written.revision
+
+
+async def test_list_skips_and_removes_vanished_index_members_yet_fills_the_page(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    for index in range(30):
+        await store.put(f"item/{index:02}", b"v")
+    # Records evicted behind the store's back leave stale index members.
+    await raw.delete(*(f"ms:{{{store.namespace}}}:r:item/{index:02}" for index in range(0, 25)))
+
+    page = await store.list("item/", limit=3)
+
+    assert [record.key for record in page.records] == ["item/25", "item/26", "item/27"]
+    assert page.next_after == "item/27"
+    assert await raw.zcard(f"ms:{{{store.namespace}}}:idx") < 30
+    last = await store.list("item/", after=page.next_after, limit=3)
+    assert ([record.key for record in last.records], last.next_after) == (["item/28", "item/29"], None)
+
+
+async def test_writes_purge_expired_records_that_nobody_lists(store: RedisStore, raw: aioredis.Redis) -> None:
+    written = [await store.put(f"session/{index}", b"s", ttl=0.05) for index in range(20)]
+    last_expiry = max(record.expires_at or 0 for record in written)
+
+    async def server_time_passed_expiry() -> bool:
+        seconds, micros = await raw.time()
+        return seconds + micros / 1e6 > last_expiry
+
+    await wait_for(server_time_passed_expiry)
+    for index in range(3):  # each write forgets up to 8 expired records
+        await store.put(f"other/{index}", b"v")
+
+    assert await raw.zrange(f"ms:{{{store.namespace}}}:idx", 0, -1) == [b"other/0", b"other/1", b"other/2"]
+    assert await raw.zcard(f"ms:{{{store.namespace}}}:exp") == 0
+    assert not [key async for key in raw.scan_iter(match=f"ms:{{{store.namespace}}}:r:session/*")]
+
+
+async def test_a_cancelled_watch_leaves_no_stale_reply_behind(store: RedisStore, raw: aioredis.Redis) -> None:
+    blocked = asyncio.ensure_future(next_change(store.watch(after=await store.head_cursor())))
+    await wait_for(blocked_reads(raw, store, 1))
+    blocked.cancel()
+    await wait_for(blocked_reads(raw, store, 0))
+
+    changes = store.watch(after=await store.head_cursor())
+    pending = asyncio.ensure_future(next_change(changes))
+    written = await store.put("k", b"v")
+    assert (await pending).record == written
+
+
+async def test_a_lost_revision_counter_continues_after_the_log(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    for index in range(3):
+        await store.put(f"k{index}", b"v")
+    await raw.delete(f"ms:{{{store.namespace}}}:rev")
+
+    assert (await store.put("k3", b"v")).revision == 4
+    assert await store.head_cursor() == "4"
+
+
+async def test_a_flushed_script_cache_is_reloaded(store: RedisStore, raw: aioredis.Redis) -> None:
+    await store.put("a", b"1")
+    await raw.script_flush()
+    assert (await store.put("a", b"2")).revision == 2
+    assert await store.get("a") is not None
+
+
+@pytest.mark.parametrize("cursor", ["", "abc", "-1", "1-0", "01", " 1", "99999999999999999999"])
+async def test_malformed_cursors_are_invalid(store: RedisStore, cursor: str) -> None:
+    with pytest.raises(InvalidCursor):
+        await next_change(store.watch(after=cursor))
+
+
+async def test_a_cursor_ahead_of_the_log_has_expired(store: RedisStore) -> None:
+    await store.put("a", b"1")
+    with pytest.raises(CursorExpired):
+        await next_change(store.watch(after="5"))
+
+
+async def test_an_unreachable_server_fails_fast() -> None:
+    store = await RedisStore.open(f"redis://127.0.0.1:{free_port()}/0", namespace())
+    try:
+        for call in (store.ping(), store.get("a"), store.put("a", b"1"), store.list(), store.head_cursor()):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await call
+            assert time.monotonic() - started < FAST
+    finally:
+        await store.close()
+
+
+async def test_a_frozen_server_times_out_fast(private_redis: RedisServer) -> None:
+    store = await open_store(private_redis)
+    await store.put("a", b"1")
+    pid = private_redis.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.get("a")
+        assert time.monotonic() - started < FAST
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert await store.get("a") is not None
+    await store.close()
+
+
+@pytest.mark.parametrize("outage", ["restart", "kill"])
+async def test_the_same_store_works_again_after_the_server_returns(
+    private_redis: RedisServer, outage: str
+) -> None:
+    store = await open_store(private_redis)
+    try:
+        written = await store.put("a", b"1")
+        if outage == "restart":
+            private_redis.restart()
+        else:
+            private_redis.kill()
+            with pytest.raises(StoreUnavailable):
+                await store.get("a")
+            private_redis.start()
+        assert await store.get("a") == written  # appendfsync always: acknowledged writes survived
+        assert (await store.put("a", b"2", if_match=written.revision)).revision == written.revision + 1
+    finally:
+        await store.close()
+
+
+async def test_a_watch_resumes_across_a_server_crash_without_gaps_or_duplicates(
+    private_redis: RedisServer,
+) -> None:
+    store = await open_store(private_redis, watch_block=0.2)
+    try:
+        changes = store.watch("user/")
+        first = asyncio.ensure_future(next_change(changes))
+        await store.put("other", b"-")  # filtered out
+        await store.put("user/1", b"1")
+        assert (await first).key == "user/1"
+
+        private_redis.kill()
+        pending = asyncio.ensure_future(next_change(changes, within=20))
+        await wait_for(lambda: _unreachable(store))
+        private_redis.start()
+        await store.put("user/2", b"2")
+        await store.put("user/3", b"3")
+
+        resumed = [await pending, await next_change(changes)]
+        assert [(change.key, change.cursor) for change in resumed] == [("user/2", "3"), ("user/3", "4")]
+    finally:
+        await store.close()
+
+
+async def test_a_watch_gives_up_after_its_outage_budget(private_redis: RedisServer) -> None:
+    store = await open_store(private_redis, watch_block=0.2, watch_outage_budget=0.5)
+    try:
+        changes = store.watch()
+        await store.put("a", b"1")
+        private_redis.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await next_change(changes)
+        assert time.monotonic() - started < FAST
+    finally:
+        await store.close()
+
+
+async def test_blocking_watch_reads_do_not_hold_up_other_calls(
+    redis_server: RedisServer, raw: aioredis.Redis
+) -> None:
+    slow = await open_store(redis_server, watch_block=5.0)
+    try:
+        watching = asyncio.ensure_future(next_change(slow.watch(after=await slow.head_cursor())))
+        await wait_for(blocked_reads(raw, slow, 1))
+        started = time.monotonic()
+        for index in range(20):
+            await slow.put(f"k{index}", b"v")
+        assert time.monotonic() - started < 2.5, "writes waited for the 5 s blocking read"
+        assert (await watching).key == "k0"
+    finally:
+        await slow.close()
+
+
+def blocked_reads(raw: aioredis.Redis, store: RedisStore, count: int) -> Callable[[], Awaitable[bool]]:
+    """A condition: exactly `count` of this store's watches are blocked in XREAD on the server."""
+
+    async def condition() -> bool:
+        name = f"microstate-{store.namespace}"  # the client name RedisStore gives its connections
+        clients = await raw.client_list()
+        return sum(c["name"] == name and c["cmd"] == "xread" and "b" in c["flags"] for c in clients) == count
+
+    return condition
+
+
+async def _unreachable(store: RedisStore) -> bool:
+    try:
+        await store.ping()
+    except StoreUnavailable:
+        return True
+    return False
