@@ -1,0 +1,122 @@
+"""The async half of every client: performs, on a grpc.aio channel, the calls `ClientCore` plans.
+
+A slice's async client binds each operation of its plans class with `unary` or `iterator`;
+the bound method keeps the plan's signature and docstring (ParamSpec), so both twins share one
+definition of every public method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from types import TracebackType
+from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar
+
+import grpc
+
+from microstate.client._base import ClientBase
+from microstate.client._channel import open_aio_channel
+from microstate.client._options import ClientOptions
+from microstate.client._plans import Answered, Pages, Plan, Stream, signed_like
+
+P = ParamSpec("P")
+O = TypeVar("O")  # noqa: E741
+T = TypeVar("T")
+
+
+class AsyncClient(ClientBase):
+    """Base of the async clients: one channel, one `ClientCore`; an async context manager."""
+
+    _stub_class: ClassVar[type[Any]]
+    """The generated stub class of the contract's service."""
+
+    def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
+        super().__init__(target, options=options)
+        # A grpc.aio channel belongs to the event loop it was created on, so it is opened on first use:
+        # a client built at import time (outside any loop) still works under asyncio.run().
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+        self._closed = False
+
+    def _connect(self) -> Any:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        arguments = self._core.channel_arguments()
+        self._channel = open_aio_channel(self._core.target, self._core.options, arguments)
+        self._stub = self._stub_class(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        """Close the channel and write the snapshot file; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._channel is not None:
+            await self._channel.close()
+        await asyncio.to_thread(self._core.close)  # disk I/O stays off the event loop
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _call(self, plan: Plan[O]) -> O:
+        if isinstance(plan, Answered):
+            return plan.value
+        rpc = getattr(self._stub or self._connect(), plan.method)
+        try:
+            response = await rpc(plan.request, timeout=plan.timeout, metadata=plan.metadata)
+        except grpc.RpcError as err:
+            return plan.on_error(err)
+        return plan.on_response(response)
+
+    async def _walk(self, pages: Pages[Any]) -> AsyncIterator[Any]:
+        page_token = ""
+        while True:
+            page = await self._call(pages.page(page_token))
+            for item in page.items:
+                yield item
+            if not (page_token := page.next_page_token):
+                return
+
+    async def _stream(self, stream: Stream[Any]) -> AsyncIterator[Any]:
+        rpc, cursor = getattr(self._stub or self._connect(), stream.method), stream.cursor
+        while True:
+            call = rpc(
+                stream.request_for(cursor.resume_token), timeout=cursor.remaining(), metadata=stream.metadata
+            )
+            error: grpc.RpcError | None = None
+            try:
+                async for event in call:
+                    yield cursor.seen(event)
+            except grpc.RpcError as err:
+                error = err
+            finally:
+                call.cancel()
+            await asyncio.sleep(cursor.reconnect_delay(error))  # a backoff, not synchronisation
+
+
+def unary(
+    plan: Callable[Concatenate[Any, P], Plan[O]],
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, O]]:
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> O:
+        return await self._call(plan(self._plans, *args, **kwargs))
+
+    signed_like(method, plan)
+    return method
+
+
+def iterator(
+    plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]],
+) -> Callable[Concatenate[AsyncClient, P], AsyncIterator[T]]:
+    """Bind a plan that walks pages or follows a stream."""
+
+    def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
+        planned = plan(self._plans, *args, **kwargs)
+        return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
+
+    signed_like(method, plan)
+    return method

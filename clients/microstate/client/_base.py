@@ -1,0 +1,326 @@
+"""The logic every Microstate client shares, written once for the async and the sync client.
+
+Each operation is *planned* here without I/O (`_plans.py`): the request, its deadline and metadata, and
+what to do with the response or the error (refresh or drop snapshots, feed the circuit breaker, fall
+back, raise the typed error). The async and sync clients only perform the call (`_aio.py`, `_sync.py`),
+so fallback, breaker and error rules cannot drift apart between the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
+
+import grpc
+
+from microstate.client._breaker import BreakerState, CircuitBreaker
+from microstate.client._channel import ChannelArguments, channel_arguments
+from microstate.client._options import ClientOptions, Metadata
+from microstate.client._plans import Answered, Plan, Stream, Unary
+from microstate.client._read import BatchRead, Page, Read, Source
+from microstate.client._snapshot import SnapshotStore
+from microstate.client._snapshot_file import SnapshotEntry
+from microstate.client._watch import WatchCursor
+from microstate.client.errors import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    LatencyBudgetExceeded,
+    MicrostateError,
+    NoSnapshotError,
+    NotFound,
+    Unavailable,
+    from_grpc_error,
+)
+
+CONTRACT_METADATA_KEY = "x-microstate-contract"
+"""Metadata key carrying the contract a client is pinned to, e.g. "microstate.profile.v1"."""
+
+
+class Message(Protocol):
+    def SerializeToString(self) -> bytes: ...
+
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R")
+T = TypeVar("T")
+O = TypeVar("O")  # noqa: E741 - the outcome a plan produces
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class Resource(Generic[M]):
+    """How the shared machinery handles one message type that reads return."""
+
+    decode: Callable[[bytes], M]
+    etag_of: Callable[[M], str]
+    key_of: Callable[[M], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """What a client is pinned to: the contract (proto package), its service and its idempotent methods."""
+
+    name: str
+    """The proto package, e.g. "microstate.profile.v1"; sent as x-microstate-contract and names snapshots."""
+    service: str
+    """The fully qualified gRPC service."""
+    idempotent_methods: tuple[str, ...]
+    """Methods that get the retry policy: reads and watch, never writes."""
+    slice_name: str
+    """The slice, for MICROSTATE_<SLICE>_* variables."""
+    default_target: str
+
+
+def typed(err: grpc.RpcError) -> MicrostateError:
+    """The typed error for `err`, with `err` as its cause even before (or without) being raised."""
+    error = from_grpc_error(err)
+    error.__cause__ = err
+    return error
+
+
+def raise_typed(err: grpc.RpcError) -> NoReturn:
+    raise from_grpc_error(err) from err
+
+
+def _is_availability_failure(error: MicrostateError) -> bool:
+    return isinstance(error, Unavailable | DeadlineExceeded)
+
+
+class ClientCore:
+    """Options, snapshots, breaker and metadata of one client; plans every call."""
+
+    def __init__(self, contract: Contract, options: ClientOptions | None) -> None:
+        self.options = options if options is not None else ClientOptions.from_env(contract.slice_name)
+        self.contract = contract
+        self.target = self.options.resolve_target(contract.slice_name, contract.default_target)
+        self.snapshots = SnapshotStore(contract.name, self.options.snapshot)
+        self.breaker = CircuitBreaker(
+            self.options.breaker.failure_threshold, self.options.breaker.reset_timeout
+        )
+        self._metadata: Metadata = ((CONTRACT_METADATA_KEY, contract.name), *self.options.metadata)
+        # One instance for every read the open breaker answers: the hot path allocates no exception.
+        self._circuit_open = CircuitOpenError(self.target)
+
+    def channel_arguments(self) -> ChannelArguments:
+        return channel_arguments(self.options, self.contract.service, self.contract.idempotent_methods)
+
+    def metadata(self, extra: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> Metadata:
+        if not extra:
+            return self._metadata
+        pairs = extra.items() if isinstance(extra, Mapping) else extra
+        return (*self._metadata, *pairs)
+
+    def timeout(self, timeout: float | None) -> float | None:
+        return timeout if timeout is not None else self.options.timeout
+
+    def remember(self, resource: Resource[M], message: M) -> None:
+        self.snapshots.put(resource.key_of(message), message.SerializeToString(), resource.etag_of(message))
+
+    # -- reads with fallback -------------------------------------------------------------------------
+
+    def read(
+        self,
+        resource: Resource[M],
+        method: str,
+        request: object,
+        key: str,
+        *,
+        timeout: float | None,
+        latency_budget: float | None,
+        metadata: Metadata,
+    ) -> Plan[Read[M]]:
+        snapshot = self.snapshots.get(key)
+        if not self.breaker.allow():
+            return Answered(self._serve(resource, key, snapshot, self._circuit_open))
+        deadline, budget = self._read_deadline(timeout, latency_budget, snapshot is not None)
+
+        def on_response(message: M) -> Read[M]:
+            self.breaker.record_success()
+            self.remember(resource, message)
+            return Read(message, Source.LIVE, resource.etag_of(message), time.time())
+
+        def on_error(err: grpc.RpcError) -> Read[M]:
+            return self._serve(resource, key, snapshot, self._read_failure(err, budget, (key,)))
+
+        return Unary(method, request, deadline, metadata, on_response, on_error)
+
+    def batch_read(
+        self,
+        resource: Resource[M],
+        method: str,
+        request: object,
+        keys: Iterable[str],
+        found_and_missing: Callable[[R], tuple[Iterable[M], Iterable[str]]],
+        *,
+        timeout: float | None,
+        latency_budget: float | None,
+        metadata: Metadata,
+    ) -> Plan[BatchRead[M]]:
+        snapshots = {key: self.snapshots.get(key) for key in keys}
+        if not snapshots:
+            return Answered(BatchRead({}))
+        if not self.breaker.allow():
+            return Answered(self._serve_batch(resource, snapshots, self._circuit_open))
+        # The budget only applies when every key has a snapshot to serve instead of the live answer.
+        all_snapshotted = all(entry is not None for entry in snapshots.values())
+        deadline, budget = self._read_deadline(timeout, latency_budget, all_snapshotted)
+
+        def on_response(response: R) -> BatchRead[M]:
+            self.breaker.record_success()
+            messages, missing = found_and_missing(response)
+            found: dict[str, Read[M]] = {}
+            for message in messages:
+                self.remember(resource, message)
+                found[resource.key_of(message)] = Read(
+                    message, Source.LIVE, resource.etag_of(message), time.time()
+                )
+            for key in (missing := list(missing)):
+                self.snapshots.discard(key)
+            return BatchRead(found, missing)
+
+        def on_error(err: grpc.RpcError) -> BatchRead[M]:
+            return self._serve_batch(resource, snapshots, self._read_failure(err, budget, tuple(snapshots)))
+
+        return Unary(method, request, deadline, metadata, on_response, on_error)
+
+    def _read_deadline(
+        self, timeout: float | None, latency_budget: float | None, has_snapshot: bool
+    ) -> tuple[float | None, float | None]:
+        """The call's deadline, and the latency budget if that is what the deadline is."""
+        deadline = self.timeout(timeout)
+        budget = latency_budget if latency_budget is not None else self.options.latency_budget
+        if budget is not None and has_snapshot and (deadline is None or budget < deadline):
+            return budget, budget
+        return deadline, None
+
+    def _read_failure(
+        self, err: grpc.RpcError, budget: float | None, keys: tuple[str, ...]
+    ) -> MicrostateError:
+        """The fallback reason for a failed read, or raise when the failure is not one to fall back on."""
+        error = typed(err)
+        if not _is_availability_failure(error):
+            self.breaker.record_success()  # the service answered: it is up
+            if isinstance(error, NotFound):
+                for key in keys:
+                    self.snapshots.discard(key)
+            raise error from err
+        self.breaker.record_failure()
+        if budget is not None and isinstance(error, DeadlineExceeded):
+            error = LatencyBudgetExceeded(budget)
+            error.__cause__ = err
+        return error
+
+    def _serve(
+        self, resource: Resource[M], key: str, snapshot: SnapshotEntry | None, reason: MicrostateError
+    ) -> Read[M]:
+        if snapshot is None:
+            raise NoSnapshotError((key,), reason) from reason
+        return _from_snapshot(resource, snapshot, reason)
+
+    def _serve_batch(
+        self, resource: Resource[M], snapshots: dict[str, SnapshotEntry | None], reason: MicrostateError
+    ) -> BatchRead[M]:
+        found = {key: _from_snapshot(resource, entry, reason) for key, entry in snapshots.items() if entry}
+        if not found:
+            raise NoSnapshotError(tuple(snapshots), reason) from reason
+        unavailable = [key for key, entry in snapshots.items() if entry is None]
+        return BatchRead(found, [], unavailable, reason)
+
+    # -- lists and writes: live only -----------------------------------------------------------------
+
+    def list_page(
+        self,
+        resource: Resource[M],
+        method: str,
+        request: object,
+        page_of: Callable[[R], tuple[Iterable[M], str]],
+        *,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> Unary[R, Page[M]]:
+        def on_response(response: R) -> Page[M]:
+            items, next_page_token = page_of(response)
+            items = list(items)
+            for item in items:
+                self.remember(resource, item)
+            return Page(items, next_page_token)
+
+        return Unary(method, request, self.timeout(timeout), metadata, on_response, raise_typed)
+
+    def write(
+        self,
+        method: str,
+        request: object,
+        key: str,
+        on_success: Callable[[R], O],
+        *,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> Unary[R, O]:
+        """A write: never retried, never served from a snapshot. NOT_FOUND drops the key's snapshot."""
+
+        def on_error(err: grpc.RpcError) -> O:
+            error = typed(err)
+            if isinstance(error, NotFound):
+                self.snapshots.discard(key)
+            raise error from err
+
+        return Unary(method, request, self.timeout(timeout), metadata, on_success, on_error)
+
+    def watch(
+        self,
+        method: str,
+        request_for: Callable[[str], object],
+        resume_token: str,
+        observe: Callable[[E], str],
+        *,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> Stream[E]:
+        """A stream that resumes after UNAVAILABLE or a drain; `observe` keeps snapshots current and
+        returns each event's resume token."""
+        cursor = WatchCursor(resume_token, observe, self.options.retry, timeout)
+        return Stream(method, request_for, cursor, metadata)
+
+    def close(self) -> None:
+        self.snapshots.close()
+
+
+class ClientBase:
+    """What the async and sync client bases share: the pinned contract and the `ClientCore`."""
+
+    CONTRACT: ClassVar[Contract]
+    PLANS: ClassVar[Callable[[ClientCore], Any]]
+    """The slice's plans class: one method per operation, with the public signature and docs."""
+
+    def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
+        """Dial `target`, else options.target, else MICROSTATE_<SLICE>_TARGET, else the slice's default.
+
+        The channel connects lazily, on the first call.
+        """
+        if target is not None:
+            options = dataclasses.replace(
+                options or ClientOptions.from_env(self.CONTRACT.slice_name), target=target
+            )
+        self._core = ClientCore(self.CONTRACT, options)
+        self._plans = type(self).PLANS(self._core)
+
+    @property
+    def target(self) -> str:
+        return self._core.target
+
+    @property
+    def options(self) -> ClientOptions:
+        return self._core.options
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        """CLOSED normally; OPEN while reads skip the service; HALF_OPEN while one probe is out."""
+        return self._core.breaker.state
+
+
+def _from_snapshot(resource: Resource[M], entry: SnapshotEntry, reason: MicrostateError) -> Read[M]:
+    return Read(resource.decode(entry.payload), Source.SNAPSHOT, entry.etag, entry.fetched_at, reason)

@@ -1,0 +1,172 @@
+"""Client options: frozen dataclasses with one docstring per field, DEFAULT_* values and ENV_* names.
+
+Explicit options always win. The environment only fills what is not given: `ClientOptions.from_env(slice)`
+reads MICROSTATE_<SLICE>_TARGET / _TIMEOUT / _LATENCY_BUDGET / _SNAPSHOT_PATH (e.g.
+MICROSTATE_PROFILE_TARGET), and a client built with options whose `target` is None resolves the target from
+MICROSTATE_<SLICE>_TARGET, then the slice's default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import grpc
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_ATTEMPTS = 4
+DEFAULT_INITIAL_BACKOFF = 0.1
+DEFAULT_MAX_BACKOFF = 2.0
+DEFAULT_BACKOFF_MULTIPLIER = 2.0
+DEFAULT_SNAPSHOT_MAX_ENTRIES = 10_000
+DEFAULT_SNAPSHOT_MAX_AGE = 24 * 3600.0
+DEFAULT_SNAPSHOT_FLUSH_INTERVAL = 1.0
+DEFAULT_BREAKER_FAILURE_THRESHOLD = 5
+DEFAULT_BREAKER_RESET_TIMEOUT = 5.0
+DEFAULT_MAX_RECONNECT_BACKOFF = 5.0
+
+MAX_ATTEMPTS_LIMIT = 5
+"""gRPC core silently caps retryPolicy.maxAttempts at 5; a larger value is refused rather than ignored."""
+
+ENV_TARGET = "MICROSTATE_{slice}_TARGET"
+ENV_TIMEOUT = "MICROSTATE_{slice}_TIMEOUT"
+ENV_LATENCY_BUDGET = "MICROSTATE_{slice}_LATENCY_BUDGET"
+ENV_SNAPSHOT_PATH = "MICROSTATE_{slice}_SNAPSHOT_PATH"
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How idempotent reads are retried on UNAVAILABLE, by gRPC itself (the channel's service config).
+
+    Writes are never retried: a write whose answer was lost may have been applied.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    """Attempts including the first: 1 (no retry) to 5 (gRPC's cap). They share the call's deadline."""
+    initial_backoff: float = DEFAULT_INITIAL_BACKOFF
+    """Seconds; the n-th retry waits a random time up to min(initial * multiplier**(n-1), max_backoff)."""
+    max_backoff: float = DEFAULT_MAX_BACKOFF
+    """Seconds; the ceiling of any one backoff."""
+    backoff_multiplier: float = DEFAULT_BACKOFF_MULTIPLIER
+    """Growth of the backoff per retry."""
+
+    def __post_init__(self) -> None:
+        _require(
+            1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT, f"max_attempts must be 1..{MAX_ATTEMPTS_LIMIT}"
+        )
+        _require(0 < self.initial_backoff <= self.max_backoff, "need 0 < initial_backoff <= max_backoff")
+        _require(self.backoff_multiplier >= 1, "backoff_multiplier must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOptions:
+    """The last good value of every key read, served when the service cannot answer."""
+
+    max_entries: int = DEFAULT_SNAPSHOT_MAX_ENTRIES
+    """Keys kept in the in-memory LRU (and in the file); 0 turns snapshots off."""
+    path: str | None = None
+    """A durable snapshot file, loaded at start so a restarted worker starts warm, rewritten atomically
+    (temp file + os.replace) in the background and on close. One file per client and contract."""
+    max_age: float | None = DEFAULT_SNAPSHOT_MAX_AGE
+    """Seconds since a value was fetched live beyond which it is no longer served; None: no limit."""
+    flush_interval: float = DEFAULT_SNAPSHOT_FLUSH_INTERVAL
+    """Seconds between background writes of a changed snapshot to `path`; the hot path never writes."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_entries >= 0, "max_entries must be >= 0")
+        _require(self.max_age is None or self.max_age > 0, "max_age must be > 0 or None")
+        _require(self.flush_interval > 0, "flush_interval must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerOptions:
+    """A circuit breaker per client: after repeated availability failures, reads stop calling the
+    service and go straight to the snapshot until a probe succeeds."""
+
+    failure_threshold: int | None = DEFAULT_BREAKER_FAILURE_THRESHOLD
+    """Consecutive UNAVAILABLE / DEADLINE_EXCEEDED reads (after gRPC's retries) that open the breaker;
+    None: no breaker."""
+    reset_timeout: float = DEFAULT_BREAKER_RESET_TIMEOUT
+    """Seconds the breaker stays open before one probe read is let through (half-open)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.failure_threshold is None or self.failure_threshold >= 1, "failure_threshold must be >= 1"
+        )
+        _require(self.reset_timeout > 0, "reset_timeout must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS for the channel; all fields None means TLS with the system's root certificates."""
+
+    root_certificates: bytes | None = None
+    """PEM roots that verify the server; None: the system's."""
+    private_key: bytes | None = None
+    """PEM client key, for mutual TLS."""
+    certificate_chain: bytes | None = None
+    """PEM client certificate chain, for mutual TLS."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Everything a Microstate client is configured with; derive variants with `dataclasses.replace`."""
+
+    target: str | None = None
+    """host:port (any gRPC target); None: MICROSTATE_<SLICE>_TARGET, else the slice's default."""
+    timeout: float | None = DEFAULT_TIMEOUT
+    """Default deadline in seconds for every unary call, all retries included; None: no deadline.
+    Watch streams have no default deadline."""
+    latency_budget: float | None = None
+    """Seconds a read may take before its snapshot is served instead; only applies when a snapshot exists
+    (otherwise the read waits up to its timeout). None: off."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """Retry of idempotent reads on UNAVAILABLE, declared in the channel's service config."""
+    snapshot: SnapshotOptions = field(default_factory=SnapshotOptions)
+    """The snapshot fallback."""
+    breaker: BreakerOptions = field(default_factory=BreakerOptions)
+    """The circuit breaker in front of reads."""
+    tls: TlsOptions | None = None
+    """TLS settings; None with no `credentials`: plaintext."""
+    credentials: grpc.ChannelCredentials | None = None
+    """Ready-made channel credentials (e.g. with call credentials composed in); overrides `tls`."""
+    metadata: Metadata = ()
+    """Metadata sent with every call, e.g. (("authorization", "Bearer …"),); per-call metadata is added."""
+    max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF
+    """Seconds; caps gRPC's reconnect backoff (default 120 s) so reads go live again soon after the
+    service returns."""
+    channel_options: tuple[tuple[str, str | int], ...] = ()
+    """Extra gRPC channel arguments, applied last."""
+
+    def __post_init__(self) -> None:
+        _require(self.timeout is None or self.timeout > 0, "timeout must be > 0 or None")
+        _require(self.latency_budget is None or self.latency_budget > 0, "latency_budget must be > 0 or None")
+        _require(self.max_reconnect_backoff > 0, "max_reconnect_backoff must be > 0")
+        _require(all(key == key.lower() for key, _ in self.metadata), "metadata keys must be lowercase")
+
+    @classmethod
+    def from_env(cls, slice_name: str, environ: Mapping[str, str] | None = None) -> ClientOptions:
+        """Defaults, overridden by MICROSTATE_<SLICE>_{TARGET,TIMEOUT,LATENCY_BUDGET,SNAPSHOT_PATH}."""
+        env = os.environ if environ is None else environ
+        name = slice_name.upper()
+        options = cls(target=env.get(ENV_TARGET.format(slice=name)) or None)
+        if timeout := env.get(ENV_TIMEOUT.format(slice=name)):
+            options = dataclasses.replace(options, timeout=float(timeout))
+        if budget := env.get(ENV_LATENCY_BUDGET.format(slice=name)):
+            options = dataclasses.replace(options, latency_budget=float(budget))
+        if path := env.get(ENV_SNAPSHOT_PATH.format(slice=name)):
+            options = dataclasses.replace(options, snapshot=dataclasses.replace(options.snapshot, path=path))
+        return options
+
+    def resolve_target(self, slice_name: str, default: str) -> str:
+        """The target to dial: this one, else MICROSTATE_<SLICE>_TARGET, else `default`."""
+        return self.target or os.environ.get(ENV_TARGET.format(slice=slice_name.upper())) or default

@@ -1,0 +1,78 @@
+"""Planned calls: what the shared core decides, for the async and sync drivers to perform.
+
+A plan holds no I/O, so every rule (deadlines, fallback, snapshots, breaker, typed errors) is written
+once in `ClientCore` and the two drivers (`_aio.py`, `_sync.py`) only move bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from microstate.client._options import Metadata
+from microstate.client._read import Page
+from microstate.client._watch import WatchCursor
+
+R = TypeVar("R")
+T = TypeVar("T")
+O = TypeVar("O")  # noqa: E741 - the outcome a plan produces
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class Unary(Generic[R, O]):
+    """One planned unary call: what to send and what its response or error becomes."""
+
+    method: str
+    """The stub attribute, e.g. "GetProfile"."""
+    request: object
+    timeout: float | None
+    metadata: Metadata
+    on_response: Callable[[R], O]
+    on_error: Callable[[grpc.RpcError], O]
+    """Returns a fallback or raises the typed error (from inside the caller's except block)."""
+
+
+class Answered(Generic[O]):
+    """A plan that needs no call (e.g. the breaker is open and a snapshot is served): its result."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: O) -> None:
+        self.value = value
+
+
+Plan = Unary[Any, O] | Answered[O]
+
+
+@dataclass(frozen=True, slots=True)
+class Pages(Generic[T]):
+    """A planned walk over every page of a List call."""
+
+    page: Callable[[str], Plan[Page[T]]]
+    """The plan for the page at a token ("" for the first page)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stream(Generic[E]):
+    """A planned, resumable server stream."""
+
+    method: str
+    request_for: Callable[[str], object]
+    """The request that resumes after a resume token ("" for none)."""
+    cursor: WatchCursor[E]
+    metadata: Metadata
+
+
+def signed_like(bound: Callable[..., Any], plan: Callable[..., Any]) -> None:
+    """Give a client method bound from a plan the plan's name, docs and parameters (for help() and IDEs),
+    without the plan's internal return type."""
+    functools.update_wrapper(bound, plan)
+    delattr(bound, "__wrapped__")
+    signature = inspect.signature(plan).replace(return_annotation=inspect.Signature.empty)
+    bound.__signature__ = signature  # type: ignore[attr-defined]

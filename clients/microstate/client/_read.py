@@ -1,0 +1,69 @@
+"""What reads return: the value plus where it came from, so callers can tell live data from a snapshot."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from microstate.client.errors import MicrostateError
+
+T = TypeVar("T")
+
+
+class Source(enum.Enum):
+    LIVE = "live"
+    """Answered by the service for this call."""
+    SNAPSHOT = "snapshot"
+    """Served from the client's snapshot because the service could not answer (see fallback_reason)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Read(Generic[T]):
+    """One read value and its provenance."""
+
+    value: T
+    source: Source
+    etag: str
+    fetched_at: float
+    """Unix time the value was read live (for a snapshot: when the snapshot was taken)."""
+    fallback_reason: MicrostateError | None = None
+    """Why the live read was not used (UNAVAILABLE, DEADLINE_EXCEEDED, LatencyBudgetExceeded,
+    CircuitOpenError); None for a live read."""
+
+    @property
+    def stale(self) -> bool:
+        return self.source is Source.SNAPSHOT
+
+    @property
+    def age(self) -> float:
+        """Seconds since the value was read live."""
+        return max(0.0, time.time() - self.fetched_at)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRead(Generic[T]):
+    """A batch read. Every requested key is in exactly one of found, missing and unavailable."""
+
+    found: dict[str, Read[T]]
+    """Keys answered, live or (when the live call failed) from their snapshots, in request order."""
+    missing: list[str] = field(default_factory=list)
+    """Keys the service says do not exist (only known from a live answer)."""
+    unavailable: list[str] = field(default_factory=list)
+    """Keys the live call could not answer and that have no snapshot."""
+    fallback_reason: MicrostateError | None = None
+    """Why the live answer was not used; None when it was."""
+
+    @property
+    def stale(self) -> bool:
+        return self.fallback_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a List call (AIP-158). Always live: lists never fall back to snapshots."""
+
+    items: list[T]
+    next_page_token: str
+    """Pass as page_token for the next page; "" on the last page."""

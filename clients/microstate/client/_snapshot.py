@@ -1,0 +1,117 @@
+"""Snapshots: the last good value of each key, in an LRU, optionally mirrored to a durable file.
+
+The hot path (get / put) only touches a dict under a lock. Writing the file is write-behind: a daemon
+thread rewrites it at most every `flush_interval` seconds when something changed, and `close()` writes
+the final state, so neither an async event loop nor a sync caller ever waits on disk. A file that is
+missing, foreign or damaged is logged and ignored: the client starts cold rather than failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+
+from microstate.client import _snapshot_file
+from microstate.client._options import SnapshotOptions
+from microstate.client._snapshot_file import SnapshotEntry
+
+log = logging.getLogger("microstate.client")
+
+
+class SnapshotStore:
+    def __init__(self, contract: str, options: SnapshotOptions) -> None:
+        self._contract = contract
+        self._max_entries = options.max_entries
+        self._max_age = options.max_age
+        self._path = options.path if options.max_entries else None
+        self._flush_interval = options.flush_interval
+        self._entries: OrderedDict[str, SnapshotEntry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._closed = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if self._path is not None:
+            self._load(self._path)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> SnapshotEntry | None:
+        """The entry for `key` if there is one young enough to serve."""
+        # No lock on this hot path: each OrderedDict operation is atomic, and a key evicted between the
+        # two steps is simply served one last time.
+        entry = self._entries.get(key)
+        if entry is None or (self._max_age is not None and time.time() - entry.fetched_at > self._max_age):
+            return None
+        with contextlib.suppress(KeyError):
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, payload: bytes, etag: str) -> None:
+        if not self._max_entries:
+            return
+        entry = SnapshotEntry(payload, etag, time.time())
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+            self._dirty = True
+        if self._path is not None and self._flusher is None:
+            self._start_flusher()
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            if self._entries.pop(key, None) is not None:
+                self._dirty = True
+
+    def flush(self) -> None:
+        """Write the file now if anything changed since the last write."""
+        if self._path is None:
+            return
+        with self._lock:
+            if not self._dirty:
+                return
+            items = list(self._entries.items())
+            self._dirty = False
+        try:
+            _snapshot_file.write_atomically(self._path, _snapshot_file.encode(self._contract, items))
+        except OSError:
+            with self._lock:
+                self._dirty = True  # try again at the next flush
+            log.warning("could not write snapshot file %s", self._path, exc_info=True)
+
+    def close(self) -> None:
+        """Stop the background writer and write the final state."""
+        self._closed.set()
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.join()
+        self.flush()
+
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is not None or self._closed.is_set():
+                return
+            self._flusher = threading.Thread(
+                target=self._flush_periodically, name="microstate-snapshot", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        while not self._closed.wait(self._flush_interval):
+            self.flush()
+
+    def _load(self, path: str) -> None:
+        try:
+            data = _snapshot_file.read(path)
+            entries = _snapshot_file.decode(self._contract, data) if data is not None else []
+        except (OSError, _snapshot_file.SnapshotFileError) as exc:
+            log.warning("ignoring snapshot file %s: %s", path, exc)
+            return
+        # Oldest first in the file, so the most recently used keys survive a smaller max_entries.
+        for key, entry in entries[-self._max_entries :]:
+            self._entries[key] = entry

@@ -1,0 +1,113 @@
+"""The sync half of every client: performs, on a blocking grpc channel, the calls `ClientCore` plans.
+
+Thread-safe: the channel, the snapshot store and the breaker may be shared by many threads. A slice's
+sync client binds each operation of its plans class with `unary` or `iterator`; the
+bound method keeps the plan's signature and docstring (ParamSpec), so both twins share one
+definition of every public method.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar
+
+import grpc
+
+from microstate.client._base import ClientBase
+from microstate.client._channel import open_sync_channel
+from microstate.client._options import ClientOptions
+from microstate.client._plans import Answered, Pages, Plan, Stream, signed_like
+
+P = ParamSpec("P")
+O = TypeVar("O")  # noqa: E741
+T = TypeVar("T")
+
+
+class SyncClient(ClientBase):
+    """Base of the sync clients: one channel, one `ClientCore`; a context manager."""
+
+    _stub_class: ClassVar[type[Any]]
+    """The generated stub class of the contract's service."""
+
+    def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
+        super().__init__(target, options=options)
+        self._channel = open_sync_channel(
+            self._core.target, self._core.options, self._core.channel_arguments()
+        )
+        self._stub = self._stub_class(self._channel)
+        self._closed = False
+
+    def close(self) -> None:
+        """Close the channel and write the snapshot file; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._channel.close()
+        self._core.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, plan: Plan[O]) -> O:
+        if isinstance(plan, Answered):
+            return plan.value
+        rpc = getattr(self._stub, plan.method)
+        try:
+            response = rpc(plan.request, timeout=plan.timeout, metadata=plan.metadata)
+        except grpc.RpcError as err:
+            return plan.on_error(err)
+        return plan.on_response(response)
+
+    def _walk(self, pages: Pages[Any]) -> Iterator[Any]:
+        page_token = ""
+        while True:
+            page = self._call(pages.page(page_token))
+            yield from page.items
+            if not (page_token := page.next_page_token):
+                return
+
+    def _stream(self, stream: Stream[Any]) -> Iterator[Any]:
+        rpc, cursor = getattr(self._stub, stream.method), stream.cursor
+        while True:
+            call = rpc(
+                stream.request_for(cursor.resume_token), timeout=cursor.remaining(), metadata=stream.metadata
+            )
+            error: grpc.RpcError | None = None
+            try:
+                for event in call:
+                    yield cursor.seen(event)
+            except grpc.RpcError as err:
+                error = err
+            finally:
+                call.cancel()
+            time.sleep(cursor.reconnect_delay(error))  # a backoff, not synchronisation
+
+
+def unary(
+    plan: Callable[Concatenate[Any, P], Plan[O]],
+) -> Callable[Concatenate[SyncClient, P], O]:
+    def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> O:
+        return self._call(plan(self._plans, *args, **kwargs))
+
+    signed_like(method, plan)
+    return method
+
+
+def iterator(
+    plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]],
+) -> Callable[Concatenate[SyncClient, P], Iterator[T]]:
+    """Bind a plan that walks pages or follows a stream."""
+
+    def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        planned = plan(self._plans, *args, **kwargs)
+        return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
+
+    signed_like(method, plan)
+    return method

@@ -1,0 +1,54 @@
+"""The state of one resumable watch, shared by the async and sync stream drivers."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import grpc
+
+from microstate.client._options import RetryPolicy
+from microstate.client.errors import DeadlineExceeded, Unavailable, from_grpc_error
+
+E = TypeVar("E")
+
+
+class WatchCursor(Generic[E]):
+    """The resumable state of one watch: the last resume token, the reconnect backoff, the deadline.
+
+    A stream that fails with UNAVAILABLE, or ends cleanly (the server drained), is reopened after a
+    jittered backoff from the last resume token, so the caller sees no gap and no duplicate. Any other
+    failure is raised typed.
+    """
+
+    def __init__(
+        self, resume_token: str, observe: Callable[[E], str], retry: RetryPolicy, timeout: float | None
+    ) -> None:
+        self.resume_token = resume_token
+        self._observe = observe
+        self._retry = retry
+        self._backoff = self._retry.initial_backoff
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def seen(self, event: E) -> E:
+        self.resume_token = self._observe(event)
+        self._backoff = self._retry.initial_backoff
+        return event
+
+    def reconnect_delay(self, err: grpc.RpcError | None) -> float:
+        """Seconds to wait before reopening the stream; raises when it must not be reopened."""
+        if err is not None and not isinstance(error := from_grpc_error(err), Unavailable):
+            raise error from err
+        delay = random.uniform(0, self._backoff)  # full jitter, so a fleet does not reconnect in lockstep
+        self._backoff = min(self._backoff * self._retry.backoff_multiplier, self._retry.max_backoff)
+        remaining = self.remaining()
+        if remaining is not None and remaining <= delay:
+            if err is not None:
+                raise DeadlineExceeded("watch deadline passed while reconnecting") from err
+            raise DeadlineExceeded("watch deadline passed while reconnecting")
+        return delay

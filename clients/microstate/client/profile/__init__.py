@@ -1,0 +1,1 @@
+"""Clients of the user profile microstate, one subpackage per contract version (`v1`)."""

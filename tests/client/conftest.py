@@ -1,0 +1,50 @@
+"""Fixtures for the client SDK tests: real grpc.aio servers on free ports (the real profile server over
+SQLite, or a scripted servicer where a failure must be staged), and fast client options."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from microstate.client import BreakerOptions, ClientOptions, RetryPolicy, SnapshotOptions
+from microstate.profile.v1 import profile_pb2_grpc
+from microstate.server.profile import MICROSTATE
+from microstate.server.store import open_store
+from tests.client.harness import RestartableServer
+from tests.client.scripted import ScriptedProfiles
+
+
+def fast_options(target: str, **changes: object) -> ClientOptions:
+    """Options with short backoffs, so failure paths take milliseconds."""
+    options = ClientOptions(
+        target=target,
+        timeout=5.0,
+        retry=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02),
+        breaker=BreakerOptions(failure_threshold=100, reset_timeout=0.2),
+        snapshot=SnapshotOptions(flush_interval=0.05),
+        max_reconnect_backoff=0.1,
+    )
+    return dataclasses.replace(options, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[ScriptedProfiles, RestartableServer]]:
+    servicer = ScriptedProfiles()
+    server = RestartableServer(lambda s: profile_pb2_grpc.add_ProfileServiceServicer_to_server(servicer, s))
+    await server.start()
+    yield servicer, server
+    await server.stop()
+
+
+@pytest.fixture
+async def real_server(tmp_path: Path) -> AsyncIterator[RestartableServer]:
+    """The real profile server (servicer, domain, SQLite store), restartable on its port."""
+    store = await open_store("sqlite:///" + str(tmp_path / "profiles.db"), "profile")
+    server = RestartableServer(lambda s: MICROSTATE.attach(s, store))
+    await server.start()
+    yield server
+    await server.stop()
+    await store.close()

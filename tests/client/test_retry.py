@@ -1,0 +1,109 @@
+"""Retries come from the channel's service config: reads retry UNAVAILABLE up to the bound, writes never."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from microstate.client import ClientOptions, RetryPolicy
+from microstate.client._channel import channel_arguments, service_config
+from microstate.client.errors import InvalidArgument, NoSnapshotError, Unavailable
+from microstate.client.profile.v1 import CONTRACT, Profile, ProfileClient, Source
+from tests.client.conftest import fast_options
+from tests.client.harness import RestartableServer
+from tests.client.scripted import ScriptedProfiles, rich_status, unavailable
+
+Scripted = tuple[ScriptedProfiles, RestartableServer]
+
+
+async def test_a_read_is_retried_until_it_succeeds(scripted: Scripted) -> None:
+    servicer, server = scripted
+    servicer.put("u1")
+    servicer.fail("GetProfile", unavailable(), times=2)
+    async with ProfileClient(options=fast_options(server.target, retry=RetryPolicy(3, 0.01, 0.02))) as client:
+        read = await client.get("u1")
+    assert read.source is Source.LIVE and servicer.calls["GetProfile"] == 3
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 5])
+async def test_retries_stop_at_the_bound(scripted: Scripted, max_attempts: int) -> None:
+    servicer, server = scripted
+    servicer.always["BatchGetProfiles"] = unavailable()
+    options = fast_options(server.target, retry=RetryPolicy(max_attempts, 0.01, 0.02))
+    async with ProfileClient(options=options) as client:
+        with pytest.raises(NoSnapshotError) as caught:
+            await client.batch_get(["u1"])
+    assert isinstance(caught.value.__cause__, Unavailable)
+    assert servicer.calls["BatchGetProfiles"] == max_attempts
+
+
+async def test_only_unavailable_is_retried(scripted: Scripted) -> None:
+    servicer, server = scripted
+    servicer.always["ListProfiles"] = rich_status(grpc.StatusCode.INVALID_ARGUMENT, "bad token", "BAD_TOKEN")
+    async with ProfileClient(options=fast_options(server.target)) as client:
+        with pytest.raises(InvalidArgument):
+            await client.list(page_token="junk")
+    assert servicer.calls["ListProfiles"] == 1
+
+
+@pytest.mark.parametrize("write", ["CreateProfile", "UpdateProfile", "DeleteProfile"])
+async def test_writes_are_never_retried(scripted: Scripted, write: str) -> None:
+    servicer, server = scripted
+    servicer.fail(write, unavailable())
+    async with ProfileClient(options=fast_options(server.target, retry=RetryPolicy(5, 0.01, 0.02))) as client:
+        call = {
+            "CreateProfile": lambda: client.create(Profile(user_id="x")),
+            "UpdateProfile": lambda: client.update(Profile(user_id="x")),
+            "DeleteProfile": lambda: client.delete("x"),
+        }[write]
+        with pytest.raises(Unavailable):
+            await call()
+        await call()  # the scripted failure was used up by the single attempt
+    assert servicer.calls[write] == 2
+
+
+def test_service_config_declares_the_policy_for_idempotent_methods_only() -> None:
+    config = json.loads(
+        service_config(CONTRACT.service, CONTRACT.idempotent_methods, RetryPolicy(4, 0.1, 2.5, 3))
+    )
+    (method_config,) = config["methodConfig"]
+    assert {n["method"] for n in method_config["name"]} == {
+        "GetProfile",
+        "BatchGetProfiles",
+        "ListProfiles",
+        "WatchProfiles",
+    }
+    assert method_config["retryPolicy"] == {
+        "maxAttempts": 4,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2.5s",
+        "backoffMultiplier": 3,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    assert json.loads(service_config(CONTRACT.service, CONTRACT.idempotent_methods, RetryPolicy(1))) == {
+        "methodConfig": []
+    }
+
+
+def test_channel_enables_retries_and_bounds_reconnect_backoff() -> None:
+    arguments = dict(channel_arguments(ClientOptions(max_reconnect_backoff=0.5), CONTRACT.service, ()))
+    assert arguments["grpc.enable_retries"] == 1
+    assert arguments["grpc.max_reconnect_backoff_ms"] == 500
+    assert arguments["grpc.initial_reconnect_backoff_ms"] == 500
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(max_attempts=0),
+        dict(max_attempts=6),
+        dict(initial_backoff=0),
+        dict(initial_backoff=3, max_backoff=2),
+        dict(backoff_multiplier=0.5),
+    ],
+)
+def test_retry_policy_rejects_what_grpc_would_ignore(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**bad)  # type: ignore[arg-type]
