@@ -1,0 +1,73 @@
+"""Ask a running server how it is: the gRPC health status of each service, and which services it has.
+
+Used by `microstate health`, by `microstate up` to wait for its children, and by tests. Failures are
+answers here, not exceptions: an unreachable server is reported as UNREACHABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+UNREACHABLE = "UNREACHABLE"
+"""No answer within the timeout (or the connection was refused)."""
+UNKNOWN_SERVICE = "SERVICE_UNKNOWN"
+"""The server answers but has no health status for that service name."""
+
+
+def status_name(status: int) -> str:
+    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    return name
+
+
+async def check(channel: grpc.aio.Channel, service: str = "", *, rpc_timeout: float = 2.0) -> str:
+    """The health status name of `service` ("" = the whole server): SERVING, NOT_SERVING, or one of ours."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=rpc_timeout)
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return UNKNOWN_SERVICE
+        return UNREACHABLE
+    return status_name(response.status)
+
+
+async def list_services(channel: grpc.aio.Channel, *, rpc_timeout: float = 2.0) -> list[str]:
+    """The service names the server lists over reflection; [] if it cannot tell."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    try:
+        async for response in stub.ServerReflectionInfo(iter([request]), timeout=rpc_timeout):
+            return [service.name for service in response.list_services_response.service]
+    except grpc.aio.AioRpcError:
+        pass
+    return []
+
+
+async def check_all(
+    target: str, services: list[str] | None = None, *, rpc_timeout: float = 2.0
+) -> dict[str, str]:
+    """Health of "" and each service (default: every service reflection lists, health/reflection aside)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        if services is None:
+            listed = await list_services(channel, rpc_timeout=rpc_timeout)
+            services = [name for name in listed if not name.startswith("grpc.")]
+        names = ["", *(name for name in services if name)]
+        statuses = await asyncio.gather(*(check(channel, name, rpc_timeout=rpc_timeout) for name in names))
+    return dict(zip(names, statuses, strict=True))
+
+
+async def wait_until(target: str, wanted: str = "SERVING", *, deadline: float, service: str = "") -> str:
+    """Poll until `service` reports `wanted` or the monotonic `deadline` passes; returns the last status."""
+    status = UNREACHABLE
+    async with grpc.aio.insecure_channel(target) as channel:
+        while True:
+            remaining = deadline - time.monotonic()
+            status = await check(channel, service, rpc_timeout=max(0.1, min(1.0, remaining)))
+            if status == wanted or time.monotonic() >= deadline:
+                return status
+            await asyncio.sleep(0.05)  # poll interval, not synchronisation: the loop ends on the condition

@@ -1,0 +1,213 @@
+"""The shared gRPC runtime: one grpc.aio server for one microstate over an opened store.
+
+Every microstate gets the same frame: the gRPC health service with a status per service name (each of the
+microstate's services plus "" for the whole server), server reflection, message-size and keepalive limits,
+and a graceful drain.
+
+Health follows the store. The server starts listening NOT_SERVING, pings the store once before `start`
+returns, and then every `health_interval_seconds`: SERVING while the store answers, NOT_SERVING while it
+does not. We chose this over refusing to start because a server whose backend is briefly down (a Redis
+restart, a slow volume) should come up observable and recover by itself; orchestrators learn the truth from
+health either way. What cannot work at all still fails at once, before listening: a store URL that cannot
+be opened (unknown scheme, missing SQLite directory) or a port that is taken.
+
+Drain, in order: every health status → NOT_SERVING (permanently, via `enter_graceful_shutdown`), wait
+`drain_seconds` while still serving so load balancers notice, then `server.stop(grace_seconds)`: the
+listener closes, new calls are refused with UNAVAILABLE and calls in flight get the grace to finish.
+Streams that never end by themselves (health or profile Watch) hold the stop until the grace ends, then
+are cancelled. A call that races the very instant the listener closes can get CANCELLED from gRPC core
+instead of UNAVAILABLE: the drain period exists so that clients have gone elsewhere by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from microstate.server import slow_calls
+from microstate.server.config import ServerConfig
+from microstate.server.pinning import ContractPinningInterceptor
+from microstate.server.registry import Microstate
+from microstate.server.store.base import Store
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+OVERALL = ""
+"""The health service name that stands for the whole server."""
+PING_TIMEOUT_SECONDS = 3.0
+"""A store ping slower than this counts as a failure, so a hung backend cannot freeze the health status."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def target(self) -> str:
+        """Where a local client dials: a wildcard bind address is reached through loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return str(Endpoint(host, self.port))
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC core channel arguments for the limits in `config`."""
+    options = [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", _ms(config.keepalive_time_seconds)),
+        ("grpc.keepalive_timeout_ms", _ms(config.keepalive_timeout_seconds)),
+        ("grpc.keepalive_permit_without_calls", int(config.keepalive_permit_without_calls)),
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(config.min_ping_interval_seconds)),
+        # gRPC enables SO_REUSEPORT by default on Linux: a second server on a taken port would then share it
+        # silently instead of failing. We want the failure.
+        ("grpc.so_reuseport", 0),
+    ]
+    if config.max_connection_age_seconds is not None:
+        options += [
+            ("grpc.max_connection_age_ms", _ms(config.max_connection_age_seconds)),
+            ("grpc.max_connection_age_grace_ms", _ms(config.grace_seconds)),
+        ]
+    return options
+
+
+class Runtime:
+    """One microstate served over one store. `start`, then `drain` once; the caller owns the store."""
+
+    def __init__(
+        self,
+        microstate: Microstate,
+        store: Store,
+        config: ServerConfig,
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        self.microstate = microstate
+        self.store = store
+        self.config = config
+        self.health = health.aio.HealthServicer()
+        self.endpoint: Endpoint | None = None
+        self._interceptors = [
+            ContractPinningInterceptor(microstate.service_names),
+            *interceptors,
+            *slow_calls.interceptors_from_env(microstate.service_names),
+        ]
+        self._server: grpc.aio.Server | None = None
+        self._store_answers: bool | None = None
+        self._monitor: asyncio.Task[None] | None = None
+
+    @property
+    def health_names(self) -> tuple[str, ...]:
+        return (OVERALL, *self.microstate.service_names)
+
+    def _build(self) -> grpc.aio.Server:
+        server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
+        self.microstate.attach(server, self.store)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        return server
+
+    async def start(self) -> Endpoint:
+        """Listen on the configured host and port (0: any free port) and return where it listens."""
+        if self._server is not None:
+            raise RuntimeError("runtime already started")
+        for name in self.health_names:
+            await self.health.set(name, NOT_SERVING)
+        server = self._build()
+        requested = self.microstate.default_port if self.config.port is None else self.config.port
+        address = str(Endpoint(self.config.host, requested))
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc raises on a taken port or a bad host
+            port, reason = 0, f": {exc}"
+        else:
+            reason = ""  # older grpc releases report failure by returning 0
+        if port == 0:
+            await server.stop(None)  # else the unstarted server's finaliser schedules a stop on a dead loop
+            raise OSError(f"cannot listen on {address}{reason}")
+        await server.start()
+        self._server = server
+        self.endpoint = Endpoint(self.config.host, port)
+        await self.check_store()
+        self._monitor = asyncio.create_task(self._watch_store(), name=f"{self.microstate.name}-store-health")
+        log.info(
+            "serving",
+            extra={
+                "phase": "serving",
+                "endpoint": str(self.endpoint),
+                "services": list(self.health_names[1:]),
+            },
+        )
+        return self.endpoint
+
+    async def check_store(self) -> bool:
+        """Ping the store once and set every health status to match; True if it answered."""
+        try:
+            await asyncio.wait_for(self.store.ping(), PING_TIMEOUT_SECONDS)
+        except Exception as exc:  # any failure, even a backend bug, means NOT_SERVING, never a crash
+            answers, reason = False, f"{type(exc).__name__}: {exc}"
+        else:
+            answers, reason = True, ""
+        if answers != self._store_answers:
+            self._store_answers = answers
+            status = SERVING if answers else NOT_SERVING
+            for name in self.health_names:
+                await self.health.set(name, status)
+            if answers:
+                log.info("store answers; health SERVING", extra={"phase": "health"})
+            else:
+                log.warning(
+                    "store does not answer; health NOT_SERVING", extra={"phase": "health", "error": reason}
+                )
+        return answers
+
+    async def _watch_store(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_seconds)
+            await self.check_store()
+
+    async def drain(self, hurry: asyncio.Event | None = None) -> None:
+        """Report NOT_SERVING, wait the drain period (cut short when `hurry` is set), then stop with grace."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("runtime not started")
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self.health.enter_graceful_shutdown()
+        log.info(
+            "draining: health NOT_SERVING, still accepting calls",
+            extra={"phase": "drain", "drain_seconds": self.config.drain_seconds},
+        )
+        await _wait_or_timeout(hurry or asyncio.Event(), self.config.drain_seconds)
+        log.info(
+            "stopping: listener closed, in-flight calls may finish",
+            extra={"phase": "stop", "grace_seconds": self.config.grace_seconds},
+        )
+        await server.stop(self.config.grace_seconds)
+        log.info("stopped: all calls finished or cancelled", extra={"phase": "stopped"})
+
+
+async def _wait_or_timeout(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)

@@ -1,0 +1,117 @@
+"""`microstate serve`: run one microstate in this process until SIGTERM or SIGINT, then drain and exit.
+
+Owns what belongs to the process rather than to the server: opening and closing the store, signal handling,
+announcing the endpoint (stdout for people, the ready file for supervisors) and the phase logs around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from microstate.server import supervision
+from microstate.server.config import ConfigError, ServerConfig
+from microstate.server.registry import Microstate
+from microstate.server.runtime import Endpoint, Runtime
+from microstate.server.store import StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def default_store_url(name: str, data_dir: Path) -> str:
+    """The embedded default: one SQLite file per microstate under the data directory."""
+    return f"sqlite:///{(data_dir / f'{name}.db').resolve()}"
+
+
+def store_url(name: str, config: ServerConfig) -> str:
+    return config.store or default_store_url(name, config.data_dir)
+
+
+def redacted(url: str) -> str:
+    """`url` fit for logs and terminals: a password in it (redis://:secret@host) becomes ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+class StopSignals:
+    """The first stop signal asks for a drain; a second one cuts the drain period short."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.hurry = asyncio.Event()
+
+    def _received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stop.is_set():
+            log.warning("second stop signal: skipping the rest of the drain period", extra={"signal": name})
+            self.hurry.set()
+        else:
+            log.info("stop signal received", extra={"phase": "signal", "signal": name})
+            self.stop.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._received, signum)
+        try:
+            yield
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+
+def _write_ready_file(path: Path, endpoint: Endpoint) -> None:
+    # Write then rename, so a supervisor polling for the file never reads half of it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"host": endpoint.host, "port": endpoint.port, "pid": os.getpid()}))
+    partial.replace(path)
+
+
+async def serve(microstate: Microstate, config: ServerConfig, *, announce: TextIO = sys.stdout) -> int:
+    """Serve until a stop signal, drain, close the store; returns the exit code (0 after a clean stop)."""
+    signals = StopSignals()
+    with signals.installed():
+        supervision.exit_with_parent()
+        url = store_url(microstate.name, config)
+        if config.store is None:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            store = await open_store(url, microstate.name)
+        except StoreError:
+            raise
+        except ValueError as exc:  # an unusable URL is a configuration error, not a runtime failure
+            raise ConfigError(f"--store: {exc}") from None
+        log.info("store opened", extra={"phase": "store", "store": redacted(url)})
+        try:
+            runtime = Runtime(microstate, store, config)
+            endpoint = await runtime.start()
+            print(
+                f"{microstate.name} serving on {endpoint} (store {redacted(url)})", file=announce, flush=True
+            )
+            if config.ready_file is not None:
+                _write_ready_file(config.ready_file, endpoint)
+            await signals.stop.wait()
+            await runtime.drain(hurry=signals.hurry)
+        finally:
+            await store.close()
+            log.info("store closed", extra={"phase": "closed"})
+            if config.ready_file is not None:
+                config.ready_file.unlink(missing_ok=True)
+    log.info("exiting", extra={"phase": "exit", "exit_code": 0})
+    return 0
