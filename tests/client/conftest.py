@@ -11,8 +11,12 @@ import pytest
 
 from microstate.client import BreakerOptions, ClientOptions, RetryPolicy, SnapshotOptions
 from microstate.profile.v1 import profile_pb2_grpc
-from microstate.server.profile import MICROSTATE
+from microstate.server.pinning import ContractPinningInterceptor
+from microstate.server.profile import MICROSTATE, v1
+from microstate.server.profile.domain import ProfileDomain
+from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.store import open_store
+from microstate.server.store.base import Store
 from tests.client.harness import RestartableServer
 from tests.client.scripted import ScriptedProfiles
 
@@ -40,11 +44,33 @@ async def scripted() -> AsyncIterator[tuple[ScriptedProfiles, RestartableServer]
 
 
 @pytest.fixture
-async def real_server(tmp_path: Path) -> AsyncIterator[RestartableServer]:
-    """The real profile server (servicer, domain, SQLite store), restartable on its port."""
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     store = await open_store("sqlite:///" + str(tmp_path / "profiles.db"), "profile")
-    server = RestartableServer(lambda s: MICROSTATE.attach(s, store))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def real_server(store: Store) -> AsyncIterator[RestartableServer]:
+    """The real profile server (v1 and v2 servicers, domain, SQLite store, contract pinning),
+    restartable on its port."""
+    server = RestartableServer(
+        lambda s: MICROSTATE.attach(s, store), [ContractPinningInterceptor(MICROSTATE.service_names)]
+    )
     await server.start()
     yield server
     await server.stop()
-    await store.close()
+
+
+@pytest.fixture
+async def v1_only_server(store: Store) -> AsyncIterator[RestartableServer]:
+    """A real profile server from before v2: it serves (and pins) microstate.profile.v1 only."""
+    server = RestartableServer(
+        lambda s: profile_pb2_grpc.add_ProfileServiceServicer_to_server(
+            ProfileServicer(ProfileDomain(store), v1.CODEC), s
+        ),
+        [ContractPinningInterceptor(["microstate.profile.v1.ProfileService"])],
+    )
+    await server.start()
+    yield server
+    await server.stop()

@@ -29,8 +29,9 @@ def rich_status(
     reason: str,
     *details: Message,
     metadata: dict[str, str] | None = None,
+    domain: str = "microstate.dev",
 ) -> grpc.Status:
-    info = error_details_pb2.ErrorInfo(reason=reason, domain="microstate.dev", metadata=metadata or {})
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata or {})
     packed = []
     for detail in (info, *details):
         any_detail = any_pb2.Any()
@@ -46,6 +47,37 @@ class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_me
 def plain_status(code: grpc.StatusCode, message: str) -> grpc.Status:
     """A status with no rich details at all, as a proxy or an older server might send."""
     return _Status(code, message, ())
+
+
+class FinishedCall(grpc.RpcError, grpc.Call):
+    """A finished call as grpc hands it over, with trailing metadata we choose (for malformed details)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, bytes], ...]) -> None:
+        self._code, self._details, self._trailing = code, details, trailing
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return self._trailing
+
+    def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> None:
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: object) -> bool:
+        return False
 
 
 def unavailable(message: str = "store down") -> grpc.Status:

@@ -16,7 +16,7 @@ from microstate.client.errors import MicrostateError, exception_class_for, from_
 from microstate.client.profile.v1 import Profile, ProfileClient, SyncProfileClient
 from tests.client.conftest import fast_options
 from tests.client.harness import RestartableServer
-from tests.client.scripted import ScriptedProfiles, plain_status, rich_status
+from tests.client.scripted import FinishedCall, ScriptedProfiles, plain_status, rich_status
 
 EXPECTED = {
     grpc.StatusCode.CANCELLED: errors.Cancelled,
@@ -105,43 +105,12 @@ async def test_plain_status_without_details(scripted: tuple[ScriptedProfiles, Re
     assert caught.value.reason == "" and caught.value.status is None and caught.value.retry_delay is None
 
 
-class _Call(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    """A finished call as grpc hands it over, with trailing metadata we choose (for malformed details)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, bytes], ...]) -> None:
-        self._code, self._details, self._trailing = code, details, trailing
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
-        return self._trailing
-
-    def initial_metadata(self) -> tuple[()]:
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: object) -> bool:
-        return False
-
-
 def test_malformed_or_contradicting_details_still_give_the_typed_error() -> None:
-    garbage = _Call(
+    garbage = FinishedCall(
         grpc.StatusCode.NOT_FOUND, "gone", (("grpc-status-details-bin", b"\xff\xff not a status"),)
     )
     contradicting_status = rich_status(grpc.StatusCode.INTERNAL, "other", "X").trailing_metadata
-    contradicting = _Call(grpc.StatusCode.NOT_FOUND, "gone", contradicting_status)
+    contradicting = FinishedCall(grpc.StatusCode.NOT_FOUND, "gone", contradicting_status)
     for call in (garbage, contradicting):
         error = from_grpc_error(call)
         assert type(error) is errors.NotFound and error.message == "gone" and error.reason == ""

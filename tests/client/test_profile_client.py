@@ -4,6 +4,7 @@ typed errors the real server produces."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.client.scripted import ScriptedProfiles
 
 
 @pytest.fixture
-async def client(real_server: RestartableServer):
+async def client(real_server: RestartableServer) -> AsyncIterator[ProfileClient]:
     async with ProfileClient(options=fast_options(real_server.target)) as client:
         yield client
 

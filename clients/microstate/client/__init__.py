@@ -1,7 +1,7 @@
 """Microstate client SDK: typed, deadline-bound clients with snapshot fallback, one module per contract.
 
-Clients live in per-contract modules (`microstate.client.profile.v1`); this package holds what all of
-them share: options, read results and the error hierarchy.
+Clients live in per-contract modules (`microstate.client.profile.v1`, `microstate.client.profile.v2`);
+this package holds what all of them share: options, read results and the error hierarchy.
 """
 
 from microstate.client._base import CONTRACT_METADATA_KEY
@@ -29,7 +29,7 @@ from microstate.client._options import (
     TlsOptions,
 )
 from microstate.client._read import BatchRead, Page, Read, Source
-from microstate.client.errors import MicrostateError, NoSnapshotError
+from microstate.client.errors import ContractVersionNotServed, MicrostateError, NoSnapshotError
 
 __all__ = [
     "CONTRACT_METADATA_KEY",
@@ -52,6 +52,7 @@ __all__ = [
     "BreakerOptions",
     "BreakerState",
     "ClientOptions",
+    "ContractVersionNotServed",
     "MicrostateError",
     "NoSnapshotError",
     "Page",

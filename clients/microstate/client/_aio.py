@@ -8,9 +8,9 @@ definition of every public method.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from types import TracebackType
-from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
@@ -26,9 +26,6 @@ T = TypeVar("T")
 
 class AsyncClient(ClientBase):
     """Base of the async clients: one channel, one `ClientCore`; an async context manager."""
-
-    _stub_class: ClassVar[type[Any]]
-    """The generated stub class of the contract's service."""
 
     def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
         super().__init__(target, options=options)
@@ -73,7 +70,7 @@ class AsyncClient(ClientBase):
             return plan.on_error(err)
         return plan.on_response(response)
 
-    async def _walk(self, pages: Pages[Any]) -> AsyncIterator[Any]:
+    async def _walk(self, pages: Pages[Any]) -> AsyncGenerator[Any, None]:
         page_token = ""
         while True:
             page = await self._call(pages.page(page_token))
@@ -82,7 +79,7 @@ class AsyncClient(ClientBase):
             if not (page_token := page.next_page_token):
                 return
 
-    async def _stream(self, stream: Stream[Any]) -> AsyncIterator[Any]:
+    async def _stream(self, stream: Stream[Any]) -> AsyncGenerator[Any, None]:
         rpc, cursor = getattr(self._stub or self._connect(), stream.method), stream.cursor
         while True:
             call = rpc(
@@ -111,10 +108,10 @@ def unary(
 
 def iterator(
     plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]],
-) -> Callable[Concatenate[AsyncClient, P], AsyncIterator[T]]:
-    """Bind a plan that walks pages or follows a stream."""
+) -> Callable[Concatenate[AsyncClient, P], AsyncGenerator[T, None]]:
+    """Bind a plan that walks pages or follows a stream; `aclose()` the generator to stop early."""
 
-    def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
+    def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
         planned = plan(self._plans, *args, **kwargs)
         return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
 

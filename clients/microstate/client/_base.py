@@ -27,6 +27,7 @@ from microstate.client._watch import WatchCursor
 from microstate.client.errors import (
     CircuitOpenError,
     DeadlineExceeded,
+    InvalidArgument,
     LatencyBudgetExceeded,
     MicrostateError,
     NoSnapshotError,
@@ -270,6 +271,20 @@ class ClientCore:
 
         return Unary(method, request, self.timeout(timeout), metadata, on_success, on_error)
 
+    def check_contract(
+        self, method: str, request: object, *, timeout: float | None, metadata: Metadata
+    ) -> Unary[Any, None]:
+        """A cheap call that proves the server serves the pinned contract: `request` is one the service
+        refuses (INVALID_ARGUMENT) or cannot find (NOT_FOUND), so either answer means "served"; any other
+        failure (ContractVersionNotServed, Unavailable, ...) is raised typed. No snapshot, no breaker."""
+
+        def on_error(err: grpc.RpcError) -> None:
+            error = typed(err)
+            if not isinstance(error, InvalidArgument | NotFound):
+                raise error from err
+
+        return Unary(method, request, self.timeout(timeout), metadata, lambda _: None, on_error)
+
     def watch(
         self,
         method: str,
@@ -295,6 +310,8 @@ class ClientBase:
     CONTRACT: ClassVar[Contract]
     PLANS: ClassVar[Callable[[ClientCore], Any]]
     """The slice's plans class: one method per operation, with the public signature and docs."""
+    _stub_class: ClassVar[type[Any]]
+    """The generated stub class of the contract's service."""
 
     def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
         """Dial `target`, else options.target, else MICROSTATE_<SLICE>_TARGET, else the slice's default.

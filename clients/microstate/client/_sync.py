@@ -9,9 +9,9 @@ definition of every public method.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
@@ -27,9 +27,6 @@ T = TypeVar("T")
 
 class SyncClient(ClientBase):
     """Base of the sync clients: one channel, one `ClientCore`; a context manager."""
-
-    _stub_class: ClassVar[type[Any]]
-    """The generated stub class of the contract's service."""
 
     def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
         super().__init__(target, options=options)
@@ -65,7 +62,7 @@ class SyncClient(ClientBase):
             return plan.on_error(err)
         return plan.on_response(response)
 
-    def _walk(self, pages: Pages[Any]) -> Iterator[Any]:
+    def _walk(self, pages: Pages[Any]) -> Generator[Any, None, None]:
         page_token = ""
         while True:
             page = self._call(pages.page(page_token))
@@ -73,7 +70,7 @@ class SyncClient(ClientBase):
             if not (page_token := page.next_page_token):
                 return
 
-    def _stream(self, stream: Stream[Any]) -> Iterator[Any]:
+    def _stream(self, stream: Stream[Any]) -> Generator[Any, None, None]:
         rpc, cursor = getattr(self._stub, stream.method), stream.cursor
         while True:
             call = rpc(
@@ -102,10 +99,10 @@ def unary(
 
 def iterator(
     plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]],
-) -> Callable[Concatenate[SyncClient, P], Iterator[T]]:
-    """Bind a plan that walks pages or follows a stream."""
+) -> Callable[Concatenate[SyncClient, P], Generator[T, None, None]]:
+    """Bind a plan that walks pages or follows a stream; `close()` the generator to stop early."""
 
-    def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+    def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
         planned = plan(self._plans, *args, **kwargs)
         return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
 

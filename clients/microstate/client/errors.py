@@ -5,6 +5,9 @@ point where the call is awaited, chained `from` the grpc error. The rich details
 `grpc-status-details-bin` (ErrorInfo, BadRequest, PreconditionFailure, RetryInfo) become plain attributes,
 so callers never parse protobuf `Any`s and never see a raw `grpc.RpcError` / `grpc.aio.AioRpcError`.
 
+A few reasons refine their status's class: FAILED_PRECONDITION with reason CONTRACT_VERSION_NOT_SERVED
+raises `ContractVersionNotServed` (a `FailedPrecondition`), with the requested and served contracts.
+
 Three errors are born in the client rather than on the wire:
 `NoSnapshotError` (a read could not be answered live and no snapshot exists), and the fallback reasons
 `CircuitOpenError` and `LatencyBudgetExceeded`, which appear as `Read.fallback_reason` or as the
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -126,6 +130,34 @@ class FailedPrecondition(MicrostateError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ContractVersionNotServed(FailedPrecondition):
+    """The server does not serve the contract version the client is pinned to (x-microstate-contract).
+
+    Raised at the first call, whatever it is: a read never falls back to a snapshot for it and it does
+    not count against the circuit breaker, because the server answered. Upgrade the server, or use the
+    client of a version it serves. `check_contract()` on a client surfaces it at connect time.
+
+    Attributes:
+        requested: the contract the client is pinned to, e.g. "microstate.profile.v2".
+        served: the contracts the server serves, e.g. ("microstate.profile.v1",).
+    """
+
+    REASON = "CONTRACT_VERSION_NOT_SERVED"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        metadata: Mapping[str, str] = details.get("metadata") or {}
+        requested = metadata.get("requested", "")
+        served = tuple(name.strip() for name in metadata.get("served", "").split(",") if name.strip())
+        if requested:
+            message = (
+                f"the server does not serve contract {requested}, which this client is pinned to;"
+                f" it serves {', '.join(served) or 'no contract it names'}"
+            )
+        super().__init__(message, **details)
+        self.requested = requested
+        self.served = served
+
+
 class Aborted(MicrostateError):
     """ABORTED: for Microstate writes, an etag mismatch (AIP-154); re-read and retry."""
 
@@ -216,6 +248,12 @@ _CLASS_BY_CODE: Mapping[grpc.StatusCode, type[MicrostateError]] = MappingProxyTy
 )
 
 
+# Reasons (of DOMAIN) whose errors get a subclass of their status's class.
+_CLASS_BY_REASON: Mapping[str, type[MicrostateError]] = MappingProxyType(
+    {ContractVersionNotServed.REASON: ContractVersionNotServed}
+)
+
+
 def exception_class_for(code: grpc.StatusCode) -> type[MicrostateError]:
     """The class raised for `code`; `Unknown` for OK or a code gRPC may add later."""
     return _CLASS_BY_CODE.get(code, Unknown)
@@ -256,6 +294,9 @@ def _with_details(
         unpacked = detail.Unpack(info) or detail.Unpack(bad_request) or detail.Unpack(precondition)
         if not unpacked and detail.Unpack(retry):
             retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
+    refined = _CLASS_BY_REASON.get(info.reason) if info.domain == DOMAIN else None
+    if refined is not None and refined.code is error_class.code:
+        error_class = refined
     return error_class(
         message,
         reason=info.reason,
@@ -276,6 +317,7 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "CircuitOpenError",
+    "ContractVersionNotServed",
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",

@@ -1,0 +1,323 @@
+"""The profile clients of every contract version, written once.
+
+Every version of the profile contract has the same RPCs, with requests and responses of the same
+shapes; only the Profile message differs. So each operation is defined once, in `ProfilePlans`, over the
+generated module of a version, and bound once to the async and sync client bases here. A version's
+clients are thin subclasses that name the version and its message types, which makes them precisely
+typed:
+
+    V2 = ProfileVersion(profile_pb2, profile_pb2_grpc.ProfileServiceStub)
+
+    class ProfileClient(AsyncProfileClient[Profile, WatchProfilesResponse], version=V2):
+        ...
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from types import ModuleType
+from typing import Any, Generic, TypeVar
+
+from google.protobuf import field_mask_pb2
+
+from microstate.client import _aio, _options, _sync
+from microstate.client._base import ClientBase, ClientCore, Contract, Message, Resource
+from microstate.client._plans import Pages, Plan, Stream, Unary
+from microstate.client._read import BatchRead, Page, Read
+
+DEFAULT_TARGET = "localhost:50051"
+ENV_TARGET = _options.ENV_TARGET.format(slice="PROFILE")
+IDEMPOTENT_METHODS = ("GetProfile", "BatchGetProfiles", "ListProfiles", "WatchProfiles")
+
+CallMetadata = Mapping[str, str] | Sequence[tuple[str, str]] | None
+"""Per-call metadata, added to the client's (which always carries x-microstate-contract)."""
+
+ProfileT = TypeVar("ProfileT", bound=Message)
+"""A version's Profile message."""
+ChangeT = TypeVar("ChangeT")
+"""A version's WatchProfilesResponse message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileVersion:
+    """One version of the profile contract, as its clients need it."""
+
+    messages: ModuleType
+    """The version's generated messages (`microstate.profile.vN.profile_pb2`)."""
+    stub_class: type[Any]
+    """Its generated ProfileService stub."""
+    contract: Contract = field(init=False)
+    """What its clients are pinned to, read from the messages' descriptor."""
+
+    def __post_init__(self) -> None:
+        descriptor = self.messages.DESCRIPTOR
+        contract = Contract(
+            name=descriptor.package,
+            service=descriptor.services_by_name["ProfileService"].full_name,
+            idempotent_methods=IDEMPOTENT_METHODS,
+            slice_name="profile",
+            default_target=DEFAULT_TARGET,
+        )
+        object.__setattr__(self, "contract", contract)
+
+
+def _found_and_missing(response: Any) -> tuple[list[Any], list[str]]:
+    return list(response.profiles), list(response.missing_user_ids)
+
+
+def _page(response: Any) -> tuple[list[Any], str]:
+    return list(response.profiles), response.next_page_token
+
+
+class ProfilePlans(Generic[ProfileT, ChangeT]):
+    """The operations of every profile client. `timeout` is each call's deadline in seconds (None: the
+    client's default); `metadata` is added to the client's."""
+
+    def __init__(self, core: ClientCore, messages: ModuleType) -> None:
+        self._core = core
+        self._pb = messages
+        self._resource: Resource[ProfileT] = Resource(
+            messages.Profile.FromString, attrgetter("etag"), attrgetter("user_id")
+        )
+
+    def get(
+        self,
+        user_id: str,
+        *,
+        timeout: float | None = None,
+        latency_budget: float | None = None,
+        metadata: CallMetadata = None,
+    ) -> Plan[Read[ProfileT]]:
+        """Read one profile, live, or from its snapshot when the service is unreachable, too slow
+        (timeout, or `latency_budget` when a snapshot exists) or its circuit breaker is open.
+
+        Raises NotFound (and drops the snapshot), InvalidArgument, ContractVersionNotServed, or
+        NoSnapshotError.
+        """
+        request = self._pb.GetProfileRequest(user_id=user_id)
+        return self._core.read(
+            self._resource,
+            "GetProfile",
+            request,
+            user_id,
+            timeout=timeout,
+            latency_budget=latency_budget,
+            metadata=self._core.metadata(metadata),
+        )
+
+    def batch_get(
+        self,
+        user_ids: Sequence[str],
+        *,
+        timeout: float | None = None,
+        latency_budget: float | None = None,
+        metadata: CallMetadata = None,
+    ) -> Plan[BatchRead[ProfileT]]:
+        """Read up to 1,000 profiles in one call (no call for none). When the live call fails, each id is
+        served from its snapshot and ids without one are listed in `unavailable`; NoSnapshotError when
+        no id has one. The latency budget applies only when every id has a snapshot."""
+        request = self._pb.BatchGetProfilesRequest(user_ids=user_ids)
+        return self._core.batch_read(
+            self._resource,
+            "BatchGetProfiles",
+            request,
+            dict.fromkeys(user_ids),
+            _found_and_missing,
+            timeout=timeout,
+            latency_budget=latency_budget,
+            metadata=self._core.metadata(metadata),
+        )
+
+    def list(
+        self,
+        prefix: str = "",
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+        metadata: CallMetadata = None,
+    ) -> Unary[Any, Page[ProfileT]]:
+        """One page of profiles in user_id order (page_size 0: the server's default, 100). Always live."""
+        request = self._pb.ListProfilesRequest(
+            user_id_prefix=prefix, page_size=page_size, page_token=page_token
+        )
+        return self._core.list_page(
+            self._resource,
+            "ListProfiles",
+            request,
+            _page,
+            timeout=timeout,
+            metadata=self._core.metadata(metadata),
+        )
+
+    def list_all(
+        self,
+        prefix: str = "",
+        *,
+        page_size: int = 0,
+        timeout: float | None = None,
+        metadata: CallMetadata = None,
+    ) -> Pages[ProfileT]:
+        """Every profile whose user_id starts with `prefix`, fetched page by page; `timeout` is per page."""
+        return Pages(
+            lambda page_token: self.list(
+                prefix, page_size=page_size, page_token=page_token, timeout=timeout, metadata=metadata
+            )
+        )
+
+    def create(
+        self, profile: ProfileT, *, timeout: float | None = None, metadata: CallMetadata = None
+    ) -> Unary[ProfileT, ProfileT]:
+        """Create a profile; returns it with etag and times set. Raises AlreadyExists, InvalidArgument."""
+        request = self._pb.CreateProfileRequest(profile=profile)
+        return self._core.write(
+            "CreateProfile",
+            request,
+            request.profile.user_id,
+            self._remembered,
+            timeout=timeout,
+            metadata=self._core.metadata(metadata),
+        )
+
+    def update(
+        self,
+        profile: ProfileT,
+        update_mask: Sequence[str] | None = None,
+        *,
+        etag: str | None = None,
+        timeout: float | None = None,
+        metadata: CallMetadata = None,
+    ) -> Unary[ProfileT, ProfileT]:
+        """Update the fields named in `update_mask` (None: every writable field). The write is guarded by
+        `etag`, else by profile.etag when set ("" forces an unguarded write); a mismatch raises Aborted.
+        An etag read through any version of the contract guards a write through any other.
+        Raises NotFound, InvalidArgument. `profile` itself is not modified."""
+        request = self._pb.UpdateProfileRequest(profile=profile)
+        if update_mask is not None:
+            request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(update_mask)))
+        if etag is not None:
+            request.profile.etag = etag  # the request holds a copy
+        return self._core.write(
+            "UpdateProfile",
+            request,
+            request.profile.user_id,
+            self._remembered,
+            timeout=timeout,
+            metadata=self._core.metadata(metadata),
+        )
+
+    def delete(
+        self,
+        user_id: str,
+        *,
+        etag: str | None = None,
+        timeout: float | None = None,
+        metadata: CallMetadata = None,
+    ) -> Unary[Any, None]:
+        """Delete a profile, guarded by `etag` when given. Raises NotFound, Aborted."""
+        request = self._pb.DeleteProfileRequest(user_id=user_id, etag=etag or "")
+
+        def forget(_: object) -> None:
+            self._core.snapshots.discard(user_id)
+
+        return self._core.write(
+            "DeleteProfile", request, user_id, forget, timeout=timeout, metadata=self._core.metadata(metadata)
+        )
+
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        resume_token: str | None = None,
+        timeout: float | None = None,
+        metadata: CallMetadata = None,
+    ) -> Stream[ChangeT]:
+        """Changes in commit order, from just after `resume_token` (None: from now). Reconnects by itself
+        after UNAVAILABLE or a server drain and resumes after the last event seen: no gap, no duplicate.
+        Events keep snapshots current. `timeout` bounds the whole watch (None: none). Raises
+        FailedPrecondition (RESUME_TOKEN_EXPIRED) when the token is older than the server's change log.
+        Resume tokens are the same in every version of the contract."""
+
+        def request_for(token: str) -> object:
+            return self._pb.WatchProfilesRequest(resume_token=token, user_id_prefix=prefix)
+
+        return self._core.watch(
+            "WatchProfiles",
+            request_for,
+            resume_token or "",
+            self._observe,
+            timeout=timeout,
+            metadata=self._core.metadata(metadata),
+        )
+
+    def check_contract(
+        self, *, timeout: float | None = None, metadata: CallMetadata = None
+    ) -> Unary[Any, None]:
+        """Fail now, rather than at the first real call, if the server does not serve this client's
+        contract version: raises ContractVersionNotServed naming the pinned and the served versions
+        (or Unavailable, ... when the server cannot be asked). Call it once after connecting; it costs one
+        GetProfile of an empty user_id, which the server refuses without reading its store."""
+        request = self._pb.GetProfileRequest(user_id="")
+        return self._core.check_contract(
+            "GetProfile", request, timeout=timeout, metadata=self._core.metadata(metadata)
+        )
+
+    def _remembered(self, profile: ProfileT) -> ProfileT:
+        self._core.remember(self._resource, profile)
+        return profile
+
+    def _observe(self, event: Any) -> str:
+        if event.change_type == self._pb.CHANGE_TYPE_DELETED:
+            self._core.snapshots.discard(event.user_id)
+        elif event.HasField("profile"):
+            self._core.remember(self._resource, event.profile)
+        return str(event.resume_token)
+
+
+class _Pinned(ClientBase):
+    """Pins a client class to one profile version: `class ...(AsyncProfileClient[...], version=V1)`."""
+
+    def __init_subclass__(cls, *, version: ProfileVersion | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if version is not None:
+            cls.CONTRACT = version.contract
+            cls.PLANS = functools.partial(ProfilePlans, messages=version.messages)
+            cls._stub_class = version.stub_class
+
+
+class AsyncProfileClient(_aio.AsyncClient, _Pinned, Generic[ProfileT, ChangeT]):
+    """Async client of one profile contract version: `async with ProfileClient("host:port") as profiles:`.
+
+    Reads (`get`, `batch_get`) return `Read` values that say whether they are live or a snapshot, and
+    fall back to the snapshot when the service cannot answer in time. Lists and writes are always live.
+    Every failure raises a typed `MicrostateError`; a server that does not serve the pinned version
+    raises `ContractVersionNotServed` at the first call (or at `await check_contract()`).
+    """
+
+    get = _aio.unary(ProfilePlans[ProfileT, ChangeT].get)
+    batch_get = _aio.unary(ProfilePlans[ProfileT, ChangeT].batch_get)
+    list = _aio.unary(ProfilePlans[ProfileT, ChangeT].list)
+    list_all = _aio.iterator(ProfilePlans[ProfileT, ChangeT].list_all)
+    create = _aio.unary(ProfilePlans[ProfileT, ChangeT].create)
+    update = _aio.unary(ProfilePlans[ProfileT, ChangeT].update)
+    delete = _aio.unary(ProfilePlans[ProfileT, ChangeT].delete)
+    watch = _aio.iterator(ProfilePlans[ProfileT, ChangeT].watch)
+    check_contract = _aio.unary(ProfilePlans[ProfileT, ChangeT].check_contract)
+
+
+class SyncProfileClient(_sync.SyncClient, _Pinned, Generic[ProfileT, ChangeT]):
+    """The blocking twin of `AsyncProfileClient`, with the same methods; thread-safe:
+    `with SyncProfileClient("host:port") as profiles:`."""
+
+    get = _sync.unary(ProfilePlans[ProfileT, ChangeT].get)
+    batch_get = _sync.unary(ProfilePlans[ProfileT, ChangeT].batch_get)
+    list = _sync.unary(ProfilePlans[ProfileT, ChangeT].list)
+    list_all = _sync.iterator(ProfilePlans[ProfileT, ChangeT].list_all)
+    create = _sync.unary(ProfilePlans[ProfileT, ChangeT].create)
+    update = _sync.unary(ProfilePlans[ProfileT, ChangeT].update)
+    delete = _sync.unary(ProfilePlans[ProfileT, ChangeT].delete)
+    watch = _sync.iterator(ProfilePlans[ProfileT, ChangeT].watch)
+    check_contract = _sync.unary(ProfilePlans[ProfileT, ChangeT].check_contract)
