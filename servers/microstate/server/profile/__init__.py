@@ -17,8 +17,9 @@ CODECS = (v1.CODEC, v2.CODEC)
 
 def attach(server: grpc.aio.Server, store: Store) -> None:
     domain = ProfileDomain(store)
-    v1_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v1.CODEC), server)
-    v2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v2.CODEC), server)
+    # The generated *_pb2_grpc registration helpers carry no annotations.
+    v1_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v1.CODEC), server)  # type: ignore[no-untyped-call]
+    v2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v2.CODEC), server)  # type: ignore[no-untyped-call]
 
 
 MICROSTATE = Microstate(

@@ -1,0 +1,78 @@
+"""Stores: the protocol every backend implements, and `open_store`, which picks the backend by URL scheme.
+
+Backends are imported only when their scheme is used, so a server on SQLite never imports redis or pymongo.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
+
+from microstate.server.store.base import (
+    ABSENT,
+    Capabilities,
+    Change,
+    ChangeKind,
+    CursorExpired,
+    IfMatch,
+    InvalidCursor,
+    Page,
+    PreconditionFailed,
+    Record,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
+
+# URL scheme -> "module:class"; each class has `async classmethod open(url, namespace, **options) -> Store`.
+BACKENDS: dict[str, str] = {
+    "sqlite": "microstate.server.store.sqlite:SqliteStore",
+    "redis": "microstate.server.store.redis:RedisStore",
+    "rediss": "microstate.server.store.redis:RedisStore",
+    "mongodb": "microstate.server.store.mongo:MongoStore",
+    "mongodb+srv": "microstate.server.store.mongo:MongoStore",
+}
+
+
+class _Backend(Protocol):
+    @classmethod
+    async def open(cls, url: str, namespace: str, **options: Any) -> Store: ...
+
+
+async def open_store(url: str, namespace: str, **options: Any) -> Store:
+    """Open `namespace` on the store at `url`; `options` go to the backend's `open` (e.g. `retention`).
+
+    `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `redis://host:port/db`, `rediss://…`,
+    `mongodb://…`, `mongodb+srv://…`. An unknown scheme raises ValueError; an unreachable backend raises
+    StoreUnavailable.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    try:
+        module_name, class_name = BACKENDS[scheme].split(":")
+    except KeyError:
+        raise ValueError(
+            f"unsupported store URL {url!r}: the scheme must be one of {', '.join(BACKENDS)}"
+            " (for example sqlite:///data/microstate.db or redis://localhost:6379/0)"
+        ) from None
+    backend = cast(_Backend, getattr(importlib.import_module(module_name), class_name))
+    return await backend.open(url, namespace, **options)
+
+
+__all__ = [
+    "ABSENT",
+    "BACKENDS",
+    "Capabilities",
+    "Change",
+    "ChangeKind",
+    "CursorExpired",
+    "IfMatch",
+    "InvalidCursor",
+    "Page",
+    "PreconditionFailed",
+    "Record",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+]

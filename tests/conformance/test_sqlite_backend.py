@@ -1,0 +1,175 @@
+"""SQLite-only behaviour beyond the shared suite: URLs, key ranges, wake-ups, purge, exact retention."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from microstate.server.store import CursorExpired, InvalidCursor, StoreUnavailable
+from microstate.server.store.sqlite import SqliteStore, database_path, prefix_end
+from tests.conformance.waiting import first_change, take, wait_until, watching
+
+NEVER = 3600.0
+"""An interval long enough that the behaviour under test cannot be coming from the periodic task."""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+class OpenSqlite(Protocol):
+    async def __call__(self, namespace: str = "ns", **options: Any) -> SqliteStore: ...
+
+
+@pytest.fixture
+async def open_sqlite(db: Path) -> AsyncIterator[OpenSqlite]:
+    """Open SqliteStores on `db`; all are closed at teardown."""
+    opened: list[SqliteStore] = []
+
+    async def open_one(namespace: str = "ns", **options: Any) -> SqliteStore:
+        opened.append(await SqliteStore.open(db, namespace, **options))
+        return opened[-1]
+
+    yield open_one
+    for store in opened:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///data/x.db", "data/x.db"),
+        ("sqlite:////var/lib/x.db", "/var/lib/x.db"),
+        ("sqlite:///with%20space.db", "with space.db"),
+        ("plain/path.db", "plain/path.db"),
+    ],
+)
+def test_database_path(url: str, path: str) -> None:
+    assert database_path(url) == path
+
+
+@pytest.mark.parametrize("url", ["sqlite://host/x.db", "sqlite:x.db", "sqlite:///x.db?mode=ro"])
+def test_database_path_rejects_urls_it_would_misread(url: str) -> None:
+    with pytest.raises(ValueError):
+        database_path(url)
+
+
+_TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=4)
+
+
+@given(prefix=_TEXT, key=_TEXT, suffix=_TEXT)
+def test_prefix_end_bounds_exactly_the_keys_with_the_prefix(prefix: str, key: str, suffix: str) -> None:
+    end = prefix_end(prefix)
+    for candidate in (key, prefix + suffix):
+        in_range = candidate >= prefix and (end is None or candidate < end)
+        assert in_range == candidate.startswith(prefix)
+
+
+def test_prefix_end_carries_past_the_largest_code_point_and_skips_surrogates() -> None:
+    assert prefix_end("a\U0010ffff") == "b"
+    assert prefix_end("\U0010ffff") is None
+    assert prefix_end("") is None
+    assert prefix_end("\ud7ff") == "\ue000"
+
+
+async def test_a_file_that_is_not_a_database_is_unavailable(db: Path) -> None:
+    await asyncio.to_thread(db.write_bytes, os.urandom(8192))
+
+    with pytest.raises(StoreUnavailable):
+        await SqliteStore.open(db, "ns")
+
+
+@pytest.mark.parametrize("namespace", ["", "has space", 'quote"', "x" * 101])
+async def test_a_bad_namespace_is_rejected(db: Path, namespace: str) -> None:
+    with pytest.raises(ValueError):
+        await SqliteStore.open(db, namespace)
+
+
+async def test_stores_opened_at_once_on_a_new_file_both_work(open_sqlite: OpenSqlite) -> None:
+    first, second = await asyncio.gather(open_sqlite(), open_sqlite())
+
+    written = await first.put("k", b"v")
+    assert await second.get("k") == written
+
+
+async def test_namespaces_in_one_file_are_isolated(open_sqlite: OpenSqlite) -> None:
+    one, two = await open_sqlite("one"), await open_sqlite("two")
+
+    await one.put("k", b"one")
+
+    assert await two.get("k") is None
+    assert (await two.list()).records == []
+    assert await two.head_cursor() == "0"
+
+
+async def test_a_local_write_wakes_a_watch_without_waiting_for_the_poll(open_sqlite: OpenSqlite) -> None:
+    store = await open_sqlite(poll_interval=NEVER)
+
+    async with watching(store, after=await store.head_cursor()) as changes:
+        await store.put("k", b"1")
+        await take(changes, 1)  # the watch has read the log once and now waits
+        written = await store.put("k", b"2")
+        (change,) = await take(changes, 1)
+
+    assert change.record == written
+
+
+async def test_retention_keeps_exactly_the_newest_changes(open_sqlite: OpenSqlite) -> None:
+    store = await open_sqlite(retention=3)
+    for i in range(10):
+        await store.put(f"k{i}", b"v")
+
+    async with watching(store, after="7") as changes:
+        assert [c.key for c in await take(changes, 3)] == ["k7", "k8", "k9"]
+    with pytest.raises(CursorExpired):
+        await first_change(store, after="6")
+
+
+async def test_a_cursor_ahead_of_the_log_is_invalid(open_sqlite: OpenSqlite) -> None:
+    store = await open_sqlite()
+    await store.put("k", b"v")
+
+    with pytest.raises(InvalidCursor):
+        await first_change(store, after="2")
+
+
+async def test_expired_records_are_purged_from_the_file(open_sqlite: OpenSqlite, db: Path) -> None:
+    store = await open_sqlite(purge_interval=0.05)
+    await store.put("expiring", b"v", ttl=0.1)
+    await store.put("lasting", b"v")
+
+    async def only_lasting_stored() -> bool:
+        with sqlite3.connect(db) as raw:
+            return raw.execute('SELECT key FROM "records_ns"').fetchall() == [("lasting",)]
+
+    await wait_until(only_lasting_stored, what="the expired record is purged")
+
+
+async def test_cancelled_writes_leave_the_connection_usable(open_sqlite: OpenSqlite) -> None:
+    store = await open_sqlite()
+    writes = [asyncio.ensure_future(store.put(f"k{i}", b"v")) for i in range(20)]
+    await asyncio.sleep(0)  # let them start, then cancel them mid-transaction
+    for write in writes:
+        write.cancel()
+    await asyncio.gather(*writes, return_exceptions=True)
+
+    written = await store.put("after", b"v")
+    assert await store.get("after") == written
+
+
+async def test_a_closed_store_is_unavailable(open_sqlite: OpenSqlite) -> None:
+    store = await open_sqlite()
+    await store.close()
+    await store.close()  # idempotent
+
+    with pytest.raises(StoreUnavailable):
+        await store.get("k")
