@@ -1,0 +1,75 @@
+"""kill -9 a real profile server while a client reads: snapshots answer, then live reads resume by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import pytest
+
+from microstate.client import BreakerOptions, ClientOptions, RetryPolicy
+from microstate.client.errors import NoSnapshotError
+from microstate.client.profile.v1 import Profile, ProfileClient, Read, Source
+from tests.support.processes import ServerProcess, start_server, until
+
+pytestmark = pytest.mark.process
+
+
+def options(target: str) -> ClientOptions:
+    return ClientOptions(
+        target=target,
+        timeout=1.0,
+        retry=RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.1),
+        breaker=BreakerOptions(failure_threshold=3, reset_timeout=0.2),
+        max_reconnect_backoff=0.2,
+    )
+
+
+def serve(workdir: Path, *flags: str) -> ServerProcess:
+    return start_server("profile", workdir, "--store", f"sqlite:///{workdir / 'profile.db'}", *flags)
+
+
+async def test_a_crashed_server_is_answered_from_snapshots_and_reads_go_live_after_restart(
+    tmp_path: Path,
+) -> None:
+    server = serve(tmp_path)
+    port = server.target.rsplit(":", 1)[1]
+    reads: list[Read[Profile]] = []
+    try:
+        async with ProfileClient(options=options(server.target)) as profiles:
+            created = await profiles.create(Profile(user_id="known", display_name="Ada", embedding=[0.5]))
+            assert (await profiles.get("known")).source is Source.LIVE
+
+            async def keep_reading() -> None:
+                while True:
+                    reads.append(await profiles.get("known"))
+                    await asyncio.sleep(0)  # let the test's checks run between reads
+
+            reader = asyncio.create_task(keep_reading())
+            await until(lambda: len(reads) >= 5, within=10, what="live reads before the crash")
+            server.send(signal.SIGKILL)
+            server.wait()
+            await until(lambda: reads[-1].source is Source.SNAPSHOT, within=10, what="a snapshot read")
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+            stale = await profiles.get("known")
+            assert stale.stale and stale.source is Source.SNAPSHOT
+            assert stale.value == created and stale.etag == created.etag
+            assert stale.fallback_reason is not None
+            with pytest.raises(NoSnapshotError):
+                await profiles.get("never-read")
+
+            server = serve(tmp_path, "--port", port)  # same port: the same client reconnects by itself
+
+            async def live_again() -> bool:
+                return (await profiles.get("known")).source is Source.LIVE
+
+            await until(live_again, within=15, what="live reads after the restart")
+            again = await profiles.get("known")
+            assert again.value == created  # the acknowledged write survived kill -9
+    finally:
+        server.stop()
