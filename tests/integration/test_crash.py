@@ -1,4 +1,4 @@
-"""kill -9 a real profile server while a client reads: snapshots answer, then live reads resume by themselves."""
+"""kill -9 a real profile server while a client reads: snapshots answer, then reads go live again."""
 
 from __future__ import annotations
 
