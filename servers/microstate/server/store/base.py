@@ -13,7 +13,7 @@ to gRPC statuses once, whatever the backend.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -113,20 +113,29 @@ class Store(Protocol):
         """Live records for the keys that exist, in one round trip where the backend allows."""
         ...
 
-    async def put(self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None) -> Record:
-        """Write atomically if `if_match` holds (an expired record counts as absent); raises PreconditionFailed."""
+    async def put(
+        self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
+    ) -> Record:
+        """Write atomically if `if_match` holds (an expired record counts as absent).
+
+        Raises PreconditionFailed; ValueError for ttl <= 0."""
         ...
 
     async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
-        """Delete if `if_match` holds; True if a live record was deleted, False if absent (and if_match allowed it)."""
+        """Delete if `if_match` holds; True if a live record was deleted, False if it was absent."""
         ...
 
     async def list(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page:
-        """Live records with `prefix`, in key order, strictly after key `after`."""
+        """Live records with `prefix`, in key order, strictly after key `after`; ValueError for limit < 1."""
         ...
 
-    def watch(self, prefix: str = "", *, after: str | None = None) -> AsyncIterator[Change]:
-        """Changes in commit order, strictly after cursor `after` (None: from now). Never ends by itself."""
+    def watch(self, prefix: str = "", *, after: str | None = None) -> AsyncGenerator[Change, None]:
+        """Changes in commit order, strictly after cursor `after`. Never ends by itself; `aclose()` it.
+
+        `after=None` means the head at the *first iteration*, not at the call: callers that must not miss
+        a write made in between pass `await head_cursor()`. A malformed cursor, or one ahead of the log,
+        raises InvalidCursor (Redis reports a cursor ahead of its log as CursorExpired: its data was lost);
+        one older than the retained log raises CursorExpired."""
         ...
 
     async def head_cursor(self) -> str:
@@ -137,4 +146,6 @@ class Store(Protocol):
         """Return if the backend answers; raise StoreUnavailable otherwise."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+        ...
