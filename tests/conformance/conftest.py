@@ -58,7 +58,11 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
     # MONGO SLOT: "mongo", and "mongo-external" when MICROSTATE_TEST_MONGO_URL is set
     **conformance_backends(),
 }
-_MARKS = {"redis": [pytest.mark.redis], "mongo": [pytest.mark.mongo]}
+_MARKS = {
+    "redis": [pytest.mark.redis],
+    "mongo": [pytest.mark.mongo],
+    "mongo-external": [pytest.mark.mongo],
+}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=_MARKS.get(name, [])) for name in BACKENDS])

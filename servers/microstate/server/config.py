@@ -82,7 +82,9 @@ class ServerConfig:
     store: str | None = field(
         default=None,
         metadata=_meta(
-            str, "store URL (sqlite:///path, redis://host:port/db); default: SQLite in --data-dir", "URL"
+            str,
+            "store URL: sqlite:///path, redis://host:port/db or mongodb://host:port/db (default: SQLite)",
+            "URL",
         ),
     )
     host: str = field(
