@@ -1,10 +1,12 @@
-"""Run `buf breaking` on proto/ against the previous commit (FILE rules, from buf.yaml).
+"""Run `buf breaking` (FILE rules, from buf.yaml) on proto/ against every earlier published state.
 
-The working tree is compared with HEAD when proto/ has uncommitted edits (a
-contract author checking their change), otherwise HEAD with HEAD~1 (CI on main).
-Works on a shallow clone: it deepens by one commit when the parent is missing,
-and extracts the old tree with `git archive` instead of relying on buf's git
-input. MICROSTATE_BREAKING_AGAINST=<ref> overrides the reference.
+Checking only against the previous commit could be slipped: break a contract in one commit, land another on top.
+So the working tree is checked against every commit that changed proto/ or buf.yaml (a contract, once on main,
+is released), newest first. With no history to compare (first commit), there is nothing to check.
+
+Works on a shallow clone: it fetches the missing history when a remote is there, and otherwise falls back to the
+commits it has. Old trees are extracted with `git archive` rather than relying on buf's git input.
+MICROSTATE_BREAKING_AGAINST=<ref> checks against that one ref instead.
 """
 
 from __future__ import annotations
@@ -18,45 +20,49 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CONTRACT_PATHS = ("proto", "buf.yaml")
 
 
 def git(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=check)
 
 
-def has_commit(ref: str) -> bool:
-    return git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False).returncode == 0
+def unshallow() -> None:
+    if git("rev-parse", "--is-shallow-repository", check=False).stdout.strip() == b"true":
+        git("fetch", "--quiet", "--unshallow", check=False)
 
 
-def reference() -> str:
+def published_states() -> list[str]:
+    """Commits that changed the contracts, newest first; HEAD itself only when the tree has edits on top."""
     if ref := os.environ.get("MICROSTATE_BREAKING_AGAINST"):
-        return ref
-    dirty = git("status", "--porcelain", "--", "proto", "buf.yaml").stdout.strip()
-    return "HEAD" if dirty else "HEAD~1"
+        return [ref]
+    unshallow()
+    commits = git("log", "--format=%H", "HEAD", "--", *CONTRACT_PATHS, check=False).stdout.decode().split()
+    dirty = git("status", "--porcelain", "--", *CONTRACT_PATHS).stdout.strip()
+    head = git("rev-parse", "HEAD", check=False).stdout.decode().strip()
+    return [c for c in commits if dirty or c != head]
 
 
-def ensure(ref: str) -> bool:
-    if has_commit(ref):
-        return True
-    if git("rev-parse", "--is-shallow-repository").stdout.strip() == b"true":
-        git("fetch", "--quiet", "--deepen=1", check=False)
-    return has_commit(ref)
-
-
-def main() -> int:
-    ref = reference()
-    if not ensure(ref):
-        print(f"buf breaking: no commit {ref} to compare with (first commit?); nothing to check")
-        return 0
-    archive = git("archive", "--format=tar", ref, "--", "proto", "buf.yaml", check=False)
+def check_against(ref: str) -> int:
+    archive = git("archive", "--format=tar", ref, "--", *CONTRACT_PATHS, check=False)
     if archive.returncode != 0:
-        print(f"buf breaking: {ref} has no proto/ yet; nothing to check")
+        print(f"buf breaking: {ref[:12]} has no contracts; skipped")
         return 0
     with tempfile.TemporaryDirectory() as old:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(old, filter="data")
-        print(f"buf breaking: proto/ against {ref}")
-        return subprocess.run(["buf", "breaking", "--against", old], cwd=ROOT).returncode
+        result = subprocess.run(["buf", "breaking", "--against", old], cwd=ROOT)
+    print(f"buf breaking: proto/ against {ref[:12]}: {'ok' if result.returncode == 0 else 'BREAKING'}")
+    return result.returncode
+
+
+def main() -> int:
+    states = published_states()
+    if not states:
+        print("buf breaking: no earlier contracts to compare with; nothing to check")
+        return 0
+    failures = [ref for ref in states if check_against(ref) != 0]
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
