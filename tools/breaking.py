@@ -1,10 +1,10 @@
 """Run `buf breaking` (FILE rules, from buf.yaml) on proto/ against every earlier published state.
 
-Checking only against the previous commit could be slipped: break a contract in one commit, land another on top.
-So the working tree is checked against every commit that changed proto/ or buf.yaml (a contract, once on main,
-is released), newest first. With no history to compare (first commit), there is nothing to check.
+Checking only against the previous commit could be slipped: break a contract in one commit, land another on
+top. So the working tree is checked against every commit that changed proto/ or buf.yaml (a contract, once on
+main, is released), newest first. With no history to compare (first commit), there is nothing to check.
 
-Works on a shallow clone: it fetches the missing history when a remote is there, and otherwise falls back to the
+Works on a shallow clone: it fetches the missing history when a remote is there, else falls back to the
 commits it has. Old trees are extracted with `git archive` rather than relying on buf's git input.
 MICROSTATE_BREAKING_AGAINST=<ref> checks against that one ref instead.
 """

@@ -19,7 +19,7 @@ import pytest
 
 from microstate.server.store import Store, open_store
 from tests.support.mongo_server import conformance_backends
-from tests.support.redis_server import free_port
+from tests.support.server_process import free_port
 
 
 @dataclass(frozen=True)

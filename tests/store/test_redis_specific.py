@@ -27,7 +27,8 @@ from microstate.server.store.base import (
     StoreUnavailable,
 )
 from microstate.server.store.redis import RedisStore
-from tests.support.redis_server import RedisServer, free_port, running_redis_server
+from tests.support.redis_server import RedisServer, running_redis_server
+from tests.support.server_process import free_port
 
 pytestmark = pytest.mark.redis
 

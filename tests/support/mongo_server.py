@@ -23,8 +23,7 @@ import pymongo
 import pytest
 from pymongo.errors import PyMongoError
 
-from tests.support.redis_server import free_port
-from tests.support.server_process import ServerProcess, executable_or_skip
+from tests.support.server_process import ServerProcess, executable_or_skip, free_port
 
 if TYPE_CHECKING:
     from tests.conformance.conftest import Backend

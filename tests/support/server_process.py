@@ -9,6 +9,7 @@ import atexit
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,10 +18,16 @@ from typing import ClassVar, Self
 
 import pytest
 
-from tests.support.redis_server import free_port
-
 READY_POLL = 0.02
 """Seconds between readiness probes (the interval of a wait with a deadline, not a synchronisation)."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it, so parallel runs don't collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class ServerProcess:
@@ -59,6 +66,12 @@ class ServerProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        """The running server's process id (to SIGSTOP it, say)."""
+        assert self._process is not None, f"{self.name} is not running"
+        return self._process.pid
 
     @property
     def log_path(self) -> Path:

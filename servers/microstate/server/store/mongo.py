@@ -76,6 +76,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
+from microstate.server.store._shared import guard, prefix_end
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -90,7 +91,6 @@ from microstate.server.store.base import (
     StoreError,
     StoreUnavailable,
 )
-from microstate.server.store.sqlite import prefix_end
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,10 @@ class _Conflict(Exception):
     """`if_match` did not hold inside the transaction; the caller reads the current record after the abort."""
 
 
-def _unavailable(exc: PyMongoError) -> StoreUnavailable | None:
+def _unavailable(exc: Exception) -> StoreUnavailable | None:
     """The StoreUnavailable an error stands for, or None if it is not an availability problem."""
+    if not isinstance(exc, PyMongoError):
+        return None
     transient = exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError")
     code = exc.code if isinstance(exc, OperationFailure) else None
     if isinstance(exc, ConnectionFailure | WTimeoutError) or transient or code in _UNAVAILABLE_CODES:
@@ -152,13 +154,7 @@ def _unavailable(exc: PyMongoError) -> StoreUnavailable | None:
 
 async def _guard(call: Awaitable[_T]) -> _T:
     """Await a PyMongo call, turning availability errors into StoreUnavailable (chained)."""
-    try:
-        return await call
-    except PyMongoError as exc:
-        unavailable = _unavailable(exc)
-        if unavailable is None:
-            raise
-        raise unavailable from exc
+    return await guard(call, _unavailable)
 
 
 def _is_write_conflict(exc: PyMongoError) -> bool:

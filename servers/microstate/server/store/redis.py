@@ -49,6 +49,7 @@ from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from microstate.server.store._shared import guard
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -228,13 +229,7 @@ def _unavailable(exc: Exception) -> StoreUnavailable | None:
 
 async def _guard(call: Awaitable[T]) -> T:
     """Await a redis call, turning availability errors into StoreUnavailable (chained)."""
-    try:
-        return await call
-    except Exception as exc:
-        unavailable = _unavailable(exc)
-        if unavailable is None:
-            raise
-        raise unavailable from exc
+    return await guard(call, _unavailable)
 
 
 async def _forget_failure(_error: Exception) -> None:

@@ -44,6 +44,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
+from microstate.server.store._shared import prefix_end
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -89,21 +90,6 @@ def database_path(url_or_path: str | os.PathLike[str]) -> str:
             f"bad SQLite store URL {url_or_path!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
     return unquote(parts.path[1:])
-
-
-def prefix_end(prefix: str) -> str | None:
-    """The least string above every string starting with `prefix` (None: no upper bound).
-
-    SQLite compares TEXT as UTF-8 bytes, which is code-point order, the same as Python's `str` order.
-    """
-    chars = list(prefix)
-    while chars:
-        code = ord(chars.pop()) + 1
-        if code <= 0x10FFFF:
-            if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored as UTF-8, so no key holds one
-                code = 0xE000
-            return "".join(chars) + chr(code)
-    return None
 
 
 def _key_range(prefix: str) -> tuple[str, list[Any]]:
