@@ -1,37 +1,34 @@
 """The stored, version-agnostic representation of a user profile.
 
-Every contract version (v1, v2) reads and writes this one shape, so
-a write through one version is readable through the others. It is stored as
-compact JSON; the embedding is packed as little-endian float32 (what the
-contracts carry), base64-encoded, which keeps a 4,096-value embedding at 22 KiB
-and fast to decode.
+Every contract version (v1, v2) reads and writes this one shape, so a write
+through one version is readable through the others. It is stored as a
+`microstate.profile.storage.v1.ProfileRecord` protobuf (proto/), which is
+compact, fast to decode, and kept readable forever by `buf breaking`.
 """
 
 from __future__ import annotations
 
 import array
-import base64
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from microstate.profile.storage.v1.record_pb2 import ConsentRecord, ProfileRecord
 from microstate.server.store.base import Record
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
-def pack_floats(values: array.array[float]) -> str:
+def pack_floats(values: array.array[float]) -> bytes:
     if not _LITTLE_ENDIAN:  # pragma: no cover - every supported platform is little-endian
         values = array.array("f", values)
         values.byteswap()
-    return base64.b64encode(values.tobytes()).decode("ascii")
+    return values.tobytes()
 
 
-def unpack_floats(text: str) -> array.array[float]:
+def unpack_floats(raw: bytes) -> array.array[float]:
     values = array.array("f")
-    values.frombytes(base64.b64decode(text))
+    values.frombytes(raw)
     if not _LITTLE_ENDIAN:  # pragma: no cover
         values.byteswap()
     return values
@@ -64,40 +61,42 @@ class ProfileData:
     embedding_model_version: str = ""
 
     def to_bytes(self) -> bytes:
-        doc: dict[str, Any] = {
-            "u": self.user_id,
-            "d": self.display_name,
-            "l": self.locale,
-            "a": dict(self.attributes),
-            "e": pack_floats(self.embedding),
-            "c": self.create_time_ns,
-            "m": self.update_time_ns,
-            "w": self.written_by,
-            "gn": self.given_name,
-            "fn": self.family_name,
-            "cs": [[c.purpose, c.granted, c.decide_time_ns] for c in self.consents],
-            "em": self.embedding_model,
-            "ev": self.embedding_model_version,
-        }
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        return ProfileRecord(
+            user_id=self.user_id,
+            display_name=self.display_name,
+            locale=self.locale,
+            attributes=self.attributes,
+            embedding_f32le=pack_floats(self.embedding),
+            create_time_ns=self.create_time_ns,
+            update_time_ns=self.update_time_ns,
+            written_by=self.written_by,
+            given_name=self.given_name,
+            family_name=self.family_name,
+            consents=[
+                ConsentRecord(purpose=c.purpose, granted=c.granted, decide_time_ns=c.decide_time_ns)
+                for c in self.consents
+            ],
+            embedding_model=self.embedding_model,
+            embedding_model_version=self.embedding_model_version,
+        ).SerializeToString(deterministic=True)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ProfileData:
-        doc = json.loads(raw)
+        record = ProfileRecord.FromString(raw)
         return cls(
-            user_id=doc["u"],
-            display_name=doc.get("d", ""),
-            locale=doc.get("l", ""),
-            attributes=doc.get("a", {}),
-            embedding=unpack_floats(doc.get("e", "")),
-            create_time_ns=doc.get("c", 0),
-            update_time_ns=doc.get("m", 0),
-            written_by=doc.get("w", ""),
-            given_name=doc.get("gn", ""),
-            family_name=doc.get("fn", ""),
-            consents=tuple(Consent(p, g, t) for p, g, t in doc.get("cs", ())),
-            embedding_model=doc.get("em", ""),
-            embedding_model_version=doc.get("ev", ""),
+            user_id=record.user_id,
+            display_name=record.display_name,
+            locale=record.locale,
+            attributes=dict(record.attributes),
+            embedding=unpack_floats(record.embedding_f32le),
+            create_time_ns=record.create_time_ns,
+            update_time_ns=record.update_time_ns,
+            written_by=record.written_by,
+            given_name=record.given_name,
+            family_name=record.family_name,
+            consents=tuple(Consent(c.purpose, c.granted, c.decide_time_ns) for c in record.consents),
+            embedding_model=record.embedding_model,
+            embedding_model_version=record.embedding_model_version,
         )
 
 

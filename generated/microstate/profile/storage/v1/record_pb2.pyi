@@ -1,0 +1,54 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProfileRecord(_message.Message):
+    __slots__ = ("user_id", "display_name", "locale", "attributes", "embedding_f32le", "create_time_ns", "update_time_ns", "written_by", "given_name", "family_name", "consents", "embedding_model", "embedding_model_version")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    LOCALE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_F32LE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_BY_FIELD_NUMBER: _ClassVar[int]
+    GIVEN_NAME_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONSENTS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    display_name: str
+    locale: str
+    attributes: _containers.ScalarMap[str, str]
+    embedding_f32le: bytes
+    create_time_ns: int
+    update_time_ns: int
+    written_by: str
+    given_name: str
+    family_name: str
+    consents: _containers.RepeatedCompositeFieldContainer[ConsentRecord]
+    embedding_model: str
+    embedding_model_version: str
+    def __init__(self, user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., locale: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., embedding_f32le: _Optional[bytes] = ..., create_time_ns: _Optional[int] = ..., update_time_ns: _Optional[int] = ..., written_by: _Optional[str] = ..., given_name: _Optional[str] = ..., family_name: _Optional[str] = ..., consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ..., embedding_model: _Optional[str] = ..., embedding_model_version: _Optional[str] = ...) -> None: ...
+
+class ConsentRecord(_message.Message):
+    __slots__ = ("purpose", "granted", "decide_time_ns")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    purpose: str
+    granted: bool
+    decide_time_ns: int
+    def __init__(self, purpose: _Optional[str] = ..., granted: _Optional[bool] = ..., decide_time_ns: _Optional[int] = ...) -> None: ...
