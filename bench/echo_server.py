@@ -1,0 +1,68 @@
+"""The P1 baseline: a bare grpc.aio server whose one method answers every request with a fixed payload.
+
+No interceptors, no health, no reflection, identity (bytes) serializers: the least work a Python gRPC
+server can do per unary call. The payload has the size of the profile the full stack returns, so both
+servers move the same bytes. With `--redis URL` each call instead fetches the payload with one redis.asyncio
+GET: the ceiling of any Python gRPC server that makes one Redis call per request. Run as
+`python bench/echo_server.py --size N --ready-file F [--redis URL]`; it writes {"port", "pid"} to F when
+serving and stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import cast
+
+import grpc
+
+SERVICE = "bench.Echo"
+KEY = "bench:echo"
+METHOD = f"/{SERVICE}/Echo"
+
+
+async def serve(size: int, ready_file: Path, redis_url: str | None) -> None:
+    payload = b"x" * size
+    if redis_url is None:
+
+        async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return payload
+
+    else:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_url)
+        await client.set(KEY, payload)
+
+        async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return cast(bytes, await client.get(KEY))
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(echo)  # no (de)serializers: requests and replies are bytes
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Echo": handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    partial = ready_file.with_name(ready_file.name + ".partial")
+    partial.write_text(json.dumps({"host": "127.0.0.1", "port": port, "pid": os.getpid()}))
+    partial.replace(ready_file)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, required=True, help="bytes in every reply")
+    parser.add_argument("--ready-file", type=Path, required=True)
+    parser.add_argument("--redis", metavar="URL", help="fetch the reply from this Redis on every call")
+    args = parser.parse_args()
+    asyncio.run(serve(args.size, args.ready_file, args.redis))
+
+
+if __name__ == "__main__":
+    main()

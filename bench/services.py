@@ -1,0 +1,107 @@
+"""The processes under test, each pinned to the server cores: redis-server, SecantusDB, `microstate serve`
+and the bare echo server. Built on the test helpers (tests/support), so benchmarks start servers exactly as
+the tests do: free ports, ready files, health SERVING before use, always killed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench import echo_server as echo_script
+from bench import env, source_folders
+from tests.support import processes
+from tests.support.processes import ServerProcess
+
+
+class Missing(RuntimeError):
+    """A binary a figure needs is not installed; the figure is reported as skipped."""
+
+
+def require(executable: str, hint: str) -> str:
+    path = shutil.which(executable)
+    if path is None:
+        raise Missing(f"{executable} not on PATH ({hint})")
+    return path
+
+
+@contextlib.contextmanager
+def redis(cores: frozenset[int]) -> Iterator[str]:
+    """A private redis-server (AOF, appendfsync always, as the tests run it); yields its URL."""
+    require("redis-server", "apt-get install redis-server")
+    from tests.support.redis_server import running_redis_server
+
+    with running_redis_server() as server:
+        env.pin(server.pid, cores)
+        yield server.url
+
+
+@contextlib.contextmanager
+def mongo(cores: frozenset[int]) -> Iterator[str]:
+    """A private SecantusDB (a Mongo-wire server, single-node replica set); yields its URL."""
+    require("secantusd-py", "pip install -r requirements/test.txt")
+    from tests.support.mongo_server import running_mongo_server
+
+    with running_mongo_server() as server:
+        assert server._process is not None
+        env.pin(server._process.pid, cores)
+        yield server.url
+
+
+@contextlib.contextmanager
+def profile_server(
+    store_url: str, workdir: Path, cores: frozenset[int], *, checkout: Path | None = None
+) -> Iterator[ServerProcess]:
+    """`microstate serve profile --store URL --port 0` as a subprocess, SERVING and pinned; from `checkout`
+    when given, else from the checkout the test helpers come from."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    extra = (
+        None
+        if checkout is None
+        else {"PYTHONPATH": os.pathsep.join(str(f) for f in source_folders(checkout))}
+    )
+    with processes.running_server(
+        "profile", workdir, "--store", store_url, "--log-level", "warning", "--drain-seconds", "0", env=extra
+    ) as server:
+        env.pin(server.pid, cores)
+        yield server
+
+
+@contextlib.contextmanager
+def echo_server(
+    size: int, workdir: Path, cores: frozenset[int], *, redis_url: str | None = None
+) -> Iterator[ServerProcess]:
+    """bench/echo_server.py answering `size` bytes (fetched from Redis per call when `redis_url` is given),
+    pinned; the ServerProcess's target is where it listens."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready = workdir / "echo.ready.json"
+    ready.unlink(missing_ok=True)
+    stdout_path, stderr_path = workdir / "echo.out", workdir / "echo.err"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, echo_script.__file__, "--size", str(size), "--ready-file", str(ready)]
+            + (["--redis", redis_url] if redis_url else []),
+            cwd=workdir,
+            env=processes.server_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    server = ServerProcess(process, stdout_path, stderr_path)
+    try:
+        processes.wait_for(
+            lambda: ready.exists() or process.poll() is not None, within=processes.START_TIMEOUT, what="echo"
+        )
+        if process.poll() is not None:
+            raise RuntimeError(f"echo server exited: {server.describe()}")
+        server.target = f"127.0.0.1:{json.loads(ready.read_text())['port']}"
+        env.pin(server.pid, cores)
+        yield server
+    finally:
+        server.stop()
