@@ -19,9 +19,14 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import REPO, env, use_source
+
+if TYPE_CHECKING:  # imported for real only after pinning (see _run)
+    from bench.profiling import Profile
+    from bench.report import Row
+    from bench.stack import Settings
 
 SECTIONS = ("P1", "P2", "P3", "P4", "P5", "P6", "LAT", "PROF")
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
@@ -55,13 +60,13 @@ def _sections(only: str | None) -> list[str]:
     return [name for name in SECTIONS if name in chosen]
 
 
-async def _run(sections: list[str], settings: Any) -> tuple[list[Any], list[Any]]:
+async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list[Profile]]:
     # Imported here, after this process was pinned: grpc's threads inherit the affinity of their creator.
     from bench import backends, fallback, profiling, throughput
-    from bench.report import Row, skipped
+    from bench.report import skipped
     from bench.services import Missing
 
-    jobs: list[tuple[str, str, Callable[[], Awaitable[list[Any]]]]] = []
+    jobs: list[tuple[str, str, Callable[[], Awaitable[list[Row]]]]] = []
     if "P1" in sections:
         jobs.append(("P1", "full stack vs echo", lambda: throughput.p1(settings)))
     if "P2" in sections:
@@ -90,7 +95,7 @@ async def _run(sections: list[str], settings: Any) -> tuple[list[Any], list[Any]
         rows.append(skipped("P5", "model blob download: peak RSS 1 MiB vs 1 GiB, throughput vs disk",
                             "n/a (no model registry)"))  # fmt: skip
 
-    profiles: list[Any] = []
+    profiles: list[Profile] = []
     if "PROF" in sections:
         print("[bench] PROF py-spy profiles ...", file=sys.stderr, flush=True)
         try:

@@ -32,11 +32,13 @@ async def compare(checkout: Path, cores: env.Cores, *, quick: bool) -> None:
         "BatchGetProfiles(100)": profile_pb2.BatchGetProfilesRequest(user_ids=stack.batch_ids()),
         "UpdateProfile": update,
     }
-    with tempfile.TemporaryDirectory(prefix="microstate-ab-") as scratch, contextlib.ExitStack() as stack_:
+    with tempfile.TemporaryDirectory(prefix="microstate-ab-") as scratch, contextlib.ExitStack() as running:
         workdir = Path(scratch)
-        url = stack_.enter_context(services.redis(cores.server))
-        a = stack_.enter_context(services.profile_server(url, workdir / "a", cores.server))
-        b = stack_.enter_context(services.profile_server(url, workdir / "b", cores.server, checkout=checkout))
+        url = running.enter_context(services.redis(cores.server))
+        a = running.enter_context(services.profile_server(url, workdir / "a", cores.server))
+        b = running.enter_context(
+            services.profile_server(url, workdir / "b", cores.server, checkout=checkout)
+        )
         async with ProfileClient(a.target) as client:
             await stack.seed(client)
         print(f"A: {processes.REPO}\nB: {checkout}\n{cores.describe()}\n")

@@ -49,8 +49,8 @@ def mongo(cores: frozenset[int]) -> Iterator[str]:
     from tests.support.mongo_server import running_mongo_server
 
     with running_mongo_server() as server:
-        assert server._process is not None
-        env.pin(server._process.pid, cores)
+        assert server._process is not None  # MongoServer has no public pid (RedisServer has)
+        env.pin(server.pid, cores)
         yield server.url
 
 

@@ -20,6 +20,8 @@ BATCH = 100
 
 @dataclass(frozen=True)
 class Settings:
+    """How one run measures (`make` gives the full and the --quick settings)."""
+
     cores: Cores
     workdir: Path
     """Scratch space for servers and stores (a temporary directory)."""

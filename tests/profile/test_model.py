@@ -7,7 +7,9 @@ import array
 from hypothesis import given
 from hypothesis import strategies as st
 
+from microstate.server.profile.domain import DecodedProfiles
 from microstate.server.profile.model import ProfileData
+from microstate.server.store.base import Record
 
 float32 = st.floats(width=32, allow_nan=False)
 
@@ -37,3 +39,17 @@ def test_profile_data_round_trips(
         written_by="microstate.profile.v1",
     )
     assert ProfileData.from_bytes(data.to_bytes()) == data
+
+
+def test_decoded_profiles_are_reused_only_for_the_same_stored_bytes() -> None:
+    decoded = DecodedProfiles(max_entries=2)
+    first = Record("u1", ProfileData(user_id="u1", display_name="A").to_bytes(), revision=1)
+    assert decoded.decode(first) is decoded.decode(first)
+    changed = Record("u1", ProfileData(user_id="u1", display_name="B").to_bytes(), revision=2)
+    assert decoded.decode(changed).data.display_name == "B"
+    refilled = Record("u1", ProfileData(user_id="u1", display_name="C").to_bytes(), revision=2)
+    assert decoded.decode(refilled).data.display_name == "C"  # same revision, other bytes: decoded again
+    for key in ("u2", "u3"):
+        decoded.decode(Record(key, ProfileData(user_id=key).to_bytes(), revision=3))
+    again = decoded.decode(refilled)
+    assert again.data.display_name == "C" and len(decoded._entries) == 2  # bounded: u1 was evicted

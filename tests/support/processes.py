@@ -186,6 +186,7 @@ def start_server(
 ) -> ServerProcess:
     """`microstate serve <name> --port 0 ...` in `workdir`; returns once its health reports SERVING."""
     ready_file = workdir / f"{name}-{next(_serial)}.ready.json"
+    ready_file.unlink(missing_ok=True)  # a stale file from a reused folder would name an old port
     arguments = ["serve", name, "--port", "0", "--ready-file", str(ready_file), "--data-dir", str(workdir)]
     started = launch([*arguments, "--log-format", "json", *flags], workdir, env=env)
     server = ServerProcess(started.process, started.stdout_path, started.stderr_path)

@@ -31,6 +31,7 @@ from microstate.server.store.base import (
     CursorExpired,
     InvalidCursor,
     PreconditionFailed,
+    Record,
     Store,
 )
 
@@ -82,6 +83,27 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class DecodedProfiles:
+    """The last decoded profile per key, reused while the stored bytes are unchanged, so hot reads skip
+    decoding. The check is on the bytes themselves (a memcmp), not only the revision, so a store that was
+    wiped and refilled can never serve an old decode. Bounded: the oldest insertion goes first.
+    Relies on ProfileData being immutable (it is frozen, and every patch copies)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[bytes, StoredProfile]] = {}
+
+    def decode(self, record: Record) -> StoredProfile:
+        hit = self._entries.get(record.key)
+        if hit is not None and hit[1].revision == record.revision and hit[0] == record.value:
+            return hit[1]
+        stored = StoredProfile.from_record(record)
+        if hit is None and len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[record.key] = (record.value, stored)
+        return stored
+
+
 def _subject(user_id: str) -> str:
     return f"profiles/{user_id}"
 
@@ -97,13 +119,14 @@ class ProfileDomain:
         self._store = store
         self._clock = clock
         self._key_locks = KeyedLocks()
+        self._decoded = DecodedProfiles()
 
     async def get(self, user_id: str) -> StoredProfile:
         rules.check_user_id(user_id, "user_id")
         record = await self._store.get(user_id)
         if record is None:
             raise _not_found(user_id)
-        return StoredProfile.from_record(record)
+        return self._decoded.decode(record)
 
     async def batch_get(self, user_ids: Sequence[str]) -> tuple[list[StoredProfile], list[str]]:
         """Found profiles and missing ids, both in request order, duplicates answered once."""
@@ -116,7 +139,7 @@ class ProfileDomain:
         rules.check_user_ids(user_ids, "user_ids")
         unique = list(dict.fromkeys(user_ids))
         records = await self._store.batch_get(unique)
-        found = [StoredProfile.from_record(records[u]) for u in unique if u in records]
+        found = [self._decoded.decode(records[u]) for u in unique if u in records]
         missing = [u for u in unique if u not in records]
         return found, missing
 

@@ -23,6 +23,7 @@ from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.store.base import ChangeKind
 
 Context: TypeAlias = grpc.aio.ServicerContext
+MAX_CACHED_MESSAGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,30 @@ class ProfileServicer:
         self._domain = domain
         self._codec = codec
         self._pb = codec.pb
+        # The message built for the profile object the domain returned last per key: while the domain
+        # reuses its decode (the stored bytes did not change) the message is reused too. gRPC only reads
+        # (serializes) a returned message, and BatchGet copies them into its response.
+        self._messages: dict[str, tuple[StoredProfile, Any]] = {}
+
+    def _message(self, stored: StoredProfile) -> Any:
+        key = stored.data.user_id
+        hit = self._messages.get(key)
+        if hit is not None and hit[0] is stored:
+            return hit[1]
+        message = self._codec.to_message(stored)
+        if hit is None and len(self._messages) >= MAX_CACHED_MESSAGES:
+            del self._messages[next(iter(self._messages))]
+        self._messages[key] = (stored, message)
+        return message
 
     @unary_errors
     async def GetProfile(self, request: Any, context: Context) -> Any:
-        return self._codec.to_message(await self._domain.get(request.user_id))
+        return self._message(await self._domain.get(request.user_id))
 
     @unary_errors
     async def BatchGetProfiles(self, request: Any, context: Context) -> Any:
         found, missing = await self._domain.batch_get(request.user_ids)
-        profiles = [self._codec.to_message(p) for p in found]
+        profiles = [self._message(p) for p in found]
         return self._pb.BatchGetProfilesResponse(profiles=profiles, missing_user_ids=missing)
 
     @unary_errors
