@@ -75,7 +75,7 @@ class Contract:
     default_target: str
 
 
-BUDGET_SHARE_FOR_LIVE_CALL = 0.9
+BUDGET_SHARE_FOR_LIVE_CALL = 0.8
 
 
 def typed(err: grpc.RpcError) -> MicrostateError:
@@ -198,7 +198,7 @@ class ClientCore:
         budget = latency_budget if latency_budget is not None else self.options.latency_budget
         if budget is not None and has_snapshot and (deadline is None or budget < deadline):
             # gRPC needs a few milliseconds to deliver an expired deadline, and the snapshot must still be
-            # served: the live call gets 90% of the budget so the whole read stays inside it.
+            # served: the live call gets 80% of the budget so the whole read stays inside it.
             return budget * BUDGET_SHARE_FOR_LIVE_CALL, budget
         return deadline, None
 
