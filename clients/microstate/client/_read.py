@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from microstate.client.errors import MicrostateError
 
@@ -19,9 +19,9 @@ class Source(enum.Enum):
     """Served from the client's snapshot because the service could not answer (see fallback_reason)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Read(Generic[T]):
-    """One read value and its provenance."""
+class Read(NamedTuple, Generic[T]):
+    """One read value and its provenance. Immutable. A NamedTuple rather than a frozen dataclass: it is
+    built on every snapshot hit, and this halves that cost (the hit path targets a few microseconds)."""
 
     value: T
     source: Source
