@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -175,3 +176,18 @@ def test_wildcard_endpoints_are_dialled_over_loopback() -> None:
     assert Endpoint("0.0.0.0", 5).target == "127.0.0.1:5"
     assert Endpoint("::", 5).target == "[::1]:5"
     assert str(Endpoint("10.0.0.1", 5)) == "10.0.0.1:5"
+
+
+async def test_stopping_ends_open_watch_streams_cleanly_instead_of_waiting_out_the_grace(
+    sqlite_store: Store,
+) -> None:
+    config = ServerConfig(port=0, drain_seconds=0.0, grace_seconds=60.0)
+    runtime = Runtime(MICROSTATE, sqlite_store, config)
+    await runtime.start()
+    async with grpc.aio.insecure_channel(target(runtime)) as channel:
+        watch = profile_pb2_grpc.ProfileServiceStub(channel).WatchProfiles(profile_pb2.WatchProfilesRequest())
+        await watch.initial_metadata()
+        async with asyncio.timeout(20):  # far below the 60 s grace: the stream must not hold the stop
+            await runtime.drain()
+            assert await watch.read() is grpc.aio.EOF
+        assert await watch.code() == grpc.StatusCode.OK

@@ -9,13 +9,21 @@ to `MICROSTATES`; the runtime, CLI and `microstate up` need no change.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
 from microstate.server.store.base import Store
+
+
+class Attach(Protocol):
+    def __call__(
+        self, server: grpc.aio.Server, store: Store, *, stopping: asyncio.Event | None = None
+    ) -> None:
+        """Add servicers to `server`; streams end when `stopping` is set (the runtime sets it on stop)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,7 @@ class Microstate:
     default_port: int
     service_names: tuple[str, ...]
     """Fully qualified gRPC service names, one per served contract version."""
-    attach: Callable[[grpc.aio.Server, Store], None]
+    attach: Attach
     """Add this microstate's servicers to `server`, backed by `store`."""
 
 

@@ -110,6 +110,8 @@ class Runtime:
             *slow_calls.interceptors_from_env(microstate.service_names),
         ]
         self._server: grpc.aio.Server | None = None
+        self.stopping = asyncio.Event()
+        """Set when the listener closes: open streams end then, so stop(grace) need not wait them out."""
         self._store_answers: bool | None = None
         self._monitor: asyncio.Task[None] | None = None
 
@@ -119,7 +121,7 @@ class Runtime:
 
     def _build(self) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
-        self.microstate.attach(server, self.store)
+        self.microstate.attach(server, self.store, stopping=self.stopping)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -204,6 +206,7 @@ class Runtime:
             "stopping: listener closed, in-flight calls may finish",
             extra={"phase": "stop", "grace_seconds": self.config.grace_seconds},
         )
+        self.stopping.set()
         await server.stop(self.config.grace_seconds)
         log.info("stopped: all calls finished or cancelled", extra={"phase": "stopped"})
 

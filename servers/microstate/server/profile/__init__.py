@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
@@ -15,11 +17,11 @@ from microstate.server.store.base import Store
 CODECS = (v1.CODEC, v2.CODEC)
 
 
-def attach(server: grpc.aio.Server, store: Store) -> None:
+def attach(server: grpc.aio.Server, store: Store, *, stopping: asyncio.Event | None = None) -> None:
     domain = ProfileDomain(store)
     # The generated *_pb2_grpc registration helpers carry no annotations.
-    v1_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v1.CODEC), server)  # type: ignore[no-untyped-call]
-    v2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v2.CODEC), server)  # type: ignore[no-untyped-call]
+    v1_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v1.CODEC, stopping), server)  # type: ignore[no-untyped-call]
+    v2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v2.CODEC, stopping), server)  # type: ignore[no-untyped-call]
 
 
 MICROSTATE = Microstate(

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -225,7 +225,7 @@ class ProfileDomain:
         """Where a watch begins: after `resume_token`, or after the current head when it is empty."""
         return resume_token or await self._store.head_cursor()
 
-    async def watch(self, prefix: str, start: str) -> AsyncIterator[ProfileChange]:
+    async def watch(self, prefix: str, start: str) -> AsyncGenerator[ProfileChange, None]:
         """Changes strictly after `start` (from watch_start)."""
         try:
             async for change in self._store.watch(prefix, after=start):

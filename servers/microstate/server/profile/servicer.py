@@ -8,6 +8,7 @@ owns both.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -21,6 +22,7 @@ from microstate.server.errors import stream_errors, unary_errors
 from microstate.server.profile.domain import Contract, Patch, ProfileChange, ProfileDomain
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.store.base import ChangeKind
+from microstate.server.streams import until_stopping
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_CACHED_MESSAGES = 10_000
@@ -65,8 +67,9 @@ assert {kind.name for kind in ChangeKind} == {"CREATED", "UPDATED", "DELETED"}  
 class ProfileServicer:
     """Implements ProfileService for the contract version `codec` describes."""
 
-    def __init__(self, domain: ProfileDomain, codec: Codec) -> None:
+    def __init__(self, domain: ProfileDomain, codec: Codec, stopping: asyncio.Event | None = None) -> None:
         self._domain = domain
+        self._stopping = stopping
         self._codec = codec
         self._pb = codec.pb
         # The message built for the profile object the domain returned last per key: while the domain
@@ -125,5 +128,6 @@ class ProfileServicer:
         # Response headers go out once the start is fixed: a client that has seen them
         # knows every later write will be streamed.
         await context.send_initial_metadata(())
-        async for change in self._domain.watch(request.user_id_prefix, start):
+        changes = self._domain.watch(request.user_id_prefix, start)
+        async for change in until_stopping(changes, self._stopping):
             yield self._codec.to_event(change)
