@@ -129,7 +129,7 @@ class ClientCore:
         self,
         resource: Resource[M],
         method: str,
-        request: object,
+        make_request: Callable[[], object],
         key: str,
         *,
         timeout: float | None,
@@ -149,7 +149,8 @@ class ClientCore:
         def on_error(err: grpc.RpcError) -> Read[M]:
             return self._serve(resource, key, snapshot, self._read_failure(err, budget, (key,)))
 
-        return Unary(method, request, deadline, metadata, on_response, on_error)
+        # The request is built only now: a read answered by an open breaker never needs it.
+        return Unary(method, make_request(), deadline, metadata, on_response, on_error)
 
     def batch_read(
         self,

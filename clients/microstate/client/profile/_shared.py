@@ -97,11 +97,10 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
         Raises NotFound (and drops the snapshot), InvalidArgument, ContractVersionNotServed, or
         NoSnapshotError.
         """
-        request = self._pb.GetProfileRequest(user_id=user_id)
         return self._core.read(
             self._resource,
             "GetProfile",
-            request,
+            lambda: self._pb.GetProfileRequest(user_id=user_id),
             user_id,
             timeout=timeout,
             latency_budget=latency_budget,
