@@ -73,3 +73,13 @@ async def test_a_crashed_server_is_answered_from_snapshots_and_reads_go_live_aft
             assert again.value == created  # the acknowledged write survived kill -9
     finally:
         server.stop()
+
+
+def test_server_processes_run_on_uvloop_when_it_is_installed(tmp_path: Path) -> None:
+    pytest.importorskip("uvloop")
+    server = serve(tmp_path)
+    try:
+        loops = [r["event_loop"] for r in server.log_records() if r.get("phase") == "serving"]
+        assert loops and loops[0].startswith("uvloop")
+    finally:
+        server.stop()

@@ -157,6 +157,7 @@ class Runtime:
                 "phase": "serving",
                 "endpoint": str(self.endpoint),
                 "services": list(self.health_names[1:]),
+                "event_loop": type(asyncio.get_running_loop()).__module__,
             },
         )
         return self.endpoint

@@ -68,6 +68,7 @@ DEFAULT_POLL_INTERVAL: Final = 0.2
 DEFAULT_PURGE_INTERVAL: Final = 60.0
 """Seconds between purges of expired records."""
 DEFAULT_BUSY_TIMEOUT: Final = 5.0
+WAL_SWITCH_ATTEMPTS: Final = 50
 """Seconds to wait for another connection's write lock before StoreUnavailable."""
 
 _WATCH_BATCH: Final = 256
@@ -179,7 +180,18 @@ class SqliteStore:
 
     async def _setup(self) -> None:
         async def pragmas(conn: aiosqlite.Connection) -> None:
-            await conn.execute_fetchall("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL takes an exclusive lock and SQLite does not call the busy handler
+            # for it: two processes opening a fresh file together can see "database is locked". Retry briefly.
+            for attempt in range(WAL_SWITCH_ATTEMPTS):
+                try:
+                    await conn.execute_fetchall("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(
+                        0.01 * (attempt + 1)
+                    )  # a backoff between attempts, not synchronisation
             await conn.execute_fetchall("PRAGMA synchronous=FULL")
 
         async def schema(conn: aiosqlite.Connection) -> None:
