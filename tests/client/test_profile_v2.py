@@ -181,3 +181,24 @@ async def test_v2_reads_fall_back_to_v2_snapshots_and_versions_keep_their_own(
             other_version.get("s1")  # v2's file is not v1's snapshot
 
     await asyncio.to_thread(warm_start)
+
+
+async def test_one_snapshot_directory_keeps_a_file_per_contract(
+    real_server: RestartableServer, tmp_path: Path
+) -> None:
+    folder = str(tmp_path / "snapshots") + "/"
+    options = fast_options(real_server.target, snapshot=SnapshotOptions(path=folder))
+    async with v1.ProfileClient(options=options) as old, v2.ProfileClient(options=options) as new:
+        await old.create(v1.Profile(user_id="d1", display_name="Ada"))
+        assert (await old.get("d1")).source is Source.LIVE
+        assert (await new.get("d1")).source is Source.LIVE
+    files = await asyncio.to_thread(lambda: sorted(p.name for p in Path(folder).iterdir()))
+    assert files == ["microstate.profile.v1.snapshot", "microstate.profile.v2.snapshot"]
+    await real_server.stop()
+
+    def warm_start() -> None:
+        with v1.SyncProfileClient(options=options) as old, v2.SyncProfileClient(options=options) as new:
+            assert old.get("d1").value.display_name == "Ada"
+            assert new.get("d1").value.name.display_name == "Ada"
+
+    await asyncio.to_thread(warm_start)

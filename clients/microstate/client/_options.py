@@ -75,7 +75,9 @@ class SnapshotOptions:
     """Keys kept in the in-memory LRU (and in the file); 0 turns snapshots off."""
     path: str | None = None
     """A durable snapshot file, loaded at start so a restarted worker starts warm, rewritten atomically
-    (temp file + os.replace) in the background and on close. One file per client and contract."""
+    (temp file + os.replace) in the background and on close. One file per client and contract; a directory
+    (existing, or written with a trailing slash) holds one `<contract>.snapshot` file per contract, so
+    clients of several contract versions can share one MICROSTATE_<SLICE>_SNAPSHOT_PATH."""
     max_age: float | None = DEFAULT_SNAPSHOT_MAX_AGE
     """Seconds since a value was fetched live beyond which it is no longer served; None: no limit."""
     flush_interval: float = DEFAULT_SNAPSHOT_FLUSH_INTERVAL

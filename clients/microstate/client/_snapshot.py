@@ -9,6 +9,7 @@ missing, foreign or damaged is logged and ignored: the client starts cold rather
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -20,12 +21,20 @@ from microstate.client._snapshot_file import SnapshotEntry
 log = logging.getLogger("microstate.client")
 
 
+def snapshot_file(path: str | None, contract: str) -> str | None:
+    """The file for `contract`: `path` itself, or `<contract>.snapshot` inside it when it is a directory."""
+    if path and (path.endswith(("/", os.sep)) or os.path.isdir(path)):
+        os.makedirs(path, exist_ok=True)
+        return os.path.join(path, f"{contract}.snapshot")
+    return path
+
+
 class SnapshotStore:
     def __init__(self, contract: str, options: SnapshotOptions) -> None:
         self._contract = contract
         self._max_entries = options.max_entries
         self._max_age = options.max_age
-        self._path = options.path if options.max_entries else None
+        self._path = snapshot_file(options.path, contract) if options.max_entries else None
         self._flush_interval = options.flush_interval
         self._entries: OrderedDict[str, SnapshotEntry] = OrderedDict()
         self._lock = threading.Lock()
