@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from microstate.profile.v1 import profile_pb2, profile_pb2_grpc
 from microstate.profile.v1 import profile_pb2 as pb
+from microstate.profile.v1 import profile_pb2_grpc
 from microstate.server import probe
 from microstate.server.config import ServerConfig
 from microstate.server.pinning import CONTRACT_METADATA_KEY
@@ -104,7 +104,7 @@ async def test_the_runtime_refuses_contract_versions_it_does_not_serve(sqlite_st
         stub = profile_pb2_grpc.ProfileServiceStub(channel)
         pinned = ((CONTRACT_METADATA_KEY, "microstate.profile.v9"),)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetProfile(profile_pb2.GetProfileRequest(user_id="u1"), metadata=pinned)
+            await stub.GetProfile(pb.GetProfileRequest(user_id="u1"), metadata=pinned)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "microstate.profile.v9" in str(caught.value.details())
 
@@ -185,7 +185,7 @@ async def test_stopping_ends_open_watch_streams_cleanly_instead_of_waiting_out_t
     runtime = Runtime(MICROSTATE, sqlite_store, config)
     await runtime.start()
     async with grpc.aio.insecure_channel(target(runtime)) as channel:
-        watch = profile_pb2_grpc.ProfileServiceStub(channel).WatchProfiles(profile_pb2.WatchProfilesRequest())
+        watch = profile_pb2_grpc.ProfileServiceStub(channel).WatchProfiles(pb.WatchProfilesRequest())
         await watch.initial_metadata()
         async with asyncio.timeout(20):  # far below the 60 s grace: the stream must not hold the stop
             await runtime.drain()
