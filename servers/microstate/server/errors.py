@@ -134,9 +134,7 @@ def unary_errors(method: _Unary) -> _Unary:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except (DomainError, StoreUnavailable) as exc:
-            await context.abort_with_status(status_for(exc))
-        except Exception as exc:
+        except Exception as exc:  # status_for tells domain errors from unexpected ones
             await context.abort_with_status(status_for(exc))
 
     return wrapper  # type: ignore[return-value]
@@ -150,9 +148,7 @@ def stream_errors(method: _Stream) -> _Stream:
         try:
             async for item in method(self, request, context):
                 yield item
-        except (DomainError, StoreUnavailable) as exc:
-            await context.abort_with_status(status_for(exc))
-        except Exception as exc:
+        except Exception as exc:  # status_for tells domain errors from unexpected ones
             await context.abort_with_status(status_for(exc))
 
     return wrapper  # type: ignore[return-value]
