@@ -1,6 +1,6 @@
 """Profile rules, independent of any contract version.
 
-Adapters (v1, later v2) translate messages to `ProfileData` and call this;
+The servicer's codecs (v1, v2) translate messages to `ProfileData` and call this;
 everything about etags, atomic read-modify-write, paging tokens and the change
 feed lives here once.
 """
@@ -114,6 +114,13 @@ def _not_found(user_id: str) -> NotFound:
     )
 
 
+def _lost_race(user_id: str, etag: str, failed: PreconditionFailed) -> NotFound | EtagMismatch:
+    """What a write guarded by `etag` reports when another writer changed the profile first."""
+    if failed.current is None:
+        return _not_found(user_id)
+    return EtagMismatch(_subject(user_id), etag, StoredProfile.from_record(failed.current).etag)
+
+
 class ProfileDomain:
     def __init__(self, store: Store, *, clock: Callable[[], int] = time.time_ns) -> None:
         self._store = store
@@ -166,7 +173,7 @@ class ProfileDomain:
 
     async def update(self, user_id: str, patch: Patch, *, etag: str, contract: Contract) -> StoredProfile:
         """Apply `patch` atomically. With an etag, a concurrent change is ABORTED; without, it is retried."""
-        rules.check_user_id(user_id, "profile.user_id")
+        rules.check_user_id(user_id, contract.field_path("user_id"))
         # Same-key updates queue up inside this process instead of racing each other's CAS;
         # the CAS loop still guards against writers in other processes.
         async with self._key_locks.hold(user_id):
@@ -186,13 +193,9 @@ class ProfileDomain:
             try:
                 record = await self._store.put(user_id, updated.to_bytes(), if_match=current.revision)
             except PreconditionFailed as exc:
-                if exc.current is None:
-                    raise _not_found(user_id) from None
-                if etag:
-                    raise EtagMismatch(
-                        _subject(user_id), etag, StoredProfile.from_record(exc.current).etag
-                    ) from None
-                continue
+                if exc.current is None or etag:
+                    raise _lost_race(user_id, etag, exc) from None
+                continue  # unguarded: read again and reapply the patch
             return StoredProfile(updated, record.revision)
         raise FailedPrecondition(
             f"profile {user_id!r} changed {MAX_UPDATE_ATTEMPTS} times while updating; retry with an etag",
@@ -212,11 +215,7 @@ class ProfileDomain:
             try:
                 await self._store.delete(user_id, if_match=current.revision)
             except PreconditionFailed as exc:
-                if exc.current is None:
-                    raise _not_found(user_id) from None
-                raise EtagMismatch(
-                    _subject(user_id), etag, StoredProfile.from_record(exc.current).etag
-                ) from None
+                raise _lost_race(user_id, etag, exc) from None
             return
         if not await self._store.delete(user_id):
             raise _not_found(user_id)
