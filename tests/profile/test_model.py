@@ -52,4 +52,4 @@ def test_decoded_profiles_are_reused_only_for_the_same_stored_bytes() -> None:
     for key in ("u2", "u3"):
         decoded.decode(Record(key, ProfileData(user_id=key).to_bytes(), revision=3))
     again = decoded.decode(refilled)
-    assert again.data.display_name == "C" and len(decoded._entries) == 2  # bounded: u1 was evicted
+    assert again.data.display_name == "C" and len(decoded) == 2  # bounded: u1 was evicted

@@ -24,6 +24,7 @@ from microstate.server.errors import (
     NotFound,
 )
 from microstate.server.profile import rules
+from microstate.server.profile.latest import LatestPerKey
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.store.base import (
     ABSENT,
@@ -90,17 +91,17 @@ class DecodedProfiles:
     Relies on ProfileData being immutable (it is frozen, and every patch copies)."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self._max_entries = max_entries
-        self._entries: dict[str, tuple[bytes, StoredProfile]] = {}
+        self._entries: LatestPerKey[tuple[bytes, StoredProfile]] = LatestPerKey(max_entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def decode(self, record: Record) -> StoredProfile:
         hit = self._entries.get(record.key)
         if hit is not None and hit[1].revision == record.revision and hit[0] == record.value:
             return hit[1]
         stored = StoredProfile.from_record(record)
-        if hit is None and len(self._entries) >= self._max_entries:
-            del self._entries[next(iter(self._entries))]
-        self._entries[record.key] = (record.value, stored)
+        self._entries.put(record.key, (record.value, stored))
         return stored
 
 

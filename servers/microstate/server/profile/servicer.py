@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from microstate.server.errors import stream_errors, unary_errors
 from microstate.server.profile.domain import Contract, Patch, ProfileChange, ProfileDomain
+from microstate.server.profile.latest import LatestPerKey
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.store.base import ChangeKind
 from microstate.server.streams import until_stopping
@@ -75,17 +76,14 @@ class ProfileServicer:
         # The message built for the profile object the domain returned last per key: while the domain
         # reuses its decode (the stored bytes did not change) the message is reused too. gRPC only reads
         # (serializes) a returned message, and BatchGet copies them into its response.
-        self._messages: dict[str, tuple[StoredProfile, Any]] = {}
+        self._messages: LatestPerKey[tuple[StoredProfile, Any]] = LatestPerKey(MAX_CACHED_MESSAGES)
 
     def _message(self, stored: StoredProfile) -> Any:
-        key = stored.data.user_id
-        hit = self._messages.get(key)
+        hit = self._messages.get(stored.data.user_id)
         if hit is not None and hit[0] is stored:
             return hit[1]
         message = self._codec.to_message(stored)
-        if hit is None and len(self._messages) >= MAX_CACHED_MESSAGES:
-            del self._messages[next(iter(self._messages))]
-        self._messages[key] = (stored, message)
+        self._messages.put(stored.data.user_id, (stored, message))
         return message
 
     @unary_errors
