@@ -14,9 +14,10 @@ be opened (unknown scheme, missing SQLite directory) or a port that is taken.
 Drain, in order: every health status → NOT_SERVING (permanently, via `enter_graceful_shutdown`), wait
 `drain_seconds` while still serving so load balancers notice, then `server.stop(grace_seconds)`: the
 listener closes, new calls are refused with UNAVAILABLE and calls in flight get the grace to finish.
-Streams that never end by themselves (health or profile Watch) hold the stop until the grace ends, then
-are cancelled. A call that races the very instant the listener closes can get CANCELLED from gRPC core
-instead of UNAVAILABLE: the drain period exists so that clients have gone elsewhere by then.
+At that moment `stopping` is set, so the microstate's own watch streams end cleanly (clients resume
+elsewhere from their last token); other endless streams (a health Watch) hold the stop until the grace
+ends, then are cancelled. A call that races the very instant the listener closes can get CANCELLED from
+gRPC core instead of UNAVAILABLE: the drain period exists so that clients have gone elsewhere by then.
 """
 
 from __future__ import annotations
