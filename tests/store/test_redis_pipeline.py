@@ -1,0 +1,150 @@
+"""The Redis store's multiplexed read connection, against a real redis-server: replies reach the right
+callers, failures fail every read in flight and heal by reconnecting, URLs mean what they mean to redis-py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+from redis import exceptions as rexc
+
+from microstate.server.store.redis_pipeline import RedisPipeline
+from tests.support.redis_server import RedisServer, running_redis_server
+
+pytestmark = pytest.mark.redis
+
+TIMEOUT = 0.5
+
+
+def pipeline_for(url: str) -> RedisPipeline:
+    pipeline = RedisPipeline.for_url(url, timeout=TIMEOUT, connect_timeout=TIMEOUT, client_name="ms-test")
+    assert pipeline is not None
+    return pipeline
+
+
+@pytest.fixture
+async def pipeline(redis_server: RedisServer) -> AsyncIterator[RedisPipeline]:
+    redis_server.start()  # heals a server another test left stopped
+    pipeline = pipeline_for(redis_server.url)
+    yield pipeline
+    await pipeline.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    with running_redis_server() as server:
+        yield server
+
+
+def sync_client(server: RedisServer, db: int = 0) -> redis.Redis:
+    return redis.Redis(port=server.port, db=db)
+
+
+async def test_concurrent_reads_each_get_their_own_reply(
+    pipeline: RedisPipeline, redis_server: RedisServer
+) -> None:
+    prefix = uuid.uuid4().hex
+    values = {f"{prefix}:{n}": f"value-{n}".encode() * (n % 7 + 1) for n in range(500)}
+    sync_client(redis_server).mset(values)
+    replies = await asyncio.gather(*(pipeline.execute("GET", key) for key in values))
+    assert replies == list(values.values())
+
+
+async def test_a_cancelled_read_does_not_shift_the_replies_of_others(
+    pipeline: RedisPipeline, redis_server: RedisServer
+) -> None:
+    prefix = uuid.uuid4().hex
+    values = {f"{prefix}:{n}": str(n).encode() for n in range(200)}
+    sync_client(redis_server).mset(values)
+    reads = [asyncio.ensure_future(pipeline.execute("GET", key)) for key in values]
+    await asyncio.sleep(0)  # let every read be written before some callers give up
+    for read in reads[::3]:
+        read.cancel()
+    kept = [(key, read) for n, (key, read) in enumerate(zip(values, reads, strict=True)) if n % 3]
+    assert [await read for _, read in kept] == [values[key] for key, _ in kept]
+    assert await pipeline.execute("GET", f"{prefix}:5") == b"5"
+
+
+async def test_an_error_reply_fails_only_its_own_read(pipeline: RedisPipeline) -> None:
+    bad = pipeline.execute("INCR", "not a number", "extra argument")
+    good = pipeline.execute("PING")
+    results = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(results[0], rexc.ResponseError)
+    assert results[1] == b"PONG"
+
+
+async def test_scripts_load_themselves_when_redis_does_not_know_them(
+    pipeline: RedisPipeline, redis_server: RedisServer
+) -> None:
+    source = "return {KEYS[1], ARGV[1]}"
+    script = sync_client(redis_server).register_script(source)
+    sync_client(redis_server).script_flush()
+    assert await pipeline.run_script(script.sha, source, ["k"], ["a"]) == [b"k", b"a"]
+    assert sync_client(redis_server).script_exists(script.sha) == [True]  # EVAL cached it for next time
+    assert await pipeline.run_script(script.sha, source, ["k2"], ["b"]) == [b"k2", b"b"]
+
+
+async def test_a_server_that_never_answers_fails_every_pending_read_within_the_timeout() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def accept_and_ignore(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    silent = await asyncio.start_server(accept_and_ignore, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    pipeline = pipeline_for(f"redis://127.0.0.1:{port}/0")
+    started = time.monotonic()
+    results = await asyncio.gather(*(pipeline.execute("GET", "k") for _ in range(5)), return_exceptions=True)
+    elapsed = time.monotonic() - started
+    assert all(isinstance(result, rexc.TimeoutError) for result in results), results
+    assert TIMEOUT <= elapsed < TIMEOUT + 2.0
+    for writer in accepted:
+        writer.close()
+    silent.close()
+    await pipeline.close()
+
+
+async def test_a_lost_connection_fails_reads_then_heals_when_redis_returns(
+    private_redis: RedisServer,
+) -> None:
+    pipeline = pipeline_for(private_redis.url)
+    sync_client(private_redis).set("k", b"v")
+    assert await pipeline.execute("GET", "k") == b"v"
+    private_redis.kill()
+    with pytest.raises(rexc.ConnectionError):
+        await pipeline.execute("GET", "k")
+    private_redis.start()  # AOF with appendfsync always: the value is back
+    assert await pipeline.execute("GET", "k") == b"v"
+    await pipeline.close()
+
+
+async def test_the_url_selects_the_database_and_the_connection_is_named(redis_server: RedisServer) -> None:
+    key = uuid.uuid4().hex
+    sync_client(redis_server, db=3).set(key, b"in db 3")
+    pipeline = pipeline_for(f"redis://127.0.0.1:{redis_server.port}/3")
+    assert await pipeline.execute("GET", key) == b"in db 3"
+    assert await pipeline.execute("CLIENT", "GETNAME") == b"ms-test"
+    await pipeline.close()
+
+
+async def test_a_password_the_server_does_not_take_is_a_connection_error(redis_server: RedisServer) -> None:
+    pipeline = pipeline_for(f"redis://:wrong@127.0.0.1:{redis_server.port}/0")
+    with pytest.raises(rexc.AuthenticationError):
+        await pipeline.execute("PING")
+    await pipeline.close()
+
+
+def test_tls_urls_are_left_to_redis_py() -> None:
+    assert RedisPipeline.for_url("rediss://127.0.0.1:6380/0", timeout=1, connect_timeout=1) is None
+    assert RedisPipeline.for_url("unix:///tmp/redis.sock?db=2", timeout=1, connect_timeout=1) is not None
+
+
+async def test_a_closed_pipeline_refuses_reads(pipeline: RedisPipeline) -> None:
+    assert await pipeline.execute("PING") == b"PONG"
+    await pipeline.close()
+    with pytest.raises(rexc.ConnectionError):
+        await pipeline.execute("PING")
