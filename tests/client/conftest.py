@@ -34,6 +34,12 @@ def fast_options(target: str, **changes: object) -> ClientOptions:
     return dataclasses.replace(options, **changes)  # type: ignore[arg-type]
 
 
+def breaker_options(target: str, *, reset_timeout: float, **changes: object) -> ClientOptions:
+    """`fast_options` whose breaker opens after two failed reads, each a single attempt."""
+    breaker = BreakerOptions(failure_threshold=2, reset_timeout=reset_timeout)
+    return fast_options(target, retry=RetryPolicy(max_attempts=1), breaker=breaker, **changes)
+
+
 @pytest.fixture
 async def scripted() -> AsyncIterator[tuple[ScriptedProfiles, RestartableServer]]:
     servicer = ScriptedProfiles()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from microstate.client import BreakerOptions, BreakerState, RetryPolicy, Source
+from microstate.client import BreakerOptions, BreakerState, Source
 from microstate.client.errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -16,7 +16,7 @@ from microstate.client.errors import (
     Unavailable,
 )
 from microstate.client.profile.v1 import Profile, ProfileClient
-from tests.client.conftest import fast_options
+from tests.client.conftest import breaker_options, fast_options
 from tests.client.harness import RestartableServer, eventually
 from tests.client.scripted import ScriptedProfiles, unavailable
 
@@ -112,12 +112,7 @@ async def test_not_found_drops_the_snapshot(scripted: Scripted, via: str) -> Non
 async def test_breaker_opens_skips_the_server_and_a_half_open_probe_recovers(scripted: Scripted) -> None:
     servicer, server = scripted
     servicer.put("u1", display_name="One")
-    options = fast_options(
-        server.target,
-        retry=RetryPolicy(max_attempts=1),
-        breaker=BreakerOptions(failure_threshold=2, reset_timeout=0.2),
-    )
-    async with ProfileClient(options=options) as client:
+    async with ProfileClient(options=breaker_options(server.target, reset_timeout=0.2)) as client:
         await client.get("u1")
         servicer.always["GetProfile"] = unavailable()
         for _ in range(2):

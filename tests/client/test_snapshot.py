@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from microstate.client import SnapshotOptions, Source
+from microstate.client import BreakerState, SnapshotOptions, Source
 from microstate.client._snapshot import SnapshotStore
 from microstate.client._snapshot_file import SnapshotEntry, SnapshotFileError, decode, encode
-from microstate.client.errors import NoSnapshotError
+from microstate.client.errors import CircuitOpenError, NoSnapshotError, Unavailable
 from microstate.client.profile.v1 import Profile, ProfileClient
-from tests.client.conftest import fast_options
+from tests.client.conftest import breaker_options, fast_options
 from tests.client.harness import RestartableServer, eventually
 from tests.client.scripted import ScriptedProfiles, unavailable
 
@@ -54,6 +54,39 @@ async def test_the_file_is_written_in_the_background_before_close(
 
         entries = await eventually(saved, lambda found: len(found) == 1)
     assert entries[0][0] == "bg" and Profile.FromString(entries[0][1].payload).display_name == "B"
+
+
+async def test_snapshot_reads_share_one_decoded_message_until_a_refresh(
+    scripted: tuple[ScriptedProfiles, RestartableServer], tmp_path: Path
+) -> None:
+    """A hit decodes nothing: reads served from one snapshot share its message (Read.value says to treat
+    it as read-only), and while the breaker is open they share one Read. A live read's message stays its
+    own, a refresh replaces what the snapshot shares, and a change to a shared message stays in memory."""
+    servicer, server = scripted
+    servicer.put("u1", display_name="One")
+    path = tmp_path / "shared.snap"
+    options = breaker_options(server.target, reset_timeout=60.0, snapshot=SnapshotOptions(path=str(path)))
+    async with ProfileClient(options=options) as client:
+        live = await client.get("u1")
+        live.value.display_name = "changed by its caller"  # a live read's message is not the snapshot's
+        servicer.always["GetProfile"] = unavailable()
+        failed = [await client.get("u1") for _ in range(2)]
+        assert client.breaker_state is BreakerState.OPEN
+        opened = [await client.get("u1") for _ in range(2)]
+
+        assert all(isinstance(read.fallback_reason, Unavailable) for read in failed)
+        assert isinstance(opened[0].fallback_reason, CircuitOpenError) and opened[0] is opened[1]
+        assert all(read.value is failed[0].value for read in failed + opened)
+        assert failed[0].value.display_name == "One" and failed[0].etag == live.etag
+
+        await client.update(Profile(user_id="u1", display_name="Two"))  # writes refresh the snapshot
+        refreshed = await client.get("u1")
+        assert refreshed.stale and refreshed.value.display_name == "Two"
+        assert refreshed is not opened[0] and refreshed.value is not opened[0].value
+        assert await client.get("u1") is refreshed
+        refreshed.value.display_name = "changed by its caller"  # what Read.value warns against
+    [(_, entry)] = decode(CONTRACT, path.read_bytes())
+    assert Profile.FromString(entry.payload).display_name == "Two"  # the file keeps the bytes read live
 
 
 async def test_max_age_stops_serving_old_snapshots(

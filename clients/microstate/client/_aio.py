@@ -100,7 +100,10 @@ def unary(
     plan: Callable[Concatenate[Any, P], Plan[O]],
 ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, O]]:
     async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> O:
-        return await self._call(plan(self._plans, *args, **kwargs))
+        planned = plan(self._plans, *args, **kwargs)
+        if isinstance(planned, Answered):  # answered from memory (a snapshot hit): no second coroutine
+            return planned.value
+        return await self._call(planned)
 
     signed_like(method, plan)
     return method

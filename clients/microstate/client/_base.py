@@ -21,8 +21,7 @@ from microstate.client._channel import ChannelArguments, channel_arguments
 from microstate.client._options import ClientOptions, Metadata
 from microstate.client._plans import Answered, Plan, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read, Source
-from microstate.client._snapshot import SnapshotStore
-from microstate.client._snapshot_file import SnapshotEntry
+from microstate.client._snapshot import Snapshot, SnapshotStore
 from microstate.client._watch import WatchCursor
 from microstate.client.errors import (
     CircuitOpenError,
@@ -138,7 +137,7 @@ class ClientCore:
     ) -> Plan[Read[M]]:
         snapshot = self.snapshots.get(key)
         if not self.breaker.allow():
-            return Answered(self._serve(resource, key, snapshot, self._circuit_open))
+            return Answered(self._serve_while_open(resource, key, snapshot))
         deadline, budget = self._read_deadline(timeout, latency_budget, snapshot is not None)
 
         def on_response(message: M) -> Read[M]:
@@ -221,14 +220,23 @@ class ClientCore:
         return error
 
     def _serve(
-        self, resource: Resource[M], key: str, snapshot: SnapshotEntry | None, reason: MicrostateError
+        self, resource: Resource[M], key: str, snapshot: Snapshot | None, reason: MicrostateError
     ) -> Read[M]:
         if snapshot is None:
             raise NoSnapshotError((key,), reason) from reason
         return _from_snapshot(resource, snapshot, reason)
 
+    def _serve_while_open(self, resource: Resource[M], key: str, snapshot: Snapshot | None) -> Read[M]:
+        """`_serve` for a read the open breaker answers. All of those share one reason object, so a
+        snapshot builds its Read once and every later hit returns it."""
+        if snapshot is None:
+            return self._serve(resource, key, None, self._circuit_open)  # raises NoSnapshotError
+        if snapshot.read_while_open is None:
+            snapshot.read_while_open = _from_snapshot(resource, snapshot, self._circuit_open)
+        return snapshot.read_while_open
+
     def _serve_batch(
-        self, resource: Resource[M], snapshots: dict[str, SnapshotEntry | None], reason: MicrostateError
+        self, resource: Resource[M], snapshots: dict[str, Snapshot | None], reason: MicrostateError
     ) -> BatchRead[M]:
         found = {key: _from_snapshot(resource, entry, reason) for key, entry in snapshots.items() if entry}
         if not found:
@@ -345,5 +353,10 @@ class ClientBase:
         return self._core.breaker.state
 
 
-def _from_snapshot(resource: Resource[M], entry: SnapshotEntry, reason: MicrostateError) -> Read[M]:
-    return Read(resource.decode(entry.payload), Source.SNAPSHOT, entry.etag, entry.fetched_at, reason)
+def _from_snapshot(resource: Resource[M], snapshot: Snapshot, reason: MicrostateError) -> Read[M]:
+    entry, value = snapshot.entry, snapshot.decoded
+    if value is None:
+        # Decoded once, then shared by every read this snapshot serves (see Read.value): decoding on
+        # each hit was most of a hit's cost.
+        value = snapshot.decoded = resource.decode(entry.payload)
+    return Read(value, Source.SNAPSHOT, entry.etag, entry.fetched_at, reason)

@@ -20,10 +20,16 @@ class Source(enum.Enum):
 
 
 class Read(NamedTuple, Generic[T]):
-    """One read value and its provenance. Immutable. A NamedTuple rather than a frozen dataclass: it is
-    built on every snapshot hit, and this halves that cost (the hit path targets a few microseconds)."""
+    """One read value and its provenance. Immutable, though its value (a message) is not: see `value`.
+    A NamedTuple rather than a frozen dataclass: it is built on snapshot hits, and this halves that cost
+    (the hit path targets a few microseconds)."""
 
     value: T
+    """The message. A live read's is its own. A snapshot read's is shared: every read served from the
+    key's snapshot returns this same object until a live read, a write or a watch event refreshes it
+    (decoding it on every hit cost more than the rest of the hit). Treat it as read-only and copy it
+    before changing it (`mine = Profile(); mine.CopyFrom(read.value)`): a change shows in the key's later
+    snapshot reads in this process (never in the snapshot file, which keeps the bytes read live)."""
     source: Source
     etag: str
     fetched_at: float

@@ -13,12 +13,31 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from typing import Any
 
 from microstate.client import _snapshot_file
 from microstate.client._options import SnapshotOptions
+from microstate.client._read import Read
 from microstate.client._snapshot_file import SnapshotEntry
 
 log = logging.getLogger("microstate.client")
+
+
+class Snapshot:
+    """One key's snapshot in memory: its file entry, and what the reads served from it share, so a hit
+    does not decode the payload again. A refresh replaces the whole Snapshot: nothing shared outlives the
+    entry it came from."""
+
+    __slots__ = ("decoded", "entry", "read_while_open")
+
+    def __init__(self, entry: SnapshotEntry) -> None:
+        self.entry = entry
+        self.decoded: Any = None
+        """The message (of the client's type) decoded by the first read served from this snapshot;
+        every later one returns the same object (see `Read.value`)."""
+        self.read_while_open: Read[Any] | None = None
+        """The read served while the circuit breaker is open. Its fallback reason is the client's one
+        CircuitOpenError, so every such hit can return this same immutable Read."""
 
 
 def snapshot_file(path: str | None, contract: str) -> str | None:
@@ -36,7 +55,7 @@ class SnapshotStore:
         self._max_age = options.max_age
         self._path = snapshot_file(options.path, contract) if options.max_entries else None
         self._flush_interval = options.flush_interval
-        self._entries: OrderedDict[str, SnapshotEntry] = OrderedDict()
+        self._entries: OrderedDict[str, Snapshot] = OrderedDict()
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = threading.Event()
@@ -47,26 +66,28 @@ class SnapshotStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> SnapshotEntry | None:
-        """The entry for `key` if there is one young enough to serve."""
+    def get(self, key: str) -> Snapshot | None:
+        """The snapshot of `key` if there is one young enough to serve."""
         # No lock on this hot path: each OrderedDict operation is atomic, and a key evicted between the
         # two steps is simply served one last time.
-        entry = self._entries.get(key)
-        if entry is None or (self._max_age is not None and time.time() - entry.fetched_at > self._max_age):
+        snapshot = self._entries.get(key)
+        if snapshot is None or (
+            self._max_age is not None and time.time() - snapshot.entry.fetched_at > self._max_age
+        ):
             return None
         # Not contextlib.suppress: this is the snapshot-hit hot path, where try costs nothing.
         try:  # noqa: SIM105
             self._entries.move_to_end(key)
         except KeyError:
             pass
-        return entry
+        return snapshot
 
     def put(self, key: str, payload: bytes, etag: str) -> None:
         if not self._max_entries:
             return
-        entry = SnapshotEntry(payload, etag, time.time())
+        snapshot = Snapshot(SnapshotEntry(payload, etag, time.time()))
         with self._lock:
-            self._entries[key] = entry
+            self._entries[key] = snapshot
             self._entries.move_to_end(key)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
@@ -86,7 +107,7 @@ class SnapshotStore:
         with self._lock:
             if not self._dirty:
                 return
-            items = list(self._entries.items())
+            items = [(key, snapshot.entry) for key, snapshot in self._entries.items()]
             self._dirty = False
         try:
             _snapshot_file.write_atomically(self._path, _snapshot_file.encode(self._contract, items))
@@ -125,4 +146,4 @@ class SnapshotStore:
             return
         # Oldest first in the file, so the most recently used keys survive a smaller max_entries.
         for key, entry in entries[-self._max_entries :]:
-            self._entries[key] = entry
+            self._entries[key] = Snapshot(entry)
