@@ -6,9 +6,7 @@ import asyncio
 
 import grpc
 
-from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
-from microstate.profile.v2 import profile_pb2_grpc as v2_grpc
-from microstate.server.profile import v1, v2
+from microstate.server.profile import v1, v2, wire
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.registry import Microstate
@@ -19,9 +17,9 @@ CODECS = (v1.CODEC, v2.CODEC)
 
 def attach(server: grpc.aio.Server, store: Store, *, stopping: asyncio.Event | None = None) -> None:
     domain = ProfileDomain(store)
-    # The generated *_pb2_grpc registration helpers carry no annotations.
-    v1_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v1.CODEC, stopping), server)  # type: ignore[no-untyped-call]
-    v2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(domain, v2.CODEC, stopping), server)  # type: ignore[no-untyped-call]
+    for codec in CODECS:
+        # Not the generated registration helper: Get and BatchGet answer with ready wire bytes (wire.py).
+        wire.add_service(server, codec.service, ProfileServicer(domain, codec, stopping))
 
 
 MICROSTATE = Microstate(

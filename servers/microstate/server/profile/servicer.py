@@ -16,9 +16,11 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import timestamp_pb2
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
 from microstate.server.errors import stream_errors, unary_errors
+from microstate.server.profile import wire
 from microstate.server.profile.domain import Contract, Patch, ProfileChange, ProfileDomain
 from microstate.server.profile.latest import LatestPerKey
 from microstate.server.profile.model import ProfileData, StoredProfile
@@ -26,7 +28,7 @@ from microstate.server.store.base import ChangeKind
 from microstate.server.streams import until_stopping
 
 Context: TypeAlias = grpc.aio.ServicerContext
-MAX_CACHED_MESSAGES = 10_000
+MAX_CACHED_PROFILES = 10_000
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,12 @@ class Codec:
     patch_for: Callable[[Any, Sequence[str]], Patch]
 
     @property
+    def service(self) -> ServiceDescriptor:
+        return self.pb.DESCRIPTOR.services_by_name["ProfileService"]  # type: ignore[no-any-return]
+
+    @property
     def service_name(self) -> str:
-        return str(self.pb.DESCRIPTOR.services_by_name["ProfileService"].full_name)
+        return self.service.full_name
 
     def to_event(self, change: ProfileChange) -> Message:
         event = self.pb.WatchProfilesResponse(
@@ -65,6 +71,21 @@ def timestamp(ns: int) -> timestamp_pb2.Timestamp:
 assert {kind.name for kind in ChangeKind} == {"CREATED", "UPDATED", "DELETED"}  # names mirror ChangeType
 
 
+@dataclass(frozen=True, slots=True)
+class SerializedProfile:
+    """The Profile message of `stored` as wire bytes, framed as one entry of BatchGetProfilesResponse.profiles
+    (a field tag and the length, then the Profile's own bytes)."""
+
+    stored: StoredProfile
+    entry: bytes
+    header_size: int
+
+    @property
+    def profile(self) -> bytes:
+        """The Profile's own bytes (a GetProfile response)."""
+        return self.entry[self.header_size :]
+
+
 class ProfileServicer:
     """Implements ProfileService for the contract version `codec` describes."""
 
@@ -73,28 +94,36 @@ class ProfileServicer:
         self._stopping = stopping
         self._codec = codec
         self._pb = codec.pb
-        # The message built for the profile object the domain returned last per key: while the domain
-        # reuses its decode (the stored bytes did not change) the message is reused too. gRPC only reads
-        # (serializes) a returned message, and BatchGet copies them into its response.
-        self._messages: LatestPerKey[tuple[StoredProfile, Any]] = LatestPerKey(MAX_CACHED_MESSAGES)
+        # The serialized Profile built for the profile object the domain returned last per key: while the
+        # domain reuses its decode (the stored bytes did not change) the bytes are reused too, and Get and
+        # BatchGet answer with them as they are (see wire.py).
+        self._serialized: LatestPerKey[SerializedProfile] = LatestPerKey(MAX_CACHED_PROFILES)
+        batch_fields = codec.pb.BatchGetProfilesResponse.DESCRIPTOR.fields_by_name
+        self._profiles_field = batch_fields["profiles"].number
+        self._missing_field = batch_fields["missing_user_ids"].number
 
-    def _message(self, stored: StoredProfile) -> Any:
-        hit = self._messages.get(stored.data.user_id)
-        if hit is not None and hit[0] is stored:
-            return hit[1]
-        message = self._codec.to_message(stored)
-        self._messages.put(stored.data.user_id, (stored, message))
-        return message
+    def _serialize(self, stored: StoredProfile) -> SerializedProfile:
+        hit = self._serialized.get(stored.data.user_id)
+        if hit is not None and hit.stored is stored:
+            return hit
+        # Deterministic: map entries in key order, so equal profiles always give equal bytes.
+        profile = self._codec.to_message(stored).SerializeToString(deterministic=True)
+        entry = wire.field(self._profiles_field, profile)
+        serialized = SerializedProfile(stored, entry, len(entry) - len(profile))
+        self._serialized.put(stored.data.user_id, serialized)
+        return serialized
 
     @unary_errors
-    async def GetProfile(self, request: Any, context: Context) -> Any:
-        return self._message(await self._domain.get(request.user_id))
+    async def GetProfile(self, request: Any, context: Context) -> bytes:
+        """A Profile, as wire bytes."""
+        return self._serialize(await self._domain.get(request.user_id)).profile
 
     @unary_errors
-    async def BatchGetProfiles(self, request: Any, context: Context) -> Any:
-        found, missing = await self._domain.batch_get(request.user_ids)
-        profiles = [self._message(p) for p in found]
-        return self._pb.BatchGetProfilesResponse(profiles=profiles, missing_user_ids=missing)
+    async def BatchGetProfiles(self, request: Any, context: Context) -> bytes:
+        """A BatchGetProfilesResponse, as wire bytes: its two repeated fields, in field-number order."""
+        found, missing = await self._domain.batch_get(list(request.user_ids))
+        profiles = b"".join([self._serialize(stored).entry for stored in found])
+        return profiles + wire.repeated(self._missing_field, [user_id.encode() for user_id in missing])
 
     @unary_errors
     async def ListProfiles(self, request: Any, context: Context) -> Any:

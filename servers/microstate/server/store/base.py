@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 
 class _Absent(enum.Enum):
@@ -29,8 +29,10 @@ IfMatch = int | _Absent | None
 """None: unconditional. ABSENT: must not exist. An int: the current revision must equal it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One stored record. A NamedTuple, not a frozen dataclass: stores build one per key read, and a
+    frozen dataclass costs three times as much to build (~1.2 µs against ~0.4 µs)."""
+
     key: str
     value: bytes
     revision: int
