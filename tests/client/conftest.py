@@ -7,12 +7,13 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from microstate.client import BreakerOptions, ClientOptions, RetryPolicy, SnapshotOptions
 from microstate.profile.v1 import profile_pb2_grpc
-from microstate.server.pinning import ContractPinningInterceptor
-from microstate.server.profile import MICROSTATE, v1
+from microstate.server.pinning import refuse_unserved_contracts
+from microstate.server.profile import MICROSTATE, v1, wire
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.store import open_store
@@ -60,9 +61,12 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def real_server(store: Store) -> AsyncIterator[RestartableServer]:
     """The real profile server (v1 and v2 servicers, domain, SQLite store, contract pinning),
     restartable on its port."""
-    server = RestartableServer(
-        lambda s: MICROSTATE.attach(s, store), [ContractPinningInterceptor(MICROSTATE.service_names)]
-    )
+
+    def attach(server: grpc.aio.Server) -> None:
+        MICROSTATE.attach(server, store)
+        refuse_unserved_contracts(server, MICROSTATE.service_names)
+
+    server = RestartableServer(attach)
     await server.start()
     yield server
     await server.stop()
@@ -71,12 +75,12 @@ async def real_server(store: Store) -> AsyncIterator[RestartableServer]:
 @pytest.fixture
 async def v1_only_server(store: Store) -> AsyncIterator[RestartableServer]:
     """A real profile server from before v2: it serves (and pins) microstate.profile.v1 only."""
-    server = RestartableServer(
-        lambda s: profile_pb2_grpc.add_ProfileServiceServicer_to_server(
-            ProfileServicer(ProfileDomain(store), v1.CODEC), s
-        ),
-        [ContractPinningInterceptor(["microstate.profile.v1.ProfileService"])],
-    )
+
+    def attach(server: grpc.aio.Server) -> None:
+        wire.add_service(server, v1.CODEC.service, ProfileServicer(ProfileDomain(store), v1.CODEC))
+        refuse_unserved_contracts(server, [v1.CODEC.service_name])
+
+    server = RestartableServer(attach)
     await server.start()
     yield server
     await server.stop()

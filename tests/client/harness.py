@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -15,13 +15,8 @@ T = TypeVar("T")
 class RestartableServer:
     """Serves whatever `attach` adds; `stop()` then `start()` comes back on the same port."""
 
-    def __init__(
-        self,
-        attach: Callable[[grpc.aio.Server], None],
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    ) -> None:
+    def __init__(self, attach: Callable[[grpc.aio.Server], None]) -> None:
         self._attach = attach
-        self._interceptors = interceptors
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -30,7 +25,7 @@ class RestartableServer:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        server = grpc.aio.server(interceptors=self._interceptors)
+        server = grpc.aio.server()
         self._attach(server)
         port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         if port == 0:

@@ -1,4 +1,4 @@
-"""A client pinned to a contract version the server does not serve gets a clear error naming both."""
+"""A call to a contract version the server does not serve gets a clear error naming both versions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2
 
 from microstate.profile.v1 import profile_pb2 as v1
 from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
-from microstate.server.pinning import CONTRACT_METADATA_KEY, ContractPinningInterceptor
+from microstate.server.pinning import CONTRACT_METADATA_KEY, refuse_unserved_contracts
 from microstate.server.profile import MICROSTATE
 from microstate.server.store.base import Store
 from tests.support.rpc_errors import fails
@@ -18,8 +18,9 @@ from tests.support.rpc_errors import fails
 
 @pytest.fixture
 async def pinned_channel(store: Store) -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[ContractPinningInterceptor(MICROSTATE.service_names)])
+    server = grpc.aio.server()
     MICROSTATE.attach(server, store)
+    refuse_unserved_contracts(server, MICROSTATE.service_names)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -33,20 +34,22 @@ async def test_a_served_version_passes(pinned_channel: grpc.aio.Channel) -> None
     await stub.CreateProfile(v1.CreateProfileRequest(profile=v1.Profile(user_id="u1")), metadata=metadata)
 
 
+V3_GET = "/microstate.profile.v3.ProfileService/GetProfile"
+
+
 @pytest.mark.parametrize(
-    "method",
-    ["/microstate.profile.v3.ProfileService/GetProfile", "/microstate.profile.v1.ProfileService/GetProfile"],
+    "metadata", [((CONTRACT_METADATA_KEY, "microstate.profile.v3"),), ()], ids=["pinned", "no-header"]
 )
-async def test_an_unserved_version_names_both_versions(pinned_channel: grpc.aio.Channel, method: str) -> None:
+async def test_an_unserved_version_names_both_versions(
+    pinned_channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]
+) -> None:
     call = pinned_channel.unary_unary(
-        method,
+        V3_GET,
         request_serializer=v1.GetProfileRequest.SerializeToString,
         response_deserializer=v1.Profile.FromString,
     )
     unpacked = await fails(
-        call(
-            v1.GetProfileRequest(user_id="u1"), metadata=((CONTRACT_METADATA_KEY, "microstate.profile.v3"),)
-        ),
+        call(v1.GetProfileRequest(user_id="u1"), metadata=metadata),
         grpc.StatusCode.FAILED_PRECONDITION,
         "CONTRACT_VERSION_NOT_SERVED",
     )
@@ -54,3 +57,27 @@ async def test_an_unserved_version_names_both_versions(pinned_channel: grpc.aio.
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert info.metadata["requested"] == "microstate.profile.v3"
     assert info.metadata["served"] == "microstate.profile.v1, microstate.profile.v2"
+
+
+async def test_an_unserved_version_of_a_streaming_method_is_refused_the_same_way(
+    pinned_channel: grpc.aio.Channel,
+) -> None:
+    watch = pinned_channel.unary_stream(
+        "/microstate.profile.v3.ProfileService/WatchProfiles",
+        request_serializer=v1.WatchProfilesRequest.SerializeToString,
+        response_deserializer=v1.WatchProfilesResponse.FromString,
+    )
+
+    async def first_event() -> object:
+        async for event in watch(v1.WatchProfilesRequest()):
+            return event
+        return None
+
+    await fails(first_event(), grpc.StatusCode.FAILED_PRECONDITION, "CONTRACT_VERSION_NOT_SERVED")
+
+
+async def test_unknown_services_elsewhere_stay_unimplemented(pinned_channel: grpc.aio.Channel) -> None:
+    call = pinned_channel.unary_unary("/other.Service/Method")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(b"")
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED

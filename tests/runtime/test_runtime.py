@@ -101,10 +101,13 @@ async def test_messages_over_the_limit_are_refused_with_resource_exhausted(sqlit
 
 async def test_the_runtime_refuses_contract_versions_it_does_not_serve(sqlite_store: Store) -> None:
     async with serving(sqlite_store) as runtime, grpc.aio.insecure_channel(target(runtime)) as channel:
-        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        get_v9 = channel.unary_unary(
+            "/microstate.profile.v9.ProfileService/GetProfile",
+            request_serializer=pb.GetProfileRequest.SerializeToString,
+        )
         pinned = ((CONTRACT_METADATA_KEY, "microstate.profile.v9"),)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetProfile(pb.GetProfileRequest(user_id="u1"), metadata=pinned)
+            await get_v9(pb.GetProfileRequest(user_id="u1"), metadata=pinned)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "microstate.profile.v9" in str(caught.value.details())
 

@@ -1,13 +1,19 @@
-"""Contract version pinning: clients name their contract in metadata; the server checks it first.
+"""Contract version pinning: a client asking for a contract version this server does not serve is told so.
 
-A client pinned to a version this server does not serve gets FAILED_PRECONDITION
-with ErrorInfo reason CONTRACT_VERSION_NOT_SERVED naming the requested and the
-served versions, instead of a bare UNIMPLEMENTED it could not act on.
+Every method path names its contract version (`/microstate.profile.v1.ProfileService/...`), and SDK clients
+also name it in the `x-microstate-contract` header (for logs and proxies). A call to a served version needs no
+check: the path is the version, and its messages are that version's. A call to a version the server does not
+serve would get a bare UNIMPLEMENTED; instead it gets FAILED_PRECONDITION with ErrorInfo reason
+CONTRACT_VERSION_NOT_SERVED naming the requested and the served versions, which a client can act on.
+
+This is a catch-all generic handler, consulted by gRPC only after every served method failed to match, not a
+server interceptor: a grpc.aio interceptor runs a coroutine chain on every call, which cost the profile
+server ~10% of its Get throughput.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -34,23 +40,26 @@ class ContractNotServed(DomainError):
         )
 
 
-class ContractPinningInterceptor(grpc.aio.ServerInterceptor):
+class UnservedContracts(grpc.GenericRpcHandler):
+    """Answers calls to `microstate.*` services this server does not serve; see the module docstring."""
+
     def __init__(self, service_names: Iterable[str]) -> None:
         self._served = frozenset(
             contract_of(name) for name in service_names if name.startswith("microstate.")
         )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        requested = dict(details.invocation_metadata or ()).get(CONTRACT_METADATA_KEY)
-        if requested is None or requested in self._served:
-            return await continuation(details)
-        status = ContractNotServed(str(requested), self._served).to_status()
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        service_name = details.method.lstrip("/").partition("/")[0]
+        if not service_name.startswith("microstate."):
+            return None  # not ours to explain: plain UNIMPLEMENTED
+        status = ContractNotServed(contract_of(service_name), self._served).to_status()
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
             await context.abort_with_status(status)
 
         return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def refuse_unserved_contracts(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
+    """Install the catch-all; call it after every service is added (gRPC asks generic handlers in order)."""
+    server.add_generic_rpc_handlers((UnservedContracts(service_names),))

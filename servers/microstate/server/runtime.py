@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from microstate.server import slow_calls
 from microstate.server.config import ServerConfig
-from microstate.server.pinning import ContractPinningInterceptor
+from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
 from microstate.server.store.base import Store
 
@@ -106,7 +106,6 @@ class Runtime:
         self.health = health.aio.HealthServicer()
         self.endpoint: Endpoint | None = None
         self._interceptors = [
-            ContractPinningInterceptor(microstate.service_names),
             *interceptors,
             *slow_calls.interceptors_from_env(microstate.service_names),
         ]
@@ -127,6 +126,9 @@ class Runtime:
         reflection.enable_server_reflection(
             (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        refuse_unserved_contracts(
+            server, self.microstate.service_names
+        )  # last: it answers what nothing else does
         return server
 
     async def start(self) -> Endpoint:
