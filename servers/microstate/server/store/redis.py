@@ -22,6 +22,10 @@ detectable exactly: a watch that reads an entry other than `cursor + 1` next kno
 it and raises CursorExpired. A cursor ahead of the counter (the log lost entries, e.g. a restart without
 persistence) is CursorExpired too: the caller must resynchronise either way.
 
+Connections: every command but the blocking watch reads goes over one multiplexed connection
+(redis_pipeline.py: redis-py's pool costs ~10x the CPU per command under concurrency); watch reads, and
+everything on a TLS (rediss://) URL, use redis-py.
+
 Failure policy: connection errors, timeouts and "loading" become StoreUnavailable within about
 `socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a connection the
 server closed); writes never retry automatically, because a write whose reply was lost may have committed
@@ -49,6 +53,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.commands.core import AsyncScript
 
 from microstate.server.store._shared import guard
 from microstate.server.store.base import (
@@ -64,6 +69,7 @@ from microstate.server.store.base import (
     Record,
     StoreUnavailable,
 )
+from microstate.server.store.redis_pipeline import RedisPipeline
 
 T = TypeVar("T")
 
@@ -269,8 +275,10 @@ class RedisStore:
         durable: bool,
         watch_block: float,
         watch_outage_budget: float,
+        pipeline: RedisPipeline | None = None,
     ) -> None:
         self._client = client
+        self._pipeline = pipeline  # every command but the blocking watch reads; None: all on redis-py
         self._blocking = blocking_client
         self.namespace = namespace
         self.retention = retention
@@ -332,6 +340,13 @@ class RedisStore:
         # Blocking reads get their own pool so a long XREAD BLOCK never holds a connection other calls need;
         # its socket timeout must outlast the block time.
         blocking = aioredis.Redis.from_url(url, socket_timeout=watch_block + socket_timeout, **common)
+        # Commands share one multiplexed connection (redis_pipeline.py) with the same timeouts.
+        pipeline = RedisPipeline.for_url(
+            url,
+            timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            client_name=f"microstate-{namespace}-pipeline",
+        )
         return cls(
             client,
             blocking,
@@ -340,12 +355,23 @@ class RedisStore:
             durable=durable,
             watch_block=watch_block,
             watch_outage_budget=watch_outage_budget,
+            pipeline=pipeline,
         )
 
     # --- reads -----------------------------------------------------------------------------------
 
     async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
         return await _guard(self._read_retry.call_with_retry(call, _forget_failure))
+
+    def _run_script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+        if self._pipeline is not None:
+            return self._pipeline.run_script(script.sha, script.script, keys, args)
+        return script(keys=keys, args=args)
+
+    def _execute(self, *command: str) -> Awaitable[Any]:
+        if self._pipeline is not None:
+            return self._pipeline.execute(*command)
+        return self._client.execute_command(*command)  # type: ignore[no-untyped-call]
 
     def _record_key(self, key: str) -> str:
         return self._record_prefix + key
@@ -358,7 +384,7 @@ class RedisStore:
         if not unique:
             return {}
         args = (self._record_prefix, json.dumps(unique, ensure_ascii=False))
-        rows = await self._read(lambda: self._get_script(keys=(self._index_key,), args=args))
+        rows = await self._read(lambda: self._run_script(self._get_script, (self._index_key,), args))
         return {
             key: Record(key, row[2], int(row[0]), _expiry(row[1]))
             for key, row in zip(unique, rows, strict=True)
@@ -371,9 +397,8 @@ class RedisStore:
         low, high = self._lex_range(prefix, after)
         # One more than asked, to know whether another page exists without returning an empty last page.
         script_args: list[bytes | str | int] = [self._record_prefix, low, high, limit + 1]
-        rows = await self._read(
-            lambda: self._list_script(keys=[self._index_key, self._expiries_key], args=script_args)
-        )
+        keys = (self._index_key, self._expiries_key)
+        rows = await self._read(lambda: self._run_script(self._list_script, keys, script_args))
         records = [Record(row[0].decode(), row[3], int(row[1]), _expiry(row[2])) for row in rows[:limit]]
         return Page(records, records[-1].key if len(rows) > limit else None)
 
@@ -393,11 +418,11 @@ class RedisStore:
         return str(await self._head_revision())
 
     async def _head_revision(self) -> int:
-        raw = await self._read(lambda: self._client.get(self._counter_key))
+        raw = await self._read(lambda: self._execute("GET", self._counter_key))
         return int(raw or 0)
 
     async def ping(self) -> None:
-        await self._read(self._client.ping)
+        await self._read(lambda: self._execute("PING"))
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -421,14 +446,14 @@ class RedisStore:
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
         args = (*self._write_args(key, if_match), value, ttl_micros)
-        reply: list[Any] = await _guard(self._put_script(keys=self._write_keys(key), args=args))
+        reply: list[Any] = await _guard(self._run_script(self._put_script, self._write_keys(key), args))
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return Record(key, value, int(reply[1]), _expiry(reply[2]))
 
     async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
         args = self._write_args(key, if_match)
-        reply: list[Any] = await _guard(self._delete_script(keys=self._write_keys(key), args=args))
+        reply: list[Any] = await _guard(self._run_script(self._delete_script, self._write_keys(key), args))
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return bool(reply[0] == 1)
@@ -493,5 +518,7 @@ class RedisStore:
 
     async def close(self) -> None:
         self._closed = True
+        if self._pipeline is not None:
+            await self._pipeline.close()
         await self._client.aclose()
         await self._blocking.aclose()
