@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from microstate.client import BreakerOptions, ClientOptions, RetryPolicy
 from microstate.client.errors import NoSnapshotError
 from microstate.client.profile.v1 import Profile, ProfileClient, Read, Source
 from tests.support.processes import ServerProcess, start_server, until
+from tests.support.redis_server import running_redis_server
 
 pytestmark = pytest.mark.process
 
@@ -27,14 +29,24 @@ def options(target: str) -> ClientOptions:
     )
 
 
-def serve(workdir: Path, *flags: str) -> ServerProcess:
-    return start_server("profile", workdir, "--store", f"sqlite:///{workdir / 'profile.db'}", *flags)
+def serve(workdir: Path, *flags: str, store: str | None = None) -> ServerProcess:
+    return start_server("profile", workdir, "--store", store or f"sqlite:///{workdir / 'profile.db'}", *flags)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where the server process keeps its profiles: the embedded default, and a private redis-server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'profile.db'}"
+        return
+    with running_redis_server() as redis:
+        yield redis.url
 
 
 async def test_a_crashed_server_is_answered_from_snapshots_and_reads_go_live_after_restart(
-    tmp_path: Path,
+    tmp_path: Path, store_url: str
 ) -> None:
-    server = serve(tmp_path)
+    server = serve(tmp_path, store=store_url)
     port = server.target.rsplit(":", 1)[1]
     reads: list[Read[Profile]] = []
     try:
@@ -63,7 +75,8 @@ async def test_a_crashed_server_is_answered_from_snapshots_and_reads_go_live_aft
             with pytest.raises(NoSnapshotError):
                 await profiles.get("never-read")
 
-            server = serve(tmp_path, "--port", port)  # same port: the same client reconnects by itself
+            # The same port: the same client reconnects by itself.
+            server = serve(tmp_path, "--port", port, store=store_url)
 
             async def live_again() -> bool:
                 return (await profiles.get("known")).source is Source.LIVE

@@ -12,6 +12,7 @@ import pytest
 import redis
 from redis import exceptions as rexc
 
+from microstate.server.cli import event_loop_factory
 from microstate.server.store.redis_pipeline import RedisPipeline
 from tests.support.redis_server import RedisServer, running_redis_server
 
@@ -136,6 +137,24 @@ async def test_a_password_the_server_does_not_take_is_a_connection_error(redis_s
     with pytest.raises(rexc.AuthenticationError):
         await pipeline.execute("PING")
     await pipeline.close()
+
+
+def test_it_runs_on_the_servers_event_loop(redis_server: RedisServer) -> None:
+    """The servers run on uvloop when it is installed, whose transports differ from asyncio's."""
+    redis_server.start()
+    sync_client(redis_server).set("on-uvloop", b"yes")
+
+    async def read() -> list[object]:
+        pipeline = pipeline_for(redis_server.url)
+        try:
+            return list(await asyncio.gather(*(pipeline.execute("GET", "on-uvloop") for _ in range(10))))
+        finally:
+            await pipeline.close()
+
+    loop_factory = event_loop_factory()
+    assert loop_factory is not None, "uvloop is a test requirement"
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(read()) == [b"yes"] * 10
 
 
 def test_tls_urls_are_left_to_redis_py() -> None:
