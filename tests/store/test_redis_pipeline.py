@@ -78,6 +78,27 @@ async def test_an_error_reply_fails_only_its_own_read(pipeline: RedisPipeline) -
     assert results[1] == b"PONG"
 
 
+async def test_a_transaction_answers_with_its_commands_replies(
+    pipeline: RedisPipeline, redis_server: RedisServer
+) -> None:
+    key = uuid.uuid4().hex
+    sync_client(redis_server).set(key, b"v")
+    concurrent = pipeline.execute("PING")  # interleaved with the transaction's replies on the wire
+    replies = await pipeline.transaction([("GET", key), ("TIME",), ("GET", "absent-" + key)])
+    assert replies[0] == b"v" and len(replies[1]) == 2 and replies[2] is None
+    assert await concurrent == b"PONG"
+
+
+async def test_a_failing_transaction_raises_and_leaves_the_connection_usable(pipeline: RedisPipeline) -> None:
+    key = uuid.uuid4().hex
+    await pipeline.execute("SET", key, "not a number")
+    with pytest.raises(rexc.ResponseError):  # fails inside EXEC
+        await pipeline.transaction([("GET", key), ("INCR", key)])
+    with pytest.raises(rexc.ResponseError, match="EXECABORT"):  # refused while queueing
+        await pipeline.transaction([("GET", key), ("NO-SUCH-COMMAND",)])
+    assert await pipeline.transaction([("GET", key)]) == [b"not a number"]
+
+
 async def test_scripts_load_themselves_when_redis_does_not_know_them(
     pipeline: RedisPipeline, redis_server: RedisServer
 ) -> None:

@@ -154,19 +154,39 @@ async def test_compare_and_set_holds_under_concurrent_writers_on_two_connection_
             await store.close()
 
 
-async def test_batch_get_is_one_script_call(store: RedisStore, raw: aioredis.Redis) -> None:
+async def test_batch_get_is_one_transaction(store: RedisStore, raw: aioredis.Redis) -> None:
     keys = [f"user{index}" for index in range(200)]
     for key in keys[::2]:
         await store.put(key, key.encode())
 
-    async def evalsha_calls() -> int:
+    async def calls() -> tuple[int, int]:
         stats = await raw.info("commandstats")
-        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+        exec_calls, hmget_calls = (
+            int(stats.get(f"cmdstat_{n}", {}).get("calls", 0)) for n in ("exec", "hmget")
+        )
+        return exec_calls, hmget_calls
 
-    before = await evalsha_calls()
+    (exec_before, hmget_before) = await calls()
     found = await store.batch_get(keys)
-    assert await evalsha_calls() - before == 1
+    (exec_after, hmget_after) = await calls()
+    assert (exec_after - exec_before, hmget_after - hmget_before) == (1, len(keys))
     assert sorted(found) == sorted(keys[::2])
+
+
+async def test_without_the_pipeline_reads_and_writes_mean_the_same(redis_server: RedisServer) -> None:
+    """TLS URLs have no pipeline (redis_pipeline.py): the same store then runs every command on redis-py."""
+    client, blocking = aioredis.Redis.from_url(redis_server.url), aioredis.Redis.from_url(redis_server.url)
+    store = RedisStore(
+        client, blocking, namespace(), retention=100, durable=False, watch_block=0.2, watch_outage_budget=1.0
+    )
+    try:
+        written = await store.put("a", b"1", ttl=60)
+        assert await store.batch_get(["a", "missing", "a"]) == {"a": written}
+        assert (await store.list("")).records == [written]
+        assert int(await store.head_cursor()) == written.revision + 1
+        await store.ping()
+    finally:
+        await store.close()
 
 
 async def test_ttl_is_enforced_on_read_even_when_redis_has_not_evicted(

@@ -42,7 +42,6 @@ it defaults to False. Eviction policies other than `noeviction` can drop records
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import time
@@ -182,24 +181,6 @@ return {1, int(rev)}
 """
 )
 
-# KEYS: the index, declared only so that a cluster client routes the call to the namespace's slot; the
-# record keys are built from ARGV as in _LIST (they carry the same hash tag). ARGV: record key prefix, a JSON
-# array of keys: one argument, not one per key, because redis-py packs each argument in Python (~1.5 µs a
-# key, more than the rest of the read). Returns per key {revision, expires_us or '', value}, or {} when
-# absent or expired.
-_GET = (
-    "#!lua flags=no-writes\n"
-    + _PROLOGUE
-    + """
-local out = {}
-for i, key in ipairs(cjson.decode(ARGV[2])) do
-  local h = redis.call('HMGET', ARGV[1] .. key, 'r', 'x', 'v')
-  if live(h) then out[i] = {h[1], h[2] or '', h[3]} else out[i] = {} end
-end
-return out
-"""
-)
-
 # KEYS: index, expiries. ARGV: record key prefix, ZRANGEBYLEX min, max, how many live records to return.
 # Walks the index from min, skipping (and forgetting) members whose record expired or vanished, until it has
 # enough live records or the range ends. Returns {{key, revision, expires_us or '', value}, ...}.
@@ -293,7 +274,6 @@ class RedisStore:
         self._expiries_key = f"{base}exp"
         self._put_script = client.register_script(_PUT)
         self._delete_script = client.register_script(_DELETE)
-        self._get_script = client.register_script(_GET)
         self._list_script = client.register_script(_LIST)
         # Reads are idempotent: retry them on fast connection errors (a pooled connection the server
         # closed). Timeouts are not retried, so a hung server costs one socket_timeout, not several.
@@ -368,6 +348,14 @@ class RedisStore:
             return self._pipeline.run_script(script.sha, script.script, keys, args)
         return script(keys=keys, args=args)
 
+    async def _transaction(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
+        if self._pipeline is not None:
+            return await self._pipeline.transaction(commands)
+        transaction = self._client.pipeline(transaction=True)
+        for command in commands:
+            transaction.execute_command(*command)
+        return await transaction.execute()
+
     def _execute(self, *command: str) -> Awaitable[Any]:
         if self._pipeline is not None:
             return self._pipeline.execute(*command)
@@ -380,15 +368,20 @@ class RedisStore:
         return (await self.batch_get([key])).get(key)
 
     async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
+        """One MULTI/EXEC: the server's clock, then every record hash, in one atomic step (so the batch is
+        a consistent snapshot, judged live by Redis's own time). Not a Lua script: moving each value into
+        and out of Lua cost Redis ~4.5 µs a key, three times the plain commands."""
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
-        args = (self._record_prefix, json.dumps(unique, ensure_ascii=False))
-        rows = await self._read(lambda: self._run_script(self._get_script, (self._index_key,), args))
+        reads = [("HMGET", self._record_prefix + key, "r", "x", "v") for key in unique]
+        replies = await self._read(lambda: self._transaction([("TIME",), *reads]))
+        seconds, micros = replies[0]
+        now = int(seconds) * MICROS + int(micros)
         return {
-            key: Record(key, row[2], int(row[0]), _expiry(row[1]))
-            for key, row in zip(unique, rows, strict=True)
-            if row
+            key: Record(key, value, int(revision), _expiry(expires))
+            for key, (revision, expires, value) in zip(unique, replies[1:], strict=True)
+            if revision is not None and (expires is None or int(expires) > now)
         }
 
     async def list(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page:

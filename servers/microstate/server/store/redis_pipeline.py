@@ -46,13 +46,18 @@ def _pack(command: tuple[Arg, ...]) -> bytes:
     return packed
 
 
+_MULTI = _pack(("MULTI",))
+_EXEC = _pack(("EXEC",))
+
+
 class _Connection(asyncio.Protocol):
     """The socket half: feeds bytes to hiredis and resolves waiters in reply order."""
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
         self._parser = hiredis.Reader()
-        self._waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        # (waiter, deadline, replies still to come): a transaction's waiter takes its last reply only.
+        self._waiters: collections.deque[tuple[asyncio.Future[Any], float, int]] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -61,11 +66,12 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
+    def send(self, packed: bytes, replies: int = 1) -> asyncio.Future[Any]:
+        """Write `packed` (one or more commands); the future gets the last of their `replies`."""
         assert self._transport is not None
         waiter = self._loop.create_future()
         deadline = self._loop.time() + self._timeout
-        self._waiters.append((waiter, deadline))
+        self._waiters.append((waiter, deadline, replies))
         if self._watchdog is None:
             self._watchdog = self._loop.call_at(deadline, self._check_late)
         self._transport.write(packed)
@@ -75,7 +81,11 @@ class _Connection(asyncio.Protocol):
         self._parser.feed(data)
         try:
             while (reply := self._parser.gets()) is not False:
-                waiter, _ = self._waiters.popleft()
+                waiter, deadline, replies = self._waiters[0]
+                if replies > 1:  # MULTI's OK and the QUEUEDs; EXEC's reply (or EXECABORT) comes last
+                    self._waiters[0] = (waiter, deadline, replies - 1)
+                    continue
+                self._waiters.popleft()
                 if waiter.done():  # its caller gave up (cancelled); the reply still had to be consumed
                     continue
                 if isinstance(reply, hiredis.ReplyError):
@@ -103,7 +113,7 @@ class _Connection(asyncio.Protocol):
             self._watchdog.cancel()
             self._watchdog = None
         while self._waiters:
-            waiter, _ = self._waiters.popleft()
+            waiter = self._waiters.popleft()[0]
             if not waiter.done():
                 waiter.set_exception(error)
         if self._transport is not None:
@@ -157,12 +167,26 @@ class RedisPipeline:
         )
 
     async def execute(self, *args: Arg) -> Any:
+        connection = await self._connection_for_use()
+        return await connection.send(_pack(args))
+
+    async def _connection_for_use(self) -> _Connection:
         if self._closed:
             raise rexc.ConnectionError("the store is closed")
         connection = self._connection
         if connection is None or connection.closed:
             connection = await self._connect()
-        return await connection.send(_pack(args))
+        return connection
+
+    async def transaction(self, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
+        """MULTI, `commands`, EXEC in one write: their replies, from one atomic step of Redis's."""
+        connection = await self._connection_for_use()
+        packed = b"".join([_MULTI, *[_pack(command) for command in commands], _EXEC])
+        replies: list[Any] = await connection.send(packed, replies=len(commands) + 2)
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise _error(reply)
+        return replies
 
     async def run_script(
         self, sha: str, source: str | bytes | memoryview, keys: Sequence[str], args: Sequence[Any] = ()
