@@ -42,7 +42,8 @@ def check_user_id(user_id: str, field: str) -> None:
 
 def check_user_ids(user_ids: Iterable[str], field: str) -> None:
     for index, user_id in enumerate(user_ids):
-        check_user_id(user_id, f"{field}[{index}]")
+        if not USER_ID_PATTERN.fullmatch(user_id):  # the field path is built only for a bad id
+            check_user_id(user_id, f"{field}[{index}]")
 
 
 def check_attributes(attributes: Mapping[str, str], field: str) -> None:
