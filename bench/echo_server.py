@@ -2,8 +2,9 @@
 
 No interceptors, no health, no reflection, identity (bytes) serializers: the least work a Python gRPC
 server can do per unary call. The payload has the size of the profile the full stack returns, so both
-servers move the same bytes. With `--redis URL` each call instead fetches the payload with one redis.asyncio
-GET: the ceiling of any Python gRPC server that makes one Redis call per request. Run as
+servers move the same bytes. With `--redis URL` each call instead fetches the payload with one Redis GET over
+the Redis store's own multiplexed connection (microstate.server.store.redis_pipeline): the ceiling of a Python
+gRPC server that makes one Redis round trip per request, as the profile server's Get does. Run as
 `python bench/echo_server.py --size N --ready-file F [--redis URL]`; it writes {"port", "pid"} to F when
 serving and stops on SIGTERM.
 """
@@ -35,13 +36,14 @@ async def serve(size: int, ready_file: Path, redis_url: str | None) -> None:
             return payload
 
     else:
-        import redis.asyncio as aioredis
+        from microstate.server.store.redis_pipeline import RedisPipeline
 
-        client = aioredis.Redis.from_url(redis_url)
-        await client.set(KEY, payload)
+        pipeline = RedisPipeline.for_url(redis_url, timeout=1.0, connect_timeout=1.0)
+        assert pipeline is not None, "a redis:// URL"
+        await pipeline.execute("SET", KEY, payload)
 
         async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return cast(bytes, await client.get(KEY))
+            return cast(bytes, await pipeline.execute("GET", KEY))
 
     server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(echo)  # no (de)serializers: requests and replies are bytes

@@ -149,7 +149,7 @@ async def p1(settings: Settings) -> list[Row]:
         ),
         compared(
             "P1",
-            "ceiling: echo that makes one redis.asyncio GET per call vs bare echo, h2load",
+            "ceiling: echo + one Redis GET per call on the store's pipelined connection vs bare echo, h2load",
             h2_redis_rates,
             h2_base_rates,
             "calls/s",
