@@ -156,7 +156,7 @@ async def profiles(settings: Settings) -> list[Profile]:
             request = profile_pb2.GetProfileRequest(user_id=HOT_KEY).SerializeToString()
 
             async def echo_once() -> None:
-                await call(request, timeout=5.0)
+                await call(request, timeout=30.0)  # generous: py-spy stalls the process while attaching
 
             echo_load = driver(echo_once, inflight, [echo.pid])
             found.append(
