@@ -21,8 +21,8 @@ pytestmark = pytest.mark.redis
 TIMEOUT = 0.5
 
 
-def pipeline_for(url: str) -> RedisPipeline:
-    pipeline = RedisPipeline.for_url(url, timeout=TIMEOUT, connect_timeout=TIMEOUT, client_name="ms-test")
+def pipeline_for(url: str, client_name: str = "ms-test") -> RedisPipeline:
+    pipeline = RedisPipeline.for_url(url, timeout=TIMEOUT, connect_timeout=TIMEOUT, client_name=client_name)
     assert pipeline is not None
     return pipeline
 
@@ -188,3 +188,21 @@ async def test_a_closed_pipeline_refuses_reads(pipeline: RedisPipeline) -> None:
     await pipeline.close()
     with pytest.raises(rexc.ConnectionError):
         await pipeline.execute("PING")
+
+
+async def test_closing_while_connecting_leaves_no_connection_open(redis_server: RedisServer) -> None:
+    name = f"ms-close-{uuid.uuid4().hex[:8]}"
+    pipeline = pipeline_for(redis_server.url, client_name=name)
+    read = asyncio.ensure_future(pipeline.execute("PING"))
+    await asyncio.sleep(0)  # the connection attempt has started
+    await pipeline.close()
+    with pytest.raises(rexc.ConnectionError):
+        await read
+
+    def named_connections() -> int:
+        return sum(client["name"] == name for client in sync_client(redis_server).client_list())
+
+    deadline = time.monotonic() + 5
+    while named_connections():  # Redis notices the abort a moment later
+        assert time.monotonic() < deadline, "the connection opened during close() is still open"
+        await asyncio.sleep(0.01)

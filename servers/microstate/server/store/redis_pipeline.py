@@ -70,6 +70,9 @@ class _Connection(asyncio.Protocol):
         """Write `packed` (one or more commands); the future gets the last of their `replies`."""
         assert self._transport is not None
         waiter = self._loop.create_future()
+        if self.closed:  # lost between the caller's check and now: never write into a dead connection
+            waiter.set_exception(rexc.ConnectionError("connection to redis lost"))
+            return waiter
         deadline = self._loop.time() + self._timeout
         self._waiters.append((waiter, deadline, replies))
         if self._watchdog is None:
@@ -176,6 +179,8 @@ class RedisPipeline:
         connection = self._connection
         if connection is None or connection.closed:
             connection = await self._connect()
+        if self._closed:
+            raise rexc.ConnectionError("the store is closed")
         return connection
 
     async def transaction(self, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
@@ -209,6 +214,8 @@ class RedisPipeline:
         self._attempt = None
         if not attempt.cancelled() and attempt.exception() is None:
             self._connection = attempt.result()
+            if self._closed:  # closed while connecting: the new connection must not outlive the store
+                self._connection.abort(rexc.ConnectionError("the store is closed"))
 
     async def _open_within_timeout(self) -> _Connection:
         try:
