@@ -155,8 +155,25 @@ async def test_the_url_selects_the_database_and_the_connection_is_named(redis_se
 
 async def test_a_password_the_server_does_not_take_is_a_connection_error(redis_server: RedisServer) -> None:
     pipeline = pipeline_for(f"redis://:wrong@127.0.0.1:{redis_server.port}/0")
-    with pytest.raises(rexc.AuthenticationError):
+    with pytest.raises(rexc.AuthenticationError, match="refused AUTH"):
         await pipeline.execute("PING")
+    await pipeline.close()
+
+
+async def test_a_database_the_server_does_not_have_is_a_connection_error(redis_server: RedisServer) -> None:
+    pipeline = pipeline_for(f"redis://127.0.0.1:{redis_server.port}/999")
+    with pytest.raises(rexc.ConnectionError, match="refused SELECT"):
+        await pipeline.execute("PING")
+    await pipeline.close()
+
+
+async def test_a_server_that_wants_a_password_the_url_lacks_is_an_authentication_error(
+    private_redis: RedisServer,
+) -> None:
+    sync_client(private_redis).config_set("requirepass", "secret")
+    pipeline = pipeline_for(private_redis.url)
+    with pytest.raises(rexc.AuthenticationError, match="NOAUTH"):
+        await pipeline.execute("GET", "k")
     await pipeline.close()
 
 

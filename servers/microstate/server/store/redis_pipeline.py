@@ -32,6 +32,8 @@ _ERRORS_BY_PREFIX: dict[str, type[rexc.RedisError]] = {
     "NOSCRIPT": rexc.NoScriptError,
     "LOADING": rexc.BusyLoadingError,
     "READONLY": rexc.ReadOnlyError,
+    "NOAUTH": rexc.AuthenticationError,  # the server asks for a password the URL does not give
+    "WRONGPASS": rexc.AuthenticationError,
 }
 
 
@@ -240,12 +242,14 @@ class RedisPipeline:
                 )
         except OSError as exc:
             raise rexc.ConnectionError(f"cannot connect to redis: {exc}") from exc
-        try:
-            for command in self._handshake:
+        for command in self._handshake:
+            try:
                 await connection.send(_pack(command))
-        except rexc.ResponseError as exc:  # wrong password, no such database: the URL is wrong
-            connection.abort(rexc.ConnectionError(str(exc)))
-            raise rexc.AuthenticationError(str(exc)) from exc
+            except (rexc.ResponseError, rexc.AuthenticationError) as exc:  # the URL is wrong
+                connection.abort(rexc.ConnectionError(str(exc)))
+                wrong_credentials = command[0] == "AUTH" or isinstance(exc, rexc.AuthenticationError)
+                refused = rexc.AuthenticationError if wrong_credentials else rexc.ConnectionError
+                raise refused(f"redis refused {command[0]} while connecting: {exc}") from exc
         return connection
 
     async def close(self) -> None:
