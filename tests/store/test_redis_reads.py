@@ -1,5 +1,5 @@
-"""The Redis store's batch read (store/redis.py): keys travel to the read script as one JSON argument, so
-keys JSON or Lua might mangle must come back exactly, in request order."""
+"""The Redis store's batch read (store/redis.py, one MULTI/EXEC over the pipelined connection): keys that a
+protocol encoder or the record-key prefix might mangle come back exactly, in request order."""
 
 from __future__ import annotations
 

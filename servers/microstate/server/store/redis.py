@@ -1,4 +1,4 @@
-"""The Redis store: redis-py `redis.asyncio`, one Lua script per write, a Redis Stream as the change log.
+"""The Redis store: one Lua script per write, one MULTI/EXEC per read, a Redis Stream as the change log.
 
 Layout of a namespace `ns` (every key carries the hash tag `{ns}`, so a namespace lives in one cluster slot
 and every script touches one slot only):
