@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import trustme
 
 from tests.support.server_process import ServerProcess, executable_or_skip
 
@@ -31,10 +32,17 @@ class RedisServer(ServerProcess):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def _listen(self) -> list[str]:
+        """The command-line arguments that say where and how the server listens."""
+        return ["--port", str(self.port)]
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+
     def _launch(self) -> subprocess.Popen[bytes]:
         command = [
             self.executable,
-            "--port", str(self.port),
+            *self._listen(),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--save", "",
@@ -47,13 +55,66 @@ class RedisServer(ServerProcess):
             return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
     def _answers(self) -> bool:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+        client = self._client()
         try:
             return bool(client.ping())
         except redis.RedisError:  # refused while starting, or LOADING while replaying the AOF
             return False
         finally:
             client.close()
+
+
+class TlsRedisServer(RedisServer):
+    """redis-server answering TLS only, its certificate from a throwaway CA (trustme); `url` names the CA."""
+
+    name = "redis-server-tls"
+
+    def __init__(self, executable: str, data_dir: Path) -> None:
+        super().__init__(executable, data_dir)
+        ca = trustme.CA()
+        certificate = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_path = data_dir / "ca.pem"
+        self.cert_path = data_dir / "cert.pem"
+        self.key_path = data_dir / "key.pem"
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        certificate.cert_chain_pems[0].write_to_path(str(self.cert_path))
+        certificate.private_key_pem.write_to_path(str(self.key_path))
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_path}"
+
+    def _listen(self) -> list[str]:
+        return [
+            "--port", "0",  # no plain TCP at all
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.cert_path),
+            "--tls-key-file", str(self.key_path),
+            "--tls-ca-cert-file", str(self.ca_path),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(
+            port=self.port,
+            ssl=True,
+            ssl_ca_certs=str(self.ca_path),
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+        )
+
+
+@contextlib.contextmanager
+def running_tls_redis_server() -> Iterator[TlsRedisServer]:
+    """A started TlsRedisServer in a fresh temp dir, always killed and removed afterwards."""
+    executable = executable_or_skip("redis-server", "Debian/Ubuntu: apt-get install redis-server")
+    with tempfile.TemporaryDirectory(prefix="microstate-redis-tls-") as data_dir:
+        server = TlsRedisServer(executable, Path(data_dir))
+        try:
+            server.start()
+            yield server
+        finally:
+            server.kill()
 
 
 @contextlib.contextmanager
