@@ -101,7 +101,7 @@ class _Connection(asyncio.Protocol):
             self.abort(rexc.ConnectionError(f"redis protocol error: {exc!r}"))
 
     def _check_late(self) -> None:
-        """One timer per connection, not per read: it fires at the oldest read's deadline."""
+        """One timer per connection, not per command: it fires at the oldest command's deadline."""
         self._watchdog = None
         if not self._waiters:
             return
@@ -112,7 +112,7 @@ class _Connection(asyncio.Protocol):
             self._watchdog = self._loop.call_at(oldest_deadline, self._check_late)
 
     def abort(self, error: rexc.RedisError) -> None:
-        """Close, failing every read in flight with `error`: later replies could no longer be matched."""
+        """Close, failing every command in flight with `error`: later replies could no longer be matched."""
         self.closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -129,7 +129,7 @@ class _Connection(asyncio.Protocol):
 
 
 class RedisPipeline:
-    """Read commands over one lazily (re)connected connection; see the module docstring."""
+    """Commands over one lazily (re)connected connection; see the module docstring."""
 
     def __init__(
         self,
