@@ -157,7 +157,7 @@ class RedisPipeline:
     @classmethod
     def for_url(cls, url: str, **options: Any) -> RedisPipeline | None:
         """A pipeline for a redis:// or unix:// URL, read as redis-py reads it; None for TLS (rediss://),
-        whose reads stay on redis-py with the rest of its TLS options."""
+        whose commands stay on redis-py with the rest of its TLS options."""
         settings = parse_url(url)
         connection_class = settings.get("connection_class")
         if connection_class is not None and connection_class is not UnixDomainSocketConnection:
@@ -205,7 +205,7 @@ class RedisPipeline:
             return await self.execute("EVAL", source, len(keys), *keys, *args)
 
     async def _connect(self) -> _Connection:
-        """Reads that find no connection share one attempt, and its failure: N waiting reads against a
+        """Commands that find no connection share one attempt, and its failure: N waiting ones against a
         dead server cost one connect timeout, not N in a row."""
         if self._attempt is None:
             self._attempt = asyncio.ensure_future(self._open_within_timeout())
