@@ -15,12 +15,15 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 import trustme
 
 from tests.support.server_process import ServerProcess, executable_or_skip
+
+S = TypeVar("S", bound="RedisServer")
 
 
 class RedisServer(ServerProcess):
@@ -105,11 +108,11 @@ class TlsRedisServer(RedisServer):
 
 
 @contextlib.contextmanager
-def running_tls_redis_server() -> Iterator[TlsRedisServer]:
-    """A started TlsRedisServer in a fresh temp dir, always killed and removed afterwards."""
+def _running(kind: type[S]) -> Iterator[S]:
+    """A started server of `kind` in a fresh temp dir, always killed and removed afterwards."""
     executable = executable_or_skip("redis-server", "Debian/Ubuntu: apt-get install redis-server")
-    with tempfile.TemporaryDirectory(prefix="microstate-redis-tls-") as data_dir:
-        server = TlsRedisServer(executable, Path(data_dir))
+    with tempfile.TemporaryDirectory(prefix=f"microstate-{kind.name}-") as data_dir:
+        server = kind(executable, Path(data_dir))
         try:
             server.start()
             yield server
@@ -117,17 +120,12 @@ def running_tls_redis_server() -> Iterator[TlsRedisServer]:
             server.kill()
 
 
-@contextlib.contextmanager
-def running_redis_server() -> Iterator[RedisServer]:
-    """A started RedisServer in a fresh temp dir, always killed and removed afterwards."""
-    executable = executable_or_skip("redis-server", "Debian/Ubuntu: apt-get install redis-server")
-    with tempfile.TemporaryDirectory(prefix="microstate-redis-") as data_dir:
-        server = RedisServer(executable, Path(data_dir))
-        try:
-            server.start()
-            yield server
-        finally:
-            server.kill()
+def running_redis_server() -> contextlib.AbstractContextManager[RedisServer]:
+    return _running(RedisServer)
+
+
+def running_tls_redis_server() -> contextlib.AbstractContextManager[TlsRedisServer]:
+    return _running(TlsRedisServer)
 
 
 @pytest.fixture(scope="session")
