@@ -8,9 +8,10 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from microstate.client import CONTRACT_METADATA_KEY
 from microstate.profile.v1 import profile_pb2 as v1
 from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
-from microstate.server.pinning import CONTRACT_METADATA_KEY, refuse_unserved_contracts
+from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.profile import MICROSTATE
 from microstate.server.store.base import Store
 from tests.support.rpc_errors import fails

@@ -13,11 +13,11 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from microstate.client import CONTRACT_METADATA_KEY
 from microstate.profile.v1 import profile_pb2 as pb
 from microstate.profile.v1 import profile_pb2_grpc
 from microstate.server import probe
 from microstate.server.config import ServerConfig
-from microstate.server.pinning import CONTRACT_METADATA_KEY
 from microstate.server.profile import MICROSTATE
 from microstate.server.runtime import Endpoint, Runtime, server_options
 from microstate.server.store import Store, open_store

@@ -20,8 +20,6 @@ import grpc
 
 from microstate.server.errors import DomainError
 
-CONTRACT_METADATA_KEY = "x-microstate-contract"
-
 
 def contract_of(service_name: str) -> str:
     """ "microstate.profile.v1.ProfileService" -> "microstate.profile.v1"."""
