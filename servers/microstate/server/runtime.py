@@ -126,9 +126,8 @@ class Runtime:
         reflection.enable_server_reflection(
             (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        refuse_unserved_contracts(
-            server, self.microstate.service_names
-        )  # last: it answers what nothing else does
+        # Last: it answers only what no service added above does.
+        refuse_unserved_contracts(server, self.microstate.service_names)
         return server
 
     async def start(self) -> Endpoint:

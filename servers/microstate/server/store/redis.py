@@ -374,7 +374,7 @@ class RedisStore:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
-        reads = [("HMGET", self._record_prefix + key, "r", "x", "v") for key in unique]
+        reads = [("HMGET", self._record_key(key), "r", "x", "v") for key in unique]
         replies = await self._read(lambda: self._transaction([("TIME",), *reads]))
         seconds, micros = replies[0]
         now = int(seconds) * MICROS + int(micros)
