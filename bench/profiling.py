@@ -36,7 +36,7 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("redis-py (+hiredis)", ("redis/", "hiredis")),
     ("store adapter (store/redis.py)", ("server/store/",)),
     ("servicer, domain, error wrapper", ("server/profile/", "server/errors.py")),
-    ("contract pinning interceptor", ("server/pinning.py",)),
+    ("contract pinning (pinning.py)", ("server/pinning.py",)),
     ("protobuf runtime (upb)", ("_message.abi3", "google/protobuf/")),
     ("gRPC (cygrpc + C core)", ("grpc/", "cygrpc", "libgrpc", "grpc_")),
     ("event loop (asyncio or uvloop)", ("asyncio/", "_asynciomodule", "selectors.py",
