@@ -5,8 +5,10 @@ server can do per unary call. The payload has the size of the profile the full s
 servers move the same bytes. With `--redis URL` each call instead fetches the payload with one Redis GET over
 the Redis store's own multiplexed connection (microstate.server.store.redis_pipeline): the ceiling of a Python
 gRPC server that makes one Redis round trip per request, as the profile server's Get does. Run as
-`python bench/echo_server.py --size N --ready-file F [--redis URL]`; it writes {"port", "pid"} to F when
-serving and stops on SIGTERM.
+`python bench/echo_server.py --size N --ready-file F [--redis URL [--mget KEYS_FILE]]`; it writes
+{"port", "pid"} to F when serving and stops on SIGTERM. With `--mget` (P2's ceiling) each call reads the keys
+listed in KEYS_FILE (one per line) with one MGET and answers their concatenation: the least a Python gRPC
+server can do to serve a batch read from Redis.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
 
@@ -28,23 +31,35 @@ KEY = "bench:echo"
 METHOD = f"/{SERVICE}/Echo"
 
 
-async def serve(size: int, ready_file: Path, redis_url: str | None) -> None:
+Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+async def _handler(size: int, redis_url: str | None, mget_keys: list[str]) -> Handler:
     payload = b"x" * size
     if redis_url is None:
 
         async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             return payload
 
-    else:
-        from microstate.server.store.redis_pipeline import RedisPipeline
+        return echo
 
-        pipeline = RedisPipeline.for_url(redis_url, timeout=1.0, connect_timeout=1.0)
-        assert pipeline is not None, "a redis:// URL"
-        await pipeline.execute("SET", KEY, payload)
+    from microstate.server.store.redis_pipeline import RedisPipeline
 
-        async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return cast(bytes, await pipeline.execute("GET", KEY))
+    pipeline = RedisPipeline.for_url(redis_url, timeout=1.0, connect_timeout=1.0)
+    assert pipeline is not None, "a redis:// URL"
+    await pipeline.execute("SET", KEY, payload)
 
+    async def echo_get(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return cast(bytes, await pipeline.execute("GET", KEY))
+
+    async def echo_mget(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b"".join(await pipeline.execute("MGET", *mget_keys))
+
+    return echo_mget if mget_keys else echo_get
+
+
+async def serve(size: int, ready_file: Path, redis_url: str | None, mget_keys: list[str]) -> None:
+    echo = await _handler(size, redis_url, mget_keys)
     server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(echo)  # no (de)serializers: requests and replies are bytes
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Echo": handler})])
@@ -64,10 +79,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, required=True, help="bytes in every reply")
     parser.add_argument("--ready-file", type=Path, required=True)
     parser.add_argument("--redis", metavar="URL", help="fetch the reply from this Redis on every call")
+    parser.add_argument("--mget", metavar="KEYS_FILE", type=Path, help="with --redis: MGET these per call")
     args = parser.parse_args()
+    mget_keys = args.mget.read_text().split() if args.mget else []
     # The same event loop as `microstate serve` (uvloop when installed), so the ratio compares like with like.
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(serve(args.size, args.ready_file, args.redis))
+        runner.run(serve(args.size, args.ready_file, args.redis, mget_keys))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench import echo_server as echo_script
@@ -75,18 +75,28 @@ def profile_server(
 
 @contextlib.contextmanager
 def echo_server(
-    size: int, workdir: Path, cores: frozenset[int], *, redis_url: str | None = None
+    size: int,
+    workdir: Path,
+    cores: frozenset[int],
+    *,
+    redis_url: str | None = None,
+    mget_keys: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
-    """bench/echo_server.py answering `size` bytes (fetched from Redis per call when `redis_url` is given),
-    pinned; the ServerProcess's target is where it listens."""
+    """bench/echo_server.py answering `size` bytes (fetched from Redis per call when `redis_url` is given,
+    with one MGET of `mget_keys` if any), pinned; the ServerProcess's target is where it listens."""
     workdir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, echo_script.__file__]
+    redis_args = ["--redis", redis_url] if redis_url else []
+    if mget_keys:
+        keys_file = workdir / "echo.keys"
+        keys_file.write_text("\n".join(mget_keys))
+        redis_args += ["--mget", str(keys_file)]
     ready = workdir / "echo.ready.json"
     ready.unlink(missing_ok=True)
     stdout_path, stderr_path = workdir / "echo.out", workdir / "echo.err"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, echo_script.__file__, "--size", str(size), "--ready-file", str(ready)]
-            + (["--redis", redis_url] if redis_url else []),
+            [*command, "--size", str(size), "--ready-file", str(ready), *redis_args],
             cwd=workdir,
             env=processes.server_env(),
             stdin=subprocess.DEVNULL,
