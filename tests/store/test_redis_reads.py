@@ -46,3 +46,13 @@ async def test_odd_keys_read_back_in_request_order(store: RedisStore) -> None:
     assert [found[key].value for key in ODD_KEYS] == [f"value {i}".encode() for i in range(len(ODD_KEYS))]
     for key in ODD_KEYS:
         assert await store.get(key) == found[key]
+
+
+async def test_values_with_the_record_separator_read_back_exactly(store: RedisStore) -> None:
+    """A record is stored as `revision:expiry:value`: a value full of colons must not confuse the reader."""
+    values = {"empty": b"", "colon": b":", "colons": b"1:2:3", "binary": bytes(range(256)), "ttl": b"::x::"}
+    written = {
+        key: await store.put(key, value, ttl=60 if key == "ttl" else None) for key, value in values.items()
+    }
+    assert await store.batch_get(list(values)) == written
+    assert {record.key: record for record in (await store.list()).records} == written

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from microstate.server.store.base import (
     ABSENT,
@@ -24,9 +25,10 @@ from microstate.server.store.base import (
     CursorExpired,
     InvalidCursor,
     PreconditionFailed,
+    Record,
     StoreUnavailable,
 )
-from microstate.server.store.redis import RedisStore
+from microstate.server.store.redis import MIGRATION_BATCH, RedisStore
 from tests.support.redis_server import RedisServer, running_redis_server
 from tests.support.server_process import free_port
 
@@ -161,15 +163,15 @@ async def test_batch_get_is_one_transaction(store: RedisStore, raw: aioredis.Red
 
     async def calls() -> tuple[int, int]:
         stats = await raw.info("commandstats")
-        exec_calls, hmget_calls = (
-            int(stats.get(f"cmdstat_{n}", {}).get("calls", 0)) for n in ("exec", "hmget")
+        exec_calls, mget_calls = (
+            int(stats.get(f"cmdstat_{n}", {}).get("calls", 0)) for n in ("exec", "mget")
         )
-        return exec_calls, hmget_calls
+        return exec_calls, mget_calls
 
-    (exec_before, hmget_before) = await calls()
+    (exec_before, mget_before) = await calls()
     found = await store.batch_get(keys)
-    (exec_after, hmget_after) = await calls()
-    assert (exec_after - exec_before, hmget_after - hmget_before) == (1, len(keys))
+    (exec_after, mget_after) = await calls()
+    assert (exec_after - exec_before, mget_after - mget_before) == (1, 1)
     assert sorted(found) == sorted(keys[::2])
 
 
@@ -408,3 +410,82 @@ async def _unreachable(store: RedisStore) -> bool:
     except StoreUnavailable:
         return True
     return False
+
+
+# --- layout 1 → 2 ------------------------------------------------------------------------------------
+
+
+async def write_layout_1(
+    raw: aioredis.Redis, ns: str, records: list[tuple[str, int, bytes, int | None]]
+) -> None:
+    """A namespace as layout-1 code left it: a hash per record, an integer counter, the index, the
+    expiries and the change log. `records` holds (key, revision, value, expiry in Unix µs or None)."""
+    base = f"ms:{{{ns}}}:"
+    for key, revision, value, expires in records:
+        fields: dict[str, bytes | int] = {"r": revision, "v": value}
+        if expires is not None:
+            fields["x"] = expires
+            await raw.zadd(f"{base}exp", {key: expires})
+        await raw.hset(f"{base}r:{key}", mapping=fields)  # type: ignore[arg-type]
+        await raw.zadd(f"{base}idx", {key: 0})
+        log_fields = {"k": key, "o": "c", "v": value, "x": expires or "", "t": 1}
+        await raw.xadd(f"{base}log", log_fields, id=f"{revision}-0")  # type: ignore[arg-type]
+    await raw.set(f"{base}rev", max(revision for _, revision, _, _ in records))
+
+
+async def test_a_layout_1_namespace_is_converted_on_first_use(store: RedisStore, raw: aioredis.Redis) -> None:
+    seconds, _ = await raw.time()
+    in_a_minute, a_minute_ago = (seconds + 60) * 1_000_000, (seconds - 60) * 1_000_000
+    await write_layout_1(
+        raw,
+        store.namespace,
+        [
+            ("plain", 1, b"1", None),
+            ("colons", 2, b":two:with:colons:", in_a_minute),
+            ("expired", 3, b"3", a_minute_ago),  # Redis has not evicted it: no PEXPIREAT was set here
+        ],
+    )
+
+    found = await store.batch_get(["plain", "colons", "expired"])
+
+    assert found == {
+        "plain": Record("plain", b"1", 1, None),
+        "colons": Record("colons", b":two:with:colons:", 2, in_a_minute / 1_000_000),
+    }
+    assert (await store.list()).records == [found["colons"], found["plain"]]
+    assert await store.head_cursor() == "3"
+    base = f"ms:{{{store.namespace}}}:"
+    assert await raw.type(f"{base}r:plain") == b"string"
+    assert 0 < await raw.pttl(f"{base}r:colons") <= 60_000, "the TTL is kept"
+    assert not await raw.exists(f"{base}r:expired")
+    assert await raw.zrange(f"{base}idx", 0, -1) == [b"colons", b"plain"]
+    # Writes continue the revisions, and a watch resumes across the upgrade.
+    changes = store.watch(after="0")
+    assert [(await next_change(changes)).cursor for _ in range(3)] == ["1", "2", "3"]
+    written = await store.put("plain", b"new")
+    assert written.revision == 4
+    assert (await next_change(changes)).record == written
+    # Layout-1 code is fenced off: its write script INCRs the counter before it writes anything, and its
+    # reads HMGET the record; both are WRONGTYPE now, so it cannot write records layout 2 would not read.
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await raw.incr(f"{base}rev")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await raw.hmget(f"{base}r:plain", "r", "x", "v")
+
+
+async def test_a_large_layout_1_namespace_is_converted_in_batches_by_concurrent_servers(
+    redis_server: RedisServer, raw: aioredis.Redis
+) -> None:
+    ns = namespace()
+    count = 2 * MIGRATION_BATCH + 10
+    await write_layout_1(raw, ns, [(f"k{index:04}", index + 1, b"v", None) for index in range(count)])
+    stores = [await open_store(redis_server, ns) for _ in range(2)]
+    try:
+        keys = [f"k{index:04}" for index in range(count)]
+        first, second = await asyncio.gather(*(store.batch_get(keys) for store in stores))
+        assert first == second
+        assert [record.revision for record in first.values()] == list(range(1, count + 1))
+        assert (await stores[0].put("new", b"v")).revision == count + 1
+    finally:
+        for store in stores:
+            await store.close()

@@ -3,9 +3,10 @@
 Layout of a namespace `ns` (every key carries the hash tag `{ns}`, so a namespace lives in one cluster slot
 and every script touches one slot only):
 
-- `ms:{ns}:r:<key>` — a hash per record: `r` revision, `v` value, `x` expiry in Unix microseconds (only
-  with a TTL; the key also gets PEXPIREAT so Redis evicts it by itself).
-- `ms:{ns}:rev` — the revision counter (INCR).
+- `ms:{ns}:r:<key>` — a string per record, `<revision>:<expiry>:<value>`, the expiry in Unix microseconds
+  or empty without a TTL (with one, the key also expires in Redis itself, so Redis evicts it). A string, so
+  one MGET reads a whole batch and the value needs no per-field work.
+- `ms:{ns}:rev` — a hash: `n` the revision counter (HINCRBY), `layout` the layout version, 2.
 - `ms:{ns}:idx` — a sorted set of all keys, score 0, for prefix listing with ZRANGEBYLEX.
 - `ms:{ns}:exp` — a sorted set of the keys that have a TTL, scored by expiry, so writes can clean up
   expired records and their index entries a few at a time (Redis's own eviction does not touch the index).
@@ -34,6 +35,13 @@ back. `watch` hides outages shorter than `watch_outage_budget`: it retries with 
 last cursor, without gaps or duplicates; a longer outage ends the iteration with StoreUnavailable and the
 caller resumes with the last cursor it saw.
 
+Layout 1 (until 2026-11) kept each record in a hash (`r`, `v`, `x`) and the counter as a plain integer.
+The first call of a store converts a layout-1 namespace in place, a few hundred records per atomic script
+(`_MIGRATE`); every call waits for that. Its first step turns the counter into a hash, so a server still
+running layout-1 code fails every write from then on (INCR on a hash is WRONGTYPE, before the script wrote
+anything) and every read of a converted record, instead of writing records layout 2 cannot read. Stop the
+old servers when upgrading; nothing they acknowledged is lost.
+
 Capabilities: `durable` is whatever the caller states (`durable=True` only for a server with `appendonly yes`
 and `appendfsync always` and no failover that can lose acknowledged writes); the store cannot verify it, so
 it defaults to False. Eviction policies other than `noeviction` can drop records: don't use them.
@@ -46,7 +54,8 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -88,13 +97,25 @@ _UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM
 
 # --- Lua ---------------------------------------------------------------------------------------------
 # Shared prologue: server time in microseconds (exact in a Lua double until year 2255), integer formatting
-# that never falls into Lua's %.14g exponent notation, the "is this record live" rule, and forget(), which
-# removes a dead record with its index and expiry entries.
+# that never falls into Lua's %.14g exponent notation, parse() of a record string into {revision, expiry or
+# '', value} (nil for none), the "is this record live" rule, and forget(), which removes a dead record with
+# its index and expiry entries.
 _PROLOGUE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local function int(n) return string.format('%.0f', n) end
-local function live(h) return h[1] and (not h[2] or tonumber(h[2]) > now) end
+local function parse(raw)
+  if not raw then return nil end
+  local a = string.find(raw, ':', 1, true)
+  local b = string.find(raw, ':', a + 1, true)
+  return {string.sub(raw, 1, a - 1), string.sub(raw, a + 1, b - 1), string.sub(raw, b + 1)}
+end
+local function live(h) return h and (h[2] == '' or tonumber(h[2]) > now) end
+local function write(record, revision, expires, value)
+  local raw = revision .. ':' .. expires .. ':' .. value
+  if expires == '' then return redis.call('SET', record, raw) end
+  redis.call('SET', record, raw, 'PXAT', int(math.ceil(tonumber(expires) / 1000)))
+end
 local function forget(index, expiries, record, key)
   redis.call('DEL', record)
   redis.call('ZREM', index, key)
@@ -112,23 +133,23 @@ end
 _WRITE_PROLOGUE = (
     _PROLOGUE
     + """
-local h = redis.call('HMGET', KEYS[1], 'r', 'x', 'v')
+local h = parse(redis.call('GET', KEYS[1]))
 local is_live = live(h)
 if (ARGV[2] == 'absent' and is_live) or (ARGV[2] == 'rev' and not (is_live and h[1] == ARGV[3])) then
-  if is_live then return {0, h[1], h[2] or '', h[3]} end
+  if is_live then return {0, h[1], h[2], h[3]} end
   return {0}
 end
 local function next_revision()
-  if redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('HEXISTS', KEYS[2], 'n') == 0 then
     local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-    if last[1] then redis.call('SET', KEYS[2], string.match(last[1][1], '^(%d+)')) end
+    if last[1] then redis.call('HSET', KEYS[2], 'n', string.match(last[1][1], '^(%d+)')) end
   end
-  return redis.call('INCR', KEYS[2])
+  return redis.call('HINCRBY', KEYS[2], 'n', 1)
 end
 local function purge_expired()
   for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', int(now), 'LIMIT', 0, 8)) do
     local record = ARGV[5] .. key
-    if live(redis.call('HMGET', record, 'r', 'x')) then
+    if live(parse(redis.call('GET', record))) then
       redis.call('ZREM', KEYS[5], key)
     else
       forget(KEYS[3], KEYS[5], record, key)
@@ -149,14 +170,11 @@ local kind = 'c'
 if is_live then kind = 'u' end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], int(rev) .. '-0',
   'k', ARGV[1], 'o', kind, 'v', ARGV[6], 'x', expires, 't', int(now))
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'r', int(rev), 'v', ARGV[6])
+write(KEYS[1], int(rev), expires, ARGV[6])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 if expires == '' then
   redis.call('ZREM', KEYS[5], ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'x', expires)
-  redis.call('PEXPIREAT', KEYS[1], int(math.ceil(tonumber(expires) / 1000)))
   redis.call('ZADD', KEYS[5], expires, ARGV[1])
 end
 purge_expired()
@@ -183,7 +201,7 @@ return {1, int(rev)}
 
 # KEYS: index, expiries. ARGV: record key prefix, ZRANGEBYLEX min, max, how many live records to return.
 # Walks the index from min, skipping (and forgetting) members whose record expired or vanished, until it has
-# enough live records or the range ends. Returns {{key, revision, expires_us or '', value}, ...}.
+# enough live records or the range ends. Returns {{key, record string}, ...}.
 _LIST = (
     _PROLOGUE
     + """
@@ -195,9 +213,9 @@ while #out < want do
   if #members == 0 then break end
   for _, member in ipairs(members) do
     local record = ARGV[1] .. member
-    local h = redis.call('HMGET', record, 'r', 'x', 'v')
-    if live(h) then
-      out[#out + 1] = {member, h[1], h[2] or '', h[3]}
+    local raw = redis.call('GET', record)
+    if live(parse(raw)) then
+      out[#out + 1] = {member, raw}
       if #out == want then break end
     else
       forget(KEYS[1], KEYS[2], record, member)
@@ -208,6 +226,42 @@ end
 return out
 """
 )
+
+
+# KEYS: counter, index, expiries. ARGV: record key prefix, ZRANGEBYLEX min, batch size.
+# Converts up to a batch of layout-1 records (hashes) from min on to record strings, keeping their TTLs, and
+# forgets the dead ones. The counter becomes a hash first. Returns {1} once the layout is 2 (it sets it when
+# the index has no more members), else {0, last member seen}.
+_MIGRATE = (
+    _PROLOGUE
+    + """
+local counter_type = redis.call('TYPE', KEYS[1])['ok']
+if counter_type == 'hash' and redis.call('HGET', KEYS[1], 'layout') == '2' then return {1} end
+if counter_type == 'string' then
+  local n = redis.call('GET', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'n', n)
+end
+local members = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[2], '+', 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(members) do
+  local record = ARGV[1] .. member
+  if redis.call('TYPE', record)['ok'] == 'hash' then
+    local h = redis.call('HMGET', record, 'r', 'x', 'v')
+    if h[1] and (not h[2] or tonumber(h[2]) > now) then
+      write(record, h[1], h[2] or '', h[3])
+    else
+      forget(KEYS[2], KEYS[3], record, member)
+    end
+  end
+end
+if #members < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'layout', '2')
+  return {1}
+end
+return {0, members[#members]}
+"""
+)
+MIGRATION_BATCH = 256
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable | None:
@@ -236,6 +290,14 @@ def _parse_cursor(cursor: str) -> int:
 
 def _expiry(raw: bytes) -> float | None:
     return int(raw) / MICROS if raw else None
+
+
+def _record(key: str, raw: bytes, now: int | None = None) -> Record | None:
+    """The record a record string holds, or None if it expired by `now` (Unix µs; None: do not check)."""
+    revision, expires, value = raw.split(b":", 2)
+    if expires and now is not None and int(expires) <= now:
+        return None
+    return Record(key, value, int(revision), int(expires) / MICROS if expires else None)
 
 
 def _current(key: str, reply: Sequence[Any]) -> Record | None:
@@ -275,6 +337,9 @@ class RedisStore:
         self._put_script = client.register_script(_PUT)
         self._delete_script = client.register_script(_DELETE)
         self._list_script = client.register_script(_LIST)
+        self._migrate_script = client.register_script(_MIGRATE)
+        self._layout_checked = False  # set once this namespace is known to be in layout 2
+        self._layout_lock = asyncio.Lock()
         # Reads are idempotent: retry them on fast connection errors (a pooled connection the server
         # closed). Timeouts are not retried, so a hung server costs one socket_timeout, not several.
         self._read_retry = Retry(
@@ -368,31 +433,34 @@ class RedisStore:
         return (await self.batch_get([key])).get(key)
 
     async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
-        """One MULTI/EXEC: the server's clock, then every record hash, in one atomic step (so the batch is
-        a consistent snapshot, judged live by Redis's own time). Not a Lua script: moving each value into
-        and out of Lua cost Redis ~4.5 µs a key, three times the plain commands."""
+        """One MULTI/EXEC: the server's clock and one MGET of every record, in one atomic step (so the
+        batch is a consistent snapshot, judged live by Redis's own time). Not a Lua script: moving each
+        value into and out of Lua cost Redis ~4.5 µs a key, three times the plain commands."""
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
-        reads = [("HMGET", self._record_key(key), "r", "x", "v") for key in unique]
-        replies = await self._read(lambda: self._transaction([("TIME",), *reads]))
-        seconds, micros = replies[0]
+        if not self._layout_checked:
+            await self._check_layout()
+        mget = ("MGET", *[self._record_prefix + key for key in unique])
+        (seconds, micros), raws = await self._read(lambda: self._transaction([("TIME",), mget]))
         now = int(seconds) * MICROS + int(micros)
-        return {
-            key: Record(key, value, int(revision), _expiry(expires))
-            for key, (revision, expires, value) in zip(unique, replies[1:], strict=True)
-            if revision is not None and (expires is None or int(expires) > now)
-        }
+        records = {}
+        for key, raw in zip(unique, raws, strict=True):
+            if raw is not None and (record := _record(key, raw, now)) is not None:
+                records[key] = record
+        return records
 
     async def list(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page:
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        if not self._layout_checked:
+            await self._check_layout()
         low, high = self._lex_range(prefix, after)
         # One more than asked, to know whether another page exists without returning an empty last page.
         script_args: list[bytes | str | int] = [self._record_prefix, low, high, limit + 1]
         keys = (self._index_key, self._expiries_key)
         rows = await self._read(lambda: self._run_script(self._list_script, keys, script_args))
-        records = [Record(row[0].decode(), row[3], int(row[1]), _expiry(row[2])) for row in rows[:limit]]
+        records = [cast(Record, _record(member.decode(), raw)) for member, raw in rows[:limit]]
         return Page(records, records[-1].key if len(rows) > limit else None)
 
     @staticmethod
@@ -411,8 +479,25 @@ class RedisStore:
         return str(await self._head_revision())
 
     async def _head_revision(self) -> int:
-        raw = await self._read(lambda: self._execute("GET", self._counter_key))
+        if not self._layout_checked:
+            await self._check_layout()
+        raw = await self._read(lambda: self._execute("HGET", self._counter_key, "n"))
         return int(raw or 0)
+
+    async def _check_layout(self) -> None:
+        """Convert a layout-1 namespace to layout 2 (see the module docstring), once per store."""
+        async with self._layout_lock:
+            if self._layout_checked:
+                return
+            keys = (self._counter_key, self._index_key, self._expiries_key)
+            start = b"-"
+            while True:
+                args = (self._record_prefix, start, MIGRATION_BATCH)
+                reply = await self._read(partial(self._run_script, self._migrate_script, keys, args))
+                if reply[0] == 1:
+                    break
+                start = b"(" + reply[1]
+            self._layout_checked = True
 
     async def ping(self) -> None:
         await self._read(lambda: self._execute("PING"))
@@ -437,6 +522,8 @@ class RedisStore:
     ) -> Record:
         if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        if not self._layout_checked:
+            await self._check_layout()
         ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
         args = (*self._write_args(key, if_match), value, ttl_micros)
         reply: list[Any] = await _guard(self._run_script(self._put_script, self._write_keys(key), args))
@@ -445,6 +532,8 @@ class RedisStore:
         return Record(key, value, int(reply[1]), _expiry(reply[2]))
 
     async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
+        if not self._layout_checked:
+            await self._check_layout()
         args = self._write_args(key, if_match)
         reply: list[Any] = await _guard(self._run_script(self._delete_script, self._write_keys(key), args))
         if reply[0] == 0:
