@@ -1,7 +1,8 @@
 """A/B a server change: `python -m bench.ab DIR [--quick]` compares this checkout's profile server (A) with
 the one in DIR (B, e.g. a git worktree with a proposed optimisation applied), side by side.
 
-Both servers run at once on one Redis, on the server core, and h2load (so no Python client noise) drives
+Both servers run at once, each on a Redis of its own (so the two may differ in storage layout), all on the
+server core, and h2load (so no Python client noise) drives
 them in alternation, round by round; each figure is B's calls/s over A's measured back to back, plus each
 side's server CPU per call. Only the server changes between A and B; the SDK is not involved.
 """
@@ -34,13 +35,14 @@ async def compare(checkout: Path, cores: env.Cores, *, quick: bool) -> None:
     }
     with tempfile.TemporaryDirectory(prefix="microstate-ab-") as scratch, contextlib.ExitStack() as running:
         workdir = Path(scratch)
-        url = running.enter_context(services.redis(cores.server))
-        a = running.enter_context(services.profile_server(url, workdir / "a", cores.server))
+        url_a, url_b = (running.enter_context(services.redis(cores.server)) for _ in "ab")
+        a = running.enter_context(services.profile_server(url_a, workdir / "a", cores.server))
         b = running.enter_context(
-            services.profile_server(url, workdir / "b", cores.server, checkout=checkout)
+            services.profile_server(url_b, workdir / "b", cores.server, checkout=checkout)
         )
-        async with ProfileClient(a.target) as client:
-            await stack.seed(client)
+        for server in (a, b):
+            async with ProfileClient(server.target) as client:
+                await stack.seed(client)
         print(f"A: {processes.REPO}\nB: {checkout}\n{cores.describe()}\n")
         columns = ("A calls/s", "B calls/s", "B/A", "A CPU/call", "B CPU/call")
         print(f"{'method':24}" + "".join(f"{column:>12}" for column in columns))
