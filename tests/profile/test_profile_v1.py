@@ -246,6 +246,18 @@ async def test_batch_get_limits(stub: Stub) -> None:
     assert violated_fields(unpacked) == ["user_ids[1]"]
 
 
+@pytest.mark.parametrize("bad", ["a\nb", "ok\n", "\n", ""])
+async def test_batch_get_refuses_an_id_that_holds_a_line_break(stub: Stub, bad: str) -> None:
+    """The batch check matches all ids joined by line breaks at once: an id with one inside must not pass
+    as two good ids."""
+    unpacked = await fails(
+        stub.BatchGetProfiles(pb.BatchGetProfilesRequest(user_ids=["ok", bad, "fine"])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_USER_ID",
+    )
+    assert violated_fields(unpacked) == ["user_ids[1]"]
+
+
 async def test_list_pages_through_a_prefix_with_opaque_tokens(stub: Stub) -> None:
     ids = [f"team-{i:02d}" for i in range(25)] + ["other"]
     for user_id in ids:
