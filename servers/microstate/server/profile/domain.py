@@ -147,9 +147,11 @@ class ProfileDomain:
         rules.check_user_ids(user_ids, "user_ids")
         unique = list(dict.fromkeys(user_ids))
         records = await self._store.batch_get(unique)
-        found = [self._decoded.decode(records[u]) for u in unique if u in records]
-        missing = [u for u in unique if u not in records]
-        return found, missing
+        decode = self._decoded.decode
+        if len(records) == len(unique):  # all found, the usual case: no membership test per id
+            return [decode(records[u]) for u in unique], []
+        found = [decode(records[u]) for u in unique if u in records]
+        return found, [u for u in unique if u not in records]
 
     async def list(self, prefix: str, page_size: int, page_token: str) -> tuple[list[StoredProfile], str]:
         limit = rules.page_size_of(page_size)
