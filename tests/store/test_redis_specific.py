@@ -175,6 +175,24 @@ async def test_batch_get_is_one_transaction(store: RedisStore, raw: aioredis.Red
     assert sorted(found) == sorted(keys[::2])
 
 
+async def test_get_is_one_command_unless_the_record_has_a_ttl(store: RedisStore, raw: aioredis.Redis) -> None:
+    await store.put("plain", b"1")
+    await store.put("session", b"2", ttl=60)
+
+    async def calls() -> tuple[int, ...]:
+        stats = await raw.info("commandstats")
+        return tuple(int(stats.get(f"cmdstat_{n}", {}).get("calls", 0)) for n in ("get", "exec"))
+
+    async def commands_of(read: Awaitable[object]) -> tuple[int, ...]:
+        before = await calls()
+        await read
+        return tuple(after - was for after, was in zip(await calls(), before, strict=True))
+
+    assert await commands_of(store.get("plain")) == (1, 0)
+    assert await commands_of(store.get("absent")) == (1, 0)
+    assert await commands_of(store.get("session")) == (1, 1), "a TTL is judged by Redis's clock, atomically"
+
+
 async def test_without_the_pipeline_reads_and_writes_mean_the_same(redis_server: RedisServer) -> None:
     """TLS URLs have no pipeline (redis_pipeline.py): the same store then runs every command on redis-py."""
     client, blocking = aioredis.Redis.from_url(redis_server.url), aioredis.Redis.from_url(redis_server.url)

@@ -55,7 +55,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -292,12 +292,10 @@ def _expiry(raw: bytes) -> float | None:
     return int(raw) / MICROS if raw else None
 
 
-def _record(key: str, raw: bytes, now: int | None = None) -> Record | None:
-    """The record a record string holds, or None if it expired by `now` (Unix µs; None: do not check)."""
+def _record(key: str, raw: bytes) -> Record:
+    """The record a record string holds (batch_get has this inline)."""
     revision, expires, value = raw.split(b":", 2)
-    if expires and now is not None and int(expires) <= now:
-        return None
-    return Record(key, value, int(revision), int(expires) / MICROS if expires else None)
+    return Record(key, value, int(revision), _expiry(expires))
 
 
 def _current(key: str, reply: Sequence[Any]) -> Record | None:
@@ -430,7 +428,17 @@ class RedisStore:
         return self._record_prefix + key
 
     async def get(self, key: str) -> Record | None:
-        return (await self.batch_get([key])).get(key)
+        """One GET. Only a record with a TTL needs Redis's clock, read atomically with the record: that one
+        is read again by batch_get (most records, profiles, have no TTL; they take one plain command)."""
+        if not self._layout_checked:
+            await self._check_layout()
+        raw = await self._read(lambda: self._execute("GET", self._record_prefix + key))
+        if raw is None:
+            return None
+        revision, expires, value = raw.split(b":", 2)
+        if expires:
+            return (await self.batch_get([key])).get(key)
+        return Record(key, value, int(revision))
 
     async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
         """One MULTI/EXEC: the server's clock and one MGET of every record, in one atomic step (so the
@@ -445,9 +453,14 @@ class RedisStore:
         (seconds, micros), raws = await self._read(lambda: self._transaction([("TIME",), mget]))
         now = int(seconds) * MICROS + int(micros)
         records = {}
+        make = Record._make  # _record() inlined, and Record's __new__ skipped: this runs once per key read
         for key, raw in zip(unique, raws, strict=True):
-            if raw is not None and (record := _record(key, raw, now)) is not None:
-                records[key] = record
+            if raw is not None:
+                revision, expires, value = raw.split(b":", 2)
+                if not expires:
+                    records[key] = make((key, value, int(revision), None))
+                elif int(expires) > now:
+                    records[key] = make((key, value, int(revision), int(expires) / MICROS))
         return records
 
     async def list(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page:
@@ -460,7 +473,7 @@ class RedisStore:
         script_args: list[bytes | str | int] = [self._record_prefix, low, high, limit + 1]
         keys = (self._index_key, self._expiries_key)
         rows = await self._read(lambda: self._run_script(self._list_script, keys, script_args))
-        records = [cast(Record, _record(member.decode(), raw)) for member, raw in rows[:limit]]
+        records = [_record(member.decode(), raw) for member, raw in rows[:limit]]
         return Page(records, records[-1].key if len(rows) > limit else None)
 
     @staticmethod
