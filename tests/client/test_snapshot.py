@@ -89,6 +89,40 @@ async def test_snapshot_reads_share_one_decoded_message_until_a_refresh(
     assert Profile.FromString(entry.payload).display_name == "Two"  # the file keeps the bytes read live
 
 
+async def test_a_batch_refreshes_every_snapshot_at_its_one_fetch_time(
+    scripted: tuple[ScriptedProfiles, RestartableServer], tmp_path: Path
+) -> None:
+    """Each found profile refreshes its own snapshot (its bytes and etag) and every read and snapshot of
+    the answer shares one fetch time; a missing id loses its snapshot. A page of a list refreshes too."""
+    servicer, server = scripted
+    for user_id in ("a", "b", "c", "gone"):
+        servicer.put(user_id, display_name=user_id.upper())
+    path = tmp_path / "batch.snap"
+    options = fast_options(server.target, snapshot=SnapshotOptions(path=str(path)))
+    async with ProfileClient(options=options) as client:
+        await client.get("gone")
+        del servicer.profiles["gone"]
+        servicer.put("a", display_name="A2")  # a new etag
+        live = await client.batch_get(["a", "b", "c", "gone"])
+        assert list(live.found) == ["a", "b", "c"] and live.missing == ["gone"]
+        (fetched_at,) = {read.fetched_at for read in live.found.values()}
+
+        servicer.always["BatchGetProfiles"] = servicer.always["GetProfile"] = unavailable()
+        served = await client.batch_get(["a", "b", "c", "gone"])
+        assert list(served.found) == ["a", "b", "c"] and served.unavailable == ["gone"]
+        for user_id, read in served.found.items():
+            assert read.stale and read.value == live.found[user_id].value == servicer.profiles[user_id]
+            assert read.etag == servicer.profiles[user_id].etag and read.fetched_at == fetched_at
+        assert served.found["a"].value.display_name == "A2"
+
+        page = await client.list("", page_size=2)  # ListProfiles still answers
+        paged = [await client.get(profile.user_id) for profile in page.items]
+        assert [read.value for read in paged] == list(page.items) and all(read.stale for read in paged)
+        assert paged[0].fetched_at == paged[1].fetched_at > fetched_at
+    saved = dict(decode(CONTRACT, path.read_bytes()))
+    assert sorted(saved) == ["a", "b", "c"] and Profile.FromString(saved["c"].payload).display_name == "C"
+
+
 async def test_max_age_stops_serving_old_snapshots(
     scripted: tuple[ScriptedProfiles, RestartableServer],
 ) -> None:
@@ -125,6 +159,42 @@ def test_lru_evicts_the_least_recently_used(tmp_path: Path) -> None:
     reloaded = _store(tmp_path, max_entries=1)  # keeps the most recent of the file
     assert len(reloaded) == 1 and reloaded.get("c") is not None
     reloaded.close()
+
+
+def test_put_many_is_puts_one_by_one_with_one_eviction(tmp_path: Path) -> None:
+    now = time.time()
+    batch = [("c", b"C", "2"), ("a", b"A2", "2"), ("d", b"D", "2")]
+    one_by_one, at_once = _store(tmp_path / "1", max_entries=3), _store(tmp_path / "2", max_entries=3)
+    for store in (one_by_one, at_once):
+        store.put("a", b"A", "1", now)
+        store.put("b", b"B", "1", now)
+    for key, payload, etag in batch:
+        one_by_one.put(key, payload, etag, now)
+    at_once.put_many(batch, now)
+    for store in (one_by_one, at_once):
+        store.close()
+    saved = decode(CONTRACT, (tmp_path / "2" / "s.snap").read_bytes())
+    assert saved == decode(CONTRACT, (tmp_path / "1" / "s.snap").read_bytes())
+    # b was the least recently used; a was refreshed, so it is now more recent than c.
+    assert saved == [(key, SnapshotEntry(payload, etag, now)) for key, payload, etag in batch]
+
+    bigger_than_the_bound = _store(tmp_path / "3", max_entries=2)
+    bigger_than_the_bound.put_many(batch, now)
+    assert [key for key in "cad" if bigger_than_the_bound.get(key)] == ["a", "d"]
+    bigger_than_the_bound.close()
+
+
+def test_get_many_is_get_of_each_key(tmp_path: Path) -> None:
+    store = _store(tmp_path, max_entries=3, max_age=60.0)
+    now = time.time()
+    store.put("old", b"O", "1", now - 120)
+    store.put_many([("a", b"A", "1"), ("b", b"B", "1")], now)
+    found = store.get_many(["a", "old", "nope"])
+    assert list(found) == ["a", "old", "nope"] and found["old"] is None and found["nope"] is None
+    assert found["a"] is not None and found["a"].entry == SnapshotEntry(b"A", "1", now)
+    store.put("c", b"C", "1", now)  # evicts old, the least recently used; a was moved after b
+    store.close()
+    assert [key for key, _ in decode(CONTRACT, (tmp_path / "s.snap").read_bytes())] == ["b", "a", "c"]
 
 
 def test_zero_entries_turns_snapshots_off(tmp_path: Path) -> None:

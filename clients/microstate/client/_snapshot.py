@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 from microstate.client import _snapshot_file
@@ -82,15 +83,47 @@ class SnapshotStore:
             pass
         return snapshot
 
-    def put(self, key: str, payload: bytes, etag: str) -> None:
+    def get_many(self, keys: Iterable[str]) -> dict[str, Snapshot | None]:
+        """`get` of each key (None for a key without a snapshot young enough), reading the clock once."""
+        entries, max_age, now = self._entries, self._max_age, time.time()
+        snapshots: dict[str, Snapshot | None] = {}
+        for key in keys:
+            snapshot = entries.get(key)
+            if snapshot is not None and (max_age is None or now - snapshot.entry.fetched_at <= max_age):
+                try:  # noqa: SIM105 - as in `get`
+                    entries.move_to_end(key)
+                except KeyError:
+                    pass
+            else:
+                snapshot = None
+            snapshots[key] = snapshot
+        return snapshots
+
+    def put(self, key: str, payload: bytes, etag: str, fetched_at: float | None = None) -> None:
+        """Refresh the snapshot of `key`, fetched at `fetched_at` (None: now)."""
+        self.put_many(((key, payload, etag),), time.time() if fetched_at is None else fetched_at)
+
+    def put_many(self, items: Iterable[tuple[str, bytes, str]], fetched_at: float) -> None:
+        """Refresh the snapshot of each (key, payload, etag), in that order, all fetched at `fetched_at`.
+
+        A batch read refreshes all its keys at once: one lock, one eviction and one flusher check per
+        batch rather than per key. `items` is only iterated when snapshots are on.
+        """
         if not self._max_entries:
             return
-        snapshot = Snapshot(SnapshotEntry(payload, etag, time.time()))
+        # Built before taking the lock: `items` may be a generator that serializes messages.
+        snapshots = [
+            (key, Snapshot(SnapshotEntry(payload, etag, fetched_at))) for key, payload, etag in items
+        ]
+        if not snapshots:
+            return
+        entries = self._entries
         with self._lock:
-            self._entries[key] = snapshot
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            for key, snapshot in snapshots:
+                entries[key] = snapshot
+                entries.move_to_end(key)
+            while len(entries) > self._max_entries:
+                entries.popitem(last=False)
             self._dirty = True
         if self._path is not None and self._flusher is None:
             self._start_flusher()

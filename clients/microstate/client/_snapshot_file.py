@@ -15,7 +15,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAGIC = b"MSSNAP01"
 _U32 = struct.Struct(">I")
@@ -26,8 +26,10 @@ class SnapshotFileError(Exception):
     """The file is not a snapshot this code wrote for this contract; the caller starts cold."""
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotEntry:
+class SnapshotEntry(NamedTuple):
+    """A NamedTuple rather than a frozen dataclass: a batch read builds one per key, and this builds
+    about three times faster."""
+
     payload: bytes
     """The serialized message."""
     etag: str
