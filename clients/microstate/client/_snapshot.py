@@ -69,12 +69,18 @@ class SnapshotStore:
 
     def get(self, key: str) -> Snapshot | None:
         """The snapshot of `key` if there is one young enough to serve."""
+        return self._young(key, time.time())
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Snapshot | None]:
+        """`get` of each key (None for a key without a snapshot young enough), reading the clock once."""
+        now = time.time()
+        return {key: self._young(key, now) for key in keys}
+
+    def _young(self, key: str, now: float) -> Snapshot | None:
         # No lock on this hot path: each OrderedDict operation is atomic, and a key evicted between the
         # two steps is simply served one last time.
-        snapshot = self._entries.get(key)
-        if snapshot is None or (
-            self._max_age is not None and time.time() - snapshot.entry.fetched_at > self._max_age
-        ):
+        snapshot, max_age = self._entries.get(key), self._max_age
+        if snapshot is None or (max_age is not None and now - snapshot.entry.fetched_at > max_age):
             return None
         # Not contextlib.suppress: this is the snapshot-hit hot path, where try costs nothing.
         try:  # noqa: SIM105
@@ -82,22 +88,6 @@ class SnapshotStore:
         except KeyError:
             pass
         return snapshot
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Snapshot | None]:
-        """`get` of each key (None for a key without a snapshot young enough), reading the clock once."""
-        entries, max_age, now = self._entries, self._max_age, time.time()
-        snapshots: dict[str, Snapshot | None] = {}
-        for key in keys:
-            snapshot = entries.get(key)
-            if snapshot is not None and (max_age is None or now - snapshot.entry.fetched_at <= max_age):
-                try:  # noqa: SIM105 - as in `get`
-                    entries.move_to_end(key)
-                except KeyError:
-                    pass
-            else:
-                snapshot = None
-            snapshots[key] = snapshot
-        return snapshots
 
     def put(self, key: str, payload: bytes, etag: str, fetched_at: float | None = None) -> None:
         """Refresh the snapshot of `key`, fetched at `fetched_at` (None: now)."""
