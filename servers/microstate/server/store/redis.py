@@ -113,8 +113,11 @@ end
 local function live(h) return h and (h[2] == '' or tonumber(h[2]) > now) end
 local function write(record, revision, expires, value)
   local raw = revision .. ':' .. expires .. ':' .. value
-  if expires == '' then return redis.call('SET', record, raw) end
-  redis.call('SET', record, raw, 'PXAT', int(math.ceil(tonumber(expires) / 1000)))
+  if expires == '' then
+    redis.call('SET', record, raw)
+  else
+    redis.call('SET', record, raw, 'PXAT', int(math.ceil(tonumber(expires) / 1000)))
+  end
 end
 local function forget(index, expiries, record, key)
   redis.call('DEL', record)
@@ -293,7 +296,7 @@ def _expiry(raw: bytes) -> float | None:
 
 
 def _record(key: str, raw: bytes) -> Record:
-    """The record a record string holds (batch_get has this inline)."""
+    """The record a record string holds (batch_get has this inline, with the expiry check)."""
     revision, expires, value = raw.split(b":", 2)
     return Record(key, value, int(revision), _expiry(expires))
 
@@ -435,10 +438,10 @@ class RedisStore:
         raw = await self._read(lambda: self._execute("GET", self._record_prefix + key))
         if raw is None:
             return None
-        revision, expires, value = raw.split(b":", 2)
-        if expires:
+        record = _record(key, raw)
+        if record.expires_at is not None:
             return (await self.batch_get([key])).get(key)
-        return Record(key, value, int(revision))
+        return record
 
     async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
         """One MULTI/EXEC: the server's clock and one MGET of every record, in one atomic step (so the
