@@ -68,8 +68,9 @@ DEFAULT_POLL_INTERVAL: Final = 0.2
 DEFAULT_PURGE_INTERVAL: Final = 60.0
 """Seconds between purges of expired records."""
 DEFAULT_BUSY_TIMEOUT: Final = 5.0
-WAL_SWITCH_ATTEMPTS: Final = 50
 """Seconds to wait for another connection's write lock before StoreUnavailable."""
+WAL_SWITCH_ATTEMPTS: Final = 50
+"""Tries at switching a new file to WAL while another process holds the lock (see _setup)."""
 
 _WATCH_BATCH: Final = 256
 _BATCH_GET_CHUNK: Final = 500  # well under SQLite's bound-parameter limit
@@ -189,9 +190,8 @@ class SqliteStore:
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
                         raise
-                    await asyncio.sleep(
-                        0.01 * (attempt + 1)
-                    )  # a backoff between attempts, not synchronisation
+                    backoff = 0.01 * (attempt + 1)  # between attempts, not synchronisation
+                    await asyncio.sleep(backoff)
             await conn.execute_fetchall("PRAGMA synchronous=FULL")
 
         async def schema(conn: aiosqlite.Connection) -> None:
