@@ -6,11 +6,8 @@ the tests do: free ports, ready files, health SERVING before use, always killed 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -85,7 +82,6 @@ def echo_server(
     """bench/echo_server.py answering `size` bytes (fetched from Redis per call when `redis_url` is given,
     with one MGET of `mget_keys` if any), pinned; the ServerProcess's target is where it listens."""
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, echo_script.__file__]
     redis_args = ["--redis", redis_url] if redis_url else []
     if mget_keys:
         keys_file = workdir / "echo.keys"
@@ -93,24 +89,9 @@ def echo_server(
         redis_args += ["--mget", str(keys_file)]
     ready = workdir / "echo.ready.json"
     ready.unlink(missing_ok=True)
-    stdout_path, stderr_path = workdir / "echo.out", workdir / "echo.err"
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        process = subprocess.Popen(
-            [*command, "--size", str(size), "--ready-file", str(ready), *redis_args],
-            cwd=workdir,
-            env=processes.server_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-        )
-    server = ServerProcess(process, stdout_path, stderr_path)
+    arguments = [echo_script.__file__, "--size", str(size), "--ready-file", str(ready), *redis_args]
+    server = processes.listening(processes.launch_python(arguments, workdir), ready, "echo")
     try:
-        processes.wait_for(
-            lambda: ready.exists() or process.poll() is not None, within=processes.START_TIMEOUT, what="echo"
-        )
-        if process.poll() is not None:
-            raise RuntimeError(f"echo server exited: {server.describe()}")
-        server.target = f"127.0.0.1:{json.loads(ready.read_text())['port']}"
         env.pin(server.pid, cores)
         yield server
     finally:

@@ -143,12 +143,19 @@ def launch(
     arguments: Sequence[str], workdir: Path, *, env: Mapping[str, str] | None = None
 ) -> MicrostateProcess:
     """Start `python -m microstate.server <arguments>` in `workdir`, output to files there."""
+    return launch_python(["-m", "microstate.server", *arguments], workdir, env=env)
+
+
+def launch_python(
+    arguments: Sequence[str], workdir: Path, *, env: Mapping[str, str] | None = None
+) -> MicrostateProcess:
+    """Start `python <arguments>` in `workdir` with the servers' environment, output to files there."""
     serial = next(_serial)
     stdout_path = workdir / f"process-{serial}.out"
     stderr_path = workdir / f"process-{serial}.err"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "microstate.server", *arguments],
+            [sys.executable, *arguments],
             cwd=workdir,
             env=server_env(env),
             stdin=subprocess.DEVNULL,
@@ -189,6 +196,20 @@ def start_server(
     ready_file.unlink(missing_ok=True)  # a stale file from a reused folder would name an old port
     arguments = ["serve", name, "--port", "0", "--ready-file", str(ready_file), "--data-dir", str(workdir)]
     started = launch([*arguments, "--log-format", "json", *flags], workdir, env=env)
+    server = listening(started, ready_file, name, timeout=timeout)
+    try:
+        wait_for(lambda: health_status(server.target) == "SERVING", within=timeout, what=f"{name} SERVING")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def listening(
+    started: MicrostateProcess, ready_file: Path, name: str, *, timeout: float = START_TIMEOUT
+) -> ServerProcess:
+    """`started` once it has written `ready_file` ({"port": ...}); stopped, and an error, if it exits
+    first or does not write it within `timeout`."""
     server = ServerProcess(started.process, started.stdout_path, started.stderr_path)
     try:
         wait_for(
@@ -199,7 +220,6 @@ def start_server(
         if server.process.poll() is not None:
             raise AssertionError(f"{name} exited before it was ready: {server.describe()}")
         server.target = f"127.0.0.1:{json.loads(ready_file.read_text())['port']}"
-        wait_for(lambda: health_status(server.target) == "SERVING", within=timeout, what=f"{name} SERVING")
     except BaseException:
         server.stop()
         raise
