@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_PATHS = ("proto", "buf.yaml")
+
+
+def buf() -> str:
+    """buf on PATH, else beside this interpreter (pip's buf-bin in a venv that is not activated)."""
+    return shutil.which("buf") or shutil.which("buf", path=sysconfig.get_path("scripts")) or "buf"
 
 
 def git(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -51,7 +58,7 @@ def check_against(ref: str) -> int:
     with tempfile.TemporaryDirectory() as old:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(old, filter="data")
-        result = subprocess.run(["buf", "breaking", "--against", old], cwd=ROOT)
+        result = subprocess.run([buf(), "breaking", "--against", old], cwd=ROOT)
     print(f"buf breaking: proto/ against {ref[:12]}: {'ok' if result.returncode == 0 else 'BREAKING'}")
     return result.returncode
 

@@ -1,13 +1,10 @@
 """Fixtures for the contract gate tests."""
 
-import shutil
-
 import pytest
+
+from tests.support import tools
 
 
 @pytest.fixture(scope="module")
 def buf() -> str:
-    path = shutil.which("buf")
-    if path is None:
-        pytest.fail("buf is not installed: pip install -r requirements/test.txt (buf-bin)")
-    return path
+    return tools.require("buf", "pip install -r requirements/test.txt installs buf-bin")

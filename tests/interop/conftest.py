@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import tools
 from tests.support.processes import ServerProcess, running_server
 
 INTEROP = Path(__file__).resolve().parent
 NPM_TIMEOUT = 300.0
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
 def _installed() -> bool:
@@ -30,12 +25,8 @@ def _installed() -> bool:
 @pytest.fixture(scope="session")
 def node() -> str:
     """The `node` executable, with tests/interop's pinned packages installed (`npm ci`, once)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        reason = "node and npm are needed for the Node interop client (Node.js >= 18)"
-        if _in_ci():
-            pytest.fail(f"{reason}, and CI must run it")
-        pytest.skip(f"{reason}; not on PATH")
+    hint = "Node.js >= 18 for the Node interop client; Debian: apt-get install nodejs npm"
+    node, npm = tools.require("node", hint), tools.require("npm", hint)
     if not _installed():
         installing = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"],

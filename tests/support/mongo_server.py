@@ -23,7 +23,8 @@ import pymongo
 import pytest
 from pymongo.errors import PyMongoError
 
-from tests.support.server_process import ServerProcess, executable_or_skip, free_port
+from tests.support import tools
+from tests.support.server_process import ServerProcess, free_port
 
 if TYPE_CHECKING:
     from tests.conformance.conftest import Backend
@@ -89,7 +90,7 @@ class MongoServer(ServerProcess):
 @contextlib.contextmanager
 def running_mongo_server(*, standalone: bool = False) -> Iterator[MongoServer]:
     """A started MongoServer in a fresh temp dir, always stopped and removed afterwards."""
-    executable = executable_or_skip(EXECUTABLE, "pip install -r requirements/test.txt installs SecantusDB")
+    executable = tools.require(EXECUTABLE, "pip install -r requirements/test.txt installs SecantusDB")
     with (
         tempfile.TemporaryDirectory(prefix="microstate-mongo-") as data_dir,
         MongoServer(executable, Path(data_dir), standalone=standalone) as server,

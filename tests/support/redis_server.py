@@ -21,7 +21,8 @@ import pytest
 import redis
 import trustme
 
-from tests.support.server_process import ServerProcess, executable_or_skip
+from tests.support import tools
+from tests.support.server_process import ServerProcess
 
 S = TypeVar("S", bound="RedisServer")
 
@@ -110,7 +111,7 @@ class TlsRedisServer(RedisServer):
 @contextlib.contextmanager
 def _running(kind: type[S]) -> Iterator[S]:
     """A started server of `kind` in a fresh temp dir, always killed and removed afterwards."""
-    executable = executable_or_skip("redis-server", "Debian/Ubuntu: apt-get install redis-server")
+    executable = tools.require("redis-server", "Debian/Ubuntu: apt-get install redis-server")
     with tempfile.TemporaryDirectory(prefix=f"microstate-{kind.name}-") as data_dir:
         server = kind(executable, Path(data_dir))
         try:

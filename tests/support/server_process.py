@@ -6,8 +6,6 @@ Subclasses say how to launch the server and how to ask it whether it is ready; t
 from __future__ import annotations
 
 import atexit
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -123,14 +121,3 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def executable_or_skip(command: str, install_hint: str) -> str:
-    """The path of `command`, or skip the test (fail under CI, which must not skip silently)."""
-    executable = shutil.which(command)
-    if executable is None:
-        message = f"{command} is not on PATH ({install_hint})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI is set, so this is an error rather than a skip", pytrace=False)
-        pytest.skip(message)
-    return executable
