@@ -58,8 +58,10 @@ def check_against(ref: str) -> int:
     with tempfile.TemporaryDirectory() as old:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             # filter= came with Python 3.11.4 (Debian 12 has 3.11.2); the tree is our own git archive.
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(old, **safe)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(old, filter="data")
+            else:
+                tar.extractall(old)
         result = subprocess.run([buf(), "breaking", "--against", old], cwd=ROOT)
     print(f"buf breaking: proto/ against {ref[:12]}: {'ok' if result.returncode == 0 else 'BREAKING'}")
     return result.returncode

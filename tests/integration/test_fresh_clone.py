@@ -1,7 +1,7 @@
 """The README's `./dev test` on a fresh clone, as CI runs it: a bare PATH, CI=true, and a half-made .venv.
 
 Marked slow: it installs the three packages and the test requirements into a new venv (pip's cache keeps that
-to a minute or so). It runs the contract gate, which needs buf from that venv, with a PATH that does not name it.
+to a minute or so). It runs the contract gate, which needs buf from that venv, on a PATH that lacks it.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
-import pytest
-
 READY_POLL = 0.02
 """Seconds between readiness probes (the interval of a wait with a deadline, not a synchronisation)."""
 

@@ -1,9 +1,9 @@
-"""External tools the tests run (redis-server, secantusd-py, buf, node): found, or skipped, or failed under CI.
+"""External tools the tests run (redis-server, secantusd-py, buf, node): found, else skipped (CI: failed).
 
 A tool is looked up on PATH and then beside the running interpreter, where pip put the console scripts of
 requirements/test.txt (buf, secantusd-py). A fresh clone runs the tests with .venv/bin/python and a PATH that
 knows nothing of .venv: looking on PATH alone skipped (or, under CI, failed) every suite that needs them.
-Under CI a missing tool fails the test rather than skipping it, so a missing install step cannot pass unnoticed.
+Under CI a missing tool fails the test instead of skipping it: a missing install step cannot pass unnoticed.
 """
 
 from __future__ import annotations
