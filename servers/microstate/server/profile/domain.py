@@ -7,13 +7,8 @@ feed lives here once.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from microstate.server.errors import (
@@ -23,8 +18,10 @@ from microstate.server.errors import (
     InvalidArgument,
     NotFound,
 )
+from microstate.server.kit.caches import DecodedRecords
+from microstate.server.kit.locks import KeyedLocks
+from microstate.server.kit.paging import PageTokens
 from microstate.server.profile import rules
-from microstate.server.profile.latest import LatestPerKey
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.store.base import (
     ABSENT,
@@ -32,7 +29,6 @@ from microstate.server.store.base import (
     CursorExpired,
     InvalidCursor,
     PreconditionFailed,
-    Record,
     Store,
 )
 
@@ -42,6 +38,7 @@ Patch = Callable[[ProfileData], ProfileData]
 # Unconditional updates retry their read-modify-write when a concurrent writer wins,
 # so a partial update never overwrites fields it did not name.
 MAX_UPDATE_ATTEMPTS = 16
+PAGE_TOKENS = PageTokens("ListProfiles", "user_id_prefix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,49 +57,6 @@ class ProfileChange:
     profile: StoredProfile | None
     resume_token: str
     commit_time: float
-
-
-class KeyedLocks:
-    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (None, 0))
-        lock = lock or asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
-class DecodedProfiles:
-    """The last decoded profile per key, reused while the stored bytes are unchanged, so hot reads skip
-    decoding. The check is on the bytes themselves (a memcmp), not only the revision, so a store that was
-    wiped and refilled can never serve an old decode. Bounded: the oldest insertion goes first.
-    Relies on ProfileData being immutable (it is frozen, and every patch copies)."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._entries: LatestPerKey[tuple[bytes, StoredProfile]] = LatestPerKey(max_entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def decode(self, record: Record) -> StoredProfile:
-        hit = self._entries.get(record.key)
-        if hit is not None and hit[1].revision == record.revision and hit[0] == record.value:
-            return hit[1]
-        stored = StoredProfile.from_record(record)
-        self._entries.put(record.key, (record.value, stored))
-        return stored
 
 
 def _subject(user_id: str) -> str:
@@ -127,7 +81,7 @@ class ProfileDomain:
         self._store = store
         self._clock = clock
         self._key_locks = KeyedLocks()
-        self._decoded = DecodedProfiles()
+        self._decoded = DecodedRecords(StoredProfile.from_record)
 
     async def get(self, user_id: str) -> StoredProfile:
         rules.check_user_id(user_id, "user_id")
@@ -155,10 +109,11 @@ class ProfileDomain:
 
     async def list(self, prefix: str, page_size: int, page_token: str) -> tuple[list[StoredProfile], str]:
         limit = rules.page_size_of(page_size)
-        after = _decode_page_token(page_token, prefix) if page_token else None
+        after = PAGE_TOKENS.decode(page_token, prefix)
         page = await self._store.list(prefix, after=after, limit=limit)
-        token = _encode_page_token(page.next_after, prefix) if page.next_after is not None else ""
-        return [StoredProfile.from_record(r) for r in page.records], token
+        return [StoredProfile.from_record(r) for r in page.records], PAGE_TOKENS.encode(
+            page.next_after, prefix
+        )
 
     async def create(self, data: ProfileData, *, contract: Contract) -> StoredProfile:
         now = self._clock()
@@ -240,25 +195,3 @@ class ProfileDomain:
                 "resume_token is older than the retained change log; re-read, then watch from now",
                 reason="RESUME_TOKEN_EXPIRED",
             ) from None
-
-
-def _encode_page_token(after: str, prefix: str) -> str:
-    raw = json.dumps({"a": after, "p": prefix}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _decode_page_token(token: str, prefix: str) -> str:
-    try:
-        doc = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-        after, token_prefix = doc["a"], doc["p"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise InvalidArgument(
-            "page_token", "not a page token issued by ListProfiles", reason="INVALID_PAGE_TOKEN"
-        ) from None
-    if token_prefix != prefix or not isinstance(after, str):
-        raise InvalidArgument(
-            "page_token",
-            "this page token was issued for a different user_id_prefix",
-            reason="INVALID_PAGE_TOKEN",
-        )
-    return after

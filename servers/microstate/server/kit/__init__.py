@@ -1,0 +1,5 @@
+"""The microstate kit: what every slice's server shares, so a slice is its contract, model, rules and codecs.
+
+A slice imports from here, never from another slice. Modules: `caches` (bounded latest-per-key maps and the
+decoded-record cache), `locks` (per-key asyncio locks), `paging` (AIP-158 page tokens).
+"""
