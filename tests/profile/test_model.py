@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from microstate.server.kit.caches import DecodedRecords
-from microstate.server.profile.model import ProfileData, StoredProfile
+from microstate.server.profile.model import PROFILE, ProfileData
 from microstate.server.store.base import Record
 
 float32 = st.floats(width=32, allow_nan=False)
@@ -42,7 +42,7 @@ def test_profile_data_round_trips(
 
 
 def test_decoded_profiles_are_reused_only_for_the_same_stored_bytes() -> None:
-    decoded = DecodedRecords(StoredProfile.from_record, max_entries=2)
+    decoded = DecodedRecords(PROFILE.stored, max_entries=2)
     first = Record("u1", ProfileData(user_id="u1", display_name="A").to_bytes(), revision=1)
     assert decoded.decode(first) is decoded.decode(first)
     changed = Record("u1", ProfileData(user_id="u1", display_name="B").to_bytes(), revision=2)

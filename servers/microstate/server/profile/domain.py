@@ -1,8 +1,8 @@
 """Profile rules, independent of any contract version.
 
-The servicer's codecs (v1, v2) translate messages to `ProfileData` and call this;
-everything about etags, atomic read-modify-write, paging tokens and the change
-feed lives here once.
+The servicer's codecs (v1, v2) translate messages to `ProfileData` and call this. The kit's keyed
+resources (kit/resources.py) do the etags, the atomic read-modify-write, paging and the change feed; this
+adds what is the profile's own: its ids, limits and timestamps, and which contract wrote last.
 """
 
 from __future__ import annotations
@@ -11,34 +11,18 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from microstate.server.errors import (
-    AlreadyExists,
-    EtagMismatch,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
-from microstate.server.kit.caches import DecodedRecords
-from microstate.server.kit.locks import KeyedLocks
+from microstate.server.errors import InvalidArgument
 from microstate.server.kit.paging import PageTokens
+from microstate.server.kit.resources import ResourceChange, Resources
 from microstate.server.profile import rules
-from microstate.server.profile.model import ProfileData, StoredProfile
-from microstate.server.store.base import (
-    ABSENT,
-    ChangeKind,
-    CursorExpired,
-    InvalidCursor,
-    PreconditionFailed,
-    Store,
-)
+from microstate.server.profile.model import PROFILE, ProfileData, StoredProfile
+from microstate.server.store.base import Store
 
 Patch = Callable[[ProfileData], ProfileData]
 """Turns the current profile into the updated one (built by an adapter from its update_mask)."""
 
-# Unconditional updates retry their read-modify-write when a concurrent writer wins,
-# so a partial update never overwrites fields it did not name.
-MAX_UPDATE_ATTEMPTS = 16
 PAGE_TOKENS = PageTokens("ListProfiles", "user_id_prefix")
+ProfileChange = ResourceChange[ProfileData]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,45 +34,14 @@ class Contract:
     field_path: rules.FieldPath
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileChange:
-    kind: ChangeKind
-    user_id: str
-    profile: StoredProfile | None
-    resume_token: str
-    commit_time: float
-
-
-def _subject(user_id: str) -> str:
-    return f"profiles/{user_id}"
-
-
-def _not_found(user_id: str) -> NotFound:
-    return NotFound(
-        f"profile {user_id!r} does not exist", reason="PROFILE_NOT_FOUND", metadata={"user_id": user_id}
-    )
-
-
-def _lost_race(user_id: str, etag: str, failed: PreconditionFailed) -> NotFound | EtagMismatch:
-    """What a write guarded by `etag` reports when another writer changed the profile first."""
-    if failed.current is None:
-        return _not_found(user_id)
-    return EtagMismatch(_subject(user_id), etag, StoredProfile.from_record(failed.current).etag)
-
-
 class ProfileDomain:
     def __init__(self, store: Store, *, clock: Callable[[], int] = time.time_ns) -> None:
-        self._store = store
+        self._profiles = Resources(store, PROFILE, PAGE_TOKENS)
         self._clock = clock
-        self._key_locks = KeyedLocks()
-        self._decoded = DecodedRecords(StoredProfile.from_record)
 
     async def get(self, user_id: str) -> StoredProfile:
         rules.check_user_id(user_id, "user_id")
-        record = await self._store.get(user_id)
-        if record is None:
-            raise _not_found(user_id)
-        return self._decoded.decode(record)
+        return await self._profiles.get(user_id)
 
     async def batch_get(self, user_ids: Sequence[str]) -> tuple[list[StoredProfile], list[str]]:
         """Found profiles and missing ids, both in request order, duplicates answered once."""
@@ -99,47 +52,22 @@ class ProfileDomain:
                 "user_ids", f"{len(user_ids)} ids; at most {rules.MAX_BATCH}", reason="LIMIT_EXCEEDED"
             )
         rules.check_user_ids(user_ids, "user_ids")
-        unique = list(dict.fromkeys(user_ids))
-        records = await self._store.batch_get(unique)
-        decode = self._decoded.decode
-        if len(records) == len(unique):  # all found, the usual case: no membership test per id
-            return [decode(records[u]) for u in unique], []
-        found = [decode(records[u]) for u in unique if u in records]
-        return found, [u for u in unique if u not in records]
+        return await self._profiles.batch_get(user_ids)
 
     async def list(self, prefix: str, page_size: int, page_token: str) -> tuple[list[StoredProfile], str]:
-        limit = rules.page_size_of(page_size)
-        after = PAGE_TOKENS.decode(page_token, prefix)
-        page = await self._store.list(prefix, after=after, limit=limit)
-        return [StoredProfile.from_record(r) for r in page.records], PAGE_TOKENS.encode(
-            page.next_after, prefix
-        )
+        return await self._profiles.list(prefix, rules.page_size_of(page_size), page_token)
 
     async def create(self, data: ProfileData, *, contract: Contract) -> StoredProfile:
         now = self._clock()
         data = replace(data, create_time_ns=now, update_time_ns=now, written_by=contract.name)
         rules.check_profile(data, contract.field_path)
-        try:
-            record = await self._store.put(data.user_id, data.to_bytes(), if_match=ABSENT)
-        except PreconditionFailed:
-            raise AlreadyExists(
-                f"profile {data.user_id!r} already exists",
-                reason="PROFILE_ALREADY_EXISTS",
-                metadata={"user_id": data.user_id},
-            ) from None
-        return StoredProfile(data, record.revision)
+        return await self._profiles.create(data.user_id, data)
 
     async def update(self, user_id: str, patch: Patch, *, etag: str, contract: Contract) -> StoredProfile:
         """Apply `patch` atomically. With an etag, a concurrent change is ABORTED; without, it is retried."""
         rules.check_user_id(user_id, contract.field_path("user_id"))
-        # Same-key updates queue up inside this process instead of racing each other's CAS;
-        # the CAS loop still guards against writers in other processes.
-        async with self._key_locks.hold(user_id):
-            return await self._update(user_id, patch, etag=etag, contract=contract)
 
-    async def _update(self, user_id: str, patch: Patch, *, etag: str, contract: Contract) -> StoredProfile:
-        for _ in range(MAX_UPDATE_ATTEMPTS):
-            current = await self.get_for_write(user_id, etag)
+        def change(current: StoredProfile) -> ProfileData:
             updated = replace(
                 patch(current.data),
                 user_id=user_id,
@@ -148,50 +76,18 @@ class ProfileDomain:
                 written_by=contract.name,
             )
             rules.check_profile(updated, contract.field_path)
-            try:
-                record = await self._store.put(user_id, updated.to_bytes(), if_match=current.revision)
-            except PreconditionFailed as exc:
-                if exc.current is None or etag:
-                    raise _lost_race(user_id, etag, exc) from None
-                continue  # unguarded: read again and reapply the patch
-            return StoredProfile(updated, record.revision)
-        raise FailedPrecondition(
-            f"profile {user_id!r} changed {MAX_UPDATE_ATTEMPTS} times while updating; retry with an etag",
-            reason="TOO_MUCH_CONTENTION",
-        )
+            return updated
 
-    async def get_for_write(self, user_id: str, etag: str) -> StoredProfile:
-        current = await self.get(user_id)
-        if etag and current.etag != etag:
-            raise EtagMismatch(_subject(user_id), etag, current.etag)
-        return current
+        return await self._profiles.update(user_id, change, etag=etag)
 
     async def delete(self, user_id: str, *, etag: str) -> None:
         rules.check_user_id(user_id, "user_id")
-        if etag:
-            current = await self.get_for_write(user_id, etag)
-            try:
-                await self._store.delete(user_id, if_match=current.revision)
-            except PreconditionFailed as exc:
-                raise _lost_race(user_id, etag, exc) from None
-            return
-        if not await self._store.delete(user_id):
-            raise _not_found(user_id)
+        await self._profiles.delete(user_id, etag=etag)
 
     async def watch_start(self, resume_token: str) -> str:
         """Where a watch begins: after `resume_token`, or after the current head when it is empty."""
-        return resume_token or await self._store.head_cursor()
+        return await self._profiles.watch_start(resume_token)
 
-    async def watch(self, prefix: str, start: str) -> AsyncGenerator[ProfileChange, None]:
+    def watch(self, prefix: str, start: str) -> AsyncGenerator[ProfileChange, None]:
         """Changes strictly after `start` (from watch_start)."""
-        try:
-            async for change in self._store.watch(prefix, after=start):
-                profile = StoredProfile.from_record(change.record) if change.record else None
-                yield ProfileChange(change.kind, change.key, profile, change.cursor, change.commit_time)
-        except InvalidCursor:
-            raise InvalidArgument("resume_token", "not a resume token issued by this service") from None
-        except CursorExpired:
-            raise FailedPrecondition(
-                "resume_token is older than the retained change log; re-read, then watch from now",
-                reason="RESUME_TOKEN_EXPIRED",
-            ) from None
+        return self._profiles.watch(prefix, start)

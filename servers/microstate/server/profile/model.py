@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from microstate.profile.storage.v1.record_pb2 import ConsentRecord, ProfileRecord
-from microstate.server.store.base import Record
+from microstate.server.kit.resources import Kind, Stored
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
@@ -100,20 +100,7 @@ class ProfileData:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredProfile:
-    data: ProfileData
-    revision: int
+PROFILE: Kind[ProfileData] = Kind("profile", "user_id", ProfileData.to_bytes, ProfileData.from_bytes)
+"""Profiles as the kit's keyed resources: errors say "profile", reasons PROFILE_*, keys are user ids."""
 
-    @property
-    def etag(self) -> str:
-        return etag_of(self.revision)
-
-    @classmethod
-    def from_record(cls, record: Record) -> StoredProfile:
-        return cls(ProfileData.from_bytes(record.value), record.revision)
-
-
-def etag_of(revision: int) -> str:
-    # Weak-etag-like and opaque: clients compare, never parse.
-    return f'W/"{revision}"'
+StoredProfile = Stored[ProfileData]

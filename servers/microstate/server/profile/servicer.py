@@ -53,12 +53,12 @@ class Codec:
     def to_event(self, change: ProfileChange) -> Message:
         event = self.pb.WatchProfilesResponse(
             change_type=self.pb.ChangeType.Value(f"CHANGE_TYPE_{change.kind.name}"),
-            user_id=change.user_id,
+            user_id=change.key,
             resume_token=change.resume_token,
             commit_time=timestamp(int(change.commit_time * 1e9)),
         )
-        if change.profile is not None:
-            event.profile.CopyFrom(self.to_message(change.profile))
+        if change.stored is not None:
+            event.profile.CopyFrom(self.to_message(change.stored))
         return event  # type: ignore[no-any-return]
 
 

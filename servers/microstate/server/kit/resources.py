@@ -1,0 +1,204 @@
+"""Keyed resources over the records store: decoded reads, etag-guarded writes, and a resumable change feed.
+
+What every slice that keeps resources under string keys does the same way, written once: NOT_FOUND and
+ALREADY_EXISTS with the slice's reasons, AIP-154 etags (a stale one is ABORTED with a PreconditionFailure),
+read-modify-write under a per-key lock with compare-and-set and retry, and watch cursors mapped to statuses.
+A slice supplies a `Kind` (its noun, its key field and its stored encoding) and keeps its own rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TypeVar
+
+from microstate.server.errors import (
+    AlreadyExists,
+    EtagMismatch,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from microstate.server.kit.caches import DecodedRecords
+from microstate.server.kit.locks import KeyedLocks
+from microstate.server.kit.paging import PageTokens
+from microstate.server.store.base import (
+    ABSENT,
+    ChangeKind,
+    CursorExpired,
+    InvalidCursor,
+    PreconditionFailed,
+    Record,
+    Store,
+)
+
+T = TypeVar("T")
+
+MAX_UPDATE_ATTEMPTS = 16
+"""Unguarded updates retry their read-modify-write this often when concurrent writers keep winning."""
+
+
+def etag_of(revision: int) -> str:
+    # Weak-etag-like and opaque: clients compare, never parse.
+    return f'W/"{revision}"'
+
+
+class Stored(NamedTuple, Generic[T]):
+    """A decoded value and the store revision it was read or written at. A NamedTuple: reads build one per
+    key, and a generic frozen dataclass cannot have slots (Stored[X](...) then fails)."""
+
+    data: T
+    revision: int
+
+    @property
+    def etag(self) -> str:
+        return etag_of(self.revision)
+
+
+@dataclass(frozen=True)
+class ResourceChange(Generic[T]):
+    kind: ChangeKind
+    key: str
+    stored: Stored[T] | None
+    """The resource after the change; None when it was deleted."""
+    resume_token: str
+    commit_time: float
+
+
+@dataclass(frozen=True)
+class Kind(Generic[T]):
+    """One kind of resource: how it is named in errors and how its value is stored."""
+
+    noun: str
+    """e.g. "profile": errors say "profile 'u1' does not exist", reasons PROFILE_NOT_FOUND, subjects
+    profiles/u1."""
+    key_field: str
+    """The request field that holds the key, e.g. "user_id" (ErrorInfo metadata)."""
+    to_bytes: Callable[[T], bytes]
+    from_bytes: Callable[[bytes], T]
+
+    def stored(self, record: Record) -> Stored[T]:
+        return Stored(self.from_bytes(record.value), record.revision)
+
+    def subject(self, key: str) -> str:
+        return f"{self.noun}s/{key}"
+
+    def not_found(self, key: str) -> NotFound:
+        return NotFound(
+            f"{self.noun} {key!r} does not exist",
+            reason=f"{self.noun.upper()}_NOT_FOUND",
+            metadata={self.key_field: key},
+        )
+
+    def already_exists(self, key: str) -> AlreadyExists:
+        return AlreadyExists(
+            f"{self.noun} {key!r} already exists",
+            reason=f"{self.noun.upper()}_ALREADY_EXISTS",
+            metadata={self.key_field: key},
+        )
+
+    def lost_race(self, key: str, etag: str, failed: PreconditionFailed) -> NotFound | EtagMismatch:
+        """What a write guarded by `etag` reports when another writer changed the resource first."""
+        if failed.current is None:
+            return self.not_found(key)
+        return EtagMismatch(self.subject(key), etag, etag_of(failed.current.revision))
+
+
+class Resources(Generic[T]):
+    """The resources of one kind in one store. Keys are validated by the caller (the slice's rules)."""
+
+    def __init__(self, store: Store, kind: Kind[T], page_tokens: PageTokens) -> None:
+        self.store = store
+        self.kind = kind
+        self._page_tokens = page_tokens
+        self._decoded = DecodedRecords(kind.stored)
+        self._key_locks = KeyedLocks()
+
+    async def get(self, key: str) -> Stored[T]:
+        record = await self.store.get(key)
+        if record is None:
+            raise self.kind.not_found(key)
+        return self._decoded.decode(record)
+
+    async def batch_get(self, keys: Sequence[str]) -> tuple[list[Stored[T]], list[str]]:
+        """Found resources and missing keys, both in request order, duplicates answered once."""
+        unique = list(dict.fromkeys(keys))
+        records = await self.store.batch_get(unique)
+        decode = self._decoded.decode
+        if len(records) == len(unique):  # all found, the usual case: no membership test per key
+            return [decode(records[k]) for k in unique], []
+        found = [decode(records[k]) for k in unique if k in records]
+        return found, [k for k in unique if k not in records]
+
+    async def list(self, prefix: str, limit: int, page_token: str) -> tuple[list[Stored[T]], str]:
+        """One page of the resources whose keys start with `prefix`, and the next page's token."""
+        after = self._page_tokens.decode(page_token, prefix)
+        page = await self.store.list(prefix, after=after, limit=limit)
+        stored = self.kind.stored
+        return [stored(r) for r in page.records], self._page_tokens.encode(page.next_after, prefix)
+
+    async def create(self, key: str, data: T, *, ttl: float | None = None) -> Stored[T]:
+        try:
+            record = await self.store.put(key, self.kind.to_bytes(data), if_match=ABSENT, ttl=ttl)
+        except PreconditionFailed:
+            raise self.kind.already_exists(key) from None
+        return Stored(data, record.revision)
+
+    async def update(self, key: str, change: Callable[[Stored[T]], T], *, etag: str) -> Stored[T]:
+        """Write `change(current)` atomically. With an etag, a concurrent change is ABORTED; without, the
+        read-modify-write is retried, so a partial update never overwrites what it did not name."""
+        # Same-key updates queue up inside this process instead of racing each other's CAS;
+        # the CAS loop still guards against writers in other processes.
+        async with self._key_locks.hold(key):
+            for _ in range(MAX_UPDATE_ATTEMPTS):
+                current = await self.get_for_write(key, etag)
+                updated = change(current)
+                try:
+                    record = await self.store.put(key, self.kind.to_bytes(updated), if_match=current.revision)
+                except PreconditionFailed as exc:
+                    if exc.current is None or etag:
+                        raise self.kind.lost_race(key, etag, exc) from None
+                    continue  # unguarded: read again and apply the change again
+                return Stored(updated, record.revision)
+        raise FailedPrecondition(
+            f"{self.kind.noun} {key!r} changed {MAX_UPDATE_ATTEMPTS} times while updating;"
+            " retry with an etag",
+            reason="TOO_MUCH_CONTENTION",
+        )
+
+    async def get_for_write(self, key: str, etag: str) -> Stored[T]:
+        """The current resource, if `etag` is empty or still its etag (else ABORTED)."""
+        current = await self.get(key)
+        if etag and current.etag != etag:
+            raise EtagMismatch(self.kind.subject(key), etag, current.etag)
+        return current
+
+    async def delete(self, key: str, *, etag: str) -> None:
+        if etag:
+            current = await self.get_for_write(key, etag)
+            try:
+                await self.store.delete(key, if_match=current.revision)
+            except PreconditionFailed as exc:
+                raise self.kind.lost_race(key, etag, exc) from None
+            return
+        if not await self.store.delete(key):
+            raise self.kind.not_found(key)
+
+    async def watch_start(self, resume_token: str) -> str:
+        """Where a watch begins: after `resume_token`, or after the current head when it is empty."""
+        return resume_token or await self.store.head_cursor()
+
+    async def watch(self, prefix: str, start: str) -> AsyncGenerator[ResourceChange[T], None]:
+        """Changes strictly after `start` (from watch_start)."""
+        stored = self.kind.stored
+        try:
+            async for change in self.store.watch(prefix, after=start):
+                value = stored(change.record) if change.record else None
+                yield ResourceChange(change.kind, change.key, value, change.cursor, change.commit_time)
+        except InvalidCursor:
+            raise InvalidArgument("resume_token", "not a resume token issued by this service") from None
+        except CursorExpired:
+            raise FailedPrecondition(
+                "resume_token is older than the retained change log; re-read, then watch from now",
+                reason="RESUME_TOKEN_EXPIRED",
+            ) from None
