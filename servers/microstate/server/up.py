@@ -198,8 +198,12 @@ async def _start_all(children: list[Child], config: ServerConfig, start_timeout:
         async with asyncio.TaskGroup() as group:
             for child in children:
                 group.create_task(child.wait_ready(deadline))
-    except* ChildFailed as failures:
-        raise failures.exceptions[0] from None
+    except BaseExceptionGroup as group:
+        # Not `except*`: before Python 3.11.4 an exception raised there is wrapped in a new group.
+        failed, _ = group.split(ChildFailed)
+        if failed is None:
+            raise
+        raise failed.exceptions[0] from None
     return children
 
 
