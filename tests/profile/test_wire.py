@@ -13,7 +13,8 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from microstate.profile.v1 import profile_pb2 as v1_pb
-from microstate.server.profile import v1, v2, wire
+from microstate.server.kit import wire
+from microstate.server.profile import v1, v2
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.model import Consent, ProfileData, StoredProfile
 from microstate.server.profile.servicer import Codec, ProfileServicer

@@ -1,5 +1,6 @@
 """The microstate kit: what every slice's server shares, so a slice is its contract, model, rules and codecs.
 
 A slice imports from here, never from another slice. Modules: `caches` (bounded latest-per-key maps and the
-decoded-record cache), `locks` (per-key asyncio locks), `paging` (AIP-158 page tokens).
+decoded-record cache), `locks` (per-key asyncio locks), `paging` (AIP-158 page tokens), `resources` (keyed
+resources: etag CAS, not-found, watch), `wire` (services that answer with ready wire bytes).
 """

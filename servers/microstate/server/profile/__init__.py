@@ -6,7 +6,8 @@ import asyncio
 
 import grpc
 
-from microstate.server.profile import v1, v2, wire
+from microstate.server.kit import wire
+from microstate.server.profile import v1, v2
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.registry import Microstate

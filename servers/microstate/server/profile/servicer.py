@@ -20,8 +20,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
 from microstate.server.errors import stream_errors, unary_errors
+from microstate.server.kit import wire
 from microstate.server.kit.caches import LatestPerKey
-from microstate.server.profile import wire
 from microstate.server.profile.domain import Contract, Patch, ProfileChange, ProfileDomain
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.store.base import ChangeKind
