@@ -1,7 +1,7 @@
 """The async half of every client: performs, on a grpc.aio channel, the calls `ClientCore` plans.
 
-A slice's async client binds each operation of its plans class with `unary` or `iterator`;
-the bound method keeps the plan's signature and docstring (ParamSpec), so both twins share one
+A slice's async client inherits the slice's operations (`_operations.py`); creating the client class binds
+each with `unary` or `iterator` here, keeping the plan's signature and docstring, so both twins share one
 definition of every public method.
 """
 
@@ -14,6 +14,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
+from microstate.client import _operations
 from microstate.client._base import ClientBase
 from microstate.client._channel import open_aio_channel
 from microstate.client._options import ClientOptions
@@ -26,6 +27,10 @@ T = TypeVar("T")
 
 class AsyncClient(ClientBase):
     """Base of the async clients: one channel, one `ClientCore`; an async context manager."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _operations.bind(cls, unary, iterator)
 
     def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
         super().__init__(target, options=options)
@@ -100,7 +105,7 @@ def unary(
     plan: Callable[Concatenate[Any, P], Plan[O]],
 ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, O]]:
     async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> O:
-        planned = plan(self._plans, *args, **kwargs)
+        planned = plan(self, *args, **kwargs)
         if isinstance(planned, Answered):  # answered from memory (a snapshot hit): no second coroutine
             return planned.value
         return await self._call(planned)
@@ -115,7 +120,7 @@ def iterator(
     """Bind a plan that walks pages or follows a stream; `aclose()` the generator to stop early."""
 
     def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
-        planned = plan(self._plans, *args, **kwargs)
+        planned = plan(self, *args, **kwargs)
         return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
 
     signed_like(method, plan)

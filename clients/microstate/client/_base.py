@@ -329,8 +329,6 @@ class ClientBase:
     """What the async and sync client bases share: the pinned contract and the `ClientCore`."""
 
     CONTRACT: ClassVar[Contract]
-    PLANS: ClassVar[Callable[[ClientCore], Any]]
-    """The slice's plans class: one method per operation, with the public signature and docs."""
     _stub_class: ClassVar[type[Any]]
     """The generated stub class of the contract's service."""
 
@@ -344,7 +342,6 @@ class ClientBase:
                 options or ClientOptions.from_env(self.CONTRACT.slice_name), target=target
             )
         self._core = ClientCore(self.CONTRACT, options)
-        self._plans = type(self).PLANS(self._core)
 
     @property
     def target(self) -> str:

@@ -1,9 +1,9 @@
 """The sync half of every client: performs, on a blocking grpc channel, the calls `ClientCore` plans.
 
 Thread-safe: the channel, the snapshot store and the breaker may be shared by many threads. A slice's
-sync client binds each operation of its plans class with `unary` or `iterator`; the
-bound method keeps the plan's signature and docstring (ParamSpec), so both twins share one
-definition of every public method.
+sync client inherits the slice's operations (`_operations.py`); creating the client class binds each with
+`unary` or `iterator` here, keeping the plan's signature and docstring, so both twins share one definition
+of every public method.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
+from microstate.client import _operations
 from microstate.client._base import ClientBase
 from microstate.client._channel import open_sync_channel
 from microstate.client._options import ClientOptions
@@ -27,6 +28,10 @@ T = TypeVar("T")
 
 class SyncClient(ClientBase):
     """Base of the sync clients: one channel, one `ClientCore`; a context manager."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _operations.bind(cls, unary, iterator)
 
     def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
         super().__init__(target, options=options)
@@ -91,7 +96,7 @@ def unary(
     plan: Callable[Concatenate[Any, P], Plan[O]],
 ) -> Callable[Concatenate[SyncClient, P], O]:
     def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> O:
-        return self._call(plan(self._plans, *args, **kwargs))
+        return self._call(plan(self, *args, **kwargs))
 
     signed_like(method, plan)
     return method
@@ -103,7 +108,7 @@ def iterator(
     """Bind a plan that walks pages or follows a stream; `close()` the generator to stop early."""
 
     def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
-        planned = plan(self._plans, *args, **kwargs)
+        planned = plan(self, *args, **kwargs)
         return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
 
     signed_like(method, plan)

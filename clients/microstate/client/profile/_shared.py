@@ -1,10 +1,10 @@
 """The profile clients of every contract version, written once.
 
 Every version of the profile contract has the same RPCs, with requests and responses of the same
-shapes; only the Profile message differs. So each operation is defined once, in `ProfilePlans`, over the
-generated module of a version, and bound once to the async and sync client bases here. A version's
-clients are thin subclasses that name the version and its message types, which makes them precisely
-typed:
+shapes; only the Profile message differs. So each operation is declared once, in `ProfileOperations`,
+over the generated module of a version; the async and sync client bases inherit them (`_operations.py`).
+A version's clients are thin subclasses that name the version and its message types, which makes them
+precisely typed:
 
     V2 = ProfileVersion(profile_pb2, profile_pb2_grpc.ProfileServiceStub)
 
@@ -14,17 +14,17 @@ typed:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from google.protobuf import field_mask_pb2
 
 from microstate.client import _aio, _options, _sync
-from microstate.client._base import ClientBase, ClientCore, Contract, Message, Resource
+from microstate.client._base import ClientBase, Contract, Message, Resource
+from microstate.client._operations import iterated, unary
 from microstate.client._plans import Pages, Plan, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read
 
@@ -72,17 +72,27 @@ def _page(response: Any) -> tuple[list[Any], str]:
     return list(response.profiles), response.next_page_token
 
 
-class ProfilePlans(Generic[ProfileT, ChangeT]):
+class ProfileOperations(ClientBase, Generic[ProfileT, ChangeT]):
     """The operations of every profile client. `timeout` is each call's deadline in seconds (None: the
-    client's default); `metadata` is added to the client's."""
+    client's default); `metadata` is added to the client's.
 
-    def __init__(self, core: ClientCore, messages: ModuleType) -> None:
-        self._core = core
-        self._pb = messages
-        self._resource: Resource[ProfileT] = Resource(
-            messages.Profile.FromString, attrgetter("etag"), attrgetter("user_id")
-        )
+    A class that names a version (`class ...(AsyncProfileClient[...], version=V1)`) is pinned to it."""
 
+    _pb: ClassVar[ModuleType]
+    """The pinned version's generated messages."""
+    _resource: ClassVar[Resource[Any]]
+
+    def __init_subclass__(cls, *, version: ProfileVersion | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if version is not None:
+            cls.CONTRACT = version.contract
+            cls._stub_class = version.stub_class
+            cls._pb = version.messages
+            cls._resource = Resource(
+                version.messages.Profile.FromString, attrgetter("etag"), attrgetter("user_id")
+            )
+
+    @unary
     def get(
         self,
         user_id: str,
@@ -107,6 +117,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def batch_get(
         self,
         user_ids: Sequence[str],
@@ -130,6 +141,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def list(
         self,
         prefix: str = "",
@@ -152,6 +164,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @iterated
     def list_all(
         self,
         prefix: str = "",
@@ -161,12 +174,14 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
         metadata: CallMetadata = None,
     ) -> Pages[ProfileT]:
         """Every profile whose user_id starts with `prefix`, fetched page by page; `timeout` is per page."""
+        list_page = ProfileOperations.list.plan  # the page's plan, not the bound call
         return Pages(
-            lambda page_token: self.list(
-                prefix, page_size=page_size, page_token=page_token, timeout=timeout, metadata=metadata
+            lambda page_token: list_page(
+                self, prefix, page_size=page_size, page_token=page_token, timeout=timeout, metadata=metadata
             )
         )
 
+    @unary
     def create(
         self, profile: ProfileT, *, timeout: float | None = None, metadata: CallMetadata = None
     ) -> Unary[ProfileT, ProfileT]:
@@ -181,6 +196,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def update(
         self,
         profile: ProfileT,
@@ -208,6 +224,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def delete(
         self,
         user_id: str,
@@ -226,6 +243,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             "DeleteProfile", request, user_id, forget, timeout=timeout, metadata=self._core.metadata(metadata)
         )
 
+    @iterated
     def watch(
         self,
         prefix: str = "",
@@ -252,6 +270,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def check_contract(
         self, *, timeout: float | None = None, metadata: CallMetadata = None
     ) -> Unary[Any, None]:
@@ -276,18 +295,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
         return str(event.resume_token)
 
 
-class _Pinned(ClientBase):
-    """Pins a client class to one profile version: `class ...(AsyncProfileClient[...], version=V1)`."""
-
-    def __init_subclass__(cls, *, version: ProfileVersion | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if version is not None:
-            cls.CONTRACT = version.contract
-            cls.PLANS = functools.partial(ProfilePlans, messages=version.messages)
-            cls._stub_class = version.stub_class
-
-
-class AsyncProfileClient(_aio.AsyncClient, _Pinned, Generic[ProfileT, ChangeT]):
+class AsyncProfileClient(_aio.AsyncClient, ProfileOperations[ProfileT, ChangeT]):
     """Async client of one profile contract version: `async with ProfileClient("host:port") as profiles:`.
 
     Reads (`get`, `batch_get`) return `Read` values that say whether they are live or a snapshot, and
@@ -296,27 +304,7 @@ class AsyncProfileClient(_aio.AsyncClient, _Pinned, Generic[ProfileT, ChangeT]):
     raises `ContractVersionNotServed` at the first call (or at `await check_contract()`).
     """
 
-    get = _aio.unary(ProfilePlans[ProfileT, ChangeT].get)
-    batch_get = _aio.unary(ProfilePlans[ProfileT, ChangeT].batch_get)
-    list = _aio.unary(ProfilePlans[ProfileT, ChangeT].list)
-    list_all = _aio.iterator(ProfilePlans[ProfileT, ChangeT].list_all)
-    create = _aio.unary(ProfilePlans[ProfileT, ChangeT].create)
-    update = _aio.unary(ProfilePlans[ProfileT, ChangeT].update)
-    delete = _aio.unary(ProfilePlans[ProfileT, ChangeT].delete)
-    watch = _aio.iterator(ProfilePlans[ProfileT, ChangeT].watch)
-    check_contract = _aio.unary(ProfilePlans[ProfileT, ChangeT].check_contract)
 
-
-class SyncProfileClient(_sync.SyncClient, _Pinned, Generic[ProfileT, ChangeT]):
+class SyncProfileClient(_sync.SyncClient, ProfileOperations[ProfileT, ChangeT]):
     """The blocking twin of `AsyncProfileClient`, with the same methods; thread-safe:
     `with SyncProfileClient("host:port") as profiles:`."""
-
-    get = _sync.unary(ProfilePlans[ProfileT, ChangeT].get)
-    batch_get = _sync.unary(ProfilePlans[ProfileT, ChangeT].batch_get)
-    list = _sync.unary(ProfilePlans[ProfileT, ChangeT].list)
-    list_all = _sync.iterator(ProfilePlans[ProfileT, ChangeT].list_all)
-    create = _sync.unary(ProfilePlans[ProfileT, ChangeT].create)
-    update = _sync.unary(ProfilePlans[ProfileT, ChangeT].update)
-    delete = _sync.unary(ProfilePlans[ProfileT, ChangeT].delete)
-    watch = _sync.iterator(ProfilePlans[ProfileT, ChangeT].watch)
-    check_contract = _sync.unary(ProfilePlans[ProfileT, ChangeT].check_contract)
