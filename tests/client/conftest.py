@@ -12,8 +12,9 @@ import pytest
 
 from microstate.client import BreakerOptions, ClientOptions, RetryPolicy, SnapshotOptions
 from microstate.profile.v1 import profile_pb2_grpc
+from microstate.server.kit import wire
 from microstate.server.pinning import refuse_unserved_contracts
-from microstate.server.profile import MICROSTATE, v1, wire
+from microstate.server.profile import MICROSTATE, v1
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.store import open_store

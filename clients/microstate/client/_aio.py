@@ -15,10 +15,10 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 import grpc
 
 from microstate.client import _operations
-from microstate.client._base import ClientBase
+from microstate.client._base import ClientBase, raise_typed
 from microstate.client._channel import open_aio_channel
 from microstate.client._options import ClientOptions
-from microstate.client._plans import Answered, Pages, Plan, Stream, signed_like
+from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Stream, signed_like
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741
@@ -84,6 +84,17 @@ class AsyncClient(ClientBase):
             if not (page_token := page.next_page_token):
                 return
 
+    async def _exchange(self, exchange: Exchange[Any]) -> AsyncGenerator[Any, None]:
+        rpc = getattr(self._stub or self._connect(), exchange.method)
+        call = rpc(exchange.requests, timeout=exchange.timeout, metadata=exchange.metadata)
+        try:
+            async for response in call:
+                yield exchange.on_item(response)
+        except grpc.RpcError as err:
+            raise_typed(err)
+        finally:
+            call.cancel()
+
     async def _stream(self, stream: Stream[Any]) -> AsyncGenerator[Any, None]:
         rpc, cursor = getattr(self._stub or self._connect(), stream.method), stream.cursor
         while True:
@@ -115,13 +126,16 @@ def unary(
 
 
 def iterator(
-    plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]],
+    plan: Callable[Concatenate[Any, P], Iteration[T]],
 ) -> Callable[Concatenate[AsyncClient, P], AsyncGenerator[T, None]]:
-    """Bind a plan that walks pages or follows a stream; `aclose()` the generator to stop early."""
+    """Bind a plan that walks pages, follows a stream or exchanges messages; `aclose()` the generator to
+    stop early."""
 
     def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
         planned = plan(self, *args, **kwargs)
-        return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
+        if isinstance(planned, Pages):
+            return self._walk(planned)
+        return self._stream(planned) if isinstance(planned, Stream) else self._exchange(planned)
 
     signed_like(method, plan)
     return method

@@ -1,11 +1,12 @@
 """A slice's operations, declared once and bound to both its async and its sync client.
 
 A slice writes one class of operations: each public method plans a call through `ClientCore` (no I/O) and
-is marked with its call kind, `@unary` (one request, one answer) or `@iterated` (a walk over pages, or a
-resumable stream). Its async and sync clients both inherit that class; when a client class is created
-(`AsyncClient.__init_subclass__`, `SyncClient.__init_subclass__`) every operation becomes a coroutine
-method on the async client and a blocking method on the sync one, keeping the plan's signature and
-docstring. So a slice lists its operations once, and the two twins cannot drift apart.
+is marked with its call kind: `@unary` (one answer: a unary or a client-streaming call) or `@iterated` (a
+walk over pages, a resumable server stream, or a bidirectional exchange). Its async and sync clients both
+inherit that class; when a client class is created (`AsyncClient.__init_subclass__`,
+`SyncClient.__init_subclass__`) every operation becomes a coroutine method on the async client and a
+blocking method on the sync one, keeping the plan's signature and docstring. So a slice lists its
+operations once, and the two twins cannot drift apart.
 
 For type checkers, an operation is a descriptor whose type depends on the client it is read from: a
 coroutine function on an `AsyncClient`, a plain function on a `SyncClient`.
@@ -17,7 +18,7 @@ import inspect
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
-from microstate.client._plans import Pages, Plan, Stream
+from microstate.client._plans import Iteration, Plan
 
 if TYPE_CHECKING:
     from microstate.client._aio import AsyncClient
@@ -58,9 +59,10 @@ class Unary(_Declared, Generic[P, O]):
 
 
 class Iterated(_Declared, Generic[P, T]):
-    """An operation that yields: every item of every page, or every event of a resumable stream."""
+    """An operation that yields: every item of every page, every event of a resumable stream, or every
+    response of a bidirectional exchange."""
 
-    def __init__(self, plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]]) -> None:
+    def __init__(self, plan: Callable[Concatenate[Any, P], Iteration[T]]) -> None:
         self.plan = plan
 
     @overload
@@ -77,7 +79,7 @@ def unary(plan: Callable[Concatenate[Any, P], Plan[O]]) -> Unary[P, O]:
     return Unary(plan)
 
 
-def iterated(plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]]) -> Iterated[P, T]:
+def iterated(plan: Callable[Concatenate[Any, P], Iteration[T]]) -> Iterated[P, T]:
     return Iterated(plan)
 
 

@@ -26,7 +26,9 @@ E = TypeVar("E")
 
 @dataclass(frozen=True, slots=True)
 class Unary(Generic[R, O]):
-    """One planned unary call: what to send and what its response or error becomes."""
+    """One planned call with one answer: what to send and what its response or error becomes. A
+    client-streaming call is one too: its `request` is an iterable of request messages (an async iterable
+    too on the async client), sent as the iterable yields them."""
 
     method: str
     """The stub attribute, e.g. "GetProfile"."""
@@ -67,6 +69,23 @@ class Stream(Generic[E]):
     """The request that resumes after a resume token ("" for none)."""
     cursor: WatchCursor[E]
     metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange(Generic[E]):
+    """A planned bidirectional stream: requests go out as the caller's iterable yields them (an async
+    iterable too on the async client), and each response comes back through `on_item`. Not resumed and
+    not retried: what was sent may have been acted on, so a cut stream raises its typed error."""
+
+    method: str
+    requests: Any
+    timeout: float | None
+    metadata: Metadata
+    on_item: Callable[[Any], E]
+
+
+Iteration = Pages[T] | Stream[T] | Exchange[T]
+"""What an iterated operation plans."""
 
 
 def signed_like(bound: Callable[..., Any], plan: Callable[..., Any]) -> None:

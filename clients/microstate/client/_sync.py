@@ -9,17 +9,17 @@ of every public method.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
 from microstate.client import _operations
-from microstate.client._base import ClientBase
+from microstate.client._base import ClientBase, raise_typed
 from microstate.client._channel import open_sync_channel
 from microstate.client._options import ClientOptions
-from microstate.client._plans import Answered, Pages, Plan, Stream, signed_like
+from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Stream, signed_like
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741
@@ -60,9 +60,11 @@ class SyncClient(ClientBase):
     def _call(self, plan: Plan[O]) -> O:
         if isinstance(plan, Answered):
             return plan.value
-        rpc = getattr(self._stub, plan.method)
+        rpc, request = getattr(self._stub, plan.method), plan.request
+        if isinstance(request, Iterable):  # a client stream: blocking gRPC takes an iterator, not a list
+            request = iter(request)
         try:
-            response = rpc(plan.request, timeout=plan.timeout, metadata=plan.metadata)
+            response = rpc(request, timeout=plan.timeout, metadata=plan.metadata)
         except grpc.RpcError as err:
             return plan.on_error(err)
         return plan.on_response(response)
@@ -74,6 +76,17 @@ class SyncClient(ClientBase):
             yield from page.items
             if not (page_token := page.next_page_token):
                 return
+
+    def _exchange(self, exchange: Exchange[Any]) -> Generator[Any, None, None]:
+        rpc = getattr(self._stub, exchange.method)
+        call = rpc(iter(exchange.requests), timeout=exchange.timeout, metadata=exchange.metadata)
+        try:
+            for response in call:
+                yield exchange.on_item(response)
+        except grpc.RpcError as err:
+            raise_typed(err)
+        finally:
+            call.cancel()
 
     def _stream(self, stream: Stream[Any]) -> Generator[Any, None, None]:
         rpc, cursor = getattr(self._stub, stream.method), stream.cursor
@@ -103,13 +116,16 @@ def unary(
 
 
 def iterator(
-    plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]],
+    plan: Callable[Concatenate[Any, P], Iteration[T]],
 ) -> Callable[Concatenate[SyncClient, P], Generator[T, None, None]]:
-    """Bind a plan that walks pages or follows a stream; `close()` the generator to stop early."""
+    """Bind a plan that walks pages, follows a stream or exchanges messages; `close()` the generator to
+    stop early."""
 
     def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
         planned = plan(self, *args, **kwargs)
-        return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
+        if isinstance(planned, Pages):
+            return self._walk(planned)
+        return self._stream(planned) if isinstance(planned, Stream) else self._exchange(planned)
 
     signed_like(method, plan)
     return method
