@@ -7,6 +7,9 @@ import grpc
 import pytest
 
 from microstate.client import BreakerOptions, BreakerState, Source
+from microstate.client._base import Fallback
+from microstate.client._operations import unary
+from microstate.client._plans import Plan
 from microstate.client.errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -15,7 +18,7 @@ from microstate.client.errors import (
     NotFound,
     Unavailable,
 )
-from microstate.client.profile.v1 import Profile, ProfileClient
+from microstate.client.profile.v1 import Profile, ProfileClient, Read
 from tests.client.conftest import breaker_options, fast_options
 from tests.client.harness import RestartableServer, eventually
 from tests.client.scripted import ScriptedProfiles, unavailable
@@ -200,3 +203,40 @@ async def test_writes_refresh_and_delete_drops_the_snapshot(scripted: Scripted) 
         await client.delete("w")
         with pytest.raises(NoSnapshotError):
             await client.get("w")
+
+
+class FailClosedProfiles(ProfileClient):
+    """A client with one read declared fail-closed, as a session check is."""
+
+    @unary
+    def check(self, user_id: str) -> Plan[Read[Profile]]:
+        return self._core.read(
+            self._resource,
+            "GetProfile",
+            lambda: self._pb.GetProfileRequest(user_id=user_id),
+            user_id,
+            timeout=None,
+            latency_budget=None,
+            metadata=self._core.metadata(None),
+            fallback=Fallback.NONE,
+        )
+
+
+async def test_a_fail_closed_read_never_serves_or_keeps_a_snapshot(real_server: RestartableServer) -> None:
+    options = breaker_options(real_server.target, reset_timeout=60)
+    async with ProfileClient(options=options) as writer:  # its snapshots are its own
+        await writer.create(Profile(user_id="u2", display_name="Two"))
+    async with FailClosedProfiles(options=options) as client:
+        await client.create(Profile(user_id="u1", display_name="One"))
+        checked = await client.check("u2")
+        assert checked.source is Source.LIVE and checked.value.display_name == "Two"
+        await real_server.stop()
+
+        with pytest.raises(Unavailable):
+            await client.check("u1")  # u1 has a snapshot: a fail-closed read does not use it
+        assert (await client.get("u1")).stale  # the same key through the snapshot read: served
+        with pytest.raises(NoSnapshotError):
+            await client.get("u2")  # what check read live was not kept
+        assert client.breaker_state is BreakerState.OPEN
+        with pytest.raises(CircuitOpenError):
+            await client.check("u1")

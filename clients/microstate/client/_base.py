@@ -9,6 +9,7 @@ so fallback, breaker and error rules cannot drift apart between the two.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,16 @@ class Contract:
     default_target: str
 
 
+class Fallback(enum.Enum):
+    """What a read does when the service cannot answer it: declared per method by the slice."""
+
+    SNAPSHOT = "snapshot"
+    """Serve the key's last good value, marked stale (profiles: a stale answer beats none)."""
+    NONE = "none"
+    """Fail closed with the typed error; nothing is kept for the key (a session check must not pass on
+    an old answer unless the caller opts in to a cache of its own)."""
+
+
 BUDGET_SHARE_FOR_LIVE_CALL = 0.8
 LIVE = Source.LIVE  # a global is cheaper per key than the enum's class attribute
 
@@ -135,7 +146,12 @@ class ClientCore:
         timeout: float | None,
         latency_budget: float | None,
         metadata: Metadata,
+        fallback: Fallback = Fallback.SNAPSHOT,
     ) -> Plan[Read[M]]:
+        """A read of one resource, answered from its snapshot when the live call fails and `fallback` is
+        SNAPSHOT; with NONE it fails closed (typed errors, no snapshot kept or served)."""
+        if fallback is Fallback.NONE:
+            return self._read_live_only(resource, method, make_request(), timeout=timeout, metadata=metadata)
         snapshot = self.snapshots.get(key)
         if not self.breaker.allow():
             return Answered(self._serve_while_open(resource, key, snapshot))
@@ -154,6 +170,27 @@ class ClientCore:
 
         # The request is built only now: a read answered by an open breaker never needs it.
         return Unary(method, make_request(), deadline, metadata, on_response, on_error)
+
+    def _read_live_only(
+        self,
+        resource: Resource[M],
+        method: str,
+        request: object,
+        *,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> Unary[M, Read[M]]:
+        if not self.breaker.allow():
+            raise self._circuit_open
+
+        def on_response(message: M) -> Read[M]:
+            self.breaker.record_success()
+            return Read(message, LIVE, resource.etag_of(message), time.time())
+
+        def on_error(err: grpc.RpcError) -> Read[M]:
+            raise self._read_failure(err, None, ()) from err
+
+        return Unary(method, request, self.timeout(timeout), metadata, on_response, on_error)
 
     def batch_read(
         self,
