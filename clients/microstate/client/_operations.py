@@ -16,17 +16,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, Self, TypeVar, overload
 
 from microstate.client._plans import Iteration, Plan
-
-if TYPE_CHECKING:
-    from microstate.client._aio import AsyncClient
-    from microstate.client._sync import SyncClient
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741 - the outcome a plan produces
 T = TypeVar("T")
+
+
+class AsyncClient(Protocol):
+    """What tells an async client apart for the type checker (the class is `_aio.AsyncClient`)."""
+
+    async def __aenter__(self) -> Any: ...
+
+
+class SyncClient(Protocol):
+    """What tells a sync client apart for the type checker (the class is `_sync.SyncClient`)."""
+
+    def __enter__(self) -> Any: ...
 
 
 class _Declared:
