@@ -1,7 +1,9 @@
-"""Client-streaming and bidirectional operations, declared like any other, against a real grpc.aio server.
+"""Client-streaming and bidirectional calls, end to end: operations declared like any other in the SDK, and
+the kit's service registration (wire.add_service) on a real grpc.aio server.
 
-The service is a test one (generic handlers over google.protobuf.StringValue), so the call kinds are proved
-before a slice needs them (model upload streams its chunks; an exchange answers each message).
+The service is a test one, described in a private descriptor pool over google.protobuf.StringValue, so the
+call kinds are proved before a slice needs them (model upload streams its chunks; an exchange answers each
+message as it comes).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, wrappers_pb2
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.wrappers_pb2 import StringValue
 
 from microstate.client import ClientOptions
@@ -21,6 +25,7 @@ from microstate.client._operations import iterated, unary
 from microstate.client._plans import Exchange, Unary
 from microstate.client._sync import SyncClient
 from microstate.client.errors import InvalidArgument
+from microstate.server.kit import wire
 
 SERVICE = "microstate.test.v1.TransferService"
 
@@ -80,18 +85,37 @@ class SyncTransfers(SyncClient, TransferOperations):
     pass
 
 
+def transfer_service() -> ServiceDescriptor:
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="microstate/test/v1/transfer.proto",
+        package="microstate.test.v1",
+        dependency=["google/protobuf/wrappers.proto"],
+        syntax="proto3",
+    )
+    service = file.service.add(name="TransferService")
+    for name, server_streaming in (("Upload", False), ("Echo", True)):
+        service.method.add(
+            name=name,
+            input_type=".google.protobuf.StringValue",
+            output_type=".google.protobuf.StringValue",
+            client_streaming=True,
+            server_streaming=server_streaming,
+        )
+    pool.Add(file)
+    return pool.FindServiceByName(SERVICE)
+
+
+class Transfers:
+    Upload = staticmethod(upload)
+    Echo = staticmethod(echo)
+
+
 @pytest.fixture
 async def target() -> AsyncIterator[str]:
     server = grpc.aio.server()
-    handlers = {
-        "Upload": grpc.stream_unary_rpc_method_handler(
-            upload, StringValue.FromString, StringValue.SerializeToString
-        ),
-        "Echo": grpc.stream_stream_rpc_method_handler(
-            echo, StringValue.FromString, StringValue.SerializeToString
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    wire.add_service(server, transfer_service(), Transfers())
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"
@@ -134,3 +158,21 @@ async def test_sync_client_streams_requests_and_exchanges_messages(target: str) 
             return client.upload(parts), list(client.echo(_words("p", "q")))
 
     assert await asyncio.to_thread(use) == ("a|b", ["P", "Q"])
+
+
+async def test_an_undecodable_message_in_a_request_stream_is_invalid_argument(target: str) -> None:
+    bad_utf8 = b"\x0a\x02\xc3\x28"  # StringValue.value holding bytes that are not UTF-8
+    async with grpc.aio.insecure_channel(target) as channel:
+        for method in ("Upload", "Echo"):
+            call = getattr(channel, "stream_unary" if method == "Upload" else "stream_stream")(
+                f"/{SERVICE}/{method}"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                response = call(iter([StringValue(value="ok").SerializeToString(), bad_utf8]), timeout=5)
+                if method == "Upload":
+                    await response
+                else:
+                    async for _ in response:
+                        pass
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "MALFORMED_REQUEST" in str(caught.value.trailing_metadata()), method

@@ -37,6 +37,7 @@ class MalformedRequest(DomainError):
             f"the request to {method} is not a valid {request_type}: {problem}",
             metadata={"method": method, "request_type": request_type},
         )
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,39 +68,56 @@ def _deserializer(method: MethodDescriptor) -> Callable[[bytes], Any]:
 def method_handler(
     method: MethodDescriptor, behaviour: Callable[..., Any], response_serializer: Callable[[Any], bytes]
 ) -> grpc.RpcMethodHandler:
-    """The handler of `method` (unary request; unary or server-streaming response) that calls `behaviour`, a
-    coroutine function (an async generator function for a streaming response), with decoded requests only."""
-    if method.client_streaming:
-        raise NotImplementedError(f"{method.full_name}: client streaming is not supported here")
+    """The handler of `method`, of any call kind, that calls `behaviour` (a coroutine function; an async
+    generator function for a streaming response) with decoded requests only. A streamed request that
+    cannot be decoded ends the call with MalformedRequest when the behaviour reaches it."""
     path, request_type = path_of(method), method.input_type.full_name
 
-    async def refuse(request: Undecodable, context: grpc.aio.ServicerContext) -> None:
+    async def refuse(problem: str, context: grpc.aio.ServicerContext) -> None:
         held_back = _log_throttle.admit(path)
         if held_back is not None:
             log.warning(
                 "undecodable request refused",
-                extra={"method": path, "problem": request.problem, "held_back": held_back},
+                extra={"method": path, "problem": problem, "held_back": held_back},
             )
-        await context.abort_with_status(MalformedRequest(path, request_type, request.problem).to_status())
+        await context.abort_with_status(MalformedRequest(path, request_type, problem).to_status())
 
-    if method.server_streaming:
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
             if isinstance(request, Undecodable):
-                await refuse(request, context)  # raises, ending the call
-                return
-            async for response in behaviour(request, context):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream, request_deserializer=_deserializer(method), response_serializer=response_serializer
-        )
+                raise MalformedRequest(path, request_type, request.problem)
+            yield request
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, Undecodable):
-            return await refuse(request, context)  # raises, ending the call
-        return await behaviour(request, context)
+        if not method.client_streaming:
+            if isinstance(request, Undecodable):
+                return await refuse(request.problem, context)  # raises, ending the call
+            return await behaviour(request, context)
+        try:
+            return await behaviour(decoded(request), context)
+        except MalformedRequest as exc:  # unless the behaviour's own error mapping answered it already
+            await refuse(exc.problem, context)
 
-    return grpc.unary_unary_rpc_method_handler(
-        unary, request_deserializer=_deserializer(method), response_serializer=response_serializer
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if isinstance(request, Undecodable):
+            await refuse(request.problem, context)  # raises, ending the call
+            return
+        try:
+            async for response in behaviour(
+                decoded(request) if method.client_streaming else request, context
+            ):
+                yield response
+        except MalformedRequest as exc:
+            await refuse(exc.problem, context)
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[method.client_streaming, method.server_streaming]
+    return make(
+        stream if method.server_streaming else unary,
+        request_deserializer=_deserializer(method),
+        response_serializer=response_serializer,
     )
