@@ -32,7 +32,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from microstate.server import slow_calls
 from microstate.server.config import ServerConfig
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
@@ -105,10 +104,7 @@ class Runtime:
         self.config = config
         self.health = health.aio.HealthServicer()
         self.endpoint: Endpoint | None = None
-        self._interceptors = [
-            *interceptors,
-            *slow_calls.interceptors_from_env(microstate.service_names),
-        ]
+        self._interceptors = list(interceptors)
         self._server: grpc.aio.Server | None = None
         self.stopping = asyncio.Event()
         """Set when the listener closes: open streams end then, so stop(grace) need not wait them out."""
