@@ -1,5 +1,5 @@
-"""Reads fall back to snapshots on UNAVAILABLE, DEADLINE_EXCEEDED, an exceeded latency budget or an open
-circuit breaker; every result says where it came from; without a snapshot the error is typed."""
+"""Reads fall back to snapshots on UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, an exceeded latency budget or an
+open circuit breaker; every result says where it came from; without a snapshot the error is typed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from microstate.client._base import Fallback
 from microstate.client._operations import unary
 from microstate.client._plans import Plan
 from microstate.client.errors import (
+    Cancelled,
     CircuitOpenError,
     DeadlineExceeded,
     LatencyBudgetExceeded,
+    MicrostateError,
     NoSnapshotError,
     NotFound,
     Unavailable,
@@ -21,7 +23,7 @@ from microstate.client.errors import (
 from microstate.client.profile.v1 import Profile, ProfileClient, Read
 from tests.client.conftest import breaker_options, fast_options
 from tests.client.harness import RestartableServer, eventually
-from tests.client.scripted import ScriptedProfiles, unavailable
+from tests.client.scripted import ScriptedProfiles, cancelled, unavailable
 
 Scripted = tuple[ScriptedProfiles, RestartableServer]
 
@@ -50,15 +52,22 @@ async def test_server_down_serves_the_snapshot_marked_stale(real_server: Restart
         assert read.value.display_name == "One"
 
 
-async def test_store_unavailable_from_a_live_server_falls_back(scripted: Scripted) -> None:
+@pytest.mark.parametrize(
+    ("status", "reason", "retry_delay"),
+    [(unavailable(), Unavailable, 1.5), (cancelled(), Cancelled, None)],
+    ids=["store unavailable", "cancelled by a server going away"],
+)
+async def test_a_live_server_failing_every_attempt_falls_back(
+    scripted: Scripted, status: grpc.Status, reason: type[MicrostateError], retry_delay: float | None
+) -> None:
     servicer, server = scripted
     servicer.put("u1", display_name="One")
     async with ProfileClient(options=fast_options(server.target)) as client:
         await client.get("u1")
-        servicer.always["GetProfile"] = unavailable()
+        servicer.always["GetProfile"] = status
         read = await client.get("u1")
     assert read.stale and read.value.display_name == "One"
-    assert isinstance(read.fallback_reason, Unavailable) and read.fallback_reason.retry_delay == 1.5
+    assert isinstance(read.fallback_reason, reason) and read.fallback_reason.retry_delay == retry_delay
 
 
 async def test_deadline_exceeded_falls_back(scripted: Scripted) -> None:

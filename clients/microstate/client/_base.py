@@ -25,6 +25,7 @@ from microstate.client._read import BatchRead, Page, Read, Source
 from microstate.client._snapshot import Snapshot, SnapshotStore
 from microstate.client._watch import WatchCursor
 from microstate.client.errors import (
+    Cancelled,
     CircuitOpenError,
     DeadlineExceeded,
     InvalidArgument,
@@ -69,7 +70,7 @@ class Contract:
     service: str
     """The fully qualified gRPC service."""
     idempotent_methods: tuple[str, ...]
-    """Methods that get the retry policy: reads and watch, never writes."""
+    """Reads and watch: retried on UNAVAILABLE and CANCELLED; writes only on CANCELLED (see _channel.py)."""
     slice_name: str
     """The slice, for MICROSTATE_<SLICE>_* variables."""
     default_target: str
@@ -101,7 +102,8 @@ def raise_typed(err: grpc.RpcError) -> NoReturn:
 
 
 def _is_availability_failure(error: MicrostateError) -> bool:
-    return isinstance(error, Unavailable | DeadlineExceeded)
+    """The service did not answer; CANCELLED too: a server going away dropped the call (see _channel.py)."""
+    return isinstance(error, Unavailable | DeadlineExceeded | Cancelled)
 
 
 class ClientCore:
@@ -319,7 +321,8 @@ class ClientCore:
         timeout: float | None,
         metadata: Metadata,
     ) -> Unary[R, O]:
-        """A write: never retried, never served from a snapshot. NOT_FOUND drops the key's snapshot."""
+        """A write: never served from a snapshot, retried only when it provably never ran (_channel.py).
+        NOT_FOUND drops the key's snapshot."""
 
         def on_error(err: grpc.RpcError) -> O:
             error = typed(err)

@@ -13,11 +13,21 @@ be opened (unknown scheme, missing SQLite directory) or a port that is taken.
 
 Drain, in order: every health status → NOT_SERVING (permanently, via `enter_graceful_shutdown`), wait
 `drain_seconds` while still serving so load balancers notice, then `server.stop(grace_seconds)`: the
-listener closes, new calls are refused with UNAVAILABLE and calls in flight get the grace to finish.
-At that moment `stopping` is set, so the microstate's own watch streams end cleanly (clients resume
-elsewhere from their last token); other endless streams (a health Watch) hold the stop until the grace
-ends, then are cancelled. A call that races the very instant the listener closes can get CANCELLED from
-gRPC core instead of UNAVAILABLE: the drain period exists so that clients have gone elsewhere by then.
+listener closes, every connection gets a GOAWAY, new connections are refused (UNAVAILABLE) and calls in
+flight get the grace to finish; one still running when the grace ends fails UNAVAILABLE. At that moment
+`stopping` is set, so the microstate's own watch streams end cleanly (clients resume elsewhere from their
+last token); other endless streams (a health Watch) hold the stop until the grace ends, then are cancelled.
+
+Calls that race the stop end CANCELLED, and clients retry them. A client that does not follow health
+(pick_first, round_robin without health checks) keeps sending on its connection until the GOAWAY reaches
+it; gRPC core answers CANCELLED to the calls that arrive meanwhile and to those queued for a handler
+(grpc/grpc#41785), and Python cannot send a GOAWAY any earlier (max_connection_age is fixed when the
+server is built). No handler saw such a call, so the SDK retries it on another address: a read as after
+UNAVAILABLE, and a write too, because write handlers send their response headers before anything else
+(microstate.server.commit) and gRPC never retries a call whose headers arrived. A write that may have run
+is therefore never sent twice. Rarely, gRPC core leaves a call that arrives at the very instant of the stop
+unanswered until the grace ends (then UNAVAILABLE) or its deadline passes: a read is then retried or served
+from its snapshot, a write fails.
 """
 
 from __future__ import annotations
@@ -32,7 +42,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from microstate.server import slow_calls
 from microstate.server.config import ServerConfig
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
@@ -105,10 +114,7 @@ class Runtime:
         self.config = config
         self.health = health.aio.HealthServicer()
         self.endpoint: Endpoint | None = None
-        self._interceptors = [
-            *interceptors,
-            *slow_calls.interceptors_from_env(microstate.service_names),
-        ]
+        self._interceptors = list(interceptors)
         self._server: grpc.aio.Server | None = None
         self.stopping = asyncio.Event()
         """Set when the listener closes: open streams end then, so stop(grace) need not wait them out."""

@@ -13,10 +13,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
+
+import grpc
 
 from microstate.server import supervision
 from microstate.server.config import ConfigError, ServerConfig
@@ -83,8 +85,16 @@ def _write_ready_file(path: Path, endpoint: Endpoint) -> None:
     partial.replace(path)
 
 
-async def serve(microstate: Microstate, config: ServerConfig, *, announce: TextIO = sys.stdout) -> int:
-    """Serve until a stop signal, drain, close the store; returns the exit code (0 after a clean stop)."""
+async def serve(
+    microstate: Microstate,
+    config: ServerConfig,
+    *,
+    announce: TextIO = sys.stdout,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> int:
+    """Serve until a stop signal, drain, close the store; returns the exit code (0 after a clean stop).
+
+    `interceptors` go to the Runtime (tests pass theirs in through tests/support/hooked_server.py)."""
     signals = StopSignals()
     with signals.installed():
         supervision.exit_with_parent()
@@ -99,7 +109,7 @@ async def serve(microstate: Microstate, config: ServerConfig, *, announce: TextI
             raise ConfigError(f"--store: {exc}") from None
         log.info("store opened", extra={"phase": "store", "store": redacted(url)})
         try:
-            runtime = Runtime(microstate, store, config)
+            runtime = Runtime(microstate, store, config, interceptors=interceptors)
             endpoint = await runtime.start()
             print(
                 f"{microstate.name} serving on {endpoint} (store {redacted(url)})", file=announce, flush=True

@@ -19,6 +19,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from microstate.server.commit import headers_first
 from microstate.server.errors import stream_errors, unary_errors
 from microstate.server.kit import wire
 from microstate.server.kit.caches import LatestPerKey
@@ -132,11 +133,13 @@ class ProfileServicer:
         return self._pb.ListProfilesResponse(profiles=profiles, next_page_token=token)
 
     @unary_errors
+    @headers_first
     async def CreateProfile(self, request: Any, context: Context) -> Any:
         data = self._codec.from_message(request.profile)
         return self._codec.to_message(await self._domain.create(data, contract=self._codec.contract))
 
     @unary_errors
+    @headers_first
     async def UpdateProfile(self, request: Any, context: Context) -> Any:
         patch = self._codec.patch_for(request.profile, list(request.update_mask.paths))
         stored = await self._domain.update(
@@ -145,6 +148,7 @@ class ProfileServicer:
         return self._codec.to_message(stored)
 
     @unary_errors
+    @headers_first
     async def DeleteProfile(self, request: Any, context: Context) -> Any:
         await self._domain.delete(request.user_id, etag=request.etag)
         return self._pb.DeleteProfileResponse()
