@@ -5,11 +5,13 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from microstate.profile.v1 import profile_pb2 as v1
 from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
 from microstate.profile.v2 import profile_pb2 as v2
 from microstate.profile.v2 import profile_pb2_grpc as v2_grpc
+from microstate.server import wellknown
 from microstate.server.profile.model import ProfileData
 from microstate.server.store.base import Store
 from tests.support.rpc_errors import fails, violated_fields
@@ -211,3 +213,74 @@ async def test_watch_through_v2_sees_v1_writes(stubs: Stubs) -> None:
     event = await stream.read()
     stream.cancel()
     assert (event.change_type, event.profile.name.display_name) == (v2.CHANGE_TYPE_CREATED, "A")
+
+
+def with_consent_at(seconds: int, nanos: int = 0) -> v2.Profile:
+    """full_v2 with a second consent decided at the given Timestamp (which may be out of range)."""
+    profile = full_v2()
+    profile.consents.add(
+        purpose="analytics", granted=False, decide_time=Timestamp(seconds=seconds, nanos=nanos)
+    )
+    return profile
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (wellknown.MAX_TIMESTAMP_SECONDS + 1, 0),  # 10000-01-01
+        (wellknown.MIN_TIMESTAMP_SECONDS - 1, 0),  # 0000-12-31
+        (0, -1),
+        (0, 1_000_000_000),
+    ],
+)
+async def test_an_out_of_range_decide_time_is_invalid_argument_naming_the_consent(
+    stubs: Stubs, seconds: int, nanos: int
+) -> None:
+    _, stub2 = stubs
+    bad = with_consent_at(seconds, nanos)
+    unpacked = await fails(
+        stub2.CreateProfile(v2.CreateProfileRequest(profile=bad)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_TIMESTAMP",
+    )
+    assert violated_fields(unpacked) == ["profile.consents[1].decide_time"]
+    await fails(
+        stub2.GetProfile(v2.GetProfileRequest(user_id="u1")), grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND"
+    )
+
+    created = await stub2.CreateProfile(v2.CreateProfileRequest(profile=full_v2()))
+    unpacked = await fails(
+        stub2.UpdateProfile(
+            v2.UpdateProfileRequest(profile=bad, update_mask=field_mask_pb2.FieldMask(paths=["consents"]))
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_TIMESTAMP",
+    )
+    assert violated_fields(unpacked) == ["profile.consents[1].decide_time"]
+    assert await stub2.GetProfile(v2.GetProfileRequest(user_id="u1")) == created
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (wellknown.MIN_TIMESTAMP_SECONDS, 0),  # 0001-01-01T00:00:00Z
+        (wellknown.MAX_TIMESTAMP_SECONDS, 999_999_999),  # 9999-12-31T23:59:59.999999999Z
+        (-9_300_000_000, 1),  # 1675, just before int64 nanoseconds begin
+        (9_300_000_000, 5),  # 2264, just after they end
+        (1_764_150_000, 123_456_789),
+    ],
+)
+async def test_every_valid_decide_time_reads_back_exactly_through_both_versions_writes(
+    stubs: Stubs, seconds: int, nanos: int
+) -> None:
+    stub1, stub2 = stubs
+    created = await stub2.CreateProfile(v2.CreateProfileRequest(profile=with_consent_at(seconds, nanos)))
+    assert created.consents[1].decide_time == Timestamp(seconds=seconds, nanos=nanos)
+    await stub1.UpdateProfile(
+        v1.UpdateProfileRequest(
+            profile=v1.Profile(user_id="u1", display_name="Ada"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        )
+    )
+    read = await stub2.GetProfile(v2.GetProfileRequest(user_id="u1"))
+    assert list(read.consents) == list(created.consents)

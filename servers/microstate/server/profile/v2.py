@@ -13,7 +13,8 @@ from microstate.server.errors import InvalidArgument
 from microstate.server.profile import preferences
 from microstate.server.profile.domain import Contract, Patch
 from microstate.server.profile.model import Consent, ProfileData, StoredProfile
-from microstate.server.profile.servicer import Codec, timestamp
+from microstate.server.profile.servicer import Codec
+from microstate.server.wellknown import timestamp, timestamp_ns
 
 _PATHS = {
     "display_name": "profile.name.display_name",
@@ -70,9 +71,13 @@ def _theme(message: pb.Profile) -> str:
 def _consents(message: pb.Profile) -> tuple[Consent, ...]:
     now = time.time_ns()
     return tuple(
-        Consent(c.purpose, c.granted, c.decide_time.ToNanoseconds() if c.HasField("decide_time") else now)
-        for c in message.consents
+        Consent(c.purpose, c.granted, _decide_time(c, index) if c.HasField("decide_time") else now)
+        for index, c in enumerate(message.consents)
     )
+
+
+def _decide_time(consent: pb.Consent, index: int) -> int:
+    return timestamp_ns(consent.decide_time, f"profile.consents[{index}].decide_time")
 
 
 def _with_preference(data: ProfileData, **changes: Any) -> ProfileData:
