@@ -192,7 +192,7 @@ class ProfileDomain:
                 update_time_ns=max(self._clock(), current.data.update_time_ns + 1),
                 written_by=contract.name,
             )
-            rules.check_profile(updated, contract.field_path)
+            rules.check_profile(updated, contract.field_path, current.data)
             try:
                 record = await self._store.put(user_id, updated.to_bytes(), if_match=current.revision)
             except PreconditionFailed as exc:

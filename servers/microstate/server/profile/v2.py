@@ -10,7 +10,7 @@ from typing import Any
 
 from microstate.profile.v2 import profile_pb2 as pb
 from microstate.server.errors import InvalidArgument
-from microstate.server.profile import preferences
+from microstate.server.profile import preferences, rules
 from microstate.server.profile.domain import Contract, Patch
 from microstate.server.profile.model import Consent, ProfileData, StoredProfile
 from microstate.server.profile.servicer import Codec
@@ -68,6 +68,13 @@ def _theme(message: pb.Profile) -> str:
     return _THEMES.get(theme, "")
 
 
+def _languages(data: ProfileData, message: pb.Profile) -> tuple[str, ...]:
+    tags = tuple(message.preferences.content_languages)
+    if tags != preferences.read(data.attributes).content_languages:  # as stored is not judged again (rules)
+        rules.check_languages(tags, _PATHS[preferences.LANGUAGES], indexed=True)
+    return tags
+
+
 def _consents(message: pb.Profile) -> tuple[Consent, ...]:
     now = time.time_ns()
     return tuple(
@@ -93,9 +100,7 @@ _SETTERS: dict[str, _Setter] = {
     "name.family_name": lambda d, m: replace(d, family_name=m.name.family_name),
     "locale": lambda d, m: replace(d, locale=m.locale),
     "preferences.theme": lambda d, m: _with_preference(d, theme=_theme(m)),
-    "preferences.content_languages": lambda d, m: _with_preference(
-        d, content_languages=tuple(m.preferences.content_languages)
-    ),
+    "preferences.content_languages": lambda d, m: _with_preference(d, content_languages=_languages(d, m)),
     "preferences.marketing_emails": lambda d, m: _with_preference(
         d, marketing_emails=m.preferences.marketing_emails
     ),
