@@ -75,7 +75,7 @@ class ProfileDomain:
                 update_time_ns=max(self._clock(), current.data.update_time_ns + 1),
                 written_by=contract.name,
             )
-            rules.check_profile(updated, contract.field_path)
+            rules.check_profile(updated, contract.field_path, current.data)
             return updated
 
         return await self._profiles.update(user_id, change, etag=etag)

@@ -15,7 +15,6 @@ from types import ModuleType
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
@@ -27,6 +26,7 @@ from microstate.server.profile.domain import Contract, Patch, ProfileChange, Pro
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.store.base import ChangeKind
 from microstate.server.streams import until_stopping
+from microstate.server.wellknown import timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_CACHED_PROFILES = 10_000
@@ -61,12 +61,6 @@ class Codec:
         if change.stored is not None:
             event.profile.CopyFrom(self.to_message(change.stored))
         return event  # type: ignore[no-any-return]
-
-
-def timestamp(ns: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(ns)
-    return stamp
 
 
 assert {kind.name for kind in ChangeKind} == {"CREATED", "UPDATED", "DELETED"}  # names mirror ChangeType
