@@ -16,13 +16,14 @@ from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.profile import MICROSTATE
 from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 from tests.support.rpc_errors import details, fails
 
 
 @pytest.fixture
 async def pinned_channel(store: Store) -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server()
-    MICROSTATE.attach(server, store)
+    MICROSTATE.attach(server, Stores.of(store))
     refuse_unserved_contracts(server, MICROSTATE.service_names)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -9,6 +9,7 @@ import grpc
 
 from microstate.server.registry import Microstate
 from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 
 
 @asynccontextmanager
@@ -17,7 +18,7 @@ async def serve_in_process(
 ) -> AsyncIterator[str]:
     """Serve `microstate` over `store` on a free loopback port; yields the target "127.0.0.1:PORT"."""
     server = grpc.aio.server(interceptors=interceptors)
-    microstate.attach(server, store)
+    microstate.attach(server, Stores.of(store))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

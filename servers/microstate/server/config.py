@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from microstate.server.store.roles import parse_role_urls
+
 ENV_PREFIX = "MICROSTATE_"
 LOG_FORMATS = ("auto", "json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -61,6 +63,11 @@ def _parse_positive_int(text: str) -> int:
     return value
 
 
+def _parse_role_stores(text: str) -> str:
+    parse_role_urls(text)  # raises ValueError naming the bad entry
+    return text
+
+
 def _choice(choices: Collection[str], *, upper: bool = False) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().upper() if upper else text.strip().lower()
@@ -85,6 +92,15 @@ class ServerConfig:
             str,
             "store URL: sqlite:///path, redis://host:port/db or mongodb://host:port/db (default: SQLite)",
             "URL",
+        ),
+    )
+    role_stores: str | None = field(
+        default=None,
+        metadata=_meta(
+            _parse_role_stores,
+            "URLs of the microstate's other store roles, 'ROLE=URL ...' (default: the --store URL where"
+            " its backend serves that role, else a store under --data-dir)",
+            "'ROLE=URL ...'",
         ),
     )
     host: str = field(

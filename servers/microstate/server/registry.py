@@ -2,8 +2,9 @@
 
 A microstate plugs into the shared runtime (runtime.py) by declaring a
 `Microstate`: its name, default port, the gRPC service names it serves (for
-health and reflection) and an `attach` function that adds its servicers to a
-grpc.aio server on top of an opened store. Adding a slice means adding one entry
+health and reflection), the store roles it keeps its state in (store/roles.py)
+and an `attach` function that adds its servicers to a grpc.aio server on top of
+its opened stores. Adding a slice means adding one entry
 to `MICROSTATES`; the runtime, CLI and `microstate up` need no change.
 """
 
@@ -16,12 +17,12 @@ from typing import Protocol
 
 import grpc
 
-from microstate.server.store.base import Store
+from microstate.server.store.roles import RECORDS, StoreRole, Stores
 
 
 class Attach(Protocol):
     def __call__(
-        self, server: grpc.aio.Server, store: Store, *, stopping: asyncio.Event | None = None
+        self, server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None
     ) -> None:
         """Add servicers to `server`; streams end when `stopping` is set (the runtime sets it on stop)."""
 
@@ -34,7 +35,9 @@ class Microstate:
     service_names: tuple[str, ...]
     """Fully qualified gRPC service names, one per served contract version."""
     attach: Attach
-    """Add this microstate's servicers to `server`, backed by `store`."""
+    """Add this microstate's servicers to `server`, backed by its opened `stores`."""
+    stores: tuple[StoreRole, ...] = (RECORDS,)
+    """The store roles it keeps its state in; the first is opened from --store."""
 
 
 # name -> "module:attribute"; imported lazily so one slice's import cost or failure stays its own.

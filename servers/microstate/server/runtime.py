@@ -1,11 +1,11 @@
-"""The shared gRPC runtime: one grpc.aio server for one microstate over an opened store.
+"""The shared gRPC runtime: one grpc.aio server for one microstate over its opened stores.
 
 Every microstate gets the same frame: the gRPC health service with a status per service name (each of the
 microstate's services plus "" for the whole server), server reflection, message-size and keepalive limits,
 and a graceful drain.
 
-Health follows the store. The server starts listening NOT_SERVING, pings the store once before `start`
-returns, and then every `health_interval_seconds`: SERVING while the store answers, NOT_SERVING while it
+Health follows the stores. The server starts listening NOT_SERVING, pings every store once before `start`
+returns, and then every `health_interval_seconds`: SERVING while they all answer, NOT_SERVING while one
 does not. We chose this over refusing to start because a server whose backend is briefly down (a Redis
 restart, a slow volume) should come up observable and recover by itself; orchestrators learn the truth from
 health either way. What cannot work at all still fails at once, before listening: a store URL that cannot
@@ -45,7 +45,7 @@ from grpc_reflection.v1alpha import reflection
 from microstate.server.config import ServerConfig
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
-from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +99,18 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 
 class Runtime:
-    """One microstate served over one store. `start`, then `drain` once; the caller owns the store."""
+    """One microstate served over its stores. `start`, then `drain` once; the caller owns the stores."""
 
     def __init__(
         self,
         microstate: Microstate,
-        store: Store,
+        stores: Stores,
         config: ServerConfig,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.microstate = microstate
-        self.store = store
+        self.stores = stores
         self.config = config
         self.health = health.aio.HealthServicer()
         self.endpoint: Endpoint | None = None
@@ -127,7 +127,7 @@ class Runtime:
 
     def _build(self) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
-        self.microstate.attach(server, self.store, stopping=self.stopping)
+        self.microstate.attach(server, self.stores, stopping=self.stopping)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -171,9 +171,9 @@ class Runtime:
         return self.endpoint
 
     async def check_store(self) -> bool:
-        """Ping the store once and set every health status to match; True if it answered."""
+        """Ping the stores once and set every health status to match; True if all answered."""
         try:
-            await asyncio.wait_for(self.store.ping(), PING_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self.stores.ping(), PING_TIMEOUT_SECONDS)
         except Exception as exc:  # any failure, even a backend bug, means NOT_SERVING, never a crash
             answers, reason = False, f"{type(exc).__name__}: {exc}"
         else:
