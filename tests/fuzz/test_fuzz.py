@@ -40,31 +40,16 @@ IDS = tuple(f"fuzz-{number}" for number in range(4))
 
 @dataclass(frozen=True)
 class Depth:
-    name: str
-    examples: dict[tuple[str, str], int]
-    """Examples per test by (family, store)."""
+    """How many cases each test runs, by store, and whether they are drawn afresh each run."""
+
+    structured: dict[str, int]
+    undecodable: dict[str, int]
     randomized: bool
 
 
-SAMPLE = Depth(
-    "sample",
-    {
-        ("structured", "sqlite"): 12,
-        ("undecodable", "sqlite"): 6,
-        ("structured", "redis"): 4,
-        ("undecodable", "redis"): 2,
-    },
-    randomized=False,
-)
+SAMPLE = Depth(structured={"sqlite": 12, "redis": 4}, undecodable={"sqlite": 6, "redis": 2}, randomized=False)
 FULL = Depth(
-    "full",
-    {
-        ("structured", "sqlite"): 500,
-        ("undecodable", "sqlite"): 250,
-        ("structured", "redis"): 60,
-        ("undecodable", "redis"): 30,
-    },
-    randomized=True,
+    structured={"sqlite": 500, "redis": 60}, undecodable={"sqlite": 250, "redis": 30}, randomized=True
 )
 DEPTHS = [pytest.param(SAMPLE, id="sample"), pytest.param(FULL, id="full", marks=pytest.mark.fuzz)]
 
@@ -157,30 +142,27 @@ def xfail_if(known: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("family", ["structured", "undecodable"])
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 @pytest.mark.parametrize(("microstate", "service_name", "method_name"), METHODS)
-def test_structured_requests(
-    fuzz_targets: Targets, microstate: str, service_name: str, method_name: str, store: str, depth: Depth
+def test_fuzzed_requests(
+    fuzz_targets: Targets,
+    microstate: str,
+    service_name: str,
+    method_name: str,
+    store: str,
+    family: str,
+    depth: Depth,
 ) -> None:
-    """Requests protobuf can express, from plausible to absurd, get a verdict."""
+    """Every request gets a verdict: `structured` ones protobuf can express, from plausible to absurd, and
+    `undecodable` bodies that are not the request message (bad UTF-8, cut short, corrupt framing, random
+    bytes)."""
     target = fuzz_targets.get(microstate, store)
     method = method_of(target, service_name, method_name)
-    fuzz(target, method, structured_bodies(target, method), depth, depth.examples[("structured", store)])
-    assert_answers_normal_calls(target, method)
-
-
-@pytest.mark.parametrize("depth", DEPTHS)
-@pytest.mark.parametrize("store", ["sqlite", "redis"])
-@pytest.mark.parametrize(("microstate", "service_name", "method_name"), METHODS)
-def test_undecodable_requests(
-    fuzz_targets: Targets, microstate: str, service_name: str, method_name: str, store: str, depth: Depth
-) -> None:
-    """Bodies that are not the request message (bad UTF-8, cut short, corrupt framing, random bytes) are
-    refused with a verdict, never a crash."""
-    target = fuzz_targets.get(microstate, store)
-    method = method_of(target, service_name, method_name)
-    bodies = undecodable(method.input_type, structured_bodies(target, method))
-    fuzz(target, method, bodies, depth, depth.examples[("undecodable", store)])
+    bodies = structured_bodies(target, method)
+    if family == "undecodable":
+        bodies = undecodable(method.input_type, bodies)
+    fuzz(target, method, bodies, depth, getattr(depth, family)[store])
     assert_answers_normal_calls(target, method)
 
 
