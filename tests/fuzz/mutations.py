@@ -11,7 +11,7 @@ from __future__ import annotations
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import strategies as st
 
-from microstate.server.profile.wire import field, varint
+from microstate.server.kit.wire import field, varint
 from tests.fuzz.strategies import MAX_DEPTH
 
 INVALID_UTF8 = (
