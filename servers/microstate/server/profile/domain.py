@@ -153,12 +153,26 @@ class ProfileDomain:
         found = [decode(records[u]) for u in unique if u in records]
         return found, [u for u in unique if u not in records]
 
-    async def list(self, prefix: str, page_size: int, page_token: str) -> tuple[list[StoredProfile], str]:
+    async def list(
+        self,
+        prefix: str,
+        page_size: int,
+        page_token: str,
+        take: Callable[[StoredProfile], bool] = lambda _: True,
+    ) -> tuple[list[StoredProfile], str]:
+        """A page of profiles and the token of the next. `take` may refuse any profile but the first (the
+        response is full): the page then ends before it and the token continues with it (AIP-158)."""
         limit = rules.page_size_of(page_size)
         after = _decode_page_token(page_token, prefix) if page_token else None
         page = await self._store.list(prefix, after=after, limit=limit)
+        profiles: list[StoredProfile] = []
+        for record in page.records:
+            profile = StoredProfile.from_record(record)
+            if not take(profile):
+                return profiles, _encode_page_token(profiles[-1].data.user_id, prefix)
+            profiles.append(profile)
         token = _encode_page_token(page.next_after, prefix) if page.next_after is not None else ""
-        return [StoredProfile.from_record(r) for r in page.records], token
+        return profiles, token
 
     async def create(self, data: ProfileData, *, contract: Contract) -> StoredProfile:
         now = self._clock()
