@@ -17,7 +17,7 @@ import grpc
 from microstate.client._base import ClientBase
 from microstate.client._channel import open_aio_channel
 from microstate.client._options import ClientOptions
-from microstate.client._plans import Answered, Pages, Plan, Stream, signed_like
+from microstate.client._plans import Answered, Pages, Plan, Split, Stream, signed_like
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741
@@ -67,8 +67,12 @@ class AsyncClient(ClientBase):
         try:
             response = await rpc(plan.request, timeout=plan.timeout, metadata=plan.metadata)
         except grpc.RpcError as err:
-            return plan.on_error(err)
-        return plan.on_response(response)
+            outcome = plan.on_error(err)
+        else:
+            return plan.on_response(response)
+        if isinstance(outcome, Split):  # asked for again in parts, outside the except block
+            return outcome.combine([await self._call(part()) for part in outcome.parts])
+        return outcome
 
     async def _walk(self, pages: Pages[Any]) -> AsyncGenerator[Any, None]:
         page_token = ""

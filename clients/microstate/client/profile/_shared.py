@@ -115,15 +115,15 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
         latency_budget: float | None = None,
         metadata: CallMetadata = None,
     ) -> Plan[BatchRead[ProfileT]]:
-        """Read up to 1,000 profiles in one call (no call for none). When the live call fails, each id is
-        served from its snapshot and ids without one are listed in `unavailable`; NoSnapshotError when
-        no id has one. The latency budget applies only when every id has a snapshot."""
-        request = self._pb.BatchGetProfilesRequest(user_ids=user_ids)
+        """Read up to 1,000 profiles (no call for none). When the live call fails, each id is served from
+        its snapshot and ids without one are listed in `unavailable`; NoSnapshotError when no id has one.
+        The latency budget applies only when every id has a snapshot. Profiles too large together for
+        one response (4 MiB) are read in several calls, one after the other, within `timeout`."""
         return self._core.batch_read(
             self._resource,
             "BatchGetProfiles",
-            request,
-            dict.fromkeys(user_ids),
+            lambda ids: self._pb.BatchGetProfilesRequest(user_ids=ids),
+            user_ids,
             _found_and_missing,
             timeout=timeout,
             latency_budget=latency_budget,
