@@ -14,6 +14,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
+from microstate.client import _connection
 from microstate.client._base import ClientBase
 from microstate.client._channel import open_aio_channel
 from microstate.client._options import ClientOptions
@@ -65,7 +66,8 @@ class AsyncClient(ClientBase):
             return plan.value
         rpc = getattr(self._stub or self._connect(), plan.method)
         try:
-            response = await rpc(plan.request, timeout=plan.timeout, metadata=plan.metadata)
+            timeout = await self._connected(plan.timeout)
+            response = await rpc(plan.request, timeout=timeout, metadata=plan.metadata)
         except grpc.RpcError as err:
             outcome = plan.on_error(err)
         else:
@@ -73,6 +75,24 @@ class AsyncClient(ClientBase):
         if isinstance(outcome, Split):  # asked for again in parts, outside the except block
             return outcome.combine([await self._call(part()) for part in outcome.parts])
         return outcome
+
+    async def _connected(self, seconds: float | None) -> float | None:
+        """What is left of the call's `seconds` once the channel is connected; raises a grpc error for the
+        call's on_error when it cannot be (see _connection.py)."""
+        assert self._channel is not None
+        state = self._channel.get_state(try_to_connect=True)
+        if state is _connection.READY:
+            return seconds
+        gate = _connection.Gate(self._core.target, seconds)
+        while state in _connection.PENDING:
+            try:
+                await asyncio.wait_for(self._channel.wait_for_state_change(state), gate.left())
+            except TimeoutError:
+                raise gate.timed_out() from None
+            state = self._channel.get_state(try_to_connect=True)
+        if state is _connection.NOT_CONNECTED:
+            raise gate.not_connected()
+        return gate.left()
 
     async def _walk(self, pages: Pages[Any]) -> AsyncGenerator[Any, None]:
         page_token = ""
