@@ -24,7 +24,7 @@ from microstate.client._options import ClientOptions, Metadata
 from microstate.client._plans import Answered, Plan, Split, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read, Source
 from microstate.client._snapshot import Snapshot, SnapshotStore
-from microstate.client._watch import WatchCursor
+from microstate.client._watch import Change, WatchCursor
 from microstate.client.errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -49,7 +49,7 @@ M = TypeVar("M", bound=Message)
 R = TypeVar("R")
 T = TypeVar("T")
 O = TypeVar("O")  # noqa: E741 - the outcome a plan produces
-E = TypeVar("E")
+C = TypeVar("C", bound=Change)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,13 +333,13 @@ class ClientCore:
         method: str,
         request_for: Callable[[str], object],
         resume_token: str,
-        observe: Callable[[E], str],
+        observe: Callable[[Any], C],
         *,
         timeout: float | None,
         metadata: Metadata,
-    ) -> Stream[E]:
+    ) -> Stream[C]:
         """A stream that resumes after UNAVAILABLE or a drain; `observe` keeps snapshots current and
-        returns each event's resume token."""
+        turns each event into the change the caller gets."""
         cursor = WatchCursor(resume_token, observe, self.options.retry, timeout)
         return Stream(method, request_for, cursor, metadata)
 

@@ -75,7 +75,8 @@ class Stream(Generic[E]):
     method: str
     request_for: Callable[[str], object]
     """The request that resumes after a resume token ("" for none)."""
-    cursor: WatchCursor[E]
+    cursor: WatchCursor[Any]
+    """Turns each event into the change (an E) the caller gets, and resumes after it."""
     metadata: Metadata
 
 
