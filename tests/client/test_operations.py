@@ -40,7 +40,7 @@ def test_async_operations_are_coroutines_and_iterators_sync_ones_are_plain() -> 
 
 
 def test_an_operation_read_from_a_class_that_is_no_client_says_so() -> None:
-    class NotAClient(_shared.ProfileOperations[object, object]):  # type: ignore[type-var]
+    class NotAClient(_shared.ProfileOperations[object]):  # type: ignore[type-var]
         pass
 
     with pytest.raises(TypeError, match="bound only on an AsyncClient or a SyncClient"):

@@ -14,11 +14,11 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from microstate.client import _operations
+from microstate.client import _connection, _operations
 from microstate.client._base import ClientBase, raise_typed
 from microstate.client._channel import open_aio_channel
 from microstate.client._options import ClientOptions
-from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Stream, signed_like
+from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Split, Stream, signed_like
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741
@@ -70,10 +70,33 @@ class AsyncClient(ClientBase):
             return plan.value
         rpc = getattr(self._stub or self._connect(), plan.method)
         try:
-            response = await rpc(plan.request, timeout=plan.timeout, metadata=plan.metadata)
+            timeout = await self._connected(plan.timeout)
+            response = await rpc(plan.request, timeout=timeout, metadata=plan.metadata)
         except grpc.RpcError as err:
-            return plan.on_error(err)
-        return plan.on_response(response)
+            outcome = plan.on_error(err)
+        else:
+            return plan.on_response(response)
+        if isinstance(outcome, Split):  # asked for again in parts, outside the except block
+            return outcome.combine([await self._call(part()) for part in outcome.parts])
+        return outcome
+
+    async def _connected(self, seconds: float | None) -> float | None:
+        """What is left of the call's `seconds` once the channel is connected; raises a grpc error for the
+        call's on_error when it cannot be (see _connection.py)."""
+        assert self._channel is not None
+        state = self._channel.get_state(try_to_connect=True)
+        if state is _connection.READY:
+            return seconds
+        gate = _connection.Gate(self._core.target, seconds)
+        while state in _connection.PENDING:
+            try:
+                await asyncio.wait_for(self._channel.wait_for_state_change(state), gate.left())
+            except TimeoutError:
+                raise gate.timed_out() from None
+            state = self._channel.get_state(try_to_connect=True)
+        if state is _connection.NOT_CONNECTED:
+            raise gate.not_connected()
+        return gate.left()
 
     async def _walk(self, pages: Pages[Any]) -> AsyncGenerator[Any, None]:
         page_token = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,13 +18,14 @@ from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
 import grpc
 
+from microstate.client import _batches
 from microstate.client._breaker import BreakerState, CircuitBreaker
 from microstate.client._channel import ChannelArguments, channel_arguments
 from microstate.client._options import ClientOptions, Metadata
-from microstate.client._plans import Answered, Plan, Stream, Unary
+from microstate.client._plans import Answered, Plan, Split, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read, Source
 from microstate.client._snapshot import Snapshot, SnapshotStore
-from microstate.client._watch import WatchCursor
+from microstate.client._watch import Change, WatchCursor
 from microstate.client.errors import (
     Cancelled,
     CircuitOpenError,
@@ -49,7 +51,7 @@ M = TypeVar("M", bound=Message)
 R = TypeVar("R")
 T = TypeVar("T")
 O = TypeVar("O")  # noqa: E741 - the outcome a plan produces
-E = TypeVar("E")
+C = TypeVar("C", bound=Change)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +200,7 @@ class ClientCore:
         self,
         resource: Resource[M],
         method: str,
-        request: object,
+        make_request: Callable[[list[str]], object],
         keys: Iterable[str],
         found_and_missing: Callable[[R], tuple[Iterable[M], Iterable[str]]],
         *,
@@ -206,6 +208,8 @@ class ClientCore:
         latency_budget: float | None,
         metadata: Metadata,
     ) -> Plan[BatchRead[M]]:
+        """A batch read of `keys` (duplicates read once) with snapshot fallback. A batch the server refuses
+        as too large for one response is asked for again in parts within the same deadline (_batches.py)."""
         snapshots = self.snapshots.get_many(keys)
         if not snapshots:
             return Answered(BatchRead({}))
@@ -214,6 +218,7 @@ class ClientCore:
         # The budget only applies when every key has a snapshot to serve instead of the live answer.
         all_snapshotted = None not in snapshots.values()
         deadline, budget = self._read_deadline(timeout, latency_budget, all_snapshotted)
+        started = time.monotonic()
 
         def on_response(response: R) -> BatchRead[M]:
             self.breaker.record_success()
@@ -229,10 +234,21 @@ class ClientCore:
                 self.snapshots.discard(key)
             return BatchRead(found, missing)
 
-        def on_error(err: grpc.RpcError) -> BatchRead[M]:
-            return self._serve_batch(resource, snapshots, self._read_failure(err, budget, tuple(snapshots)))
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, started + deadline - time.monotonic())
 
-        return Unary(method, request, deadline, metadata, on_response, on_error)
+        def call(part: list[str], whole: bool) -> Unary[R, BatchRead[M]]:
+            def on_error(err: grpc.RpcError) -> BatchRead[M] | Split[BatchRead[M]]:
+                parts = _batches.parts_for(typed(err), part)
+                if parts is not None:
+                    self.breaker.record_success()  # the service answered
+                    return Split([functools.partial(call, keys, False) for keys in parts], _batches.combined)
+                reason = self._read_failure(err, budget, tuple(part))
+                return self._serve_batch(resource, {key: snapshots[key] for key in part}, reason, whole)
+
+            return Unary(method, make_request(part), left(), metadata, on_response, on_error)
+
+        return call(list(snapshots), True)
 
     def _read_deadline(
         self, timeout: float | None, latency_budget: float | None, has_snapshot: bool
@@ -280,10 +296,16 @@ class ClientCore:
         return snapshot.read_while_open
 
     def _serve_batch(
-        self, resource: Resource[M], snapshots: dict[str, Snapshot | None], reason: MicrostateError
+        self,
+        resource: Resource[M],
+        snapshots: dict[str, Snapshot | None],
+        reason: MicrostateError,
+        whole: bool = True,
     ) -> BatchRead[M]:
+        """The keys' snapshots; with none, NoSnapshotError for a whole batch (a part of a split batch
+        leaves that to `_batches.combined`)."""
         found = {key: _from_snapshot(resource, entry, reason) for key, entry in snapshots.items() if entry}
-        if not found:
+        if not found and whole:
             raise NoSnapshotError(tuple(snapshots), reason) from reason
         unavailable = [key for key, entry in snapshots.items() if entry is None]
         return BatchRead(found, [], unavailable, reason)
@@ -351,13 +373,13 @@ class ClientCore:
         method: str,
         request_for: Callable[[str], object],
         resume_token: str,
-        observe: Callable[[E], str],
+        observe: Callable[[Any], C],
         *,
         timeout: float | None,
         metadata: Metadata,
-    ) -> Stream[E]:
+    ) -> Stream[C]:
         """A stream that resumes after UNAVAILABLE or a drain; `observe` keeps snapshots current and
-        returns each event's resume token."""
+        turns each event into the change the caller gets."""
         cursor = WatchCursor(resume_token, observe, self.options.retry, timeout)
         return Stream(method, request_for, cursor, metadata)
 

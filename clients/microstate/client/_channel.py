@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from microstate.client._options import ClientOptions, RetryPolicy
+from microstate.client._options import MAX_RESPONSE_BYTES, ClientOptions, RetryPolicy
 
 ChannelArguments = list[tuple[str, str | int]]
 
@@ -63,6 +63,8 @@ def channel_arguments(
         # after the service is back.
         ("grpc.initial_reconnect_backoff_ms", min(1000, backoff_ms)),
         ("grpc.max_reconnect_backoff_ms", backoff_ms),
+        # What the servers promise never to exceed; stated so the two sides agree by construction.
+        ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
         *options.channel_options,
     ]
 

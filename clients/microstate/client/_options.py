@@ -27,6 +27,10 @@ DEFAULT_BREAKER_FAILURE_THRESHOLD = 5
 DEFAULT_BREAKER_RESET_TIMEOUT = 5.0
 DEFAULT_MAX_RECONNECT_BACKOFF = 5.0
 
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+"""The largest response a Microstate server sends (every contract documents it): gRPC's default receive
+limit, which the channel keeps. Larger batches are refused by the server and split by the client."""
+
 MAX_ATTEMPTS_LIMIT = 5
 """gRPC core silently caps retryPolicy.maxAttempts at 5; a larger value is refused rather than ignored."""
 

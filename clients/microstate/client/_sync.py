@@ -15,11 +15,14 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from microstate.client import _operations
+from microstate.client import _connection, _operations
 from microstate.client._base import ClientBase, raise_typed
 from microstate.client._channel import open_sync_channel
 from microstate.client._options import ClientOptions
-from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Stream, signed_like
+from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Split, Stream, signed_like
+
+CONNECT_POLL = 1.0
+"""Seconds of one wait for a change of the channel's state; a call without a deadline waits in several."""
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741
@@ -64,10 +67,36 @@ class SyncClient(ClientBase):
         if isinstance(request, Iterable):  # a client stream: blocking gRPC takes an iterator, not a list
             request = iter(request)
         try:
-            response = rpc(request, timeout=plan.timeout, metadata=plan.metadata)
+            timeout = self._connected(plan.timeout)
+            response = rpc(request, timeout=timeout, metadata=plan.metadata)
         except grpc.RpcError as err:
-            return plan.on_error(err)
-        return plan.on_response(response)
+            outcome = plan.on_error(err)
+        else:
+            return plan.on_response(response)
+        if isinstance(outcome, Split):  # asked for again in parts, outside the except block
+            return outcome.combine([self._call(part()) for part in outcome.parts])
+        return outcome
+
+    def _connected(self, timeout: float | None) -> float | None:
+        """What is left of `timeout` once the channel is connected; raises a grpc error for the call's
+        on_error when it cannot be (see _connection.py). The blocking channel has no public way to ask
+        its state, so this uses its core channel's; without one, calls go out unchecked."""
+        core = getattr(self._channel, "_channel", None)
+        if core is None or not hasattr(core, "watch_connectivity_state"):
+            return timeout
+        state = _connection.BY_CODE[core.check_connectivity_state(True)]
+        if state is _connection.READY:
+            return timeout
+        gate = _connection.Gate(self._core.target, timeout)
+        while state in _connection.PENDING:
+            left = gate.left()
+            until = time.time() + (CONNECT_POLL if left is None else min(left, CONNECT_POLL))
+            if not core.watch_connectivity_state(state.value[0], until).success and gate.left() == 0:
+                raise gate.timed_out()
+            state = _connection.BY_CODE[core.check_connectivity_state(True)]
+        if state is _connection.NOT_CONNECTED:
+            raise gate.not_connected()
+        return gate.left()
 
     def _walk(self, pages: Pages[Any]) -> Generator[Any, None, None]:
         page_token = ""

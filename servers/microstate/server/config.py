@@ -23,6 +23,10 @@ ENV_PREFIX = "MICROSTATE_"
 LOG_FORMATS = ("auto", "json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIB = 1024 * 1024
+MAX_RESPONSE_BYTES = 4 * MIB
+"""The largest response any microstate sends, as its contract documents: gRPC's default receive limit, so
+every client (the SDK, or one generated in any language) receives every response without raising its own
+limit. Pages and batches are cut to fit (microstate.server.responses)."""
 
 
 class ConfigError(ValueError):
@@ -126,8 +130,13 @@ class ServerConfig:
         metadata=_meta(_parse_seconds, "then let in-flight calls finish for at most this long", "S"),
     )
     max_message_bytes: int = field(
-        default=16 * MIB,
-        metadata=_meta(_parse_positive_int, "largest request or response message, in bytes", "N"),
+        default=MAX_RESPONSE_BYTES,
+        metadata=_meta(
+            _parse_positive_int,
+            "largest request or response message, in bytes; responses are cut to 4 MiB by contract, so a"
+            " lower value can refuse a full page or batch",
+            "N",
+        ),
     )
     keepalive_time_seconds: float = field(
         default=60.0,

@@ -8,12 +8,14 @@ precisely typed:
 
     V2 = ProfileVersion(profile_pb2, profile_pb2_grpc.ProfileServiceStub)
 
-    class ProfileClient(AsyncProfileClient[Profile, WatchProfilesResponse], version=V2):
+    class ProfileClient(AsyncProfileClient[Profile], version=V2):
         ...
 """
 
 from __future__ import annotations
 
+import datetime
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -37,8 +39,6 @@ CallMetadata = Mapping[str, str] | Sequence[tuple[str, str]] | None
 
 ProfileT = TypeVar("ProfileT", bound=Message)
 """A version's Profile message."""
-ChangeT = TypeVar("ChangeT")
-"""A version's WatchProfilesResponse message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,42 @@ class ProfileVersion:
         object.__setattr__(self, "contract", contract)
 
 
+class ChangeType(enum.IntEnum):
+    """What a watched change did. Its values are the contract's ChangeType numbers, so it equals them
+    (`ChangeType.UPDATED == profile_pb2.CHANGE_TYPE_UPDATED`); it prints as its name ("UPDATED")."""
+
+    UNSPECIFIED = 0
+    """A change type this client does not know (from a newer server); never sent today."""
+    CREATED = 1
+    UPDATED = 2
+    DELETED = 3
+    # The generated enum's names, as aliases, so code written against it keeps working.
+    CHANGE_TYPE_UNSPECIFIED = 0
+    CHANGE_TYPE_CREATED = 1
+    CHANGE_TYPE_UPDATED = 2
+    CHANGE_TYPE_DELETED = 3
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_CHANGE_TYPES = {int(change_type): change_type for change_type in ChangeType}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChange(Generic[ProfileT]):
+    """One committed change, as `watch` yields it."""
+
+    change_type: ChangeType
+    user_id: str
+    profile: ProfileT | None
+    """The profile after the change; None when it was deleted."""
+    resume_token: str
+    """Pass to `watch(resume_token=...)` to continue right after this change."""
+    commit_time: datetime.datetime
+    """When the change was committed (UTC)."""
+
+
 def _found_and_missing(response: Any) -> tuple[list[Any], list[str]]:
     return list(response.profiles), list(response.missing_user_ids)
 
@@ -72,7 +108,7 @@ def _page(response: Any) -> tuple[list[Any], str]:
     return list(response.profiles), response.next_page_token
 
 
-class ProfileOperations(ClientBase, Generic[ProfileT, ChangeT]):
+class ProfileOperations(ClientBase, Generic[ProfileT]):
     """The operations of every profile client. `timeout` is each call's deadline in seconds (None: the
     client's default); `metadata` is added to the client's.
 
@@ -126,15 +162,15 @@ class ProfileOperations(ClientBase, Generic[ProfileT, ChangeT]):
         latency_budget: float | None = None,
         metadata: CallMetadata = None,
     ) -> Plan[BatchRead[ProfileT]]:
-        """Read up to 1,000 profiles in one call (no call for none). When the live call fails, each id is
-        served from its snapshot and ids without one are listed in `unavailable`; NoSnapshotError when
-        no id has one. The latency budget applies only when every id has a snapshot."""
-        request = self._pb.BatchGetProfilesRequest(user_ids=user_ids)
+        """Read up to 1,000 profiles (no call for none). When the live call fails, each id is served from
+        its snapshot and ids without one are listed in `unavailable`; NoSnapshotError when no id has one.
+        The latency budget applies only when every id has a snapshot. Profiles too large together for
+        one response (4 MiB) are read in several calls, one after the other, within `timeout`."""
         return self._core.batch_read(
             self._resource,
             "BatchGetProfiles",
-            request,
-            dict.fromkeys(user_ids),
+            lambda ids: self._pb.BatchGetProfilesRequest(user_ids=ids),
+            user_ids,
             _found_and_missing,
             timeout=timeout,
             latency_budget=latency_budget,
@@ -251,7 +287,7 @@ class ProfileOperations(ClientBase, Generic[ProfileT, ChangeT]):
         resume_token: str | None = None,
         timeout: float | None = None,
         metadata: CallMetadata = None,
-    ) -> Stream[ChangeT]:
+    ) -> Stream[ProfileChange[ProfileT]]:
         """Changes in commit order, from just after `resume_token` (None: from now). Reconnects by itself
         after UNAVAILABLE or a server drain and resumes after the last event seen: no gap, no duplicate.
         Events keep snapshots current. `timeout` bounds the whole watch (None: none). Raises
@@ -287,15 +323,18 @@ class ProfileOperations(ClientBase, Generic[ProfileT, ChangeT]):
         self._core.remember(self._resource, profile)
         return profile
 
-    def _observe(self, event: Any) -> str:
-        if event.change_type == self._pb.CHANGE_TYPE_DELETED:
+    def _observe(self, event: Any) -> ProfileChange[ProfileT]:
+        change_type = _CHANGE_TYPES.get(event.change_type, ChangeType.UNSPECIFIED)
+        profile = event.profile if event.HasField("profile") else None
+        if change_type is ChangeType.DELETED:
             self._core.snapshots.discard(event.user_id)
-        elif event.HasField("profile"):
-            self._core.remember(self._resource, event.profile)
-        return str(event.resume_token)
+        elif profile is not None:
+            self._core.remember(self._resource, profile)
+        commit_time = event.commit_time.ToDatetime(tzinfo=datetime.UTC)
+        return ProfileChange(change_type, event.user_id, profile, event.resume_token, commit_time)
 
 
-class AsyncProfileClient(_aio.AsyncClient, ProfileOperations[ProfileT, ChangeT]):
+class AsyncProfileClient(_aio.AsyncClient, ProfileOperations[ProfileT]):
     """Async client of one profile contract version: `async with ProfileClient("host:port") as profiles:`.
 
     Reads (`get`, `batch_get`) return `Read` values that say whether they are live or a snapshot, and
@@ -305,6 +344,6 @@ class AsyncProfileClient(_aio.AsyncClient, ProfileOperations[ProfileT, ChangeT])
     """
 
 
-class SyncProfileClient(_sync.SyncClient, ProfileOperations[ProfileT, ChangeT]):
+class SyncProfileClient(_sync.SyncClient, ProfileOperations[ProfileT]):
     """The blocking twin of `AsyncProfileClient`, with the same methods; thread-safe:
     `with SyncProfileClient("host:port") as profiles:`."""
