@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -35,11 +37,15 @@ class Microstate:
     """Fully qualified gRPC service names, one per served contract version."""
     attach: Attach
     """Add this microstate's servicers to `server`, backed by `store`."""
+    prepare: Callable[[Path], dict[str, str]] | None = None
+    """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
+    file) and return environment settings for its process (MICROSTATE_* names)."""
 
 
 # name -> "module:attribute"; imported lazily so one slice's import cost or failure stays its own.
 _ENTRIES: dict[str, str] = {
     "profile": "microstate.server.profile:MICROSTATE",
+    "session": "microstate.server.session:MICROSTATE",
 }
 
 
