@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from microstate.server.errors import InvalidArgument
+from microstate.server.kit import limits
 
 SECOND_NS = 1_000_000_000
 MINUTE_NS = 60 * SECOND_NS
@@ -33,31 +34,19 @@ SESSION_ID = re.compile(r"[0-9a-f]{32}")
 SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 scope-token: no space, '"' or '\'
 MAX_SCOPES = 64
 REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-MAX_ATTRIBUTES = 32
-MAX_ATTRIBUTE_KEY = 128
-MAX_ATTRIBUTE_VALUE = 1024
+ATTRIBUTES = limits.MapLimits(max_entries=32, max_key=128, max_value=1024)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_LISTING_SCAN = 1000
 """Index entries one ListUserSessions call looks at, at most: dead entries cost a call no more than this."""
 
 
-def _shown(value: str) -> str:
-    return repr(value if len(value) <= 40 else value[:40] + "…")
-
-
 def check_user_id(user_id: str, field: str) -> None:
-    if not USER_ID.fullmatch(user_id):
-        raise InvalidArgument(
-            field, f"{_shown(user_id)} is not a valid user_id: {USER_ID_RULE}", reason="INVALID_USER_ID"
-        )
+    limits.check_form(user_id, USER_ID, field, USER_ID_RULE, reason="INVALID_USER_ID")
 
 
 def check_session_id(session_id: str, field: str) -> None:
-    if not SESSION_ID.fullmatch(session_id):
-        raise InvalidArgument(
-            field, f"{_shown(session_id)} is not a session id: 32 lowercase hexadecimal characters"
-        )
+    limits.check_form(session_id, SESSION_ID, field, "a session id is 32 lowercase hexadecimal characters")
 
 
 def scopes_of(scopes: Sequence[str], field: str) -> tuple[str, ...]:
@@ -74,19 +63,7 @@ def scopes_of(scopes: Sequence[str], field: str) -> tuple[str, ...]:
 
 
 def check_attributes(attributes: Mapping[str, str], field: str) -> None:
-    if len(attributes) > MAX_ATTRIBUTES:
-        raise InvalidArgument(
-            field, f"{len(attributes)} entries; at most {MAX_ATTRIBUTES}", reason="LIMIT_EXCEEDED"
-        )
-    for key, value in attributes.items():
-        if not 0 < len(key) <= MAX_ATTRIBUTE_KEY:
-            raise InvalidArgument(f"{field}[{_shown(key)}]", f"keys are 1 to {MAX_ATTRIBUTE_KEY} characters")
-        if len(value) > MAX_ATTRIBUTE_VALUE:
-            raise InvalidArgument(
-                f"{field}[{_shown(key)}]",
-                f"values are at most {MAX_ATTRIBUTE_VALUE} characters",
-                reason="LIMIT_EXCEEDED",
-            )
+    ATTRIBUTES.check(attributes, field)
 
 
 def check_request_id(request_id: str, field: str) -> None:
@@ -106,6 +83,4 @@ def lifetimes_of(idle_ttl_ns: int | None, max_ttl_ns: int | None) -> tuple[int, 
 
 
 def page_size_of(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size", "must not be negative")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return limits.page_size_of(requested, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
