@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A client of microstate.session.v1 that no one here wrote: @grpc/grpc-js with session.proto loaded at run
-// time, and Google's own google/rpc protos for the error details. No generated code.
+// time, and Google's own google/rpc protos for the error details (harness.js). No generated code.
 //
 //   node session_client.js HOST:PORT [USER_PREFIX]      (or MICROSTATE_TARGET / INTEROP_ID_PREFIX)
 //
@@ -12,11 +12,9 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
-const protobuf = require('protobufjs');
-const googleProtos = require('google-proto-files');
+const { assertErrorInfo, commandLine, connect, failure, runChecks } = require('./harness');
 
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
-const CALL_TIMEOUT_MS = 5000;
 const TOKEN_SHAPE = /^(mss|msr)_[0-9a-f]{32}[A-Za-z0-9_-]{43}[0-9A-Za-z]{6}$/;
 const CONCURRENT_REFRESHES = 4;
 
@@ -30,50 +28,10 @@ const session = grpc.loadPackageDefinition(
   }),
 ).microstate.session.v1;
 
-const googleRpc = new protobuf.Root().loadSync(
-  [googleProtos.getProtoPath('rpc', 'status.proto'), googleProtos.getProtoPath('rpc', 'error_details.proto')],
-  { keepCase: true },
-);
-
-function connect(target) {
-  const client = new session.SessionService(target, grpc.credentials.createInsecure());
-  return {
-    client,
-    call(method, request) {
-      const metadata = new grpc.Metadata();
-      metadata.set('x-microstate-contract', 'microstate.session.v1');
-      const options = { deadline: Date.now() + CALL_TIMEOUT_MS };
-      return new Promise((resolve, reject) => {
-        const done = (error, response) => (error ? reject(error) : resolve(response));
-        client[method](request, metadata, options, done);
-      });
-    },
-  };
-}
-
 /** Asserts `error` has status `code` and an ErrorInfo with `reason`; returns what the summary reports. */
 function assertStatus(error, code, reason) {
-  const name = grpc.status[error.code];
-  assert.equal(name, code, `expected ${code}, got ${name}: ${error.details}`);
-  const [raw] = error.metadata ? error.metadata.get('grpc-status-details-bin') : [];
-  assert.ok(raw, `no grpc-status-details-bin trailer on ${name}`);
-  const status = googleRpc.lookupType('google.rpc.Status').decode(raw);
-  const details = status.details.map((any) => {
-    const type = googleRpc.lookupType(any.type_url.slice(any.type_url.lastIndexOf('/') + 1));
-    return { type: type.fullName.slice(1), ...type.toObject(type.decode(any.value), { defaults: true }) };
-  });
-  const info = details.find((detail) => detail.type === 'google.rpc.ErrorInfo');
-  assert.ok(info, `no ErrorInfo among ${JSON.stringify(details)}`);
-  assert.equal(info.reason, reason);
-  assert.equal(info.domain, 'microstate.dev');
-  return { code: name, reason: info.reason, metadata: info.metadata, message: error.details };
-}
-
-function failure(promise) {
-  return promise.then(
-    (response) => assert.fail(`expected the call to fail, it returned ${JSON.stringify(response)}`),
-    (error) => error,
-  );
+  const { info } = assertErrorInfo(error, code, reason);
+  return { code, reason: info.reason, metadata: info.metadata, message: error.details };
 }
 
 /** The first `count` messages of a server stream, after its headers arrived. */
@@ -176,39 +134,12 @@ async function checks(check, api, prefix) {
 }
 
 async function main(target, prefix) {
-  const results = [];
-  const check = async (name, body, needs = []) => {
-    const unmet = needs.filter((need) => !results.some((done) => done.name === need && done.ok));
-    if (unmet.length > 0) {
-      results.push({ name, ok: false, error: `not run: needs ${unmet.join(', ')}` });
-      return;
-    }
-    try {
-      results.push({ name, ok: true, detail: (await body()) ?? {} });
-    } catch (error) {
-      results.push({ name, ok: false, error: String(error.stack ?? error) });
-    }
-  };
-  const api = connect(target);
+  const api = connect(session.SessionService, target, 'microstate.session.v1');
   try {
-    await checks(check, api, prefix);
+    return await runChecks(target, prefix, (check) => checks(check, api, prefix));
   } finally {
     api.client.close();
   }
-  const failed = results.filter((result) => !result.ok).length;
-  const passed = results.length - failed;
-  const summary = { target, prefix, node: process.version, passed, failed, checks: results };
-  process.stdout.write(`${JSON.stringify(summary)}\n`);
-  return failed === 0 ? 0 : 1;
 }
 
-const [target = process.env.MICROSTATE_TARGET, prefix = process.env.INTEROP_ID_PREFIX] =
-  process.argv.slice(2);
-if (!target) {
-  process.stderr.write('usage: node session_client.js HOST:PORT [USER_PREFIX]\n');
-  process.exitCode = 2;
-} else {
-  main(target, prefix || `node-${process.pid}-${Date.now()}`).then((code) => {
-    process.exitCode = code;
-  });
-}
+commandLine('session_client.js', main);

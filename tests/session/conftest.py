@@ -1,7 +1,8 @@
-"""Session tests run on every store backend (SQLite, Redis, Mongo), as the store conformance suite does.
+"""Session tests run on every store backend (SQLite, Redis, Mongo), with the store conformance suite's
+fixtures (`backend`, `store`, `store_factory` for more connections to the same namespace).
 
-`domain` is a SessionDomain over a fresh namespace of `backend`, with a server key and a clock the test
-controls; `channel` serves it in this process over gRPC; `store_calls` counts what reaches the store.
+`domain` is a SessionDomain over `store`, with a server key and a clock the test controls; `stub` serves it
+in this process over gRPC; `store_calls` counts what reaches the store.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -19,12 +19,13 @@ import pytest
 from microstate.server.session import MICROSTATE, attach_with
 from microstate.server.session.domain import SessionDomain
 from microstate.server.session.tokens import ServerKey
-from microstate.server.store import Store, open_store
+from microstate.server.store import Store
 from microstate.session.v1 import session_pb2_grpc
-from tests.conformance.conftest import BACKENDS, Backend
+
+# The store conformance suite's fixtures: `backend` (one per backend), `namespace`, `store_factory`, `store`.
+from tests.conformance.conftest import backend, namespace, store, store_factory  # noqa: F401
 from tests.support.inproc import serve_in_process
 
-_MARKS = {"redis": [pytest.mark.redis], "mongo": [pytest.mark.mongo], "mongo-external": [pytest.mark.mongo]}
 SECOND = 1_000_000_000
 
 
@@ -44,9 +45,9 @@ class Clock:
 class CountingStore:
     """A real store, with every call counted by method name (to prove what did or did not reach it)."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.capabilities = store.capabilities
+    def __init__(self, inner: Store) -> None:
+        self._store = inner
+        self.capabilities = inner.capabilities
         self.calls: dict[str, int] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -68,39 +69,8 @@ class CountingStore:
         self.calls.clear()
 
 
-@pytest.fixture(params=[pytest.param(name, marks=_MARKS.get(name, [])) for name in BACKENDS])
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return BACKENDS[request.param](request)
-
-
 @pytest.fixture
-def namespace() -> str:
-    return f"session{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-async def open_session_store(backend: Backend, namespace: str) -> AsyncIterator[Callable[[], Any]]:
-    """Open (another) store on this test's backend and namespace; all are closed at teardown."""
-    opened: list[Store] = []
-
-    async def open_another() -> Store:
-        store = await open_store(backend.url, namespace)
-        opened.append(store)
-        return store
-
-    yield open_another
-    for store in opened:
-        await store.close()
-
-
-@pytest.fixture
-async def store(open_session_store: Callable[[], Any]) -> Store:
-    opened: Store = await open_session_store()
-    return opened
-
-
-@pytest.fixture
-def store_calls(store: Store) -> CountingStore:
+def store_calls(store: Store) -> CountingStore:  # noqa: F811 (the fixture)
     return CountingStore(store)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from microstate.server.session.model import RevokeReason
 from microstate.server.session.rules import MAX_SPENT_REFRESH_DIGESTS, REFRESH_GRACE_NS
 from microstate.server.session.tokens import REFRESH_TOKEN, ServerKey
 from microstate.server.store import Store
+from tests.conformance.conftest import StoreFactory
 from tests.session.conftest import SECOND, Clock
 
 GRACE = REFRESH_GRACE_NS / SECOND
@@ -57,11 +57,11 @@ async def test_concurrent_refreshes_in_one_server_get_exactly_one_successor(
 
 @pytest.mark.parametrize("refreshers", [2, 8])
 async def test_concurrent_refreshes_in_several_servers_get_exactly_one_successor(
-    open_session_store: Callable[[], Any], key: ServerKey, clock: Clock, refreshers: int
+    store_factory: StoreFactory, key: ServerKey, clock: Clock, refreshers: int
 ) -> None:
     """Each refresher has its own store connection and domain (so no shared lock): the store's
     compare-and-set decides, and the losers find the winner's successor."""
-    servers = [SessionDomain(await open_session_store(), key, clock=clock) for _ in range(refreshers)]
+    servers = [SessionDomain(await store_factory(), key, clock=clock) for _ in range(refreshers)]
     created = await servers[0].create(NewSession("ada"))
 
     results = await asyncio.gather(*(server.refresh(created.refresh_token) for server in servers))
