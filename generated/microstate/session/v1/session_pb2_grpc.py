@@ -141,8 +141,11 @@ class SessionServiceServicer:
         """Revokes one session; returns it with state REVOKED. Revoking a revoked
         session changes nothing and succeeds.
         OK
-        INVALID_ARGUMENT  session_id is malformed
-        NOT_FOUND         no such session, or it expired (reason SESSION_NOT_FOUND)
+        INVALID_ARGUMENT     session_id is malformed
+        NOT_FOUND            no such session, or it expired (reason
+        SESSION_NOT_FOUND)
+        FAILED_PRECONDITION  the session changed too often while revoking;
+        retry (reason TOO_MUCH_CONTENTION)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,7 +156,9 @@ class SessionServiceServicer:
         active session of that user (e.g. the caller's own: "sign out everywhere
         else"). One store write, whatever the number of sessions.
         OK
-        INVALID_ARGUMENT  malformed user_id or except_session_id
+        INVALID_ARGUMENT     malformed user_id or except_session_id
+        FAILED_PRECONDITION  the user's sessions were revoked too often at once;
+        retry (reason TOO_MUCH_CONTENTION)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
