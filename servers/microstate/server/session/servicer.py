@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
 from microstate.server.errors import stream_errors, unary_errors
+from microstate.server.kit.caches import LatestPerKey
 from microstate.server.session.domain import (
     Issued,
     NewSession,
@@ -27,6 +28,7 @@ from microstate.server.streams import until_stopping
 from microstate.session.v1 import session_pb2 as pb
 
 Context: TypeAlias = grpc.aio.ServicerContext
+MAX_CACHED_SESSIONS = 10_000
 IssuedResponse = TypeVar("IssuedResponse", pb.CreateSessionResponse, pb.RefreshSessionResponse)
 SERVICE: ServiceDescriptor = pb.DESCRIPTOR.services_by_name["SessionService"]
 
@@ -105,6 +107,17 @@ class SessionServicer:
     def __init__(self, domain: SessionDomain, stopping: asyncio.Event | None = None) -> None:
         self._domain = domain
         self._stopping = stopping
+        # The Session last serialized per session id, reused while the domain hands out the same decoded
+        # session in the same state, so a hot ValidateSession answers with ready bytes (kit/wire.py).
+        self._serialized: LatestPerKey[tuple[SessionView, bytes]] = LatestPerKey(MAX_CACHED_SESSIONS)
+
+    def _session_bytes(self, view: SessionView) -> bytes:
+        hit = self._serialized.get(view.data.session_id)
+        if hit is not None and hit[0].data is view.data and hit[0] == view:
+            return hit[1]
+        serialized = to_message(view).SerializeToString(deterministic=True)
+        self._serialized.put(view.data.session_id, (view, serialized))
+        return serialized
 
     @staticmethod
     def _issued(issued: Issued, response: type[IssuedResponse]) -> IssuedResponse:
@@ -126,8 +139,9 @@ class SessionServicer:
         return self._issued(await self._domain.create(new), pb.CreateSessionResponse)
 
     @unary_errors
-    async def ValidateSession(self, request: pb.ValidateSessionRequest, context: Context) -> pb.Session:
-        return to_message(await self._domain.validate(request.token, list(request.required_scopes)))
+    async def ValidateSession(self, request: pb.ValidateSessionRequest, context: Context) -> bytes:
+        """A Session, as wire bytes."""
+        return self._session_bytes(await self._domain.validate(request.token, request.required_scopes))
 
     @unary_errors
     async def RefreshSession(
@@ -151,8 +165,9 @@ class SessionServicer:
         )
 
     @unary_errors
-    async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
-        return to_message(await self._domain.get(request.session_id))
+    async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> bytes:
+        """A Session, as wire bytes."""
+        return self._session_bytes(await self._domain.get(request.session_id))
 
     @unary_errors
     async def ListUserSessions(
