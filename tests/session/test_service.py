@@ -121,6 +121,20 @@ async def test_status_codes_and_reasons(stub: SessionServiceStub) -> None:
     assert (revocation.user_id, revocation.except_session_id) == ("ada", session_id)
 
 
+async def test_a_cached_answer_never_hides_a_revocation(stub: SessionServiceStub) -> None:
+    created = await create(stub)
+    get = pb.GetSessionRequest(session_id=created.session.session_id)
+    validate = pb.ValidateSessionRequest(token=created.token)
+    assert (await stub.GetSession(get)).state == pb.SESSION_STATE_ACTIVE
+    assert (await stub.ValidateSession(validate)).state == pb.SESSION_STATE_ACTIVE
+
+    await stub.RevokeUserSessions(pb.RevokeUserSessionsRequest(user_id="ada"))  # the session is not rewritten
+
+    revoked = await stub.GetSession(get)
+    assert (revoked.state, revoked.revoke_reason) == (pb.SESSION_STATE_REVOKED, pb.REVOKE_REASON_USER_REVOKED)
+    await fails(stub.ValidateSession(validate), UNAUTHENTICATED, "SESSION_INVALID")
+
+
 async def test_a_retried_create_over_grpc_gets_the_same_tokens(stub: SessionServiceStub) -> None:
     first, second = await asyncio.gather(create(stub, request_id="same"), create(stub, request_id="same"))
 
