@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,4 +48,17 @@ def profile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     workdir = tmp_path_factory.mktemp("interop")
     store = f"sqlite:///{workdir / 'profile.db'}"
     with running_server("profile", workdir, "--store", store, "--drain-seconds", "0") as server:
+        yield server
+
+
+@pytest.fixture(scope="package")
+def session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`microstate serve session` over SQLite, with its own server key, in its own process, on a free port."""
+    workdir = tmp_path_factory.mktemp("interop-session")
+    key = workdir / "session.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o600)
+    store = f"sqlite:///{workdir / 'session.db'}"
+    env = {"MICROSTATE_SESSION_KEY_FILE": str(key)}
+    with running_server("session", workdir, "--store", store, "--drain-seconds", "0", env=env) as server:
         yield server

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // A client of microstate.profile.v1 and v2 that no one here wrote: @grpc/grpc-js with the .proto files of
-// proto/ loaded at run time, and Google's own google/rpc protos for the error details. No generated code.
+// proto/ loaded at run time, and Google's own google/rpc protos for the error details (harness.js). No
+// generated code.
 //
 //   node profile_client.js HOST:PORT [ID_PREFIX]      (or MICROSTATE_TARGET / INTEROP_ID_PREFIX)
 //
@@ -12,12 +13,9 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
-const protobuf = require('protobufjs');
-const googleProtos = require('google-proto-files');
+const { assertErrorInfo, commandLine, connect, failure, runChecks } = require('./harness');
 
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
-const CONTRACT_METADATA_KEY = 'x-microstate-contract';
-const CALL_TIMEOUT_MS = 5000;
 const PAGE_SIZE = 3;
 const LISTED = 7;
 
@@ -31,67 +29,18 @@ const profile = grpc.loadPackageDefinition(
   }),
 ).microstate.profile;
 
-const googleRpc = new protobuf.Root().loadSync(
-  [googleProtos.getProtoPath('rpc', 'status.proto'), googleProtos.getProtoPath('rpc', 'error_details.proto')],
-  { keepCase: true },
-);
-
-/** One contract version's client; every call names its contract in metadata, as pinned clients do. */
-function connect(version, target) {
-  const client = new profile[version].ProfileService(target, grpc.credentials.createInsecure());
-  const contract = `microstate.profile.${version}`;
-  return {
-    client,
-    call(method, request) {
-      const metadata = new grpc.Metadata();
-      metadata.set(CONTRACT_METADATA_KEY, contract);
-      const options = { deadline: Date.now() + CALL_TIMEOUT_MS };
-      return new Promise((resolve, reject) => {
-        const done = (error, response) => (error ? reject(error) : resolve(response));
-        client[method](request, metadata, options, done);
-      });
-    },
-  };
-}
-
-/** The google.rpc.Status details of a failed call (from the grpc-status-details-bin trailer), decoded. */
-function statusDetails(error) {
-  const [raw] = error.metadata ? error.metadata.get('grpc-status-details-bin') : [];
-  assert.ok(raw, `no grpc-status-details-bin trailer on ${grpc.status[error.code]}: ${error.details}`);
-  const status = googleRpc.lookupType('google.rpc.Status').decode(raw);
-  assert.equal(status.code, error.code, 'google.rpc.Status.code differs from the call status');
-  return status.details.map((any) => {
-    const type = googleRpc.lookupType(any.type_url.slice(any.type_url.lastIndexOf('/') + 1));
-    return { type: type.fullName.slice(1), ...type.toObject(type.decode(any.value), { defaults: true }) };
-  });
-}
-
 /** Asserts `error` is AIP-154's stale-etag failure; returns what the summary reports about it. */
 function assertEtagMismatch(error, currentEtag) {
-  const code = grpc.status[error.code];
-  assert.equal(code, 'ABORTED', `expected ABORTED, got ${code}: ${error.details}`);
-  const details = statusDetails(error);
-  const info = details.find((detail) => detail.type === 'google.rpc.ErrorInfo');
-  assert.ok(info, `no ErrorInfo among ${JSON.stringify(details)}`);
-  assert.equal(info.reason, 'ETAG_MISMATCH');
-  assert.equal(info.domain, 'microstate.dev');
+  const { info, details } = assertErrorInfo(error, 'ABORTED', 'ETAG_MISMATCH');
   assert.equal(info.metadata.current_etag, currentEtag);
   const detailTypes = details.map((detail) => detail.type);
   assert.ok(detailTypes.includes('google.rpc.PreconditionFailure'), `details: ${detailTypes}`);
-  return { code, reason: info.reason, domain: info.domain, detail_types: detailTypes };
+  return { code: 'ABORTED', reason: info.reason, domain: info.domain, detail_types: detailTypes };
 }
 
 /** An UpdateProfileRequest: `profile`'s fields named by `paths` (AIP-134; [] means every field). */
 function masked(profile, paths) {
   return { profile, update_mask: { paths } };
-}
-
-/** Resolves with the error `promise` rejects with; rejects (an assertion) if it succeeds. */
-function failure(promise) {
-  return promise.then(
-    (response) => assert.fail(`expected the call to fail, it returned ${JSON.stringify(response)}`),
-    (error) => error,
-  );
 }
 
 // What differs between the versions: a sample profile, the fields a client owns, and one masked edit.
@@ -230,43 +179,18 @@ async function crossVersionChecks(check, v1, v2, prefix) {
 }
 
 async function main(target, prefix) {
-  const checks = [];
-  // Runs one named check; one that needs an earlier check that failed is reported as not run.
-  const check = async (name, body, needs = []) => {
-    const unmet = needs.filter((need) => !checks.some((done) => done.name === need && done.ok));
-    if (unmet.length > 0) {
-      checks.push({ name, ok: false, error: `not run: needs ${unmet.join(', ')}` });
-      return;
-    }
-    try {
-      checks.push({ name, ok: true, detail: (await body()) ?? {} });
-    } catch (error) {
-      checks.push({ name, ok: false, error: String(error.stack ?? error) });
-    }
-  };
-  const v1 = connect('v1', target);
-  const v2 = connect('v2', target);
+  const v1 = connect(profile.v1.ProfileService, target, 'microstate.profile.v1');
+  const v2 = connect(profile.v2.ProfileService, target, 'microstate.profile.v2');
   try {
-    await versionChecks(check, 'v1', v1, prefix);
-    await versionChecks(check, 'v2', v2, prefix);
-    await crossVersionChecks(check, v1, v2, prefix);
+    return await runChecks(target, prefix, async (check) => {
+      await versionChecks(check, 'v1', v1, prefix);
+      await versionChecks(check, 'v2', v2, prefix);
+      await crossVersionChecks(check, v1, v2, prefix);
+    });
   } finally {
     v1.client.close();
     v2.client.close();
   }
-  const failed = checks.filter((result) => !result.ok).length;
-  const summary = { target, prefix, node: process.version, passed: checks.length - failed, failed, checks };
-  process.stdout.write(`${JSON.stringify(summary)}\n`);
-  return failed === 0 ? 0 : 1;
 }
 
-const [target = process.env.MICROSTATE_TARGET, prefix = process.env.INTEROP_ID_PREFIX] =
-  process.argv.slice(2);
-if (!target) {
-  process.stderr.write('usage: node profile_client.js HOST:PORT [ID_PREFIX]\n');
-  process.exitCode = 2;
-} else {
-  main(target, prefix || `node-${process.pid}-${Date.now()}`).then((code) => {
-    process.exitCode = code;
-  });
-}
+commandLine('profile_client.js', main);

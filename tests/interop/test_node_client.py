@@ -29,9 +29,11 @@ CHECKS = [
 ]
 
 
-def run_client(node: str, target: str, id_prefix: str) -> tuple[int, dict[str, Any]]:
-    """Run the Node client; its exit code and JSON summary."""
-    command = [node, str(CLIENT), target, id_prefix]
+def run_client(
+    node: str, target: str, id_prefix: str, *, client: Path = CLIENT
+) -> tuple[int, dict[str, Any]]:
+    """Run a Node client (profile_client.js unless told); its exit code and JSON summary."""
+    command = [node, str(client), target, id_prefix]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
     try:
         summary = json.loads(completed.stdout)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from microstate.server import supervision
+from microstate.server import registry, supervision
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_FOLDERS = [REPO / "generated", REPO / "clients", REPO / "servers", REPO]
@@ -199,8 +199,11 @@ def start_server(
 ) -> ServerProcess:
     """`microstate serve <name> --port 0 ...` in `workdir`; returns once its health reports SERVING.
 
-    `hooks`, the test-only flags of tests/support/hooked_server.py (e.g. `["--slow-calls", "4"]`), start it
-    through that module instead."""
+    What the microstate needs prepared (its `prepare` hook, as `microstate up` runs it: a session server's
+    key file) is made in `workdir`; `env` overrides what that returns. `hooks`, the test-only flags of
+    tests/support/hooked_server.py (e.g. `["--slow-calls", "4"]`), start it through that module instead."""
+    prepare = registry.get(name).prepare
+    env = {**(prepare(workdir) if prepare else {}), **(env or {})}
     ready_file = workdir / f"{name}-{next(_serial)}.ready.json"
     ready_file.unlink(missing_ok=True)  # a stale file from a reused folder would name an old port
     command = [*HOOKED_SERVE, *hooks] if hooks else [*SERVE]

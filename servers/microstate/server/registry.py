@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -38,11 +40,15 @@ class Microstate:
     """Add this microstate's servicers to `server`, backed by its opened `stores`."""
     stores: tuple[StoreRole, ...] = (RECORDS,)
     """The store roles it keeps its state in; the first is opened from --store."""
+    prepare: Callable[[Path], dict[str, str]] | None = None
+    """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
+    file) and return environment settings for its process (MICROSTATE_* names)."""
 
 
 # name -> "module:attribute"; imported lazily so one slice's import cost or failure stays its own.
 _ENTRIES: dict[str, str] = {
     "profile": "microstate.server.profile:MICROSTATE",
+    "session": "microstate.server.session:MICROSTATE",
 }
 
 

@@ -80,11 +80,13 @@ class Child:
         placement = ["--store", self.store, "--port", str(self.port), "--data-dir", str(self.data_dir)]
         reporting = ["--ready-file", str(self.ready_file), "--log-format", "json"]
         argv = [*command, *placement, *reporting, *to_flags(config, FORWARDED_SETTINGS)]
+        prepare = registry.get(self.name).prepare
+        settings = prepare(self.data_dir) if prepare is not None else {}
         self.process = await asyncio.create_subprocess_exec(
             *argv,
             stdout=self._log_file,
             stderr=asyncio.subprocess.STDOUT,
-            env=_child_env(),
+            env={**_child_env(), **settings},
             start_new_session=True,
         )
 

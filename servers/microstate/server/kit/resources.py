@@ -8,9 +8,10 @@ A slice supplies a `Kind` (its noun, its key field and its stored encoding) and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+import enum
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from typing import Final, Generic, NamedTuple, TypeVar
 
 from microstate.server.errors import (
     AlreadyExists,
@@ -24,8 +25,10 @@ from microstate.server.kit.locks import KeyedLocks
 from microstate.server.kit.paging import PageTokens
 from microstate.server.store.base import (
     ABSENT,
+    Change,
     ChangeKind,
     CursorExpired,
+    IfMatch,
     InvalidCursor,
     PreconditionFailed,
     Record,
@@ -36,6 +39,17 @@ T = TypeVar("T")
 
 MAX_UPDATE_ATTEMPTS = 16
 """Unguarded updates retry their read-modify-write this often when concurrent writers keep winning."""
+
+
+class Unchanged(enum.Enum):
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
+"""What an update's `change` returns to leave the resource as it is: nothing is written."""
+
+Ttl = Callable[[T], float | None]
+"""The seconds a value about to be written should live (None: no expiry), e.g. until an expiry it holds."""
 
 
 def etag_of(revision: int) -> str:
@@ -120,6 +134,10 @@ class Resources(Generic[T]):
             raise self.kind.not_found(key)
         return self._decoded.decode(record)
 
+    def decode(self, record: Record) -> Stored[T]:
+        """A record of this kind read by other means (e.g. one batch over several kinds), decoded once."""
+        return self._decoded.decode(record)
+
     async def batch_get(self, keys: Sequence[str]) -> tuple[list[Stored[T]], list[str]]:
         """Found resources and missing keys, both in request order, duplicates answered once."""
         unique = list(dict.fromkeys(keys))
@@ -158,21 +176,74 @@ class Resources(Generic[T]):
             raise self.kind.already_exists(key) from None
         return Stored(data, record.revision)
 
-    async def update(self, key: str, change: Callable[[Stored[T]], T], *, etag: str) -> Stored[T]:
+    async def update(
+        self,
+        key: str,
+        change: Callable[[Stored[T]], T | Unchanged],
+        *,
+        etag: str,
+        ttl: Ttl[T] | None = None,
+    ) -> Stored[T]:
         """Write `change(current)` atomically. With an etag, a concurrent change is ABORTED; without, the
-        read-modify-write is retried, so a partial update never overwrites what it did not name."""
-        # Same-key updates queue up inside this process instead of racing each other's CAS;
+        read-modify-write is retried, so a partial update never overwrites what it did not name.
+        `change` may return UNCHANGED (nothing is written) or raise (nothing is written, the error
+        propagates); `ttl` gives the written value's expiry (default: none)."""
+
+        async def read() -> Stored[T]:
+            return await self.get_for_write(key, etag)
+
+        def apply(current: Stored[T] | None) -> T | Unchanged:
+            assert current is not None  # read() raises NOT_FOUND rather than return None
+            return change(current)
+
+        def lost(exc: PreconditionFailed) -> None:
+            if exc.current is None or etag:
+                raise self.kind.lost_race(key, etag, exc) from None
+            # unguarded: read again and apply the change again
+
+        stored = await self._read_modify_write(key, read, apply, ttl, lost)
+        assert stored is not None
+        return stored
+
+    async def upsert(
+        self, key: str, change: Callable[[Stored[T] | None], T | Unchanged], *, ttl: Ttl[T] | None = None
+    ) -> Stored[T] | None:
+        """Write `change(current)` atomically, `current` being None when the resource does not exist (it is
+        then created): AIP-134's update with allow_missing. Concurrent changes are retried. Returns the
+        resource as written, or as it is when `change` returned UNCHANGED (None if absent)."""
+
+        async def read() -> Stored[T] | None:
+            record = await self.store.get(key)
+            return None if record is None else self._decoded.decode(record)
+
+        return await self._read_modify_write(key, read, change, ttl, lambda exc: None)
+
+    async def _read_modify_write(
+        self,
+        key: str,
+        read: Callable[[], Awaitable[Stored[T] | None]],
+        change: Callable[[Stored[T] | None], T | Unchanged],
+        ttl: Ttl[T] | None,
+        lost: Callable[[PreconditionFailed], None],
+    ) -> Stored[T] | None:
+        """The compare-and-set loop; when another writer won, `lost` raises (give up) or returns (retry)."""
+        # Same-key writes queue up inside this process instead of racing each other's CAS;
         # the CAS loop still guards against writers in other processes.
         async with self._key_locks.hold(key):
             for _ in range(MAX_UPDATE_ATTEMPTS):
-                current = await self.get_for_write(key, etag)
+                current = await read()
                 updated = change(current)
+                if updated is UNCHANGED:
+                    return current
+                if_match: IfMatch = ABSENT if current is None else current.revision
+                expiry = None if ttl is None else ttl(updated)
                 try:
-                    record = await self.store.put(key, self.kind.to_bytes(updated), if_match=current.revision)
+                    record = await self.store.put(
+                        key, self.kind.to_bytes(updated), if_match=if_match, ttl=expiry
+                    )
                 except PreconditionFailed as exc:
-                    if exc.current is None or etag:
-                        raise self.kind.lost_race(key, etag, exc) from None
-                    continue  # unguarded: read again and apply the change again
+                    lost(exc)
+                    continue
                 return Stored(updated, record.revision)
         raise FailedPrecondition(
             f"{self.kind.noun} {key!r} changed {MAX_UPDATE_ATTEMPTS} times while updating;"
@@ -205,14 +276,21 @@ class Resources(Generic[T]):
     async def watch(self, prefix: str, start: str) -> AsyncGenerator[ResourceChange[T], None]:
         """Changes strictly after `start` (from watch_start)."""
         stored = self.kind.stored
-        try:
-            async for change in self.store.watch(prefix, after=start):
-                value = stored(change.record) if change.record else None
-                yield ResourceChange(change.kind, change.key, value, change.cursor, change.commit_time)
-        except InvalidCursor:
-            raise InvalidArgument("resume_token", "not a resume token issued by this service") from None
-        except CursorExpired:
-            raise FailedPrecondition(
-                "resume_token is older than the retained change log; re-read, then watch from now",
-                reason="RESUME_TOKEN_EXPIRED",
-            ) from None
+        async for change in changes(self.store, prefix, start):
+            value = stored(change.record) if change.record else None
+            yield ResourceChange(change.kind, change.key, value, change.cursor, change.commit_time)
+
+
+async def changes(store: Store, prefix: str, start: str) -> AsyncGenerator[Change, None]:
+    """The store's changes strictly after cursor `start`, with a bad or expired cursor reported as the
+    status a client can act on: for a slice whose watch covers several kinds of record."""
+    try:
+        async for change in store.watch(prefix, after=start):
+            yield change
+    except InvalidCursor:
+        raise InvalidArgument("resume_token", "not a resume token issued by this service") from None
+    except CursorExpired:
+        raise FailedPrecondition(
+            "resume_token is older than the retained change log; re-read, then watch from now",
+            reason="RESUME_TOKEN_EXPIRED",
+        ) from None
