@@ -39,6 +39,10 @@ class MapLimits:
             raise InvalidArgument(
                 field, f"{len(entries)} entries; at most {self.max_entries}", reason="LIMIT_EXCEEDED"
             )
+        self.check_entries(entries, field)
+
+    def check_entries(self, entries: Mapping[str, str], field: str) -> None:
+        """Each key's and value's length (for a slice that counts the entries its own way)."""
         for key, value in entries.items():
             if not 0 < len(key) <= self.max_key:
                 raise InvalidArgument(f"{field}[{shown(key)}]", f"keys are 1 to {self.max_key} characters")

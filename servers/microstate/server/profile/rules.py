@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from microstate.server.errors import InvalidArgument
+from microstate.server.kit import limits
 from microstate.server.profile import preferences
 from microstate.server.profile.model import ProfileData
 
@@ -27,6 +28,7 @@ MAX_LOCALE = 35
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_KEY = 128
 MAX_ATTRIBUTE_VALUE = 1024
+ATTRIBUTES = limits.MapLimits(MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE)
 MAX_EMBEDDING = 4096
 MAX_BATCH = 1000
 MAX_PAGE_SIZE = 1000
@@ -35,9 +37,8 @@ DEFAULT_PAGE_SIZE = 100
 
 def check_user_id(user_id: str, field: str) -> None:
     if not USER_ID_PATTERN.fullmatch(user_id):
-        shown = user_id if len(user_id) <= 40 else user_id[:40] + "…"
         raise InvalidArgument(
-            field, f"{shown!r} is not a valid user_id: {USER_ID_RULE}", reason="INVALID_USER_ID"
+            field, f"{limits.shown(user_id)} is not a valid user_id: {USER_ID_RULE}", reason="INVALID_USER_ID"
         )
 
 
@@ -61,15 +62,7 @@ def check_attributes(attributes: Mapping[str, str], field: str) -> None:
             f"{own} entries besides the reserved {preferences.PREFIX!r} keys; at most {MAX_ATTRIBUTES}",
             reason="LIMIT_EXCEEDED",
         )
-    for key, value in attributes.items():
-        if not 0 < len(key) <= MAX_ATTRIBUTE_KEY:
-            raise InvalidArgument(f"{field}[{key[:40]!r}]", f"keys are 1 to {MAX_ATTRIBUTE_KEY} characters")
-        if len(value) > MAX_ATTRIBUTE_VALUE:
-            raise InvalidArgument(
-                f"{field}[{key!r}]",
-                f"values are at most {MAX_ATTRIBUTE_VALUE} characters",
-                reason="LIMIT_EXCEEDED",
-            )
+    ATTRIBUTES.check_entries(attributes, field)
 
 
 FieldPath = Callable[[str], str]
@@ -130,9 +123,7 @@ def check_consents(data: ProfileData, field: str) -> None:
 
 
 def page_size_of(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size", "must not be negative")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return limits.page_size_of(requested, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
 
 
 def check_preferences(attributes: Mapping[str, str], path: FieldPath, before: Mapping[str, str]) -> None:
