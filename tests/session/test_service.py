@@ -90,6 +90,9 @@ async def test_status_codes_and_reasons(stub: SessionServiceStub) -> None:
     assert violated_fields(bad) == ["user_id"]
     bad = await fails(create(stub, idle_ttl=seconds(0)), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     assert violated_fields(bad) == ["idle_ttl"]
+    for invalid in (duration_pb2.Duration(seconds=60, nanos=-1), duration_pb2.Duration(seconds=10**12)):
+        bad = await fails(create(stub, max_ttl=invalid), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DURATION")
+        assert violated_fields(bad) == ["max_ttl"]
     denied = await fails(
         stub.ValidateSession(pb.ValidateSessionRequest(token=created.token, required_scopes=["admin"])),
         grpc.StatusCode.PERMISSION_DENIED,

@@ -7,7 +7,7 @@ caller's field instead, before anything is written.
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from microstate.server.errors import InvalidArgument
 
@@ -17,6 +17,8 @@ MIN_TIMESTAMP_SECONDS = -62_135_596_800
 MAX_TIMESTAMP_SECONDS = 253_402_300_799
 """9999-12-31T23:59:59Z, the latest valid Timestamp (with nanos up to 999,999,999)."""
 TIMESTAMP_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z"
+MAX_DURATION_SECONDS = 315_576_000_000
+"""About 10,000 years, the longest valid Duration either way."""
 
 
 def timestamp_ns(stamp: timestamp_pb2.Timestamp, field: str) -> int:
@@ -36,3 +38,29 @@ def timestamp(ns: int) -> timestamp_pb2.Timestamp:
     """The Timestamp of Unix nanoseconds `ns` (any time timestamp_ns accepted)."""
     seconds, nanos = divmod(ns, NANOS_PER_SECOND)
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+def duration_ns(duration: duration_pb2.Duration, field: str) -> int:
+    """`duration` in nanoseconds, once it is a valid Duration (seconds within about ±10,000 years, nanos
+    within ±999,999,999 and of the same sign as seconds); `field` is the caller's path to it."""
+    seconds, nanos = duration.seconds, duration.nanos
+    if not -MAX_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS:
+        raise InvalidArgument(
+            field, f"seconds {seconds} is outside ±{MAX_DURATION_SECONDS:,}", reason="INVALID_DURATION"
+        )
+    if not -NANOS_PER_SECOND < nanos < NANOS_PER_SECOND or (
+        seconds and nanos and (seconds < 0) != (nanos < 0)
+    ):
+        raise InvalidArgument(
+            field,
+            f"nanos {nanos} must be within ±999,999,999 and of the sign of seconds",
+            reason="INVALID_DURATION",
+        )
+    return seconds * NANOS_PER_SECOND + nanos
+
+
+def duration(ns: int) -> duration_pb2.Duration:
+    """The Duration of `ns` nanoseconds."""
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(ns)
+    return value

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import TypeAlias, TypeVar, cast
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
 from microstate.server.errors import stream_errors, unary_errors
@@ -25,6 +24,7 @@ from microstate.server.session.domain import (
 )
 from microstate.server.session.model import RevokeReason
 from microstate.server.streams import until_stopping
+from microstate.server.wellknown import duration, duration_ns, timestamp
 from microstate.session.v1 import session_pb2 as pb
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -44,24 +44,11 @@ _TYPES = {
 }
 
 
-def _timestamp(ns: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(ns)
-    return stamp
-
-
-def _duration(ns: int) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    duration.FromNanoseconds(ns)
-    return duration
-
-
 def _nanoseconds(request: pb.CreateSessionRequest, field: str) -> int | None:
     """A Duration field in nanoseconds; None when absent (the default applies)."""
     if not request.HasField(field):
         return None
-    duration: duration_pb2.Duration = getattr(request, field)
-    return duration.ToNanoseconds()
+    return duration_ns(getattr(request, field), field)
 
 
 def to_message(view: SessionView) -> pb.Session:
@@ -72,17 +59,17 @@ def to_message(view: SessionView) -> pb.Session:
         scopes=data.scopes,
         attributes=data.attributes,
         state=pb.SESSION_STATE_ACTIVE if view.active else pb.SESSION_STATE_REVOKED,
-        create_time=_timestamp(data.create_time_ns),
-        refresh_time=_timestamp(data.refresh_time_ns),
-        expire_time=_timestamp(data.expire_time_ns),
-        max_expire_time=_timestamp(data.max_expire_time_ns),
-        idle_ttl=_duration(data.idle_ttl_ns),
-        max_ttl=_duration(data.max_ttl_ns),
+        create_time=timestamp(data.create_time_ns),
+        refresh_time=timestamp(data.refresh_time_ns),
+        expire_time=timestamp(data.expire_time_ns),
+        max_expire_time=timestamp(data.max_expire_time_ns),
+        idle_ttl=duration(data.idle_ttl_ns),
+        max_ttl=duration(data.max_ttl_ns),
         revoke_reason=_REASONS[view.revoke_reason],
         refresh_count=data.generation,
     )
     if not view.active:
-        session.revoke_time.CopyFrom(_timestamp(view.revoke_time_ns))
+        session.revoke_time.CopyFrom(timestamp(view.revoke_time_ns))
     return session
 
 
@@ -94,10 +81,10 @@ def to_event(revocation: Revocation) -> pb.WatchRevocationsResponse:
         revoke_reason=_REASONS[revocation.revoke_reason],
         except_session_id=revocation.except_session_id,
         resume_token=revocation.resume_token,
-        commit_time=_timestamp(int(revocation.commit_time * 1e9)),
+        commit_time=timestamp(int(revocation.commit_time * 1e9)),
     )
     if revocation.revoke_time_ns:
-        event.revoke_time.CopyFrom(_timestamp(revocation.revoke_time_ns))
+        event.revoke_time.CopyFrom(timestamp(revocation.revoke_time_ns))
     return event
 
 
@@ -160,7 +147,7 @@ class SessionServicer:
         revocation = await self._domain.revoke_user(request.user_id, request.except_session_id)
         return pb.RevokeUserSessionsResponse(
             user_id=revocation.user_id,
-            revoke_time=_timestamp(revocation.revoke_time_ns),
+            revoke_time=timestamp(revocation.revoke_time_ns),
             except_session_id=revocation.except_session_id,
         )
 
