@@ -52,13 +52,12 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from microstate.server.kit.locks import KeyedLocks
 from microstate.server.store.base import StoreError, StoreUnavailable
+from microstate.server.store.blobs._shared import BlobStoreBase
 from microstate.server.store.blobs.base import (
     DEFAULT_CHUNK_SIZE,
     NAMESPACE,
@@ -71,9 +70,6 @@ from microstate.server.store.blobs.base import (
     SizeMismatch,
     UploadNotFound,
     VerificationFailed,
-    check_digest,
-    check_range,
-    check_upload_id,
 )
 
 REHASH_BLOCK: Final = 1024 * 1024
@@ -99,15 +95,6 @@ def directory_path(url: str) -> tuple[Path, dict[str, str]]:
     if unknown:
         raise ValueError(f"unknown option(s) in {url!r}: {', '.join(sorted(unknown))}")
     return Path(path), query
-
-
-@dataclass(slots=True)
-class _Hashing:
-    """The running hash of an upload: valid while the upload's nonce and size are these."""
-
-    nonce: str
-    offset: int
-    hasher: Any  # hashlib's sha256 object (its type is private)
 
 
 def _fsync_directory(path: Path) -> None:
@@ -163,19 +150,18 @@ def _set_times(fd: int, when_ns: int) -> None:
     os.utime(fd, ns=(when_ns, when_ns))
 
 
-class FileBlobs:
+class FileBlobs(BlobStoreBase):
     """A BlobStore in a directory (see the module docstring for layout, atomicity and crash behaviour)."""
 
     capabilities: BlobCapabilities = BlobCapabilities(durable=True, shared=True)
 
     def __init__(self, root: Path, *, chunk_size: int, clock: Callable[[], float]) -> None:
+        super().__init__()
         self.root = root
         self._blobs = root / "blobs" / "sha256"
         self._uploads = root / "uploads"
         self._chunk_size = chunk_size
         self._clock = clock
-        self._locks = KeyedLocks()
-        self._hashing: dict[str, _Hashing] = {}
 
     @classmethod
     async def open(
@@ -201,72 +187,52 @@ class FileBlobs:
         await store.ping()
         return store
 
-    # -- blobs ------------------------------------------------------------------------------------------
-
-    async def stat(self, digest: str) -> BlobInfo | None:
-        hex_digest = check_digest(digest)
-        return await self._run(self._stat, hex_digest)
-
-    async def read(self, digest: str, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
-        hex_digest = check_digest(digest)
-        check_range(offset, limit)
-        fd, size = await self._run(self._open_blob, hex_digest)
-        try:  # from here the open file is the blob, even if it is deleted meanwhile
-            if offset > size:
-                raise OutOfRange(digest, offset, size)
-            end = size if limit is None else min(size, offset + limit)
-            while offset < end:
-                chunk = await self._run(os.pread, fd, min(self._chunk_size, end - offset), offset)
-                if not chunk:
-                    raise StoreError(f"{digest} ended at {offset} of {size} bytes")
-                yield chunk
-                offset += len(chunk)
-        finally:
-            os.close(fd)
-
-    async def delete(self, digest: str) -> bool:
-        hex_digest = check_digest(digest)
-        return await self._run(self._delete, hex_digest)
-
-    # -- uploads ----------------------------------------------------------------------------------------
-
-    async def begin(self, upload_id: str) -> int:
-        check_upload_id(upload_id)
-        async with self._locks.hold(upload_id):
-            return await self._run(self._begin, upload_id)
-
-    async def offset(self, upload_id: str) -> int:
-        check_upload_id(upload_id)
-        return await self._run(self._offset, upload_id)
-
-    async def append(self, upload_id: str, offset: int, chunk: bytes) -> int:
-        check_upload_id(upload_id)
-        async with self._locks.hold(upload_id):
-            return await self._run(self._append, upload_id, offset, chunk)
-
-    async def commit(self, upload_id: str, digest: str, size: int) -> BlobInfo:
-        check_upload_id(upload_id)
-        hex_digest = check_digest(digest)
-        if size < 0:
-            raise ValueError(f"size must be >= 0, not {size}")
-        async with self._locks.hold(upload_id):
-            return await self._run(self._commit, upload_id, hex_digest, size)
-
-    async def abort(self, upload_id: str) -> bool:
-        check_upload_id(upload_id)
-        async with self._locks.hold(upload_id):
-            return await self._run(self._abort, upload_id)
-
-    async def collect(self, older_than: float) -> int:
-        if older_than < 0:
-            raise ValueError(f"older_than must be >= 0, not {older_than}")
-        return await self._run(self._collect, older_than)
-
     async def ping(self) -> None:
         await self._run(self._probe)
 
     async def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
+
+    # -- the hooks: each runs its file-system work in a worker thread ------------------------------------
+
+    async def _stat(self, hex_digest: str) -> BlobInfo | None:
+        return await self._run(self._stat_blob, hex_digest)
+
+    async def _read(self, hex_digest: str, offset: int, limit: int | None) -> AsyncIterator[bytes]:
+        fd, size = await self._run(self._open_blob, hex_digest)
+        try:  # from here the open file is the blob, even if it is deleted meanwhile
+            if offset > size:
+                raise OutOfRange(f"sha256:{hex_digest}", offset, size)
+            end = size if limit is None else min(size, offset + limit)
+            while offset < end:
+                chunk = await self._run(os.pread, fd, min(self._chunk_size, end - offset), offset)
+                if not chunk:
+                    raise StoreError(f"sha256:{hex_digest} ended at {offset} of {size} bytes")
+                yield chunk
+                offset += len(chunk)
+        finally:
+            os.close(fd)
+
+    async def _delete(self, hex_digest: str) -> bool:
+        return await self._run(self._delete_blob, hex_digest)
+
+    async def _begin(self, upload_id: str) -> int:
+        return await self._run(self._begin_upload, upload_id)
+
+    async def _offset(self, upload_id: str) -> int:
+        return await self._run(self._upload_size, upload_id)
+
+    async def _append(self, upload_id: str, offset: int, chunk: bytes) -> int:
+        return await self._run(self._append_chunk, upload_id, offset, chunk)
+
+    async def _commit(self, upload_id: str, hex_digest: str, size: int) -> BlobInfo:
+        return await self._run(self._commit_upload, upload_id, hex_digest, size)
+
+    async def _abort(self, upload_id: str) -> bool:
+        return await self._run(self._abort_upload, upload_id)
+
+    async def _collect(self, older_than: float) -> int:
+        return await self._run(self._collect_uploads, older_than)
 
     # -- what runs in worker threads ----------------------------------------------------------------------
 
@@ -304,7 +270,7 @@ class FileBlobs:
     def _blob_path(self, hex_digest: str) -> Path:
         return self._blobs / hex_digest[:2] / hex_digest
 
-    def _stat(self, hex_digest: str) -> BlobInfo | None:
+    def _stat_blob(self, hex_digest: str) -> BlobInfo | None:
         try:
             status = os.stat(self._blob_path(hex_digest))
         except FileNotFoundError:
@@ -320,7 +286,7 @@ class FileBlobs:
             raise BlobNotFound(f"sha256:{hex_digest}") from None
         return fd, os.fstat(fd).st_size
 
-    def _delete(self, hex_digest: str) -> bool:
+    def _delete_blob(self, hex_digest: str) -> bool:
         path = self._blob_path(hex_digest)
         try:
             path.unlink()
@@ -357,12 +323,12 @@ class FileBlobs:
         hidden = self._uploads / f".{step}-{uuid.uuid4().hex}"
         os.rename(self._uploads / upload_id, hidden)
         os.utime(hidden)  # its age, for collect, counts from now
-        self._hashing.pop(upload_id, None)
+        self._hashes.drop(upload_id)
         return hidden
 
-    def _begin(self, upload_id: str) -> int:
+    def _begin_upload(self, upload_id: str) -> int:
         if (self._uploads / upload_id).is_dir():
-            return self._offset(upload_id)
+            return self._upload_size(upload_id)
         now_ns = int(self._clock() * 1e9)
         staging = self._uploads / f".begin-{uuid.uuid4().hex}"
         staging.mkdir()
@@ -378,11 +344,11 @@ class FileBlobs:
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):  # begun meanwhile, by another process
-                return self._offset(upload_id)
+                return self._upload_size(upload_id)
             raise
         return 0
 
-    def _offset(self, upload_id: str) -> int:
+    def _upload_size(self, upload_id: str) -> int:
         try:
             return os.stat(self._uploads / upload_id / "data").st_size
         except FileNotFoundError:
@@ -391,12 +357,10 @@ class FileBlobs:
 
     def _hasher_at(self, upload_id: str, fd: int, nonce: str, size: int) -> Any:
         """A SHA-256 of the upload's first `size` bytes: the running one if it is current, else from disk."""
-        running = self._hashing.get(upload_id)
-        if running is not None and running.nonce == nonce and running.offset == size:
-            return running.hasher
-        return _hash_file(fd, size)
+        running = self._hashes.get(upload_id, nonce, size)
+        return running if running is not None else _hash_file(fd, size)
 
-    def _append(self, upload_id: str, offset: int, chunk: bytes) -> int:
+    def _append_chunk(self, upload_id: str, offset: int, chunk: bytes) -> int:
         with self._locked_upload(upload_id) as fd:
             size = os.fstat(fd).st_size
             if offset != size:
@@ -405,11 +369,11 @@ class FileBlobs:
             hasher = self._hasher_at(upload_id, fd, nonce, size)
             _write_all(fd, chunk, size)
             hasher.update(chunk)  # only once written: a failed write leaves the hash of what is there
-            self._hashing[upload_id] = _Hashing(nonce, size + len(chunk), hasher)
+            self._hashes.put(upload_id, nonce, size + len(chunk), hasher)
             _set_times(fd, int(self._clock() * 1e9))
             return size + len(chunk)
 
-    def _commit(self, upload_id: str, hex_digest: str, size: int) -> BlobInfo:
+    def _commit_upload(self, upload_id: str, hex_digest: str, size: int) -> BlobInfo:
         digest = f"sha256:{hex_digest}"
         with self._locked_upload(upload_id) as fd:
             held = os.fstat(fd).st_size
@@ -455,7 +419,7 @@ class FileBlobs:
         _fsync_directory(path.parent)
         return BlobInfo(f"sha256:{hex_digest}", size, now_ns / 1e9)
 
-    def _abort(self, upload_id: str) -> bool:
+    def _abort_upload(self, upload_id: str) -> bool:
         try:
             with self._locked_upload(upload_id):
                 hidden = self._hide(upload_id, "abort")
@@ -464,7 +428,7 @@ class FileBlobs:
         shutil.rmtree(hidden, ignore_errors=True)
         return True
 
-    def _collect(self, older_than: float) -> int:
+    def _collect_uploads(self, older_than: float) -> int:
         cutoff_ns = int((self._clock() - older_than) * 1e9)
         leftover_cutoff = time.time() - max(older_than, LEFTOVER_GRACE)
         removed = 0
