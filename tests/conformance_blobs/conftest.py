@@ -9,15 +9,21 @@ Adding a backend = one builder below + one line in BLOB_BACKENDS.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pymongo
 import pytest
+from pymongo.database import Database
 
 from microstate.server.store.blobs import BlobStore, open_blobs
+from microstate.server.store.mongo import DEFAULT_DATABASE
 from tests.conformance import conftest as records_suite
 from tests.conformance.conftest import Backend
+from tests.support.mongo_server import dead_mongo_url, mongo_target
 
 namespace = records_suite.namespace
 """The records suite's fixture: a fresh namespace per test."""
@@ -46,10 +52,34 @@ def file_backend(request: pytest.FixtureRequest) -> BlobBackend:
     )
 
 
+@contextlib.contextmanager
+def mongo_database(url: str) -> Iterator[Database[dict[str, Any]]]:
+    """The blob store's database at `url`, seen directly (a synchronous client, closed on exit)."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url, directConnection=True)
+    with client:
+        yield client[DEFAULT_DATABASE]
+
+
+def mongo_backend(request: pytest.FixtureRequest) -> BlobBackend:
+    target = mongo_target(request, "secantus")
+
+    def leftovers(namespace: str) -> list[str]:
+        """Upload documents, and chunks that no blob or trash entry names."""
+        with mongo_database(target.url) as db:
+            named = {doc["set"] for doc in db[f"blobs.{namespace}"].find({}, {"set": 1})}
+            named |= {doc["_id"] for doc in db[f"blob_trash.{namespace}"].find({}, {"_id": 1})}
+            uploads = [f"upload {doc['_id']}" for doc in db[f"blob_uploads.{namespace}"].find()]
+            chunks = db[f"blob_chunks.{namespace}"].find({"set": {"$nin": sorted(named)}}, {"_id": 1})
+            return sorted(uploads + [f"chunk {doc['_id']}" for doc in chunks])
+
+    return BlobBackend(name="mongo", url=target.url, dead_url=dead_mongo_url(), leftovers=leftovers)
+
+
 BLOB_BACKENDS: dict[str, Callable[[pytest.FixtureRequest], BlobBackend]] = {
     "file": file_backend,
+    "mongo": mongo_backend,
 }
-_MARKS: dict[str, list[pytest.MarkDecorator]] = {}
+_MARKS = {"mongo": [pytest.mark.mongo]}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=_MARKS.get(name, [])) for name in BLOB_BACKENDS])

@@ -25,6 +25,8 @@ from microstate.server.store.blobs.base import (
 # URL scheme -> "module:class"; each class has `async classmethod open(url, namespace, **options)`.
 BLOB_BACKENDS: dict[str, str] = {
     "file": "microstate.server.store.blobs.file:FileBlobs",
+    "mongodb": "microstate.server.store.blobs.mongo:MongoBlobs",
+    "mongodb+srv": "microstate.server.store.blobs.mongo:MongoBlobs",
 }
 
 
@@ -36,10 +38,10 @@ class _Backend(Protocol):
 async def open_blobs(url: str, namespace: str, **options: Any) -> BlobStore:
     """Open the blob namespace `namespace` at `url`, creating it if needed.
 
-    `file:///absolute/path`, `file://relative/path` (see blobs/file.py). `options` go to the backend's `open`:
-    every backend takes `chunk_size` (the most bytes a read yields at once) and `clock` (a function giving
-    Unix time, for create and activity times). An unknown scheme raises ValueError; an unusable location
-    raises StoreUnavailable.
+    `file:///absolute/path`, `file://relative/path` (blobs/file.py), `mongodb://…`, `mongodb+srv://…`
+    (blobs/mongo.py). `options` go to the backend's `open`: every backend takes `chunk_size` (the most bytes
+    a read yields at once) and `clock` (a function giving Unix time, for create and activity times). An
+    unknown scheme raises ValueError; an unusable location raises StoreUnavailable.
     """
     example = "file:///var/lib/microstate/blobs"
     backend = cast(_Backend, backend_class(BLOB_BACKENDS, url, "blob store", example))
