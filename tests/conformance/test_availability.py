@@ -13,6 +13,7 @@ import pytest
 from microstate.server.store import Store, StoreUnavailable, open_store
 from tests.conformance.conftest import Backend, StoreFactory
 from tests.conformance.waiting import DEADLINE, take, wait_until, watching
+from tests.support.processes import run_python
 
 FAIL_FAST = 3.0
 """Seconds within which an unusable backend must be reported (not hung on)."""
@@ -95,13 +96,8 @@ def _child_env() -> dict[str, str]:
 async def test_an_acknowledged_write_survives_the_writer_process_being_killed(
     backend: Backend, namespace: str, store_factory: StoreFactory
 ) -> None:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _KILLED_WRITER, backend.url, namespace,
-        stdout=asyncio.subprocess.PIPE, env=_child_env(),
-    )  # fmt: skip
-    async with asyncio.timeout(DEADLINE * 2):
-        output, _ = await child.communicate()
-    assert child.returncode == -signal.SIGKILL
+    status, output, errors = await run_python(_KILLED_WRITER, backend.url, namespace, within=DEADLINE * 2)
+    assert status == -signal.SIGKILL, errors
     revision = int(output)
 
     store = await store_factory()

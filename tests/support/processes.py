@@ -77,6 +77,24 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return supervision.child_env(env)
 
 
+async def run_python(code: str, *args: str, within: float) -> tuple[int, str, str]:
+    """Run `python -c code *args` with the servers' environment: its exit status, stdout and stderr; fail the
+    test if it has not ended within `within` seconds."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=server_env(),
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(within):
+            output, errors = await child.communicate()
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        raise AssertionError(f"a child python did not end within {within}s") from None
+    assert child.returncode is not None
+    return child.returncode, output.decode(), errors.decode()
+
+
 def json_lines(text: str) -> list[dict[str, Any]]:
     """The JSON objects among `text`'s lines; other lines (an announcement, a traceback) are skipped."""
     records = []

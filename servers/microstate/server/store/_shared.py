@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import importlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from microstate.server.store.base import StoreUnavailable
 
 T = TypeVar("T")
+
+
+def backend_class(backends: Mapping[str, str], url: str, role: str, example: str) -> Any:
+    """The class `backends` names ("module:class") for the scheme of `url`, its module imported only now.
+
+    An unknown scheme is a ValueError naming the `role` ("store", "blob store"), the schemes there are and an
+    `example` URL.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    try:
+        module_name, class_name = backends[scheme].split(":")
+    except KeyError:
+        raise ValueError(
+            f"unsupported {role} URL {url!r}: the scheme must be one of {', '.join(backends)}"
+            f" (for example {example})"
+        ) from None
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def prefix_end(prefix: str) -> str | None:

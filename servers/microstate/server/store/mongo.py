@@ -54,7 +54,7 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -178,6 +178,52 @@ def _query_options(url: str) -> set[str]:
     return {name.lower() for name, _ in parse_qsl(urlsplit(url).query)}
 
 
+def client_for(
+    url: str, client_options: Mapping[str, Any], appname: str
+) -> tuple[AsyncMongoClient[_Doc], WriteConcern, str]:
+    """A client for `url`, the write concern to write with and the database to use (each role's store).
+
+    `client_options` win over the URL; CLIENT_DEFAULTS apply to options neither sets. The write concern is
+    ``majority`` unless either sets ``w``; the database is the URL's path, DEFAULT_DATABASE without one."""
+    given = _query_options(url) | {name.lower() for name in client_options}
+    defaults: dict[str, Any] = {**CLIENT_DEFAULTS, "appname": appname}
+    unset = {name: value for name, value in defaults.items() if name.lower() not in given}
+    client: AsyncMongoClient[_Doc] = AsyncMongoClient(url, **unset, **client_options)
+    write_concern = client.write_concern if "w" in given else WriteConcern(w="majority")
+    return client, write_concern, client.get_default_database(DEFAULT_DATABASE).name
+
+
+async def create_collection(collection: AsyncCollection[_Doc]) -> None:
+    """Create `collection` unless it exists: explicitly, because older servers cannot create a collection
+    inside a transaction."""
+    try:
+        await _guard(collection.database.create_collection(collection.name))
+    except CollectionInvalid:
+        pass  # it exists (maybe another process created it just now)
+    except OperationFailure as exc:
+        if exc.code != 48:  # NamespaceExists
+            raise
+
+
+def is_durable(write_concern: WriteConcern) -> bool:
+    """Acknowledged writes survive a failover: ``w=majority`` or a journaled write."""
+    return write_concern.document.get("w") == "majority" or bool(write_concern.document.get("j"))
+
+
+@contextlib.asynccontextmanager
+async def requiring_transactions(what: str) -> AsyncIterator[None]:
+    """Around a store's first transaction: a server without transactions becomes a StoreError saying why."""
+    try:
+        yield
+    except OperationFailure as exc:
+        if exc.code in _NO_TRANSACTIONS:
+            raise StoreError(
+                f"{what} needs transactions, which a standalone mongod does not offer: run it as a replica"
+                " set (a one-member set is fine: mongod --replSet rs0, then rs.initiate())"
+            ) from exc
+        raise
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -283,8 +329,7 @@ class MongoStore:
         self._change_streams = change_streams
         self._watch_outage_budget = watch_outage_budget
         self._conflict_budget = conflict_budget
-        majority = write_concern.document.get("w") == "majority" or bool(write_concern.document.get("j"))
-        self.capabilities = Capabilities(durable=majority, shared=True, native_ttl=True)
+        self.capabilities = Capabilities(durable=is_durable(write_concern), shared=True, native_ttl=True)
         self._write_lock = asyncio.Lock()
         self._watchers: set[asyncio.Event] = set()
         self._notifier: asyncio.Task[None] | None = None
@@ -319,12 +364,7 @@ class MongoStore:
             raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
         if retention < 1:
             raise ValueError("retention must be at least 1")
-        given = _query_options(url) | {name.lower() for name in client_options}
-        defaults: dict[str, Any] = {**CLIENT_DEFAULTS, "appname": f"microstate-{namespace}"}
-        unset = {name: value for name, value in defaults.items() if name.lower() not in given}
-        client: AsyncMongoClient[_Doc] = AsyncMongoClient(url, **unset, **client_options)
-        write_concern = client.write_concern if "w" in given else WriteConcern(w="majority")
-        database = client.get_default_database(DEFAULT_DATABASE).name
+        client, write_concern, database = client_for(url, client_options, f"microstate-{namespace}")
         store = cls(
             client,
             namespace,
@@ -345,28 +385,11 @@ class MongoStore:
 
     async def _setup(self) -> None:
         for collection in (self._records, self._changes, self._namespaces):
-            await self._create_collection(collection)
+            await create_collection(collection)
         await _guard(self._records.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0))
-        try:
+        async with requiring_transactions("the MongoDB store"):
             # Creates the namespace's bookkeeping, and proves the server runs transactions.
             await self._write(self._init_bookkeeping)
-        except OperationFailure as exc:
-            if exc.code in _NO_TRANSACTIONS:
-                raise StoreError(
-                    "the MongoDB store needs transactions, which a standalone mongod does not offer: run it"
-                    " as a replica set (a one-member set is fine: mongod --replSet rs0, then rs.initiate())"
-                ) from exc
-            raise
-
-    async def _create_collection(self, collection: AsyncCollection[_Doc]) -> None:
-        # Explicitly, because older servers cannot create a collection inside a transaction.
-        try:
-            await _guard(collection.database.create_collection(collection.name))
-        except CollectionInvalid:
-            pass  # it exists (maybe another process created it just now)
-        except OperationFailure as exc:
-            if exc.code != 48:  # NamespaceExists
-                raise
 
     async def _init_bookkeeping(self, session: AsyncClientSession) -> None:
         with contextlib.suppress(DuplicateKeyError):  # another process created it at the same moment
@@ -721,4 +744,8 @@ __all__ = [
     "DEFAULT_RETENTION",
     "DEFAULT_WATCH_OUTAGE_BUDGET",
     "MongoStore",
+    "client_for",
+    "create_collection",
+    "is_durable",
+    "requiring_transactions",
 ]
