@@ -22,12 +22,8 @@ from microstate.server.store.roles import (
 )
 from tests.support.server_process import free_port
 
-LOG, BLOBS, AUDIT = (
-    StoreRole("log", StoreKind.LOG),
-    StoreRole("blobs", StoreKind.BLOBS),
-    StoreRole("audit", StoreKind.RECORDS),
-)
-ROLES = (RECORDS, LOG, BLOBS)
+BLOBS, AUDIT = StoreRole("blobs", StoreKind.BLOBS), StoreRole("audit", StoreKind.RECORDS)
+ROLES = (RECORDS, AUDIT, BLOBS)
 
 
 def test_the_primary_role_takes_store_and_the_others_follow_it_where_their_kind_can() -> None:
@@ -35,17 +31,18 @@ def test_the_primary_role_takes_store_and_the_others_follow_it_where_their_kind_
     urls = role_urls("models", ROLES, "redis://cache:6379/2", {}, data)
     assert urls == {
         "records": "redis://cache:6379/2",
-        "log": "redis://cache:6379/2",
-        "blobs": "file:///srv/data/models-blobs",
+        "audit": "redis://cache:6379/2",
+        "blobs": "file:///srv/data/models-blobs",  # no blob backend on Redis
     }
+    assert role_urls("models", ROLES, "mongodb://m/ms", {}, data)["blobs"] == "mongodb://m/ms"
     defaults = role_urls("models", ROLES, None, {}, data)
     assert defaults == {
         "records": "sqlite:////srv/data/models.db",
-        "log": "sqlite:////srv/data/models-log.db",
+        "audit": "sqlite:////srv/data/models-audit.db",
         "blobs": "file:///srv/data/models-blobs",
     }
-    given = role_urls("models", ROLES, None, {"log": "mongodb://m/ms", "records": "sqlite:///r.db"}, data)
-    assert given["records"] == "sqlite:///r.db" and given["log"] == "mongodb://m/ms"
+    given = role_urls("models", ROLES, None, {"audit": "mongodb://m/ms", "records": "sqlite:///r.db"}, data)
+    assert given["records"] == "sqlite:///r.db" and given["audit"] == "mongodb://m/ms"
 
 
 def test_role_urls_are_parsed_strictly_and_must_name_declared_roles() -> None:

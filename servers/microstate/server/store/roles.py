@@ -20,15 +20,22 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from microstate.server.store.base import Store
+from microstate.server.store.blobs.base import BlobStore
 
 
 @dataclass(frozen=True)
 class _KindSpec:
     opener: str
     """"module:function" of its `async open(url, namespace, **options)`; imported only when used."""
-    schemes: frozenset[str]
+    backends: str
+    """"module:attribute" of its backend table (URL scheme -> backend), for the schemes it can open."""
     default: Callable[[str, str, Path], str]
     """(microstate, role, data dir) -> the embedded default URL."""
+
+    @property
+    def schemes(self) -> frozenset[str]:
+        module_name, attribute = self.backends.split(":")
+        return frozenset(getattr(importlib.import_module(module_name), attribute))
 
 
 def _sqlite_default(name: str, role: str, data_dir: Path) -> str:
@@ -40,15 +47,20 @@ def _directory_default(name: str, role: str, data_dir: Path) -> str:
     return f"file://{(data_dir / f'{name}-{role}').resolve()}"
 
 
-_SERVER_SCHEMES = frozenset({"sqlite", "redis", "rediss", "mongodb", "mongodb+srv"})
-
-
 class StoreKind(enum.Enum):
-    RECORDS = _KindSpec("microstate.server.store:open_store", _SERVER_SCHEMES, _sqlite_default)
+    RECORDS = _KindSpec(
+        "microstate.server.store:open_store", "microstate.server.store:BACKENDS", _sqlite_default
+    )
     """Keyed records with revisions, compare-and-set, TTL, listing and a resumable change feed."""
-    BLOBS = _KindSpec("microstate.server.store.blobs:open_blobs", frozenset({"file"}), _directory_default)
+    BLOBS = _KindSpec(
+        "microstate.server.store.blobs:open_blobs",
+        "microstate.server.store.blobs:BLOB_BACKENDS",
+        _directory_default,
+    )
     """Immutable blobs named by their sha256 digest, uploaded resumably, read in ranges."""
-    LOG = _KindSpec("microstate.server.store.log:open_log", _SERVER_SCHEMES, _sqlite_default)
+    LOG = _KindSpec(
+        "microstate.server.store.log:open_log", "microstate.server.store.log:LOG_BACKENDS", _sqlite_default
+    )
     """An append-only log: atomic, deduplicated appends, reads and follows from a cursor, trimmed by age."""
 
 
@@ -122,8 +134,8 @@ class Stores:
     def records(self, role: str = RECORDS.name) -> Store:
         return cast(Store, self._get(role, StoreKind.RECORDS))
 
-    def blobs(self, role: str = "blobs") -> Any:
-        return self._get(role, StoreKind.BLOBS)
+    def blobs(self, role: str = "blobs") -> BlobStore:
+        return cast(BlobStore, self._get(role, StoreKind.BLOBS))
 
     def log(self, role: str = "log") -> Any:
         return self._get(role, StoreKind.LOG)
