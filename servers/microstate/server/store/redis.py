@@ -63,7 +63,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
-from microstate.server.store._shared import guard
+from microstate.server.store._shared import end_if_cancelled, guard
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -571,6 +571,7 @@ class RedisStore:
         down_since: float | None = None
         failures = 0
         while not self._closed:
+            end_if_cancelled()
             try:
                 if cursor is None:
                     cursor = await self._head_revision()
