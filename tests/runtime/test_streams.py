@@ -7,6 +7,7 @@ which must close any source (a store watch, a future slice's own) before the str
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable
 
 import pytest
@@ -67,6 +68,27 @@ async def test_cancelling_the_consumer_ends_the_source_before_it_returns(
         assert source.ended
     finally:
         source.swallow = 0
+
+
+async def test_a_handler_cancelled_before_its_stream_starts_does_not_follow_the_source() -> None:
+    """The handler reads where its stream starts before it streams; a driver call there may lose the
+    cancellation of a client that went away meanwhile. The stream must then not start following."""
+    source = Source()
+    preparing = asyncio.Event()
+
+    async def handler() -> list[int]:
+        preparing.set()
+        with contextlib.suppress(asyncio.CancelledError):  # as a driver that loses a cancellation does
+            await asyncio.Event().wait()
+        return await consume(source, asyncio.Event())
+
+    task = asyncio.ensure_future(handler())
+    await asyncio.wait_for(preparing.wait(), DEADLINE)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=DEADLINE)
+    assert task in done, "the stream followed its source after its handler was cancelled"
+    assert task.cancelled()
+    assert not source.waiting.is_set()
 
 
 async def test_setting_stopping_ends_the_stream_and_its_source() -> None:

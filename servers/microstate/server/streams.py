@@ -7,6 +7,8 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Final, TypeVar
 
+from microstate.server.cancellation import end_if_cancelled
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ async def until_stopping(
     step: asyncio.Future[T] | None = None
     try:
         while True:
+            # The handler's own calls (reading where the stream starts) may have lost a cancellation too.
+            end_if_cancelled()
             step = asyncio.ensure_future(anext(items))
             await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -39,15 +38,3 @@ async def guard(call: Awaitable[T], classify: Callable[[Exception], StoreUnavail
         if unavailable is None:
             raise
         raise unavailable from exc
-
-
-def end_if_cancelled() -> None:
-    """Raise CancelledError if the current task was cancelled but the cancellation got lost on the way.
-
-    Python 3.11's asyncio.wait_for swallows a cancellation that arrives as the call it waits for completes,
-    and redis-py and PyMongo wrap every send in it: a watch cancelled at that moment would go on following
-    the store for good. Watch loops call this on every turn, so they end at the next one instead.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -76,7 +76,8 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from microstate.server.store._shared import end_if_cancelled, guard, prefix_end
+from microstate.server.cancellation import end_if_cancelled
+from microstate.server.store._shared import guard, prefix_end
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,

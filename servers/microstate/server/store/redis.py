@@ -65,7 +65,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
-from microstate.server.store._shared import end_if_cancelled, guard
+from microstate.server.cancellation import end_if_cancelled
+from microstate.server.store._shared import guard
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,

@@ -44,7 +44,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from microstate.server.store._shared import end_if_cancelled, prefix_end
+from microstate.server.cancellation import end_if_cancelled
+from microstate.server.store._shared import prefix_end
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
