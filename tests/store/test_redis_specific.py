@@ -279,6 +279,25 @@ async def test_a_cancelled_watch_leaves_no_stale_reply_behind(store: RedisStore,
     assert (await pending).record == written
 
 
+async def test_a_watch_that_ended_leaves_no_connection_open(store: RedisStore, raw: aioredis.Redis) -> None:
+    """However a watch ends (closed between changes, or cancelled while blocked), the connection of its
+    blocking reads is closed with it; left idle in the pool, one per ended stream would stay open."""
+    blocked = asyncio.ensure_future(next_change(store.watch(after=await store.head_cursor())))
+    await wait_for(blocked_reads(raw, store, 1))
+    blocked.cancel()
+    closed = store.watch(after=await store.head_cursor())
+    pending = asyncio.ensure_future(next_change(closed))
+    await store.put("k", b"v")
+    await pending
+    await closed.aclose()
+
+    async def no_watch_connections() -> bool:
+        name = f"microstate-{store.namespace}"  # the client name RedisStore gives its connections
+        return not [c for c in await raw.client_list() if c["name"] == name and c["cmd"] == "xread"]
+
+    await wait_for(no_watch_connections)
+
+
 async def test_a_lost_revision_counter_continues_after_the_log(
     store: RedisStore, raw: aioredis.Redis
 ) -> None:

@@ -5,6 +5,7 @@ HOOKS:
   --slow-calls S    each unary call to the microstate's own services waits S seconds first (slow_calls.py)
   --log-first-call  log FIRST_CALL when the first call to those services arrives, so a test can wait until
                     a client's channel really uses this server
+  --task-census     on SIGUSR1, count the server's asyncio tasks into a file (task_census.py)
 
 `processes.start_server(..., hooks=[...])` starts servers this way.
 """
@@ -22,6 +23,7 @@ import grpc
 from microstate.server import logs, registry
 from microstate.server.config import add_arguments, load
 from microstate.server.serve import serve
+from tests.support import task_census
 from tests.support.slow_calls import SlowCallsInterceptor
 
 FIRST_CALL = "test hook: first call"
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.hooked_server")
     parser.add_argument("--slow-calls", type=float, metavar="S", dest="hook_slow_calls")
     parser.add_argument("--log-first-call", action="store_true", dest="hook_log_first_call")
+    parser.add_argument("--task-census", action="store_true", dest="hook_task_census")
     parser.add_argument("name")
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -61,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         interceptors.append(FirstCallLog(microstate.service_names))
     if args.hook_slow_calls is not None:
         interceptors.append(SlowCallsInterceptor(args.hook_slow_calls, microstate.service_names))
+    if args.hook_task_census:
+        task_census.answer_requests()
     return asyncio.run(serve(microstate, config, interceptors=interceptors))
 
 

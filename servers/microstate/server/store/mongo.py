@@ -76,6 +76,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
+from microstate.server.cancellation import end_if_cancelled
 from microstate.server.store._shared import guard, prefix_end
 from microstate.server.store.base import (
     ABSENT,
@@ -637,6 +638,7 @@ class MongoStore:
         outage = _Outage(self._watch_outage_budget)
         try:
             while True:
+                end_if_cancelled()
                 if self._closed:
                     raise StoreUnavailable("the mongodb store is closed")
                 wake.clear()  # before reading, so a commit during the read still wakes the next wait

@@ -25,7 +25,8 @@ persistence) is CursorExpired too: the caller must resynchronise either way.
 
 Connections: every command but the blocking watch reads goes over one multiplexed connection
 (redis_pipeline.py: redis-py's pool costs ~10x the CPU per command under concurrency); watch reads, and
-everything on a TLS (rediss://) URL, use redis-py.
+everything on a TLS (rediss://) URL, use redis-py. Each watch reads over a connection of its own, closed
+when the watch ends.
 
 Failure policy: connection errors, timeouts and "loading" become StoreUnavailable within about
 `socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a connection the
@@ -50,6 +51,7 @@ it defaults to False. Eviction policies other than `noeviction` can drop records
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import time
@@ -63,6 +65,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
+from microstate.server.cancellation import end_if_cancelled
 from microstate.server.store._shared import guard
 from microstate.server.store.base import (
     ABSENT,
@@ -570,39 +573,60 @@ class RedisStore:
         cursor = None if after is None else _parse_cursor(after)
         down_since: float | None = None
         failures = 0
-        while not self._closed:
-            try:
-                if cursor is None:
-                    cursor = await self._head_revision()
-                # After every (re)connect, check the cursor against the head: the server may have lost data.
-                entries = await self._entries_after(cursor, check_head=failures > 0 or after is not None)
-            except StoreUnavailable:
-                now = time.monotonic()
-                down_since = now if down_since is None else down_since
-                if now - down_since > self._watch_outage_budget:
-                    raise
-                failures += 1
-                await asyncio.sleep(self._watch_backoff.compute(failures))  # backoff before reconnecting
-                continue
-            down_since, failures, after = None, 0, None
-            for entry_id, fields in entries:
-                revision = int(entry_id.partition(b"-")[0])
-                if revision != cursor + 1:
-                    raise CursorExpired(f"the change log no longer holds the change after cursor {cursor}")
-                cursor = revision
-                change = self._change(revision, fields)
-                if change.key.startswith(prefix):
-                    yield change
+        async with self._watch_connection() as blocking:
+            while not self._closed:
+                end_if_cancelled()
+                try:
+                    if cursor is None:
+                        cursor = await self._head_revision()
+                    # After every (re)connect, check the cursor against the head: the server may lose data.
+                    entries = await self._entries_after(
+                        blocking, cursor, check_head=failures > 0 or after is not None
+                    )
+                except StoreUnavailable:
+                    now = time.monotonic()
+                    down_since = now if down_since is None else down_since
+                    if now - down_since > self._watch_outage_budget:
+                        raise
+                    failures += 1
+                    await asyncio.sleep(self._watch_backoff.compute(failures))  # backoff before reconnecting
+                    continue
+                down_since, failures, after = None, 0, None
+                for entry_id, fields in entries:
+                    revision = int(entry_id.partition(b"-")[0])
+                    if revision != cursor + 1:
+                        raise CursorExpired(
+                            f"the change log no longer holds the change after cursor {cursor}"
+                        )
+                    cursor = revision
+                    change = self._change(revision, fields)
+                    if change.key.startswith(prefix):
+                        yield change
         raise StoreUnavailable("the store is closed")
 
-    async def _entries_after(self, cursor: int, *, check_head: bool) -> Any:
+    @contextlib.asynccontextmanager
+    async def _watch_connection(self) -> AsyncIterator[aioredis.Redis]:
+        """A client on one connection of the blocking pool, for one watch's reads, closed when the watch ends.
+
+        Released to the pool instead, the connection would stay open, idle, after its watch had gone: one
+        more for every stream that ever ended while its watch was between two reads.
+        """
+        client = self._blocking.client()
+        try:
+            yield client
+        finally:
+            if client.connection is not None:
+                await client.connection.disconnect(nowait=True)
+            await client.aclose()
+
+    async def _entries_after(self, blocking: aioredis.Redis, cursor: int, *, check_head: bool) -> Any:
         """The next log entries after `cursor`, [(id, fields), ...], waiting up to `watch_block` for some."""
         if check_head:
             head = await self._head_revision()
             if cursor > head:
                 raise CursorExpired(f"cursor {cursor} is ahead of the change log head {head}")
         reply: Any = await _guard(
-            self._blocking.xread({self._log_key: f"{cursor}-0"}, count=256, block=self._watch_block_ms)
+            blocking.xread({self._log_key: f"{cursor}-0"}, count=256, block=self._watch_block_ms)
         )
         return reply[0][1] if reply else []
 

@@ -44,6 +44,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
+from microstate.server.cancellation import end_if_cancelled
 from microstate.server.store._shared import prefix_end
 from microstate.server.store.base import (
     ABSENT,
@@ -398,6 +399,7 @@ class SqliteStore:
         try:
             first = True
             while True:
+                end_if_cancelled()
                 wake.clear()  # before reading, so a commit during the read still wakes the next wait
                 head, rows = await self._read_changes(position, prefix, check_future=first)
                 first = False
