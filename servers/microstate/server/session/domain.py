@@ -24,6 +24,7 @@ from microstate.server.errors import AlreadyExists, NotFound
 from microstate.server.kit.access import PermissionDenied, Unauthenticated
 from microstate.server.kit.paging import PageTokens
 from microstate.server.kit.resources import UNCHANGED, Resources, Stored, Unchanged, changes
+from microstate.server.logs import Throttle
 from microstate.server.session import rules
 from microstate.server.session.model import (
     MARKS,
@@ -53,6 +54,7 @@ from microstate.server.session.tokens import (
 from microstate.server.store.base import Change, PreconditionFailed, Record, Store
 
 log = logging.getLogger(__name__)
+REFUSAL_LOG_INTERVAL_SECONDS = 10.0
 
 LIST_TOKENS = PageTokens("ListUserSessions", "user_id")
 CHECKPOINT_EVERY = 256
@@ -158,6 +160,8 @@ class SessionDomain:
         self._clock = clock
         self._sessions = Resources(store, SESSION, LIST_TOKENS)
         self._marks = Resources(store, MARKS, LIST_TOKENS)
+        # Anyone can send refused tokens at will: one line per method and cause per interval, with a count.
+        self._refusals = Throttle(REFUSAL_LOG_INTERVAL_SECONDS)
 
     # -- reads -----------------------------------------------------------------------------------------------
 
@@ -211,7 +215,12 @@ class SessionDomain:
             raise self._refuse(method, "", malformed.cause) from None
 
     def _refuse(self, method: str, session_id: str, cause: str) -> Unauthenticated:
-        log.info("credential refused", extra={"method": method, "session_id": session_id, "cause": cause})
+        held_back = self._refusals.admit((method, cause))
+        if held_back is not None:
+            log.info(
+                "credential refused",
+                extra={"method": method, "session_id": session_id, "cause": cause, "held_back": held_back},
+            )
         return _invalid()
 
     def _authenticate(
