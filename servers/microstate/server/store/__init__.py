@@ -5,10 +5,9 @@ Backends are imported only when their scheme is used, so a server on SQLite neve
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Protocol, cast
-from urllib.parse import urlsplit
 
+from microstate.server.store._shared import backend_class
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -47,15 +46,7 @@ async def open_store(url: str, namespace: str, **options: Any) -> Store:
     `mongodb://…`, `mongodb+srv://…`. An unknown scheme raises ValueError; an unreachable backend raises
     StoreUnavailable.
     """
-    scheme = urlsplit(url).scheme.lower()
-    try:
-        module_name, class_name = BACKENDS[scheme].split(":")
-    except KeyError:
-        raise ValueError(
-            f"unsupported store URL {url!r}: the scheme must be one of {', '.join(BACKENDS)}"
-            " (for example sqlite:///data/microstate.db or redis://localhost:6379/0)"
-        ) from None
-    backend = cast(_Backend, getattr(importlib.import_module(module_name), class_name))
+    backend = cast(_Backend, backend_class(BACKENDS, url, "store"))
     return await backend.open(url, namespace, **options)
 
 

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import asyncio
+import importlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from microstate.server.store.base import StoreUnavailable
 
 T = TypeVar("T")
+
+
+def backend_class(backends: Mapping[str, str], url: str, role: str) -> Any:
+    """The class `backends` names ("module:class") for the scheme of `url`, its module imported only now.
+
+    An unknown scheme is a ValueError naming the `role` ("store", "log store") and the schemes there are.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    try:
+        module_name, class_name = backends[scheme].split(":")
+    except KeyError:
+        raise ValueError(
+            f"unsupported {role} URL {url!r}: the scheme must be one of {', '.join(backends)}"
+            " (for example sqlite:///data/microstate.db or redis://localhost:6379/0)"
+        ) from None
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def prefix_end(prefix: str) -> str | None:
@@ -24,6 +45,31 @@ def prefix_end(prefix: str) -> str | None:
                 code = 0xE000
             return "".join(chars) + chr(code)
     return None
+
+
+def backoff(attempt: int, *, base: float = 0.005, cap: float = 1.0) -> float:
+    """Exponential backoff with full jitter, so racing writers spread out instead of colliding again."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+class Outage:
+    """How long a watch has been failing, and whether it may keep retrying."""
+
+    def __init__(self, budget: float) -> None:
+        self._budget = budget
+        self._since: float | None = None
+        self._failures = 0
+
+    def reset(self) -> None:
+        self._since, self._failures = None, 0
+
+    async def retry_or_raise(self, exc: StoreUnavailable) -> None:
+        now = time.monotonic()
+        self._since = self._since or now
+        if now - self._since > self._budget:
+            raise exc
+        self._failures += 1
+        await asyncio.sleep(backoff(self._failures, base=0.05))  # backoff before reconnecting
 
 
 async def guard(call: Awaitable[T], classify: Callable[[Exception], StoreUnavailable | None]) -> T:

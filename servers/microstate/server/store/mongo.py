@@ -51,7 +51,6 @@ import builtins
 import contextlib
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -76,7 +75,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from microstate.server.store._shared import guard, prefix_end
+from microstate.server.store._shared import Outage, backoff, guard, prefix_end
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -162,11 +161,6 @@ def _is_write_conflict(exc: PyMongoError) -> bool:
     return exc.has_error_label("TransientTransactionError") and not isinstance(exc, ConnectionFailure)
 
 
-def _backoff(attempt: int, *, base: float = 0.005, cap: float = 1.0) -> float:
-    """Exponential backoff with full jitter, so racing writers spread out instead of colliding again."""
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
 def _parse_cursor(cursor: str) -> int:
     if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
         raise InvalidCursor(f"not a cursor of a MongoDB store: {cursor!r}")
@@ -176,6 +170,63 @@ def _parse_cursor(cursor: str) -> int:
 def _query_options(url: str) -> set[str]:
     """The option names a mongodb:// URL sets, lower-cased (URI options are case-insensitive)."""
     return {name.lower() for name, _ in parse_qsl(urlsplit(url).query)}
+
+
+def connect(
+    url: str, appname: str, client_options: Mapping[str, Any]
+) -> tuple[AsyncMongoClient[_Doc], WriteConcern, str]:
+    """A client for `url`, the write concern to use and the name of the database the URL names.
+
+    `client_options` go to AsyncMongoClient and win over the URL; CLIENT_DEFAULTS apply to options neither
+    sets. The write concern is ``majority`` unless the URL or `client_options` set ``w``.
+    """
+    given = _query_options(url) | {name.lower() for name in client_options}
+    defaults: dict[str, Any] = {**CLIENT_DEFAULTS, "appname": appname}
+    unset = {name: value for name, value in defaults.items() if name.lower() not in given}
+    client: AsyncMongoClient[_Doc] = AsyncMongoClient(url, **unset, **client_options)
+    write_concern = client.write_concern if "w" in given else WriteConcern(w="majority")
+    return client, write_concern, client.get_default_database(DEFAULT_DATABASE).name
+
+
+async def create_collections(*collections: AsyncCollection[_Doc]) -> None:
+    """Create the collections that do not exist yet (explicitly, because older servers cannot create a
+    collection inside a transaction); safe to race with other processes."""
+    for collection in collections:
+        try:
+            await _guard(collection.database.create_collection(collection.name))
+        except CollectionInvalid:
+            pass  # it exists (maybe another process created it just now)
+        except OperationFailure as exc:
+            if exc.code != 48:  # NamespaceExists
+                raise
+
+
+async def create_bookkeeping(
+    transact: Callable[[Callable[[AsyncClientSession], Awaitable[None]]], Awaitable[None]],
+    collection: AsyncCollection[_Doc],
+    name: str,
+) -> None:
+    """Create the bookkeeping document of namespace `name` (head and trimmed_through 0) unless it exists, in
+    a transaction run by `transact`: that proves the server runs transactions (StoreError if it cannot)."""
+
+    async def create(session: AsyncClientSession) -> None:
+        with contextlib.suppress(DuplicateKeyError):  # another process created it at the same moment
+            await collection.update_one(
+                {"_id": name},
+                {"$setOnInsert": {"head": Int64(0), "trimmed_through": Int64(0)}},
+                upsert=True,
+                session=session,
+            )
+
+    try:
+        await transact(create)
+    except OperationFailure as exc:
+        if exc.code in _NO_TRANSACTIONS:
+            raise StoreError(
+                "MongoDB stores need transactions, which a standalone mongod does not offer: run it as a"
+                " replica set (a one-member set is fine: mongod --replSet rs0, then rs.initiate())"
+            ) from exc
+        raise
 
 
 def _now_ms() -> int:
@@ -225,26 +276,6 @@ def _change(doc: _Doc) -> Change:
 class _Bookkeeping:
     head: int
     trimmed_through: int
-
-
-class _Outage:
-    """How long a watch has been failing, and whether it may keep retrying."""
-
-    def __init__(self, budget: float) -> None:
-        self._budget = budget
-        self._since: float | None = None
-        self._failures = 0
-
-    def reset(self) -> None:
-        self._since, self._failures = None, 0
-
-    async def retry_or_raise(self, exc: StoreUnavailable) -> None:
-        now = time.monotonic()
-        self._since = self._since or now
-        if now - self._since > self._budget:
-            raise exc
-        self._failures += 1
-        await asyncio.sleep(_backoff(self._failures, base=0.05))  # backoff before reconnecting
 
 
 class MongoStore:
@@ -319,12 +350,7 @@ class MongoStore:
             raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
         if retention < 1:
             raise ValueError("retention must be at least 1")
-        given = _query_options(url) | {name.lower() for name in client_options}
-        defaults: dict[str, Any] = {**CLIENT_DEFAULTS, "appname": f"microstate-{namespace}"}
-        unset = {name: value for name, value in defaults.items() if name.lower() not in given}
-        client: AsyncMongoClient[_Doc] = AsyncMongoClient(url, **unset, **client_options)
-        write_concern = client.write_concern if "w" in given else WriteConcern(w="majority")
-        database = client.get_default_database(DEFAULT_DATABASE).name
+        client, write_concern, database = connect(url, f"microstate-{namespace}", client_options)
         store = cls(
             client,
             namespace,
@@ -344,38 +370,9 @@ class MongoStore:
         return store
 
     async def _setup(self) -> None:
-        for collection in (self._records, self._changes, self._namespaces):
-            await self._create_collection(collection)
+        await create_collections(self._records, self._changes, self._namespaces)
         await _guard(self._records.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0))
-        try:
-            # Creates the namespace's bookkeeping, and proves the server runs transactions.
-            await self._write(self._init_bookkeeping)
-        except OperationFailure as exc:
-            if exc.code in _NO_TRANSACTIONS:
-                raise StoreError(
-                    "the MongoDB store needs transactions, which a standalone mongod does not offer: run it"
-                    " as a replica set (a one-member set is fine: mongod --replSet rs0, then rs.initiate())"
-                ) from exc
-            raise
-
-    async def _create_collection(self, collection: AsyncCollection[_Doc]) -> None:
-        # Explicitly, because older servers cannot create a collection inside a transaction.
-        try:
-            await _guard(collection.database.create_collection(collection.name))
-        except CollectionInvalid:
-            pass  # it exists (maybe another process created it just now)
-        except OperationFailure as exc:
-            if exc.code != 48:  # NamespaceExists
-                raise
-
-    async def _init_bookkeeping(self, session: AsyncClientSession) -> None:
-        with contextlib.suppress(DuplicateKeyError):  # another process created it at the same moment
-            await self._namespaces.update_one(
-                {"_id": self.namespace},
-                {"$setOnInsert": {"head": Int64(0), "trimmed_through": Int64(0)}},
-                upsert=True,
-                session=session,
-            )
+        await create_bookkeeping(self._write, self._namespaces, self.namespace)
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -413,7 +410,7 @@ class MongoStore:
             except PyMongoError as exc:
                 if _is_write_conflict(exc) and time.monotonic() < deadline:
                     attempt += 1
-                    await asyncio.sleep(_backoff(attempt))  # before running the lost transaction again
+                    await asyncio.sleep(backoff(attempt))  # before running the lost transaction again
                     continue
                 if self._closed:
                     raise StoreUnavailable("the mongodb store is closed") from exc
@@ -611,7 +608,7 @@ class MongoStore:
         wake = asyncio.Event()
         self._watchers.add(wake)
         self._start_notifier()
-        outage = _Outage(self._watch_outage_budget)
+        outage = Outage(self._watch_outage_budget)
         try:
             while True:
                 if self._closed:
@@ -690,7 +687,7 @@ class MongoStore:
             except PyMongoError as exc:
                 log.debug("change stream interrupted; reopening: %s", exc)
             failures += 1
-            await asyncio.sleep(_backoff(failures, base=0.05))  # backoff before reopening the stream
+            await asyncio.sleep(backoff(failures, base=0.05))  # backoff before reopening the stream
 
     def _wake_watchers(self) -> None:
         for wake in self._watchers:
