@@ -7,12 +7,19 @@ import importlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from microstate.server.store.base import StoreUnavailable
 
 T = TypeVar("T")
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Closable)
 
 
 def backend_class(backends: Mapping[str, str], url: str, role: str) -> Any:
@@ -72,6 +79,16 @@ class Outage:
         await asyncio.sleep(backoff(self._failures, base=0.05))  # backoff before reconnecting
 
 
+async def set_up(store: S, setup: Awaitable[object]) -> S:
+    """`store` once `setup` has completed; if it fails, `store` is closed and the error raised."""
+    try:
+        await setup
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
 async def guard(call: Awaitable[T], classify: Callable[[Exception], StoreUnavailable | None]) -> T:
     """Await a driver call, turning the errors `classify` maps to StoreUnavailable into that (chained).
 
@@ -84,3 +101,15 @@ async def guard(call: Awaitable[T], classify: Callable[[Exception], StoreUnavail
         if unavailable is None:
             raise
         raise unavailable from exc
+
+
+def end_if_cancelled() -> None:
+    """Raise CancelledError if the current task was cancelled but the cancellation got lost on the way.
+
+    Python 3.11's asyncio.wait_for swallows a cancellation that arrives as the call it waits for completes,
+    and redis-py and PyMongo wrap every send in it: a watch cancelled at that moment would go on following
+    the store for good. Watch loops call this on every turn, so they end at the next one instead.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
