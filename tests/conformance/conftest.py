@@ -10,10 +10,11 @@ Adding a backend = one builder below + one line in BACKENDS.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -76,23 +77,46 @@ def namespace() -> str:
     return f"conformance{uuid.uuid4().hex}"
 
 
-class StoreFactory(Protocol):
-    async def __call__(self, **options: Any) -> Store: ...
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Closable)
+S_co = TypeVar("S_co", bound=Closable, covariant=True)
+
+
+class Factory(Protocol[S_co]):
+    async def __call__(self, **options: Any) -> S_co: ...
+
+
+StoreFactory = Factory[Store]
+
+
+@asynccontextmanager
+async def opening(
+    backend: Backend, namespace: str, open_one: Callable[..., Awaitable[S]]
+) -> AsyncIterator[Factory[S]]:
+    """A factory opening stores with `open_one(url, namespace, **options)` on this backend and namespace,
+    closing every one of them on exit (also for the log role's suite)."""
+    opened: list[S] = []
+
+    async def open_another(**options: Any) -> S:
+        store = await open_one(backend.url, namespace, **options)
+        opened.append(store)
+        return store
+
+    try:
+        yield open_another
+    finally:
+        for store in opened:
+            await store.close()
 
 
 @pytest.fixture
 async def store_factory(backend: Backend, namespace: str) -> AsyncIterator[StoreFactory]:
     """Open another store on this test's backend and namespace; all are closed at teardown."""
-    opened: list[Store] = []
-
-    async def open_another(**options: Any) -> Store:
-        store = await open_store(backend.url, namespace, **options)
-        opened.append(store)
-        return store
-
-    yield open_another
-    for store in opened:
-        await store.close()
+    async with opening(backend, namespace, open_store) as open_another:
+        yield open_another
 
 
 @pytest.fixture
