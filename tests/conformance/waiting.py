@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from microstate.server.store import Change, Store
 
 DEADLINE = 5.0
 """Seconds any awaited condition may take before the test fails (generous: CI machines are slow)."""
 _POLL = 0.02
+T = TypeVar("T")
 
 
 async def wait_until(
@@ -39,12 +41,13 @@ async def watching(
             await aclose()
 
 
-async def take(changes: AsyncIterator[Change], count: int, *, within: float = DEADLINE) -> list[Change]:
-    """The next `count` changes of a watch, failing the test if they do not all arrive within `within`."""
-    taken: list[Change] = []
+async def take(items: AsyncIterator[T], count: int, *, within: float = DEADLINE) -> list[T]:
+    """The next `count` items of a watch (or a log's follow), failing the test if they do not all arrive
+    within `within`."""
+    taken: list[T] = []
     async with asyncio.timeout(within):
         while len(taken) < count:
-            taken.append(await anext(changes))
+            taken.append(await anext(items))
     return taken
 
 

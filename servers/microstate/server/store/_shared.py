@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from microstate.server.store.base import StoreUnavailable
 
 T = TypeVar("T")
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Closable)
 
 
 def backend_class(backends: Mapping[str, str], url: str, role: str, example: str) -> Any:
@@ -45,6 +55,41 @@ def prefix_end(prefix: str) -> str | None:
     return None
 
 
+def backoff(attempt: int, *, base: float = 0.005, cap: float = 1.0) -> float:
+    """Exponential backoff with full jitter, so racing writers spread out instead of colliding again."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+class Outage:
+    """How long a watch has been failing, and whether it may keep retrying."""
+
+    def __init__(self, budget: float) -> None:
+        self._budget = budget
+        self._since: float | None = None
+        self._failures = 0
+
+    def reset(self) -> None:
+        self._since, self._failures = None, 0
+
+    async def retry_or_raise(self, exc: StoreUnavailable) -> None:
+        now = time.monotonic()
+        self._since = self._since or now
+        if now - self._since > self._budget:
+            raise exc
+        self._failures += 1
+        await asyncio.sleep(backoff(self._failures, base=0.05))  # backoff before reconnecting
+
+
+async def set_up(store: S, setup: Awaitable[object]) -> S:
+    """`store` once `setup` has completed; if it fails, `store` is closed and the error raised."""
+    try:
+        await setup
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
 async def guard(call: Awaitable[T], classify: Callable[[Exception], StoreUnavailable | None]) -> T:
     """Await a driver call, turning the errors `classify` maps to StoreUnavailable into that (chained).
 
@@ -57,3 +102,15 @@ async def guard(call: Awaitable[T], classify: Callable[[Exception], StoreUnavail
         if unavailable is None:
             raise
         raise unavailable from exc
+
+
+def end_if_cancelled() -> None:
+    """Raise CancelledError if the current task was cancelled but the cancellation got lost on the way.
+
+    Python 3.11's asyncio.wait_for swallows a cancellation that arrives as the call it waits for completes,
+    and redis-py and PyMongo wrap every send in it: a watch cancelled at that moment would go on following
+    the store for good. Watch loops call this on every turn, so they end at the next one instead.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

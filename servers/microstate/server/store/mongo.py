@@ -51,7 +51,6 @@ import builtins
 import contextlib
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -77,7 +76,7 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import guard, prefix_end
+from microstate.server.store._shared import Outage, backoff, guard, prefix_end
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -163,11 +162,6 @@ def _is_write_conflict(exc: PyMongoError) -> bool:
     return exc.has_error_label("TransientTransactionError") and not isinstance(exc, ConnectionFailure)
 
 
-def _backoff(attempt: int, *, base: float = 0.005, cap: float = 1.0) -> float:
-    """Exponential backoff with full jitter, so racing writers spread out instead of colliding again."""
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
 def _parse_cursor(cursor: str) -> int:
     if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
         raise InvalidCursor(f"not a cursor of a MongoDB store: {cursor!r}")
@@ -179,13 +173,14 @@ def _query_options(url: str) -> set[str]:
     return {name.lower() for name, _ in parse_qsl(urlsplit(url).query)}
 
 
-def client_for(
-    url: str, client_options: Mapping[str, Any], appname: str
+def connect(
+    url: str, appname: str, client_options: Mapping[str, Any]
 ) -> tuple[AsyncMongoClient[_Doc], WriteConcern, str]:
-    """A client for `url`, the write concern to write with and the database to use (each role's store).
+    """A client for `url`, the write concern to use and the name of the database the URL names.
 
-    `client_options` win over the URL; CLIENT_DEFAULTS apply to options neither sets. The write concern is
-    ``majority`` unless either sets ``w``; the database is the URL's path, DEFAULT_DATABASE without one."""
+    `client_options` go to AsyncMongoClient and win over the URL; CLIENT_DEFAULTS apply to options neither
+    sets. The write concern is ``majority`` unless the URL or `client_options` set ``w``.
+    """
     given = _query_options(url) | {name.lower() for name in client_options}
     defaults: dict[str, Any] = {**CLIENT_DEFAULTS, "appname": appname}
     unset = {name: value for name, value in defaults.items() if name.lower() not in given}
@@ -194,16 +189,38 @@ def client_for(
     return client, write_concern, client.get_default_database(DEFAULT_DATABASE).name
 
 
-async def create_collection(collection: AsyncCollection[_Doc]) -> None:
-    """Create `collection` unless it exists: explicitly, because older servers cannot create a collection
-    inside a transaction."""
-    try:
-        await _guard(collection.database.create_collection(collection.name))
-    except CollectionInvalid:
-        pass  # it exists (maybe another process created it just now)
-    except OperationFailure as exc:
-        if exc.code != 48:  # NamespaceExists
-            raise
+async def create_collections(*collections: AsyncCollection[_Doc]) -> None:
+    """Create the collections that do not exist yet (explicitly, because older servers cannot create a
+    collection inside a transaction); safe to race with other processes."""
+    for collection in collections:
+        try:
+            await _guard(collection.database.create_collection(collection.name))
+        except CollectionInvalid:
+            pass  # it exists (maybe another process created it just now)
+        except OperationFailure as exc:
+            if exc.code != 48:  # NamespaceExists
+                raise
+
+
+async def create_bookkeeping(
+    transact: Callable[[Callable[[AsyncClientSession], Awaitable[None]]], Awaitable[None]],
+    collection: AsyncCollection[_Doc],
+    name: str,
+) -> None:
+    """Create the bookkeeping document of namespace `name` (head and trimmed_through 0) unless it exists, in
+    a transaction run by `transact`: that proves the server runs transactions (StoreError if it cannot)."""
+
+    async def create(session: AsyncClientSession) -> None:
+        with contextlib.suppress(DuplicateKeyError):  # another process created it at the same moment
+            await collection.update_one(
+                {"_id": name},
+                {"$setOnInsert": {"head": Int64(0), "trimmed_through": Int64(0)}},
+                upsert=True,
+                session=session,
+            )
+
+    async with requiring_transactions():
+        await transact(create)
 
 
 def is_durable(write_concern: WriteConcern) -> bool:
@@ -212,15 +229,15 @@ def is_durable(write_concern: WriteConcern) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def requiring_transactions(what: str) -> AsyncIterator[None]:
+async def requiring_transactions() -> AsyncIterator[None]:
     """Around a store's first transaction: a server without transactions becomes a StoreError saying why."""
     try:
         yield
     except OperationFailure as exc:
         if exc.code in _NO_TRANSACTIONS:
             raise StoreError(
-                f"{what} needs transactions, which a standalone mongod does not offer: run it as a replica"
-                " set (a one-member set is fine: mongod --replSet rs0, then rs.initiate())"
+                "MongoDB stores need transactions, which a standalone mongod does not offer: run it as a"
+                " replica set (a one-member set is fine: mongod --replSet rs0, then rs.initiate())"
             ) from exc
         raise
 
@@ -272,26 +289,6 @@ def _change(doc: _Doc) -> Change:
 class _Bookkeeping:
     head: int
     trimmed_through: int
-
-
-class _Outage:
-    """How long a watch has been failing, and whether it may keep retrying."""
-
-    def __init__(self, budget: float) -> None:
-        self._budget = budget
-        self._since: float | None = None
-        self._failures = 0
-
-    def reset(self) -> None:
-        self._since, self._failures = None, 0
-
-    async def retry_or_raise(self, exc: StoreUnavailable) -> None:
-        now = time.monotonic()
-        self._since = self._since or now
-        if now - self._since > self._budget:
-            raise exc
-        self._failures += 1
-        await asyncio.sleep(_backoff(self._failures, base=0.05))  # backoff before reconnecting
 
 
 class MongoStore:
@@ -365,7 +362,7 @@ class MongoStore:
             raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
         if retention < 1:
             raise ValueError("retention must be at least 1")
-        client, write_concern, database = client_for(url, client_options, f"microstate-{namespace}")
+        client, write_concern, database = connect(url, f"microstate-{namespace}", client_options)
         store = cls(
             client,
             namespace,
@@ -385,21 +382,9 @@ class MongoStore:
         return store
 
     async def _setup(self) -> None:
-        for collection in (self._records, self._changes, self._namespaces):
-            await create_collection(collection)
+        await create_collections(self._records, self._changes, self._namespaces)
         await _guard(self._records.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0))
-        async with requiring_transactions("the MongoDB store"):
-            # Creates the namespace's bookkeeping, and proves the server runs transactions.
-            await self._write(self._init_bookkeeping)
-
-    async def _init_bookkeeping(self, session: AsyncClientSession) -> None:
-        with contextlib.suppress(DuplicateKeyError):  # another process created it at the same moment
-            await self._namespaces.update_one(
-                {"_id": self.namespace},
-                {"$setOnInsert": {"head": Int64(0), "trimmed_through": Int64(0)}},
-                upsert=True,
-                session=session,
-            )
+        await create_bookkeeping(self._write, self._namespaces, self.namespace)
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -437,7 +422,7 @@ class MongoStore:
             except PyMongoError as exc:
                 if _is_write_conflict(exc) and time.monotonic() < deadline:
                     attempt += 1
-                    await asyncio.sleep(_backoff(attempt))  # before running the lost transaction again
+                    await asyncio.sleep(backoff(attempt))  # before running the lost transaction again
                     continue
                 if self._closed:
                     raise StoreUnavailable("the mongodb store is closed") from exc
@@ -635,7 +620,7 @@ class MongoStore:
         wake = asyncio.Event()
         self._watchers.add(wake)
         self._start_notifier()
-        outage = _Outage(self._watch_outage_budget)
+        outage = Outage(self._watch_outage_budget)
         try:
             while True:
                 end_if_cancelled()
@@ -715,7 +700,7 @@ class MongoStore:
             except PyMongoError as exc:
                 log.debug("change stream interrupted; reopening: %s", exc)
             failures += 1
-            await asyncio.sleep(_backoff(failures, base=0.05))  # backoff before reopening the stream
+            await asyncio.sleep(backoff(failures, base=0.05))  # backoff before reopening the stream
 
     def _wake_watchers(self) -> None:
         for wake in self._watchers:
@@ -746,8 +731,9 @@ __all__ = [
     "DEFAULT_RETENTION",
     "DEFAULT_WATCH_OUTAGE_BUDGET",
     "MongoStore",
-    "client_for",
-    "create_collection",
+    "connect",
+    "create_bookkeeping",
+    "create_collections",
     "is_durable",
     "requiring_transactions",
 ]

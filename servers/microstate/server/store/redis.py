@@ -284,6 +284,21 @@ async def _guard(call: Awaitable[T]) -> T:
     return await guard(call, _unavailable)
 
 
+def redis_client(
+    url: str, name: str, *, socket_timeout: float, connect_timeout: float, health_check_interval: int
+) -> aioredis.Redis:
+    """A redis-py client for a store: named `name` in CLIENT LIST, failing within the timeouts, and never
+    resending a command by itself (writes must not be resent blindly: see the module docstring)."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=health_check_interval,
+        retry=Retry(NoBackoff(), 0),
+        client_name=name,
+    )
+
+
 async def _forget_failure(_error: Exception) -> None:
     """redis-py already dropped the failed connection; the next attempt checks out a fresh one."""
 
@@ -378,17 +393,17 @@ class RedisStore:
             raise ValueError(f"namespace must match {NAMESPACE_PATTERN.pattern}: {namespace!r}")
         if retention < 1:
             raise ValueError("retention must be at least 1")
-        common: dict[str, Any] = {
-            "socket_connect_timeout": connect_timeout,
-            "health_check_interval": health_check_interval,
-            # No retries inside redis-py: writes must not be resent blindly (see the module docstring).
-            "retry": Retry(NoBackoff(), 0),
-            "client_name": f"microstate-{namespace}",
-        }
-        client = aioredis.Redis.from_url(url, socket_timeout=socket_timeout, **common)
+        connect = partial(
+            redis_client,
+            url,
+            f"microstate-{namespace}",
+            connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
+        )
+        client = connect(socket_timeout=socket_timeout)
         # Blocking reads get their own pool so a long XREAD BLOCK never holds a connection other calls need;
         # its socket timeout must outlast the block time.
-        blocking = aioredis.Redis.from_url(url, socket_timeout=watch_block + socket_timeout, **common)
+        blocking = connect(socket_timeout=watch_block + socket_timeout)
         # Commands share one multiplexed connection (redis_pipeline.py) with the same timeouts.
         pipeline = RedisPipeline.for_url(
             url,

@@ -38,7 +38,6 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -46,6 +45,7 @@ import aiosqlite
 
 from microstate.server.cancellation import end_if_cancelled
 from microstate.server.store._shared import prefix_end
+from microstate.server.store._sqlite import Database, open_database
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -70,8 +70,6 @@ DEFAULT_PURGE_INTERVAL: Final = 60.0
 """Seconds between purges of expired records."""
 DEFAULT_BUSY_TIMEOUT: Final = 5.0
 """Seconds to wait for another connection's write lock before StoreUnavailable."""
-WAL_SWITCH_ATTEMPTS: Final = 50
-"""Tries at switching a new file to WAL while another process holds the lock (see _setup)."""
 
 _WATCH_BATCH: Final = 256
 _BATCH_GET_CHUNK: Final = 500  # well under SQLite's bound-parameter limit
@@ -107,11 +105,6 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _unavailable(exc: BaseException) -> StoreUnavailable:
-    name = getattr(exc, "sqlite_errorname", type(exc).__name__)
-    return StoreUnavailable(f"sqlite store failed ({name}): {exc}")
-
-
 def _check(key: str, if_match: IfMatch, current: Record | None) -> None:
     if if_match is None:
         return
@@ -129,18 +122,13 @@ class SqliteStore:
 
     capabilities = Capabilities(durable=True, shared=True, native_ttl=False)
 
-    def __init__(
-        self, conn: aiosqlite.Connection, namespace: str, *, retention: int, poll_interval: float
-    ) -> None:
-        self._conn: aiosqlite.Connection | None = conn
+    def __init__(self, db: Database, namespace: str, *, retention: int, poll_interval: float) -> None:
+        self._db = db
         self._namespace = namespace
         self._records = _quote(f"records_{namespace}")
         self._changes = _quote(f"changes_{namespace}")
         self._retention = retention
         self._poll_interval = poll_interval
-        # One aiosqlite connection runs statements in order on its thread; the lock keeps one coroutine's
-        # transaction from interleaving with another's statements (which would read uncommitted data).
-        self._lock = asyncio.Lock()
         self._watchers: set[asyncio.Event] = set()
         self._purger: asyncio.Task[None] | None = None
 
@@ -164,14 +152,8 @@ class SqliteStore:
             raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
         if retention < 1:
             raise ValueError("retention must be at least 1")
-        path = database_path(url_or_path)
-        if path != ":memory:" and not Path(path).parent.is_dir():
-            raise StoreUnavailable(f"sqlite store directory does not exist: {Path(path).parent}")
-        try:
-            conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
-        except (sqlite3.Error, OSError) as exc:
-            raise _unavailable(exc) from exc
-        store = cls(conn, namespace, retention=retention, poll_interval=poll_interval)
+        db = await open_database(database_path(url_or_path), busy_timeout=busy_timeout)
+        store = cls(db, namespace, retention=retention, poll_interval=poll_interval)
         try:
             await store._setup()
         except BaseException:
@@ -181,20 +163,6 @@ class SqliteStore:
         return store
 
     async def _setup(self) -> None:
-        async def pragmas(conn: aiosqlite.Connection) -> None:
-            # Switching a new file to WAL takes an exclusive lock and SQLite does not call the busy handler
-            # for it: two processes opening a fresh file together can see "database is locked". Retry briefly.
-            for attempt in range(WAL_SWITCH_ATTEMPTS):
-                try:
-                    await conn.execute_fetchall("PRAGMA journal_mode=WAL")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
-                        raise
-                    backoff = 0.01 * (attempt + 1)  # between attempts, not synchronisation
-                    await asyncio.sleep(backoff)
-            await conn.execute_fetchall("PRAGMA synchronous=FULL")
-
         async def schema(conn: aiosqlite.Connection) -> None:
             await conn.execute_fetchall(
                 "CREATE TABLE IF NOT EXISTS microstate_namespaces (name TEXT PRIMARY KEY,"
@@ -216,48 +184,14 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO microstate_namespaces (name) VALUES (?)", [self._namespace]
             )
 
-        await self._run(None, pragmas)
         await self._run("BEGIN IMMEDIATE", schema)
         await self._purge_expired()
 
     # -- running statements ------------------------------------------------------------------------------
 
     async def _run(self, begin: str | None, work: Callable[[aiosqlite.Connection], Awaitable[_T]]) -> _T:
-        """Run `work` under the lock, inside a transaction opened with `begin` (None: autocommit).
-
-        Shielded: a cancelled caller must not abandon a transaction half-way on the shared connection; the
-        transaction still commits or rolls back, and releases the lock, in the background.
-        """
-        task = asyncio.ensure_future(self._run_locked(begin, work))
-        # Retrieve the outcome even when nobody awaits it any more (no "exception never retrieved" noise).
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return await asyncio.shield(task)
-
-    async def _run_locked(
-        self, begin: str | None, work: Callable[[aiosqlite.Connection], Awaitable[_T]]
-    ) -> _T:
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise StoreUnavailable("the sqlite store is closed")
-            try:
-                if begin is None:
-                    return await work(conn)
-                await conn.execute_fetchall(begin)
-                try:
-                    result = await work(conn)
-                    await conn.execute_fetchall("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error, ValueError):
-                        await conn.execute_fetchall("ROLLBACK")
-                    raise
-                return result
-            except (sqlite3.OperationalError, sqlite3.InternalError, OSError) as exc:
-                raise _unavailable(exc) from exc
-            except sqlite3.DatabaseError as exc:
-                if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "disk image is malformed"
-                    raise _unavailable(exc) from exc
-                raise
+        """Run `work` in a transaction opened with `begin` (None: autocommit); see `Database.run`."""
+        return await self._db.run(begin, work)
 
     async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[_T]]) -> _T:
         result = await self._run("BEGIN IMMEDIATE", work)
@@ -467,11 +401,7 @@ class SqliteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
             self._purger = None
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await conn.close()
+        await self._db.close()
         for wake in self._watchers:  # watchers then fail with StoreUnavailable instead of polling forever
             wake.set()
 

@@ -65,8 +65,8 @@ from microstate.server.store.mongo import (
     _guard,
     _is_write_conflict,
     _unavailable,
-    client_for,
-    create_collection,
+    connect,
+    create_collections,
     is_durable,
     requiring_transactions,
 )
@@ -145,7 +145,7 @@ class MongoBlobs(BlobStoreBase):
             raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 64")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
-        connection = client_for(url, client_options, f"microstate-blobs-{namespace}")
+        connection = connect(url, f"microstate-blobs-{namespace}", client_options)
         store = cls(*connection, namespace, chunk_size=chunk_size, clock=clock)
         try:
             await store._setup()
@@ -155,11 +155,10 @@ class MongoBlobs(BlobStoreBase):
         return store
 
     async def _setup(self) -> None:
-        for collection in (self._uploads, self._chunks, self._blobs, self._trash):
-            await create_collection(collection)
+        await create_collections(self._uploads, self._chunks, self._blobs, self._trash)
         await _guard(self._chunks.create_index("set", name="set"))
         await _guard(self._uploads.create_index("active", name="active"))
-        async with requiring_transactions("the MongoDB blob store"):
+        async with requiring_transactions():
             await self._transact(lambda session: self._uploads.find_one({"_id": ""}, session=session))
 
     async def ping(self) -> None:

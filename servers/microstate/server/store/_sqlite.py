@@ -1,0 +1,129 @@
+"""SQLite plumbing shared by the records store and the log store (aiosqlite).
+
+`open_database` opens a file in WAL mode with ``synchronous=FULL``; `Database.run` runs statements on its one
+connection one transaction at a time, cancellation-safe, turning driver failures into StoreUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final, TypeVar
+
+import aiosqlite
+
+from microstate.server.store._shared import guard
+from microstate.server.store.base import StoreUnavailable
+
+WAL_SWITCH_ATTEMPTS: Final = 50
+"""Tries at switching a new file to WAL while another process holds the lock (see `open_database`)."""
+
+_T = TypeVar("_T")
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable:
+    name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+    return StoreUnavailable(f"sqlite store failed ({name}): {exc}")
+
+
+def _classify(exc: Exception) -> StoreUnavailable | None:
+    """StoreUnavailable for failures of the file or the engine; None for errors of a statement (bugs)."""
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError | OSError):
+        return unavailable(exc)
+    if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "disk image is malformed"
+        return unavailable(exc)
+    return None
+
+
+class Database:
+    """One aiosqlite connection that runs one transaction at a time."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn: aiosqlite.Connection | None = conn
+        # One aiosqlite connection runs statements in order on its thread; the lock keeps one coroutine's
+        # transaction from interleaving with another's statements (which would read uncommitted data).
+        self._lock = asyncio.Lock()
+
+    async def run(self, begin: str | None, work: Callable[[aiosqlite.Connection], Awaitable[_T]]) -> _T:
+        """Run `work` under the lock, inside a transaction opened with `begin` (None: autocommit).
+
+        Shielded: a cancelled caller must not abandon a transaction half-way on the shared connection; the
+        transaction still commits or rolls back, and releases the lock, in the background.
+        """
+        task = asyncio.ensure_future(self._run_locked(begin, work))
+        # Retrieve the outcome even when nobody awaits it any more (no "exception never retrieved" noise).
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(task)
+
+    async def _run_locked(
+        self, begin: str | None, work: Callable[[aiosqlite.Connection], Awaitable[_T]]
+    ) -> _T:
+        async with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreUnavailable("the sqlite store is closed")
+            return await guard(_transaction(conn, begin, work), _classify)
+
+    async def close(self) -> None:
+        """Close the connection once the running transaction is done; safe to call twice."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await conn.close()
+
+
+async def _transaction(
+    conn: aiosqlite.Connection, begin: str | None, work: Callable[[aiosqlite.Connection], Awaitable[_T]]
+) -> _T:
+    if begin is None:
+        return await work(conn)
+    await conn.execute_fetchall(begin)
+    try:
+        result = await work(conn)
+        await conn.execute_fetchall("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            await conn.execute_fetchall("ROLLBACK")
+        raise
+    return result
+
+
+async def open_database(path: str, *, busy_timeout: float) -> Database:
+    """Open (creating if needed) the file at `path` in WAL mode with ``synchronous=FULL``.
+
+    The file's directory must exist: a missing directory is an unusable store (StoreUnavailable), not
+    something to create silently. `busy_timeout` is how long a statement waits for another connection's
+    write lock before StoreUnavailable.
+    """
+    if path != ":memory:" and not Path(path).parent.is_dir():
+        raise StoreUnavailable(f"sqlite store directory does not exist: {Path(path).parent}")
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
+    except (sqlite3.Error, OSError) as exc:
+        raise unavailable(exc) from exc
+    database = Database(conn)
+    try:
+        await database.run(None, _durable_wal)
+    except BaseException:
+        await database.close()
+        raise
+    return database
+
+
+async def _durable_wal(conn: aiosqlite.Connection) -> None:
+    # Switching a new file to WAL takes an exclusive lock and SQLite does not call the busy handler for it:
+    # two processes opening a fresh file together can see "database is locked". Retry briefly.
+    for attempt in range(WAL_SWITCH_ATTEMPTS):
+        try:
+            await conn.execute_fetchall("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                raise
+            backoff = 0.01 * (attempt + 1)  # between attempts, not synchronisation
+            await asyncio.sleep(backoff)
+    await conn.execute_fetchall("PRAGMA synchronous=FULL")
