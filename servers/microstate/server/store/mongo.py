@@ -90,6 +90,9 @@ from microstate.server.store.base import (
     Record,
     StoreError,
     StoreUnavailable,
+    check_namespace,
+    expected_revision,
+    require_precondition,
 )
 
 log = logging.getLogger(__name__)
@@ -112,7 +115,6 @@ CLIENT_DEFAULTS: Final[Mapping[str, int]] = {
 }
 """Client options applied unless the URL sets them (URL options win)."""
 
-_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _CURSOR = re.compile(r"0|[1-9][0-9]{0,18}")
 _NAMESPACES_COLLECTION = "microstate_namespaces"
 _WATCH_BATCH = 256
@@ -315,8 +317,7 @@ class MongoStore:
         neither sets. Raises StoreUnavailable if the server cannot be reached within the server selection
         timeout, and StoreError if it cannot run transactions (a standalone mongod).
         """
-        if not _NAMESPACE.fullmatch(namespace):
-            raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
+        check_namespace(namespace)
         if retention < 1:
             raise ValueError("retention must be at least 1")
         given = _query_options(url) | {name.lower() for name in client_options}
@@ -473,12 +474,7 @@ class MongoStore:
     async def _require(self, key: str, if_match: IfMatch) -> None:
         """Fail fast, without a transaction, when `if_match` does not hold now; the transaction still checks
         it again atomically. Losers of a race then cost one read instead of an aborted transaction."""
-        current = await self._current(key)
-        holds = (
-            current is None if if_match is ABSENT else current is not None and current.revision == if_match
-        )
-        if not holds:
-            raise PreconditionFailed(key, current)
+        require_precondition(key, if_match, await self._current(key))
 
     async def put(
         self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
@@ -526,9 +522,8 @@ class MongoStore:
             except DuplicateKeyError:
                 raise _Conflict from None
             return ChangeKind.CREATED
-        result = await self._records.update_one(
-            {"_id": key, "revision": int(if_match), **_live(now_ms)}, {"$set": fields}, session=session
-        )
+        match = {"_id": key, "revision": expected_revision(if_match), **_live(now_ms)}
+        result = await self._records.update_one(match, {"$set": fields}, session=session)
         if result.matched_count == 0:
             raise _Conflict
         return ChangeKind.UPDATED
@@ -542,7 +537,7 @@ class MongoStore:
             now = time.time()
             match: _Doc = {"_id": key, **_live(int(now * 1000))}
             if if_match is not None:
-                match["revision"] = int(if_match)
+                match["revision"] = expected_revision(if_match)
             deleted = await self._records.find_one_and_delete(match, projection={"_id": 1}, session=session)
             if deleted is None:
                 if if_match is None:

@@ -76,12 +76,13 @@ from microstate.server.store.base import (
     PreconditionFailed,
     Record,
     StoreUnavailable,
+    check_namespace,
+    expected_revision,
 )
 from microstate.server.store.redis_pipeline import RedisPipeline
 
 T = TypeVar("T")
 
-NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CURSOR_PATTERN = re.compile(r"0|[1-9][0-9]{0,18}")
 MICROS = 1_000_000
 _KIND_CODES = {b"c": ChangeKind.CREATED, b"u": ChangeKind.UPDATED, b"d": ChangeKind.DELETED}
@@ -128,11 +129,12 @@ end
 
 # The common head of both write scripts. KEYS: record, counter, index, log, expiries. ARGV: key, mode
 # (any|absent|rev), expected revision, log retention, record key prefix, then the script's own.
-# Checks `if_match` against the live record (an expired one counts as absent) and returns {0, current...}
-# or {0} if it does not hold. Defines next_revision(), which continues after the log's last entry if the
-# counter was lost (evicted, deleted), so XADD's explicit IDs keep increasing; and purge_expired(), which
-# forgets a few records whose TTL passed, so a namespace of short-lived records that nobody lists does not
-# grow its index forever (each write cleans up more than it can leave behind).
+# Checks `if_match` against the live record (base.require_precondition's rule, restated to hold atomically:
+# an expired record counts as absent) and returns {0, current...} or {0} if it does not hold. Defines
+# next_revision(), which continues after the log's last entry if the counter was lost (evicted, deleted), so
+# XADD's explicit IDs keep increasing; and purge_expired(), which forgets a few records whose TTL passed, so a
+# namespace of short-lived records that nobody lists does not grow its index forever (each write cleans up
+# more than it can leave behind).
 _WRITE_PROLOGUE = (
     _PROLOGUE
     + """
@@ -371,8 +373,7 @@ class RedisStore:
         `retention` is how many changes the log keeps, approximately (Redis trims whole stream nodes),
         and at least that many. `watch_block` is how long one blocking read waits on the server.
         """
-        if not NAMESPACE_PATTERN.fullmatch(namespace):
-            raise ValueError(f"namespace must match {NAMESPACE_PATTERN.pattern}: {namespace!r}")
+        check_namespace(namespace)
         if retention < 1:
             raise ValueError("retention must be at least 1")
         common: dict[str, Any] = {
@@ -530,7 +531,7 @@ class RedisStore:
         elif if_match is ABSENT:
             condition = ("absent", "")
         else:
-            condition = ("rev", str(int(if_match)))
+            condition = ("rev", str(expected_revision(if_match)))
         return (key, *condition, self.retention, self._record_prefix)
 
     async def put(

@@ -46,7 +46,6 @@ import aiosqlite
 
 from microstate.server.store._shared import prefix_end
 from microstate.server.store.base import (
-    ABSENT,
     Capabilities,
     Change,
     ChangeKind,
@@ -54,9 +53,10 @@ from microstate.server.store.base import (
     IfMatch,
     InvalidCursor,
     Page,
-    PreconditionFailed,
     Record,
     StoreUnavailable,
+    check_namespace,
+    require_precondition,
 )
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,6 @@ WAL_SWITCH_ATTEMPTS: Final = 50
 
 _WATCH_BATCH: Final = 256
 _BATCH_GET_CHUNK: Final = 500  # well under SQLite's bound-parameter limit
-_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _CURSOR = re.compile(r"[0-9]{1,19}")
 
 _T = TypeVar("_T")
@@ -109,14 +108,6 @@ def _quote(identifier: str) -> str:
 def _unavailable(exc: BaseException) -> StoreUnavailable:
     name = getattr(exc, "sqlite_errorname", type(exc).__name__)
     return StoreUnavailable(f"sqlite store failed ({name}): {exc}")
-
-
-def _check(key: str, if_match: IfMatch, current: Record | None) -> None:
-    if if_match is None:
-        return
-    holds = current is None if if_match is ABSENT else current is not None and current.revision == if_match
-    if not holds:
-        raise PreconditionFailed(key, current)
 
 
 def _record(row: sqlite3.Row) -> Record:
@@ -159,8 +150,7 @@ class SqliteStore:
         The file's directory must exist: a missing directory is an unusable store (StoreUnavailable), not
         something to create silently.
         """
-        if not _NAMESPACE.fullmatch(namespace):
-            raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
+        check_namespace(namespace)
         if retention < 1:
             raise ValueError("retention must be at least 1")
         path = database_path(url_or_path)
@@ -345,7 +335,7 @@ class SqliteStore:
             now = time.time()
             stored = await self._stored(conn, key)
             current = _live(stored, now)
-            _check(key, if_match, current)
+            require_precondition(key, if_match, current)
             seq = await self._next_seq(conn)
             expires_at = None if ttl is None else now + ttl
             await conn.execute_fetchall(
@@ -365,7 +355,7 @@ class SqliteStore:
             now = time.time()
             stored = await self._stored(conn, key)
             current = _live(stored, now)
-            _check(key, if_match, current)
+            require_precondition(key, if_match, current)
             if stored is None:
                 return False
             await conn.execute_fetchall(f"DELETE FROM {self._records} WHERE key = ?", [key])
