@@ -76,17 +76,25 @@ def namespace() -> str:
     return f"conformance{uuid.uuid4().hex}"
 
 
+def with_query(url: str, query: str) -> str:
+    """`url` with `query` ("key=value&...") added to its query string."""
+    if not query:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
 class StoreFactory(Protocol):
-    async def __call__(self, **options: Any) -> Store: ...
+    async def __call__(self, query: str = "", **options: Any) -> Store: ...
 
 
 @pytest.fixture
 async def store_factory(backend: Backend, namespace: str) -> AsyncIterator[StoreFactory]:
-    """Open another store on this test's backend and namespace; all are closed at teardown."""
+    """Open another store on this test's backend and namespace, with `query` added to the URL and `options`
+    passed in code; all are closed at teardown."""
     opened: list[Store] = []
 
-    async def open_another(**options: Any) -> Store:
-        store = await open_store(backend.url, namespace, **options)
+    async def open_another(query: str = "", **options: Any) -> Store:
+        store = await open_store(with_query(backend.url, query), namespace, **options)
         opened.append(store)
         return store
 

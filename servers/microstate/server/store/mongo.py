@@ -65,6 +65,7 @@ from bson.datetime_ms import DatetimeMS
 from pymongo import AsyncMongoClient, ReadPreference, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.errors import (
     CollectionInvalid,
     ConnectionFailure,
@@ -77,6 +78,7 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from microstate.server.store._shared import guard, prefix_end
+from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -173,6 +175,11 @@ def _parse_cursor(cursor: str) -> int:
     if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
         raise InvalidCursor(f"not a cursor of a MongoDB store: {cursor!r}")
     return int(cursor)
+
+
+def _pymongo_takes(_url: str, key: str) -> bool:
+    """Whether PyMongo knows the URI option `key` (it only warns about one it does not, then ignores it)."""
+    return key.lower() in URI_OPTIONS_VALIDATOR_MAP
 
 
 def _query_options(url: str) -> set[str]:
@@ -298,6 +305,7 @@ class MongoStore:
         return self._change_streams
 
     @classmethod
+    @settings_from_url("PyMongo", _pymongo_takes)
     async def open(
         cls,
         url: str,
@@ -313,9 +321,11 @@ class MongoStore:
         """Open `namespace` in the database of `url` (``mongodb://`` or ``mongodb+srv://``), creating its
         collections and indexes if needed (idempotent, safe to race with other processes).
 
-        `client_options` go to AsyncMongoClient and win over the URL; CLIENT_DEFAULTS apply to options that
-        neither sets. Raises StoreUnavailable if the server cannot be reached within the server selection
-        timeout, and StoreError if it cannot run transactions (a standalone mongod).
+        The keyword settings may also come from the URL's query, next to PyMongo's own URI options
+        (`?replicaSet=rs0&retention=10000`, see _url_settings.py); a key that is neither is refused.
+        `client_options` go to AsyncMongoClient and win over the URL (PyMongo's rule); CLIENT_DEFAULTS apply
+        to options that neither sets. Raises StoreUnavailable if the server cannot be reached within the
+        server selection timeout, and StoreError if it cannot run transactions (a standalone mongod).
         """
         check_namespace(namespace)
         if retention < 1:

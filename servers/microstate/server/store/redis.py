@@ -27,6 +27,13 @@ Connections: every command but the blocking watch reads goes over one multiplexe
 (redis_pipeline.py: redis-py's pool costs ~10x the CPU per command under concurrency); watch reads, and
 everything on a TLS (rediss://) URL, use redis-py.
 
+Settings: every keyword of `open` may also come from the URL's query (`redis://host/0?retention=10000`, see
+_url_settings.py). The URL's other query parameters go to redis-py, which must take them: `db`, and
+`max_connections`, `retry_on_timeout`, `socket_keepalive`, `socket_read_size`, which only redis-py's watch
+connections follow; on rediss://, the `ssl_*` ones. Parameters the store controls itself are
+refused: `socket_connect_timeout` (the store's is `connect_timeout`), `protocol` and `legacy_responses` (they
+change the shape of the replies the store reads).
+
 Failure policy: connection errors, timeouts and "loading" become StoreUnavailable within about
 `socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a connection the
 server closed); writes never retry automatically, because a write whose reply was lost may have committed
@@ -50,20 +57,24 @@ it defaults to False. Eviction policies other than `noeviction` can drop records
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
 from microstate.server.store._shared import guard
+from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -95,6 +106,22 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
 )
 _UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+
+REDIS_PY_URL_OPTIONS: Final = frozenset(
+    {"db", "max_connections", "retry_on_timeout", "socket_keepalive", "socket_read_size"}
+)
+"""The query parameters of redis-py's own that a store URL may carry besides the store's settings (see the
+module docstring); rediss:// URLs may carry REDIS_PY_TLS_URL_OPTIONS too."""
+REDIS_PY_TLS_URL_OPTIONS: Final = frozenset(
+    name for name in inspect.signature(SSLConnection.__init__).parameters if name.startswith("ssl_")
+)
+
+
+def _redis_py_takes(url: str, key: str) -> bool:
+    if key in REDIS_PY_URL_OPTIONS:
+        return True
+    return key in REDIS_PY_TLS_URL_OPTIONS and urlsplit(url).scheme.lower() == "rediss"
+
 
 # --- Lua ---------------------------------------------------------------------------------------------
 # Shared prologue: server time in microseconds (exact in a Lua double until year 2255), integer formatting
@@ -354,6 +381,7 @@ class RedisStore:
         self._closed = False
 
     @classmethod
+    @settings_from_url("redis-py", _redis_py_takes)
     async def open(
         cls,
         url: str,
@@ -371,7 +399,8 @@ class RedisStore:
 
         Does not contact the server: it may be down now and come up later; call `ping()` to check.
         `retention` is how many changes the log keeps, approximately (Redis trims whole stream nodes),
-        and at least that many. `watch_block` is how long one blocking read waits on the server.
+        and at least that many. `watch_block` is how long one blocking read waits on the server. Every keyword
+        may also come from the URL's query (see the module docstring).
         """
         check_namespace(namespace)
         if retention < 1:

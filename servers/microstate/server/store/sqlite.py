@@ -45,6 +45,7 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from microstate.server.store._shared import prefix_end
+from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     Capabilities,
     Change,
@@ -135,6 +136,7 @@ class SqliteStore:
         self._purger: asyncio.Task[None] | None = None
 
     @classmethod
+    @settings_from_url()
     async def open(
         cls,
         url_or_path: str | os.PathLike[str],
@@ -148,7 +150,8 @@ class SqliteStore:
         """Open (creating if needed) the database file and the namespace's tables.
 
         The file's directory must exist: a missing directory is an unusable store (StoreUnavailable), not
-        something to create silently.
+        something to create silently. Every keyword setting may also come from the URL's query
+        (`sqlite:///x.db?busy_timeout=2`, see _url_settings.py); SQLite takes no other query parameter.
         """
         check_namespace(namespace)
         if retention < 1:
