@@ -195,7 +195,7 @@ async def test_get_is_one_command_unless_the_record_has_a_ttl(store: RedisStore,
 
 
 async def test_without_the_pipeline_reads_and_writes_mean_the_same(redis_server: RedisServer) -> None:
-    """TLS URLs have no pipeline (redis_pipeline.py): the same store then runs every command on redis-py."""
+    """A RedisStore built without a pipeline runs every command on redis-py, with the same meaning."""
     client, blocking = aioredis.Redis.from_url(redis_server.url), aioredis.Redis.from_url(redis_server.url)
     store = RedisStore(
         client, blocking, namespace(), retention=100, durable=False, watch_block=0.2, watch_outage_budget=1.0

@@ -23,16 +23,16 @@ detectable exactly: a watch that reads an entry other than `cursor + 1` next kno
 it and raises CursorExpired. A cursor ahead of the counter (the log lost entries, e.g. a restart without
 persistence) is CursorExpired too: the caller must resynchronise either way.
 
-Connections: every command but the blocking watch reads goes over one multiplexed connection
-(redis_pipeline.py: redis-py's pool costs ~10x the CPU per command under concurrency); watch reads, and
-everything on a TLS (rediss://) URL, use redis-py.
+Connections: every command but the blocking watch reads goes over one multiplexed connection, TLS or not
+(redis_pipeline.py: redis-py's pool costs ~10x the CPU per command under concurrency); watch reads use
+redis-py.
 
 Settings: every keyword of `open` may also come from the URL's query (`redis://host/0?retention=10000`, see
 _url_settings.py). The URL's other query parameters go to redis-py, which must take them: `db`, and
 `max_connections`, `retry_on_timeout`, `socket_keepalive`, `socket_read_size`, which only redis-py's watch
-connections follow; on rediss://, the `ssl_*` ones. Parameters the store controls itself are
-refused: `socket_connect_timeout` (the store's is `connect_timeout`), `protocol` and `legacy_responses` (they
-change the shape of the replies the store reads).
+connections follow; on rediss://, the `ssl_*` ones, which every connection follows. Parameters the store
+controls itself are refused: `socket_connect_timeout` (the store's is `connect_timeout`), `protocol` and
+`legacy_responses` (they change the shape of the replies the store reads).
 
 Failure policy: connection errors, timeouts and "loading" become StoreUnavailable within about
 `socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a connection the
@@ -416,7 +416,7 @@ class RedisStore:
         # Blocking reads get their own pool so a long XREAD BLOCK never holds a connection other calls need;
         # its socket timeout must outlast the block time.
         blocking = aioredis.Redis.from_url(url, socket_timeout=watch_block + socket_timeout, **common)
-        # Commands share one multiplexed connection (redis_pipeline.py) with the same timeouts.
+        # Commands share one multiplexed connection (redis_pipeline.py) with the same timeouts, TLS included.
         pipeline = RedisPipeline.for_url(
             url,
             timeout=socket_timeout,
