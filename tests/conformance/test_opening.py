@@ -13,6 +13,7 @@ from tests.conformance.conftest import Backend, StoreFactory, with_query
 from tests.conformance.waiting import first_change
 
 A_SECONDS_SETTING = {"sqlite": "busy_timeout", "redis": "socket_timeout", "mongo": "poll_interval"}
+AN_INTERVAL = {"sqlite": "purge_interval", "redis": "socket_timeout", "mongo": "poll_interval"}
 
 
 def seconds_setting(backend: Backend) -> str:
@@ -50,9 +51,14 @@ async def test_a_setting_given_twice_is_refused(backend: Backend, namespace: str
         await open_store(with_query(backend.url, "retention=10&retention=20"), namespace)
 
 
-async def test_a_setting_the_backend_refuses_names_it(backend: Backend, namespace: str) -> None:
-    with pytest.raises(ValueError, match="retention must be at least 1"):
-        await open_store(with_query(backend.url, "retention=0"), namespace)
+@pytest.mark.parametrize("setting", ["retention", "interval"])
+async def test_a_count_or_an_interval_of_zero_is_refused(
+    backend: Backend, namespace: str, setting: str
+) -> None:
+    """Zero would keep nothing, or poll in a busy loop (or fail every call, for Redis's socket_timeout)."""
+    name = "retention" if setting == "retention" else AN_INTERVAL[backend.name.split("-")[0]]
+    with pytest.raises(ValueError, match=f"{name} must be more than 0"):
+        await open_store(with_query(backend.url, f"{name}=0"), namespace)
 
 
 @pytest.mark.filterwarnings("error::UserWarning")  # PyMongo warns about a URI option it does not know

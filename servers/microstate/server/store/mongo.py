@@ -77,7 +77,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from microstate.server.store._shared import guard, prefix_end
+from microstate.server.store._shared import guard, prefix_end, require_positive
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
@@ -328,8 +328,7 @@ class MongoStore:
         server selection timeout, and StoreError if it cannot run transactions (a standalone mongod).
         """
         check_namespace(namespace)
-        if retention < 1:
-            raise ValueError("retention must be at least 1")
+        require_positive(retention=retention, poll_interval=poll_interval)
         given = _query_options(url) | {name.lower() for name in client_options}
         defaults: dict[str, Any] = {**CLIENT_DEFAULTS, "appname": f"microstate-{namespace}"}
         unset = {name: value for name, value in defaults.items() if name.lower() not in given}

@@ -73,7 +73,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
-from microstate.server.store._shared import guard
+from microstate.server.store._shared import guard, require_positive
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
@@ -403,8 +403,12 @@ class RedisStore:
         may also come from the URL's query (see the module docstring).
         """
         check_namespace(namespace)
-        if retention < 1:
-            raise ValueError("retention must be at least 1")
+        require_positive(
+            retention=retention,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            watch_block=watch_block,
+        )
         common: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
             "health_check_interval": health_check_interval,

@@ -44,7 +44,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from microstate.server.store._shared import prefix_end
+from microstate.server.store._shared import prefix_end, require_positive
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     Capabilities,
@@ -154,8 +154,7 @@ class SqliteStore:
         (`sqlite:///x.db?busy_timeout=2`, see _url_settings.py); SQLite takes no other query parameter.
         """
         check_namespace(namespace)
-        if retention < 1:
-            raise ValueError("retention must be at least 1")
+        require_positive(retention=retention, poll_interval=poll_interval, purge_interval=purge_interval)
         path = database_path(url_or_path)
         if path != ":memory:" and not Path(path).parent.is_dir():
             raise StoreUnavailable(f"sqlite store directory does not exist: {Path(path).parent}")
