@@ -46,7 +46,6 @@ async def _handler(size: int, redis_url: str | None, mget_keys: list[str]) -> Ha
     from microstate.server.store.redis_pipeline import RedisPipeline
 
     pipeline = RedisPipeline.for_url(redis_url, timeout=1.0, connect_timeout=1.0)
-    assert pipeline is not None, "a redis:// URL"
     await pipeline.execute("SET", KEY, payload)
 
     async def echo_get(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

@@ -77,6 +77,13 @@ def namespace() -> str:
     return f"conformance{uuid.uuid4().hex}"
 
 
+def with_query(url: str, query: str) -> str:
+    """`url` with `query` ("key=value&...") added to its query string."""
+    if not query:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
 class _Closable(Protocol):
     async def close(self) -> None: ...
 
@@ -86,7 +93,7 @@ S_co = TypeVar("S_co", bound=_Closable, covariant=True)
 
 
 class Opener(Protocol[S_co]):
-    async def __call__(self, **options: Any) -> S_co: ...
+    async def __call__(self, query: str = "", **options: Any) -> S_co: ...
 
 
 StoreFactory = Opener[Store]
@@ -94,13 +101,14 @@ StoreFactory = Opener[Store]
 
 @asynccontextmanager
 async def opener(open_one: Callable[..., Awaitable[S]], url: str, namespace: str) -> AsyncIterator[Opener[S]]:
-    """`open_another(**options)`: `open_one(url, namespace, **options)`; all it opened are closed on exit.
+    """`open_another(query, **options)`: `open_one(url + query, namespace, **options)`; all it opened are
+    closed on exit.
 
     One per store role: `opener(open_store, ...)` for records, `opener(open_blobs, ...)` for blobs."""
     opened: list[S] = []
 
-    async def open_another(**options: Any) -> S:
-        store = await open_one(url, namespace, **options)
+    async def open_another(query: str = "", **options: Any) -> S:
+        store = await open_one(with_query(url, query), namespace, **options)
         opened.append(store)
         return store
 
@@ -113,7 +121,8 @@ async def opener(open_one: Callable[..., Awaitable[S]], url: str, namespace: str
 
 @pytest.fixture
 async def store_factory(backend: Backend, namespace: str) -> AsyncIterator[StoreFactory]:
-    """Open another store on this test's backend and namespace; all are closed at teardown."""
+    """Open another store on this test's backend and namespace, with `query` added to the URL and `options`
+    passed in code; all are closed at teardown."""
     async with opener(open_store, backend.url, namespace) as open_another:
         yield open_another
 

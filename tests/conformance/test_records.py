@@ -162,3 +162,20 @@ async def test_capabilities_are_declared(store: Store) -> None:
 
 async def test_ping_answers(store: Store) -> None:
     await store.ping()
+
+
+@pytest.mark.parametrize("if_match", [True, "1", 1.0])
+async def test_an_if_match_that_is_not_a_revision_is_refused_and_writes_nothing(
+    store: Store, if_match: object
+) -> None:
+    """A bool or a string is not a revision: no backend may read `True` or "1" as revision 1."""
+    written = await store.put("k", b"v")
+
+    with pytest.raises(TypeError, match="if_match must be"):
+        await store.put("k", b"w", if_match=if_match)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="if_match must be"):
+        await store.delete("k", if_match=if_match)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="if_match must be"):
+        await store.put("absent", b"w", if_match=if_match)  # type: ignore[arg-type]
+    assert await store.get("k") == written
+    assert await store.get("absent") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microstate.server.store import CursorExpired, InvalidCursor, StoreUnavailable
-from microstate.server.store.sqlite import SqliteStore, database_path, prefix_end
+from microstate.server.store import CursorExpired, InvalidCursor, StoreUnavailable, open_store
+from microstate.server.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore, database_path, prefix_end
 from tests.conformance.waiting import first_change, take, wait_until, watching
 
 NEVER = 3600.0
@@ -92,6 +93,28 @@ async def test_a_file_that_is_not_a_database_is_unavailable(db: Path) -> None:
 async def test_a_bad_namespace_is_rejected(db: Path, namespace: str) -> None:
     with pytest.raises(ValueError):
         await SqliteStore.open(db, namespace)
+
+
+async def test_busy_timeout_from_the_url_bounds_the_wait_for_another_writers_lock(db: Path) -> None:
+    store = await open_store(f"sqlite:///{db}?busy_timeout=0.1", "ns")
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock, held until the end
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store.put("k", b"v")
+        assert time.monotonic() - started < DEFAULT_BUSY_TIMEOUT / 2, "waited as long as without the setting"
+    finally:
+        holder.close()
+        await store.close()
+
+
+async def test_the_url_may_carry_only_the_stores_settings(db: Path) -> None:
+    """SQLite has no query parameters of its own (the driver is given a path, not a URL)."""
+    with pytest.raises(
+        ValueError, match=r"'mode' .* its settings: busy_timeout, poll_interval, purge_interval,"
+    ):
+        await open_store(f"sqlite:///{db}?mode=ro", "ns")
 
 
 async def test_stores_opened_at_once_on_a_new_file_both_work(open_sqlite: OpenSqlite) -> None:

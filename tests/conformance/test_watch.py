@@ -95,8 +95,18 @@ async def test_a_watch_sees_writes_made_through_another_connection(
     assert seen[0].record == written
 
 
-async def test_a_cursor_older_than_the_retained_log_is_expired(store_factory: StoreFactory) -> None:
-    store = await store_factory(retention=10)
+@pytest.mark.parametrize(
+    ("query", "options"),
+    [
+        pytest.param("", {"retention": 10}, id="in-code"),
+        pytest.param("retention=10", {}, id="in-the-url"),
+        pytest.param("retention=10", {"retention": 1_000_000}, id="the-url-wins-over-code"),
+    ],
+)
+async def test_a_cursor_older_than_the_retained_log_is_expired(
+    store_factory: StoreFactory, query: str, options: dict[str, int]
+) -> None:
+    store = await store_factory(query, **options)
     start = await store.head_cursor()
     # Far more than the retention, so backends that trim approximately (Redis MAXLEN ~) have trimmed too.
     for i in range(300):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from microstate.server.cli import main
 from microstate.server.config import ConfigError, ServerConfig
 from microstate.server.profile import MICROSTATE
 from microstate.server.runtime import Runtime
@@ -80,3 +81,15 @@ async def test_health_follows_every_role_and_an_unusable_url_names_its_role(tmp_
             "profile", two_roles.stores, {"records": f"sqlite:///{tmp_path / 'r.db'}", "audit": "x://"}
         )
     assert caught.value.role == AUDIT
+
+
+def test_a_store_setting_the_server_cannot_use_stops_it_naming_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for query, named in (
+        ("retension=10", "'retension' in the store URL"),
+        ("retention=ten", "store URL setting retention='ten'"),
+    ):
+        store = f"sqlite:///{tmp_path / 'p.db'}?{query}"
+        assert main(["serve", "profile", "--store", store, "--port", "0"]) == 2
+        assert f"--store: {named}" in capsys.readouterr().err

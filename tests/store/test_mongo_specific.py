@@ -20,6 +20,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from microstate.server.store.base import ChangeKind, InvalidCursor, StoreUnavailable
 from microstate.server.store.mongo import MongoStore
+from tests.conformance.conftest import with_query
 from tests.conformance.waiting import take, wait_until, watching
 from tests.support.mongo_server import (
     ENV_EXTERNAL_URL,
@@ -176,6 +177,29 @@ async def test_the_url_can_choose_another_write_concern(mongo_url_target: MongoT
 
     assert [commit["writeConcern"]["w"] for commit in commands.named("commitTransaction")][-1] == 1
     assert not store.capabilities.durable, "w=1 can lose acknowledged writes on failover"
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # PyMongo warns about a URI option it does not know
+async def test_store_settings_and_pymongo_options_share_the_url(mongo_url_target: MongoTarget) -> None:
+    commands = CommandLog()
+    settings = "change_streams=false&W=1&readPreference=primaryPreferred&retention=50&conflict_budget=0.5"
+    store = await MongoStore.open(
+        with_query(mongo_url_target.url, settings), namespace(), event_listeners=[commands]
+    )
+    try:
+        await store.put("k", b"v")
+    finally:
+        await store.close()
+
+    assert not store.uses_change_streams, "change_streams=false from the URL"
+    assert [commit["writeConcern"]["w"] for commit in commands.named("commitTransaction")][-1] == 1
+
+
+@pytest.mark.parametrize("query", ["replicaSett=rs0", "retension=10", "change_streams=perhaps"])
+async def test_a_key_neither_the_store_nor_pymongo_knows_is_refused_naming_it(query: str) -> None:
+    key = query.partition("=")[0]
+    with pytest.raises(ValueError, match=rf"'?{key}'?[ =]"):
+        await MongoStore.open(with_query(dead_mongo_url(), query), namespace())
 
 
 async def test_batch_get_is_one_round_trip(mongo_url_target: MongoTarget) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -22,9 +23,7 @@ TIMEOUT = 0.5
 
 
 def pipeline_for(url: str, client_name: str = "ms-test") -> RedisPipeline:
-    pipeline = RedisPipeline.for_url(url, timeout=TIMEOUT, connect_timeout=TIMEOUT, client_name=client_name)
-    assert pipeline is not None
-    return pipeline
+    return RedisPipeline.for_url(url, timeout=TIMEOUT, connect_timeout=TIMEOUT, client_name=client_name)
 
 
 @pytest.fixture
@@ -195,9 +194,14 @@ def test_it_runs_on_the_servers_event_loop(redis_server: RedisServer) -> None:
         assert runner.run(read()) == [b"yes"] * 10
 
 
-def test_tls_urls_are_left_to_redis_py() -> None:
-    assert RedisPipeline.for_url("rediss://127.0.0.1:6380/0", timeout=1, connect_timeout=1) is None
-    assert RedisPipeline.for_url("unix:///tmp/redis.sock?db=2", timeout=1, connect_timeout=1) is not None
+def test_tls_settings_it_cannot_use_are_refused_before_any_connection(tmp_path: Path) -> None:
+    """The pipelined TLS path itself is proven against a TLS-only server in test_redis_tls.py."""
+    missing = tmp_path / "no-such-ca.pem"
+    not_a_certificate = tmp_path / "empty.pem"
+    not_a_certificate.touch()
+    for settings in (f"ssl_ca_certs={missing}", f"ssl_ca_certs={not_a_certificate}", "ssl_cert_reqs=maybe"):
+        with pytest.raises(ValueError, match="unusable TLS settings"):
+            RedisPipeline.for_url(f"rediss://127.0.0.1:6380/0?{settings}", timeout=1, connect_timeout=1)
 
 
 async def test_a_closed_pipeline_refuses_reads(pipeline: RedisPipeline) -> None:

@@ -29,6 +29,7 @@ from microstate.server.store.base import (
     StoreUnavailable,
 )
 from microstate.server.store.redis import MIGRATION_BATCH, RedisStore
+from tests.conformance.waiting import watching
 from tests.support.redis_server import RedisServer, running_redis_server
 from tests.support.server_process import free_port
 
@@ -194,7 +195,7 @@ async def test_get_is_one_command_unless_the_record_has_a_ttl(store: RedisStore,
 
 
 async def test_without_the_pipeline_reads_and_writes_mean_the_same(redis_server: RedisServer) -> None:
-    """TLS URLs have no pipeline (redis_pipeline.py): the same store then runs every command on redis-py."""
+    """A RedisStore built without a pipeline runs every command on redis-py, with the same meaning."""
     client, blocking = aioredis.Redis.from_url(redis_server.url), aioredis.Redis.from_url(redis_server.url)
     store = RedisStore(
         client, blocking, namespace(), retention=100, durable=False, watch_block=0.2, watch_outage_budget=1.0
@@ -354,6 +355,60 @@ async def test_a_frozen_server_times_out_fast(private_redis: RedisServer) -> Non
         os.kill(pid, signal.SIGCONT)
     assert await store.get("a") is not None
     await store.close()
+
+
+async def test_socket_timeout_from_the_url_reaches_the_pipelined_connection(
+    private_redis: RedisServer,
+) -> None:
+    """With 3 s from the URL, a read waits out a server frozen for longer than the 1 s default."""
+    store = await RedisStore.open(f"{private_redis.url}?socket_timeout=3", namespace())
+    written = await store.put("a", b"1")
+    pid = private_redis.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        read = asyncio.ensure_future(store.get("a"))
+        done, _ = await asyncio.wait({read}, timeout=1.8)
+        assert not done, "the read gave up as soon as it does without the setting"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        assert await read == written
+    finally:
+        await store.close()
+
+
+async def test_store_settings_and_redis_py_options_share_the_url(redis_server: RedisServer) -> None:
+    ns = namespace()
+    url = f"redis://127.0.0.1:{redis_server.port}?db=5&durable=true&watch_block=0.2"
+    store = await RedisStore.open(url, ns)
+    raw_db5 = aioredis.Redis(port=redis_server.port, db=5)
+    try:
+        async with watching(store, after=await store.head_cursor()) as changes:
+            written = await store.put("a", b"1")
+            assert store.capabilities.durable
+            assert await raw_db5.exists(f"ms:{{{ns}}}:rev")  # `db` reached the pipelined connection
+            assert (await next_change(changes)).record == written  # ... and redis-py's own (the watch)
+    finally:
+        await raw_db5.aclose()
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "protocol=3",  # RESP3 replies have other shapes than the store reads
+        "legacy_responses=false",
+        "socket_connect_timeout=1",  # the store's own is connect_timeout, which its connections all follow
+        "ssl_ca_certs=/etc/ca.pem",  # TLS options need rediss://
+        "client_name=mine",
+        "durable=maybe",
+        "retension=10",
+    ],
+)
+async def test_what_the_store_would_not_follow_is_refused_naming_it(query: str) -> None:
+    key = query.partition("=")[0]
+    with pytest.raises(ValueError, match=rf"'?{key}'?[ =]"):
+        await RedisStore.open(f"redis://127.0.0.1:{free_port()}/0?{query}", namespace())
 
 
 @pytest.mark.parametrize("outage", ["restart", "kill"])

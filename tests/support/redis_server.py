@@ -69,20 +69,29 @@ class RedisServer(ServerProcess):
 
 
 class TlsRedisServer(RedisServer):
-    """redis-server answering TLS only, its certificate from a throwaway CA (trustme); `url` names the CA."""
+    """redis-server answering TLS only, its certificate from a throwaway CA (trustme); `url` names the CA.
+
+    The CA also signs a client certificate (`client_cert_path`, `client_key_path`), which a
+    MutualTlsRedisServer demands."""
 
     name = "redis-server-tls"
+    require_client_certificates = False
 
     def __init__(self, executable: str, data_dir: Path) -> None:
         super().__init__(executable, data_dir)
         ca = trustme.CA()
         certificate = ca.issue_cert("127.0.0.1", "localhost")
+        client = ca.issue_cert("microstate-test-client")
         self.ca_path = data_dir / "ca.pem"
         self.cert_path = data_dir / "cert.pem"
         self.key_path = data_dir / "key.pem"
+        self.client_cert_path = data_dir / "client-cert.pem"
+        self.client_key_path = data_dir / "client-key.pem"
         ca.cert_pem.write_to_path(str(self.ca_path))
         certificate.cert_chain_pems[0].write_to_path(str(self.cert_path))
         certificate.private_key_pem.write_to_path(str(self.key_path))
+        client.cert_chain_pems[0].write_to_path(str(self.client_cert_path))
+        client.private_key_pem.write_to_path(str(self.client_key_path))
 
     @property
     def url(self) -> str:
@@ -95,17 +104,35 @@ class TlsRedisServer(RedisServer):
             "--tls-cert-file", str(self.cert_path),
             "--tls-key-file", str(self.key_path),
             "--tls-ca-cert-file", str(self.ca_path),
-            "--tls-auth-clients", "no",
+            "--tls-auth-clients", "yes" if self.require_client_certificates else "no",
         ]  # fmt: skip
 
-    def _client(self) -> redis.Redis:
+    def client(self) -> redis.Redis:
+        """A plain redis-py client of this server (the same TLS settings as `url`)."""
+        mutual = self.require_client_certificates
         return redis.Redis(
             port=self.port,
             ssl=True,
             ssl_ca_certs=str(self.ca_path),
+            ssl_certfile=str(self.client_cert_path) if mutual else None,
+            ssl_keyfile=str(self.client_key_path) if mutual else None,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
         )
+
+    def _client(self) -> redis.Redis:
+        return self.client()
+
+
+class MutualTlsRedisServer(TlsRedisServer):
+    """A TlsRedisServer that accepts only clients with a certificate from its CA; `url` presents one."""
+
+    name = "redis-server-mtls"
+    require_client_certificates = True
+
+    @property
+    def url(self) -> str:
+        return f"{super().url}&ssl_certfile={self.client_cert_path}&ssl_keyfile={self.client_key_path}"
 
 
 @contextlib.contextmanager
@@ -127,6 +154,10 @@ def running_redis_server() -> contextlib.AbstractContextManager[RedisServer]:
 
 def running_tls_redis_server() -> contextlib.AbstractContextManager[TlsRedisServer]:
     return _running(TlsRedisServer)
+
+
+def running_mutual_tls_redis_server() -> contextlib.AbstractContextManager[MutualTlsRedisServer]:
+    return _running(MutualTlsRedisServer)
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,10 @@ async def open_store(url: str, namespace: str, **options: Any) -> Store:
     """Open `namespace` on the store at `url`; `options` go to the backend's `open` (e.g. `retention`).
 
     `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `redis://host:port/db`, `rediss://…`,
-    `mongodb://…`, `mongodb+srv://…`. An unknown scheme raises ValueError; an unreachable backend raises
-    StoreUnavailable.
+    `mongodb://…`, `mongodb+srv://…`. Each of the backend's settings may also be given in the URL's query
+    (`?retention=10000`), where it wins over `options`; the driver's own query parameters pass through
+    (store/_url_settings.py). An unknown scheme, an unknown query key or a bad setting raises ValueError; an
+    unreachable backend raises StoreUnavailable.
     """
     example = "sqlite:///data/microstate.db or redis://localhost:6379/0"
     backend = cast(_Backend, backend_class(BACKENDS, url, "store", example))

@@ -90,6 +90,14 @@ async def set_up(store: S, setup: Awaitable[object]) -> S:
     return store
 
 
+def require_positive(**settings: float) -> None:
+    """ValueError naming the first of `settings` that is not above 0 (a count of nothing, an interval that
+    would spin, a timeout that fails every call)."""
+    for name, value in settings.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be more than 0, not {value!r}")
+
+
 async def guard(call: Awaitable[T], classify: Callable[[Exception], StoreUnavailable | None]) -> T:
     """Await a driver call, turning the errors `classify` maps to StoreUnavailable into that (chained).
 

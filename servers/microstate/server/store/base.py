@@ -13,6 +13,7 @@ to gRPC statuses once, whatever the backend.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, runtime_checkable
@@ -27,6 +28,10 @@ ABSENT: Final = _Absent.ABSENT
 
 IfMatch = int | _Absent | None
 """None: unconditional. ABSENT: must not exist. An int: the current revision must equal it."""
+
+NAMESPACE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+"""A namespace every backend can hold as it is: in an SQLite table name, a MongoDB collection name and a
+Redis hash tag (no quoting surprises, no `{`, `}`, `$` or `:`)."""
 
 
 class Record(NamedTuple):
@@ -101,6 +106,41 @@ class CursorExpired(StoreError):
 
 class InvalidCursor(StoreError):
     """The watch cursor is malformed or belongs to another store."""
+
+
+def check_namespace(namespace: str) -> None:
+    """Raise ValueError unless `namespace` matches NAMESPACE."""
+    if not isinstance(namespace, str) or not NAMESPACE.fullmatch(namespace):
+        raise ValueError(
+            f"bad namespace {namespace!r}: 1 to 100 letters, digits, '_', '.' or '-',"
+            " the first a letter or digit"
+        )
+
+
+def require_precondition(key: str, if_match: IfMatch, current: Record | None) -> None:
+    """Raise PreconditionFailed unless a write with `if_match` may go ahead over `current`, the live record
+    (None if absent or expired); TypeError for an `if_match` that is not an IfMatch.
+
+    The one definition of `if_match`: backends that check it atomically inside the store (a Lua script, a
+    filtered update) restate exactly this rule.
+    """
+    if if_match is None:
+        return
+    if if_match is ABSENT:
+        if current is not None:
+            raise PreconditionFailed(key, current)
+        return
+    expected = expected_revision(if_match)
+    if current is None or current.revision != expected:
+        raise PreconditionFailed(key, current)
+
+
+def expected_revision(if_match: int) -> int:
+    """The revision an int `if_match` names; TypeError for anything else (a bool or a string would mean
+    different things to different backends)."""
+    if not isinstance(if_match, int) or isinstance(if_match, bool):
+        raise TypeError(f"if_match must be None, ABSENT or a revision (an int), not {if_match!r}")
+    return if_match
 
 
 @runtime_checkable

@@ -64,6 +64,7 @@ from bson.datetime_ms import DatetimeMS
 from pymongo import AsyncMongoClient, ReadPreference, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.errors import (
     CollectionInvalid,
     ConnectionFailure,
@@ -76,7 +77,8 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import Outage, backoff, guard, prefix_end
+from microstate.server.store._shared import Outage, backoff, guard, prefix_end, require_positive
+from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -90,6 +92,9 @@ from microstate.server.store.base import (
     Record,
     StoreError,
     StoreUnavailable,
+    check_namespace,
+    expected_revision,
+    require_precondition,
 )
 
 log = logging.getLogger(__name__)
@@ -112,7 +117,6 @@ CLIENT_DEFAULTS: Final[Mapping[str, int]] = {
 }
 """Client options applied unless the URL sets them (URL options win)."""
 
-_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _CURSOR = re.compile(r"0|[1-9][0-9]{0,18}")
 _NAMESPACES_COLLECTION = "microstate_namespaces"
 _WATCH_BATCH = 256
@@ -166,6 +170,11 @@ def _parse_cursor(cursor: str) -> int:
     if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
         raise InvalidCursor(f"not a cursor of a MongoDB store: {cursor!r}")
     return int(cursor)
+
+
+def _pymongo_takes(_url: str, key: str) -> bool:
+    """Whether PyMongo knows the URI option `key` (it only warns about one it does not, then ignores it)."""
+    return key.lower() in URI_OPTIONS_VALIDATOR_MAP
 
 
 def _query_options(url: str) -> set[str]:
@@ -339,6 +348,7 @@ class MongoStore:
         return self._change_streams
 
     @classmethod
+    @settings_from_url("PyMongo", _pymongo_takes)
     async def open(
         cls,
         url: str,
@@ -354,14 +364,14 @@ class MongoStore:
         """Open `namespace` in the database of `url` (``mongodb://`` or ``mongodb+srv://``), creating its
         collections and indexes if needed (idempotent, safe to race with other processes).
 
-        `client_options` go to AsyncMongoClient and win over the URL; CLIENT_DEFAULTS apply to options that
-        neither sets. Raises StoreUnavailable if the server cannot be reached within the server selection
-        timeout, and StoreError if it cannot run transactions (a standalone mongod).
+        The keyword settings may also come from the URL's query, next to PyMongo's own URI options
+        (`?replicaSet=rs0&retention=10000`, see _url_settings.py); a key that is neither is refused.
+        `client_options` go to AsyncMongoClient and win over the URL (PyMongo's rule); CLIENT_DEFAULTS apply
+        to options that neither sets. Raises StoreUnavailable if the server cannot be reached within the
+        server selection timeout, and StoreError if it cannot run transactions (a standalone mongod).
         """
-        if not _NAMESPACE.fullmatch(namespace):
-            raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
-        if retention < 1:
-            raise ValueError("retention must be at least 1")
+        check_namespace(namespace)
+        require_positive(retention=retention, poll_interval=poll_interval)
         client, write_concern, database = connect(url, f"microstate-{namespace}", client_options)
         store = cls(
             client,
@@ -482,12 +492,7 @@ class MongoStore:
     async def _require(self, key: str, if_match: IfMatch) -> None:
         """Fail fast, without a transaction, when `if_match` does not hold now; the transaction still checks
         it again atomically. Losers of a race then cost one read instead of an aborted transaction."""
-        current = await self._current(key)
-        holds = (
-            current is None if if_match is ABSENT else current is not None and current.revision == if_match
-        )
-        if not holds:
-            raise PreconditionFailed(key, current)
+        require_precondition(key, if_match, await self._current(key))
 
     async def put(
         self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
@@ -535,9 +540,8 @@ class MongoStore:
             except DuplicateKeyError:
                 raise _Conflict from None
             return ChangeKind.CREATED
-        result = await self._records.update_one(
-            {"_id": key, "revision": int(if_match), **_live(now_ms)}, {"$set": fields}, session=session
-        )
+        match = {"_id": key, "revision": expected_revision(if_match), **_live(now_ms)}
+        result = await self._records.update_one(match, {"$set": fields}, session=session)
         if result.matched_count == 0:
             raise _Conflict
         return ChangeKind.UPDATED
@@ -551,7 +555,7 @@ class MongoStore:
             now = time.time()
             match: _Doc = {"_id": key, **_live(int(now * 1000))}
             if if_match is not None:
-                match["revision"] = int(if_match)
+                match["revision"] = expected_revision(if_match)
             deleted = await self._records.find_one_and_delete(match, projection={"_id": 1}, session=session)
             if deleted is None:
                 if if_match is None:

@@ -23,10 +23,16 @@ detectable exactly: a watch that reads an entry other than `cursor + 1` next kno
 it and raises CursorExpired. A cursor ahead of the counter (the log lost entries, e.g. a restart without
 persistence) is CursorExpired too: the caller must resynchronise either way.
 
-Connections: every command but the blocking watch reads goes over one multiplexed connection
-(redis_pipeline.py: redis-py's pool costs ~10x the CPU per command under concurrency); watch reads, and
-everything on a TLS (rediss://) URL, use redis-py. Each watch reads over a connection of its own, closed
-when the watch ends.
+Connections: every command but the blocking watch reads goes over one multiplexed connection, TLS or not
+(redis_pipeline.py: redis-py's pool costs ~10x the CPU per command under concurrency); watch reads use
+redis-py, each watch over a connection of its own, closed when the watch ends.
+
+Settings: every keyword of `open` may also come from the URL's query (`redis://host/0?retention=10000`, see
+_url_settings.py). The URL's other query parameters go to redis-py, which must take them: `db`, and
+`max_connections`, `retry_on_timeout`, `socket_keepalive`, `socket_read_size`, which only redis-py's watch
+connections follow; on rediss://, the `ssl_*` ones, which every connection follows. Parameters the store
+controls itself are refused: `socket_connect_timeout` (the store's is `connect_timeout`), `protocol` and
+`legacy_responses` (they change the shape of the replies the store reads).
 
 Failure policy: connection errors, timeouts and "loading" become StoreUnavailable within about
 `socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a connection the
@@ -52,21 +58,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import guard
+from microstate.server.store._shared import guard, require_positive
+from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
@@ -79,12 +89,13 @@ from microstate.server.store.base import (
     PreconditionFailed,
     Record,
     StoreUnavailable,
+    check_namespace,
+    expected_revision,
 )
 from microstate.server.store.redis_pipeline import RedisPipeline
 
 T = TypeVar("T")
 
-NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CURSOR_PATTERN = re.compile(r"0|[1-9][0-9]{0,18}")
 MICROS = 1_000_000
 _KIND_CODES = {b"c": ChangeKind.CREATED, b"u": ChangeKind.UPDATED, b"d": ChangeKind.DELETED}
@@ -97,6 +108,22 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
 )
 _UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+
+REDIS_PY_URL_OPTIONS: Final = frozenset(
+    {"db", "max_connections", "retry_on_timeout", "socket_keepalive", "socket_read_size"}
+)
+"""The query parameters of redis-py's own that a store URL may carry besides the store's settings (see the
+module docstring); rediss:// URLs may carry REDIS_PY_TLS_URL_OPTIONS too."""
+REDIS_PY_TLS_URL_OPTIONS: Final = frozenset(
+    name for name in inspect.signature(SSLConnection.__init__).parameters if name.startswith("ssl_")
+)
+
+
+def _redis_py_takes(url: str, key: str) -> bool:
+    if key in REDIS_PY_URL_OPTIONS:
+        return True
+    return key in REDIS_PY_TLS_URL_OPTIONS and urlsplit(url).scheme.lower() == "rediss"
+
 
 # --- Lua ---------------------------------------------------------------------------------------------
 # Shared prologue: server time in microseconds (exact in a Lua double until year 2255), integer formatting
@@ -131,11 +158,12 @@ end
 
 # The common head of both write scripts. KEYS: record, counter, index, log, expiries. ARGV: key, mode
 # (any|absent|rev), expected revision, log retention, record key prefix, then the script's own.
-# Checks `if_match` against the live record (an expired one counts as absent) and returns {0, current...}
-# or {0} if it does not hold. Defines next_revision(), which continues after the log's last entry if the
-# counter was lost (evicted, deleted), so XADD's explicit IDs keep increasing; and purge_expired(), which
-# forgets a few records whose TTL passed, so a namespace of short-lived records that nobody lists does not
-# grow its index forever (each write cleans up more than it can leave behind).
+# Checks `if_match` against the live record (base.require_precondition's rule, restated to hold atomically:
+# an expired record counts as absent) and returns {0, current...} or {0} if it does not hold. Defines
+# next_revision(), which continues after the log's last entry if the counter was lost (evicted, deleted), so
+# XADD's explicit IDs keep increasing; and purge_expired(), which forgets a few records whose TTL passed, so a
+# namespace of short-lived records that nobody lists does not grow its index forever (each write cleans up
+# more than it can leave behind).
 _WRITE_PROLOGUE = (
     _PROLOGUE
     + """
@@ -370,6 +398,7 @@ class RedisStore:
         self._closed = False
 
     @classmethod
+    @settings_from_url("redis-py", _redis_py_takes)
     async def open(
         cls,
         url: str,
@@ -387,12 +416,16 @@ class RedisStore:
 
         Does not contact the server: it may be down now and come up later; call `ping()` to check.
         `retention` is how many changes the log keeps, approximately (Redis trims whole stream nodes),
-        and at least that many. `watch_block` is how long one blocking read waits on the server.
+        and at least that many. `watch_block` is how long one blocking read waits on the server. Every keyword
+        may also come from the URL's query (see the module docstring).
         """
-        if not NAMESPACE_PATTERN.fullmatch(namespace):
-            raise ValueError(f"namespace must match {NAMESPACE_PATTERN.pattern}: {namespace!r}")
-        if retention < 1:
-            raise ValueError("retention must be at least 1")
+        check_namespace(namespace)
+        require_positive(
+            retention=retention,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            watch_block=watch_block,
+        )
         connect = partial(
             redis_client,
             url,
@@ -404,7 +437,7 @@ class RedisStore:
         # Blocking reads get their own pool so a long XREAD BLOCK never holds a connection other calls need;
         # its socket timeout must outlast the block time.
         blocking = connect(socket_timeout=watch_block + socket_timeout)
-        # Commands share one multiplexed connection (redis_pipeline.py) with the same timeouts.
+        # Commands share one multiplexed connection (redis_pipeline.py) with the same timeouts, TLS included.
         pipeline = RedisPipeline.for_url(
             url,
             timeout=socket_timeout,
@@ -548,7 +581,7 @@ class RedisStore:
         elif if_match is ABSENT:
             condition = ("absent", "")
         else:
-            condition = ("rev", str(int(if_match)))
+            condition = ("rev", str(expected_revision(if_match)))
         return (key, *condition, self.retention, self._record_prefix)
 
     async def put(

@@ -11,19 +11,26 @@ command goes out on a new connection instead of into a dead socket.
 It never resends anything. A late reply (`timeout`) or a lost connection fails every command in flight with
 redis-py's own ConnectionError/TimeoutError, which the store maps to StoreUnavailable; the store retries reads
 and never writes (a write whose reply was lost may have committed). The next command connects again. Blocking
-watch reads (they would hold up every command behind them) and TLS connections stay on redis-py.
+watch reads (they would hold up every command behind them) stay on redis-py.
+
+TLS (rediss://) takes the same path: the connection is wrapped in the SSLContext redis-py itself would build
+from the URL's ssl_* parameters (its own SSLConnection builds it), so certificates are checked exactly as
+redis-py checks them. The context is built again for every new connection, as redis-py does, so renewed
+certificate files are picked up on reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 import hiredis
 from redis import exceptions as rexc
-from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
 Arg = str | bytes | memoryview | int
 
@@ -41,6 +48,16 @@ def _error(reply: hiredis.ReplyError) -> rexc.RedisError:
     message = str(reply)
     error_class = _ERRORS_BY_PREFIX.get(message.partition(" ")[0], rexc.ResponseError)
     return error_class(message)
+
+
+def _tls_context(settings: Mapping[str, Any]) -> ssl.SSLContext:
+    """The SSLContext redis-py builds for a connection with these ssl_* settings (parsed from a URL).
+
+    ValueError for settings it cannot use (a file that is missing or not a certificate, an unknown value)."""
+    try:
+        return SSLConnection(**settings).ssl_context.get()
+    except (OSError, TypeError, rexc.RedisError) as exc:  # ssl.SSLError is an OSError
+        raise ValueError(f"unusable TLS settings in the redis URL: {exc}") from exc
 
 
 def _pack(command: tuple[Arg, ...]) -> bytes:
@@ -141,8 +158,10 @@ class RedisPipeline:
         client_name: str | None = None,
         timeout: float,
         connect_timeout: float,
+        tls: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self._address = address  # (host, port), or the path of a unix socket
+        self._tls = tls  # builds the SSLContext of each new connection; None: plain TCP
         self._handshake: list[tuple[str | int, ...]] = [
             *([("AUTH", *([username] if username else []), password)] if password else []),
             *([("SELECT", db)] if db else []),
@@ -155,19 +174,25 @@ class RedisPipeline:
         self._closed = False
 
     @classmethod
-    def for_url(cls, url: str, **options: Any) -> RedisPipeline | None:
-        """A pipeline for a redis:// or unix:// URL, read as redis-py reads it; None for TLS (rediss://),
-        whose commands stay on redis-py with the rest of its TLS options."""
-        settings = parse_url(url)
-        connection_class = settings.get("connection_class")
-        if connection_class is not None and connection_class is not UnixDomainSocketConnection:
-            return None
-        address = settings["path"] if "path" in settings else (settings["host"], settings.get("port", 6379))
+    def for_url(cls, url: str, **options: Any) -> RedisPipeline:
+        """A pipeline for a redis://, rediss:// or unix:// URL, read as redis-py reads it: address, database,
+        credentials and, for rediss://, the ssl_* parameters (ValueError if they are unusable)."""
+        settings: Mapping[str, Any] = parse_url(url)
+        tls = None
+        if settings.get("connection_class") is SSLConnection:
+            tls_settings = {name: value for name, value in settings.items() if name.startswith("ssl_")}
+            tls = partial(_tls_context, tls_settings)
+            tls()  # refuse unusable settings now rather than at every connection attempt
+        if settings.get("connection_class") is UnixDomainSocketConnection:
+            address: tuple[str, int] | str = settings["path"]
+        else:
+            address = (settings.get("host", "localhost"), settings.get("port", 6379))
         return cls(
             address,
             db=int(settings.get("db") or 0),
             username=settings.get("username"),
             password=settings.get("password"),
+            tls=tls,
             **options,
         )
 
@@ -237,10 +262,11 @@ class RedisPipeline:
                     lambda: _Connection(self._timeout), self._address
                 )
             else:
+                tls = None if self._tls is None else self._tls()
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self._timeout), *self._address
+                    lambda: _Connection(self._timeout), *self._address, ssl=tls
                 )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: TLS files that became unusable since the start
             raise rexc.ConnectionError(f"cannot connect to redis: {exc}") from exc
         for command in self._handshake:
             try:

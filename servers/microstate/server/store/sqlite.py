@@ -44,10 +44,10 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import prefix_end
+from microstate.server.store._shared import prefix_end, require_positive
 from microstate.server.store._sqlite import Database, open_database
+from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
-    ABSENT,
     Capabilities,
     Change,
     ChangeKind,
@@ -55,9 +55,10 @@ from microstate.server.store.base import (
     IfMatch,
     InvalidCursor,
     Page,
-    PreconditionFailed,
     Record,
     StoreUnavailable,
+    check_namespace,
+    require_precondition,
 )
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ DEFAULT_BUSY_TIMEOUT: Final = 5.0
 
 _WATCH_BATCH: Final = 256
 _BATCH_GET_CHUNK: Final = 500  # well under SQLite's bound-parameter limit
-_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _CURSOR = re.compile(r"[0-9]{1,19}")
 
 _T = TypeVar("_T")
@@ -105,14 +105,6 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _check(key: str, if_match: IfMatch, current: Record | None) -> None:
-    if if_match is None:
-        return
-    holds = current is None if if_match is ABSENT else current is not None and current.revision == if_match
-    if not holds:
-        raise PreconditionFailed(key, current)
-
-
 def _record(row: sqlite3.Row) -> Record:
     return Record(key=row[0], value=row[1], revision=row[2], expires_at=row[3])
 
@@ -133,6 +125,7 @@ class SqliteStore:
         self._purger: asyncio.Task[None] | None = None
 
     @classmethod
+    @settings_from_url()
     async def open(
         cls,
         url_or_path: str | os.PathLike[str],
@@ -146,12 +139,11 @@ class SqliteStore:
         """Open (creating if needed) the database file and the namespace's tables.
 
         The file's directory must exist: a missing directory is an unusable store (StoreUnavailable), not
-        something to create silently.
+        something to create silently. Every keyword setting may also come from the URL's query
+        (`sqlite:///x.db?busy_timeout=2`, see _url_settings.py); SQLite takes no other query parameter.
         """
-        if not _NAMESPACE.fullmatch(namespace):
-            raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
-        if retention < 1:
-            raise ValueError("retention must be at least 1")
+        check_namespace(namespace)
+        require_positive(retention=retention, poll_interval=poll_interval, purge_interval=purge_interval)
         db = await open_database(database_path(url_or_path), busy_timeout=busy_timeout)
         store = cls(db, namespace, retention=retention, poll_interval=poll_interval)
         try:
@@ -280,7 +272,7 @@ class SqliteStore:
             now = time.time()
             stored = await self._stored(conn, key)
             current = _live(stored, now)
-            _check(key, if_match, current)
+            require_precondition(key, if_match, current)
             seq = await self._next_seq(conn)
             expires_at = None if ttl is None else now + ttl
             await conn.execute_fetchall(
@@ -300,7 +292,7 @@ class SqliteStore:
             now = time.time()
             stored = await self._stored(conn, key)
             current = _live(stored, now)
-            _check(key, if_match, current)
+            require_precondition(key, if_match, current)
             if stored is None:
                 return False
             await conn.execute_fetchall(f"DELETE FROM {self._records} WHERE key = ?", [key])

@@ -29,8 +29,6 @@ DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 """The only digest form: the algorithm, a colon, and 64 lowercase hex digits (as OCI writes them)."""
 UPLOAD_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Upload ids: safe as a file name and a key on every backend."""
-NAMESPACE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-"""Blob namespaces: safe as a directory name and a collection or key prefix."""
 DEFAULT_CHUNK_SIZE: Final = 256 * 1024
 """Bytes per chunk `read` yields at most (issue #13's 256 KiB, inside gRPC's 4 MiB message limit)."""
 

@@ -56,11 +56,10 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from microstate.server.store.base import StoreError, StoreUnavailable
+from microstate.server.store.base import StoreError, StoreUnavailable, check_namespace
 from microstate.server.store.blobs._shared import BlobStoreBase
 from microstate.server.store.blobs.base import (
     DEFAULT_CHUNK_SIZE,
-    NAMESPACE,
     BlobCapabilities,
     BlobInfo,
     BlobNotFound,
@@ -176,8 +175,7 @@ class FileBlobs(BlobStoreBase):
 
         `clock` gives the Unix time of activity and create times (tests move it). An unusable directory
         raises StoreUnavailable here."""
-        if not isinstance(namespace, str) or not NAMESPACE.fullmatch(namespace):
-            raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 64")
+        check_namespace(namespace)
         directory, query = directory_path(url)
         size = chunk_size if chunk_size is not None else int(query.get("chunk_size", DEFAULT_CHUNK_SIZE))
         if size < 1:

@@ -46,11 +46,10 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.write_concern import WriteConcern
 
-from microstate.server.store.base import StoreError
+from microstate.server.store.base import StoreError, check_namespace
 from microstate.server.store.blobs._shared import BlobStoreBase
 from microstate.server.store.blobs.base import (
     DEFAULT_CHUNK_SIZE,
-    NAMESPACE,
     BlobCapabilities,
     BlobInfo,
     BlobNotFound,
@@ -141,8 +140,7 @@ class MongoBlobs(BlobStoreBase):
 
         Raises StoreUnavailable if the server cannot be reached within the server selection timeout, and
         StoreError if it cannot run transactions."""
-        if not isinstance(namespace, str) or not NAMESPACE.fullmatch(namespace):
-            raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 64")
+        check_namespace(namespace)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
         connection = connect(url, f"microstate-blobs-{namespace}", client_options)

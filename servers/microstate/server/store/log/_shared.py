@@ -19,7 +19,7 @@ from typing import Final
 
 from microstate.server.store._shared import Outage, end_if_cancelled
 from microstate.server.store.base import CursorExpired, InvalidCursor, StoreUnavailable
-from microstate.server.store.log.base import MAX_DEDUPE_KEY, NAMESPACE_PATTERN, LogEntry, LogPage
+from microstate.server.store.log.base import MAX_DEDUPE_KEY, LogEntry, LogPage
 
 TRIM_BATCH: Final = 10_000
 """Entries one trim step drops at most, so a large trim never holds the store for long."""
@@ -28,16 +28,10 @@ FOLLOW_BATCH: Final = 256
 DEFAULT_FOLLOW_OUTAGE_BUDGET: Final = 30.0
 """Seconds a follower keeps retrying through an outage before it raises StoreUnavailable."""
 
-_NAMESPACE = re.compile(NAMESPACE_PATTERN)
 _CURSOR = re.compile(r"0|[1-9][0-9]{0,18}")
 
 
 # -- argument checks ----------------------------------------------------------------------------------------
-
-
-def check_namespace(namespace: str) -> None:
-    if not _NAMESPACE.fullmatch(namespace):
-        raise ValueError(f"bad log namespace {namespace!r}: must match {NAMESPACE_PATTERN}")
 
 
 def check_dedupe_window(seconds: float) -> None:

@@ -22,8 +22,6 @@ DEFAULT_DEDUPE_WINDOW: Final = 600.0
 """Seconds a `dedupe_key` is remembered after its append (a producer's retries must land within it)."""
 MAX_DEDUPE_KEY: Final = 256
 """Characters a `dedupe_key` may have (it is stored as a key on every backend)."""
-NAMESPACE_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-"""Log namespaces: valid on every backend (table name, Redis hash tag, collection name)."""
 
 
 class LogEntry(NamedTuple):

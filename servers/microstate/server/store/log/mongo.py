@@ -49,7 +49,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from microstate.server.store._shared import set_up
-from microstate.server.store.base import CursorExpired, StoreUnavailable
+from microstate.server.store.base import CursorExpired, StoreUnavailable, check_namespace
 from microstate.server.store.log._shared import (
     DEFAULT_FOLLOW_OUTAGE_BUDGET,
     TRIM_BATCH,
@@ -58,7 +58,6 @@ from microstate.server.store.log._shared import (
     check_append,
     check_contiguous,
     check_dedupe_window,
-    check_namespace,
     start_position,
     woken_or_polled,
 )

@@ -42,7 +42,7 @@ from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from microstate.server.store.base import StoreUnavailable
+from microstate.server.store.base import StoreUnavailable, check_namespace
 from microstate.server.store.log._shared import (
     DEFAULT_FOLLOW_OUTAGE_BUDGET,
     FOLLOW_BATCH,
@@ -51,7 +51,6 @@ from microstate.server.store.log._shared import (
     check_append,
     check_contiguous,
     check_dedupe_window,
-    check_namespace,
     start_position,
 )
 from microstate.server.store.log.base import (

@@ -33,6 +33,7 @@ import aiosqlite
 
 from microstate.server.store._shared import set_up
 from microstate.server.store._sqlite import Database, open_database
+from microstate.server.store.base import check_namespace
 from microstate.server.store.log._shared import (
     DEFAULT_FOLLOW_OUTAGE_BUDGET,
     TRIM_BATCH,
@@ -40,7 +41,6 @@ from microstate.server.store.log._shared import (
     Wait,
     check_append,
     check_dedupe_window,
-    check_namespace,
     start_position,
     woken_or_polled,
 )
