@@ -93,3 +93,21 @@ def test_a_store_setting_the_server_cannot_use_stops_it_naming_the_setting(
         store = f"sqlite:///{tmp_path / 'p.db'}?{query}"
         assert main(["serve", "profile", "--store", store, "--port", "0"]) == 2
         assert f"--store: {named}" in capsys.readouterr().err
+
+
+async def test_a_slice_with_a_log_and_blobs_gets_each_opened_on_its_own_kind(tmp_path: Path) -> None:
+    log = StoreRole("events", StoreKind.LOG)
+    roles = (RECORDS, log, BLOBS)
+    urls = role_urls("telemetry", roles, f"sqlite:///{tmp_path / 't.db'}", {}, tmp_path)
+    assert urls["events"] == urls["records"]  # the log follows --store where its kind has that backend
+    assert urls["blobs"].startswith("file://") and urls["blobs"].endswith("/telemetry-blobs")
+    stores = await open_stores("telemetry", roles, urls)
+    try:
+        await stores.ping()
+        appended = await stores.log("events").append([b"one"])
+        assert list(appended.positions) == [1]
+        assert await stores.blobs().stat("sha256:" + "0" * 64) is None
+        with pytest.raises(TypeError, match="is a LOG store"):
+            stores.records("events")
+    finally:
+        await stores.close()
