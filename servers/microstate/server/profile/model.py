@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from microstate.profile.storage.v1.record_pb2 import ConsentRecord, ProfileRecord
+from microstate.server.kit import records
 from microstate.server.kit.resources import Kind, Stored
 from microstate.server.wellknown import timestamp
 
@@ -84,39 +85,21 @@ class ProfileData:
     embedding_model_version: str = ""
 
     def to_bytes(self) -> bytes:
-        return ProfileRecord(
-            user_id=self.user_id,
-            display_name=self.display_name,
-            locale=self.locale,
-            attributes=self.attributes,
+        return records.to_message(
+            self,
+            ProfileRecord,
             embedding_f32le=pack_floats(self.embedding),
-            create_time_ns=self.create_time_ns,
-            update_time_ns=self.update_time_ns,
-            written_by=self.written_by,
-            given_name=self.given_name,
-            family_name=self.family_name,
             consents=[c.to_record() for c in self.consents],
-            embedding_model=self.embedding_model,
-            embedding_model_version=self.embedding_model_version,
         ).SerializeToString(deterministic=True)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ProfileData:
         record = ProfileRecord.FromString(raw)
-        return cls(
-            user_id=record.user_id,
-            display_name=record.display_name,
-            locale=record.locale,
-            attributes=dict(record.attributes),
+        return records.from_message(
+            record,
+            cls,
             embedding=unpack_floats(record.embedding_f32le),
-            create_time_ns=record.create_time_ns,
-            update_time_ns=record.update_time_ns,
-            written_by=record.written_by,
-            given_name=record.given_name,
-            family_name=record.family_name,
             consents=tuple(map(Consent.from_record, record.consents)),
-            embedding_model=record.embedding_model,
-            embedding_model_version=record.embedding_model_version,
         )
 
 

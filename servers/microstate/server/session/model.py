@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from microstate.server.kit import records
 from microstate.server.kit.resources import Kind, Stored
 from microstate.session.storage.v1.record_pb2 import MarkRecord, MarksRecord, RotationRecord, SessionRecord
 
@@ -98,65 +99,17 @@ class SessionData:
         return replace(self, revoke_time_ns=when_ns, revoke_reason=reason, sealed_first_secrets=b"")
 
     def to_bytes(self) -> bytes:
-        previous = self.previous
-        return SessionRecord(
-            session_id=self.session_id,
-            user_id=self.user_id,
-            scopes=self.scopes,
-            attributes=self.attributes,
-            create_time_ns=self.create_time_ns,
-            refresh_time_ns=self.refresh_time_ns,
-            idle_ttl_ns=self.idle_ttl_ns,
-            max_ttl_ns=self.max_ttl_ns,
-            key_id=self.key_id,
-            token_digest=self.token_digest,
-            refresh_digest=self.refresh_digest,
-            generation=self.generation,
-            previous=None
-            if previous is None
-            else RotationRecord(
-                token_digest=previous.token_digest,
-                refresh_digest=previous.refresh_digest,
-                rotate_time_ns=previous.rotate_time_ns,
-                sealed_successor=previous.sealed_successor,
-            ),
-            spent_refresh_digests=self.spent_refresh_digests,
-            revoke_time_ns=self.revoke_time_ns,
-            revoke_reason=self.revoke_reason,
-            request_digest=self.request_digest,
-            sealed_first_secrets=self.sealed_first_secrets,
-        ).SerializeToString(deterministic=True)
+        previous = None if self.previous is None else records.to_message(self.previous, RotationRecord)
+        return records.to_message(self, SessionRecord, previous=previous).SerializeToString(
+            deterministic=True
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> SessionData:
         record = SessionRecord.FromString(raw)
-        previous = record.previous if record.HasField("previous") else None
-        return cls(
-            session_id=record.session_id,
-            user_id=record.user_id,
-            scopes=tuple(record.scopes),
-            attributes=dict(record.attributes),
-            create_time_ns=record.create_time_ns,
-            refresh_time_ns=record.refresh_time_ns,
-            idle_ttl_ns=record.idle_ttl_ns,
-            max_ttl_ns=record.max_ttl_ns,
-            key_id=record.key_id,
-            token_digest=record.token_digest,
-            refresh_digest=record.refresh_digest,
-            generation=record.generation,
-            previous=None
-            if previous is None
-            else Rotation(
-                previous.token_digest,
-                previous.refresh_digest,
-                previous.rotate_time_ns,
-                previous.sealed_successor,
-            ),
-            spent_refresh_digests=tuple(record.spent_refresh_digests),
-            revoke_time_ns=record.revoke_time_ns,
-            revoke_reason=RevokeReason(record.revoke_reason),
-            request_digest=record.request_digest,
-            sealed_first_secrets=record.sealed_first_secrets,
+        previous = records.from_message(record.previous, Rotation) if record.HasField("previous") else None
+        return records.from_message(
+            record, cls, previous=previous, revoke_reason=RevokeReason(record.revoke_reason)
         )
 
 
