@@ -22,6 +22,7 @@ from microstate.server.store.base import (
     Record,
     Store,
     StoreError,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 
@@ -44,15 +45,18 @@ async def open_store(url: str, namespace: str, **options: Any) -> Store:
     """Open `namespace` on the store at `url`; `options` go to the backend's `open` (e.g. `retention`).
 
     `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `redis://host:port/db`, `rediss://…`,
-    `mongodb://…`, `mongodb+srv://…`. An unknown scheme raises ValueError; an unreachable backend raises
-    StoreUnavailable.
+    `mongodb://…`, `mongodb+srv://…`. A URL that cannot be used (unknown scheme, malformed, an SQLite URL
+    without a file) raises ValueError; an SQLite file that cannot be opened raises StoreMisconfigured.
+    Network backends do not wait for their server here: it may come up later, and `ping` tells whether it
+    answers (StoreUnavailable) and accepts the URL's credentials and database (StoreMisconfigured).
     """
     scheme = urlsplit(url).scheme.lower()
     try:
         module_name, class_name = BACKENDS[scheme].split(":")
     except KeyError:
+        # The scheme, not the URL: the URL may hold a password.
         raise ValueError(
-            f"unsupported store URL {url!r}: the scheme must be one of {', '.join(BACKENDS)}"
+            f"unsupported store URL (scheme {scheme!r}): the scheme must be one of {', '.join(BACKENDS)}"
             " (for example sqlite:///data/microstate.db or redis://localhost:6379/0)"
         ) from None
     backend = cast(_Backend, getattr(importlib.import_module(module_name), class_name))
@@ -73,6 +77,7 @@ __all__ = [
     "Record",
     "Store",
     "StoreError",
+    "StoreMisconfigured",
     "StoreUnavailable",
     "open_store",
 ]
