@@ -56,6 +56,7 @@ from microstate.server.store.base import (
     Page,
     PreconditionFailed,
     Record,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 
@@ -87,10 +88,11 @@ def database_path(url_or_path: str | os.PathLike[str]) -> str:
     if not url_or_path.startswith("sqlite:"):
         return url_or_path
     parts = urlsplit(url_or_path)
+    usage = "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
     if parts.netloc or not parts.path.startswith("/") or parts.query or parts.fragment:
-        raise ValueError(
-            f"bad SQLite store URL {url_or_path!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
+        raise ValueError(f"bad SQLite store URL {url_or_path!r}: {usage}")
+    if parts.path == "/":  # SQLite would open a private temporary database, gone at the next start
+        raise ValueError(f"the SQLite store URL {url_or_path!r} names no file: {usage}")
     return unquote(parts.path[1:])
 
 
@@ -109,6 +111,19 @@ def _quote(identifier: str) -> str:
 def _unavailable(exc: BaseException) -> StoreUnavailable:
     name = getattr(exc, "sqlite_errorname", type(exc).__name__)
     return StoreUnavailable(f"sqlite store failed ({name}): {exc}")
+
+
+async def _connect(path: str, busy_timeout: float) -> aiosqlite.Connection:
+    """An autocommit connection to the file at `path`; StoreMisconfigured, naming it, if it cannot open."""
+    connection = aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
+    try:
+        return await connection
+    except (sqlite3.Error, OSError) as exc:
+        # aiosqlite stops its worker thread after a failed connect without waiting for it; the thread would
+        # then report to our event loop after it closed ("Event loop is closed" on stderr). Wait for it.
+        await asyncio.to_thread(connection._thread.join)
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        raise StoreMisconfigured(f"cannot open SQLite store {path}: {exc} ({name})") from exc
 
 
 def _check(key: str, if_match: IfMatch, current: Record | None) -> None:
@@ -156,23 +171,27 @@ class SqliteStore:
     ) -> SqliteStore:
         """Open (creating if needed) the database file and the namespace's tables.
 
-        The file's directory must exist: a missing directory is an unusable store (StoreUnavailable), not
-        something to create silently.
+        The file's directory must exist: a missing directory is an unusable store, not something to create
+        silently. A file that cannot be opened raises StoreMisconfigured naming the path; an empty path
+        (SQLite's private temporary database) raises ValueError.
         """
         if not _NAMESPACE.fullmatch(namespace):
             raise ValueError(f"bad namespace {namespace!r}: letters, digits, '_', '.', '-'; at most 100")
         if retention < 1:
             raise ValueError("retention must be at least 1")
         path = database_path(url_or_path)
+        if not path:
+            raise ValueError("the SQLite store needs a file path (an empty one is a temporary database)")
         if path != ":memory:" and not Path(path).parent.is_dir():
-            raise StoreUnavailable(f"sqlite store directory does not exist: {Path(path).parent}")
-        try:
-            conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
-        except (sqlite3.Error, OSError) as exc:
-            raise _unavailable(exc) from exc
+            directory = Path(path).parent
+            raise StoreMisconfigured(f"cannot open SQLite store {path}: directory {directory} does not exist")
+        conn = await _connect(path, busy_timeout)
         store = cls(conn, namespace, retention=retention, poll_interval=poll_interval)
         try:
             await store._setup()
+        except StoreUnavailable as exc:  # "file is not a database", "database is locked"
+            await store.close()
+            raise type(exc)(f"cannot open SQLite store {path}: {exc}") from exc
         except BaseException:
             await store.close()
             raise
