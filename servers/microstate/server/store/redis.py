@@ -27,13 +27,15 @@ Connections: every command but the blocking watch reads goes over one multiplexe
 (redis_pipeline.py: redis-py's pool costs ~10x the CPU per command under concurrency); watch reads, and
 everything on a TLS (rediss://) URL, use redis-py.
 
-Failure policy: connection errors, timeouts and "loading" become StoreUnavailable within about
-`socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a connection the
-server closed); writes never retry automatically, because a write whose reply was lost may have committed
-and blindly resending it would apply it twice. The same RedisStore reconnects by itself once the server is
-back. `watch` hides outages shorter than `watch_outage_budget`: it retries with backoff and resumes from its
-last cursor, without gaps or duplicates; a longer outage ends the iteration with StoreUnavailable and the
-caller resumes with the last cursor it saw.
+Failure policy: a URL the server refuses (wrong or missing password, an ACL user without the needed
+permissions, a database number the server does not have) is reported as StoreMisconfigured by the first
+call (open does not contact the server). Connection errors, timeouts and "loading" become StoreUnavailable
+within about `socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a
+connection the server closed); writes never retry automatically, because a write whose reply was lost may
+have committed and blindly resending it would apply it twice. The same RedisStore reconnects by itself once
+the server is back. `watch` hides outages shorter than `watch_outage_budget`: it retries with backoff and
+resumes from its last cursor, without gaps or duplicates; a longer outage ends the iteration with
+StoreUnavailable and the caller resumes with the last cursor it saw.
 
 Layout 1 (until 2026-11) kept each record in a hash (`r`, `v`, `x`) and the counter as a plain integer.
 The first call of a store converts a layout-1 namespace in place, a few hundred records per atomic script
@@ -56,6 +58,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -75,6 +78,7 @@ from microstate.server.store.base import (
     Page,
     PreconditionFailed,
     Record,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 from microstate.server.store.redis_pipeline import RedisPipeline
@@ -94,6 +98,14 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
 )
 _UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+# ...and those that mean the URL itself is wrong: retrying cannot help (checked first: AuthenticationError
+# is a ConnectionError).
+_MISCONFIGURED_ERRORS: tuple[type[Exception], ...] = (
+    rexc.AuthenticationError,  # NOAUTH, WRONGPASS, or a password for a server that has none
+    rexc.AuthorizationError,
+    rexc.NoPermissionError,  # NOPERM: the URL's ACL user may not run what the store needs
+)
+_MISCONFIGURED_REPLIES = ("DB index is out of range",)  # SELECT of a database the server does not have
 
 # --- Lua ---------------------------------------------------------------------------------------------
 # Shared prologue: server time in microseconds (exact in a Lua double until year 2255), integer formatting
@@ -269,6 +281,10 @@ MIGRATION_BATCH = 256
 
 def _unavailable(exc: Exception) -> StoreUnavailable | None:
     """The StoreUnavailable an error stands for, or None if it is not an availability problem."""
+    if isinstance(exc, _MISCONFIGURED_ERRORS) or (
+        isinstance(exc, rexc.ResponseError) and any(reply in str(exc) for reply in _MISCONFIGURED_REPLIES)
+    ):
+        return StoreMisconfigured(f"redis refused the store URL: {exc}")
     if isinstance(exc, _UNAVAILABLE_ERRORS) or (
         isinstance(exc, rexc.ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
     ):
@@ -375,6 +391,10 @@ class RedisStore:
             raise ValueError(f"namespace must match {NAMESPACE_PATTERN.pattern}: {namespace!r}")
         if retention < 1:
             raise ValueError("retention must be at least 1")
+        parts = urlsplit(url)
+        database = parts.path.replace("/", "")
+        if parts.scheme != "unix" and database and not database.isdigit():  # redis-py would ignore it: db 0
+            raise ValueError(f"bad Redis store URL: the path must be a database number, not {database!r}")
         common: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
             "health_check_interval": health_check_interval,

@@ -34,6 +34,7 @@ _ERRORS_BY_PREFIX: dict[str, type[rexc.RedisError]] = {
     "READONLY": rexc.ReadOnlyError,
     "NOAUTH": rexc.AuthenticationError,  # the server asks for a password the URL does not give
     "WRONGPASS": rexc.AuthenticationError,
+    "NOPERM": rexc.NoPermissionError,  # the URL's ACL user may not run a command
 }
 
 
@@ -162,7 +163,8 @@ class RedisPipeline:
         connection_class = settings.get("connection_class")
         if connection_class is not None and connection_class is not UnixDomainSocketConnection:
             return None
-        address = settings["path"] if "path" in settings else (settings["host"], settings.get("port", 6379))
+        host = settings.get("host", "localhost")  # redis:/// means the local server, as in redis-py
+        address = settings["path"] if "path" in settings else (host, settings.get("port", 6379))
         return cls(
             address,
             db=int(settings.get("db") or 0),
@@ -247,8 +249,9 @@ class RedisPipeline:
                 await connection.send(_pack(command))
             except (rexc.ResponseError, rexc.AuthenticationError) as exc:  # the URL is wrong
                 connection.abort(rexc.ConnectionError(str(exc)))
-                wrong_credentials = command[0] == "AUTH" or isinstance(exc, rexc.AuthenticationError)
-                refused = rexc.AuthenticationError if wrong_credentials else rexc.ConnectionError
+                # As redis-py raises them: AuthenticationError for credentials, else the reply's own class
+                # (ResponseError "DB index is out of range" for a database the server does not have).
+                refused = rexc.AuthenticationError if command[0] == "AUTH" else type(exc)
                 raise refused(f"redis refused {command[0]} while connecting: {exc}") from exc
         return connection
 
