@@ -184,6 +184,21 @@ class ServerProcess(MicrostateProcess):
     target: str = ""
 
 
+def start_listening(
+    name: str,
+    workdir: Path,
+    *flags: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = START_TIMEOUT,
+) -> ServerProcess:
+    """`microstate serve <name> --port 0 ...` in `workdir`; returns once it listens, whatever its health."""
+    ready_file = workdir / f"{name}-{next(_serial)}.ready.json"
+    ready_file.unlink(missing_ok=True)  # a stale file from a reused folder would name an old port
+    arguments = ["serve", name, "--port", "0", "--ready-file", str(ready_file), "--data-dir", str(workdir)]
+    started = launch([*arguments, "--log-format", "json", *flags], workdir, env=env)
+    return listening(started, ready_file, name, timeout=timeout)
+
+
 def start_server(
     name: str,
     workdir: Path,
@@ -191,12 +206,8 @@ def start_server(
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
 ) -> ServerProcess:
-    """`microstate serve <name> --port 0 ...` in `workdir`; returns once its health reports SERVING."""
-    ready_file = workdir / f"{name}-{next(_serial)}.ready.json"
-    ready_file.unlink(missing_ok=True)  # a stale file from a reused folder would name an old port
-    arguments = ["serve", name, "--port", "0", "--ready-file", str(ready_file), "--data-dir", str(workdir)]
-    started = launch([*arguments, "--log-format", "json", *flags], workdir, env=env)
-    server = listening(started, ready_file, name, timeout=timeout)
+    """`start_listening`, returning once its health reports SERVING."""
+    server = start_listening(name, workdir, *flags, env=env, timeout=timeout)
     try:
         wait_for(lambda: health_status(server.target) == "SERVING", within=timeout, what=f"{name} SERVING")
     except BaseException:

@@ -107,12 +107,15 @@ class TlsRedisServer(RedisServer):
         )
 
 
+def redis_executable() -> str:
+    return executable_or_skip("redis-server", "Debian/Ubuntu: apt-get install redis-server")
+
+
 @contextlib.contextmanager
 def _running(kind: type[S]) -> Iterator[S]:
     """A started server of `kind` in a fresh temp dir, always killed and removed afterwards."""
-    executable = executable_or_skip("redis-server", "Debian/Ubuntu: apt-get install redis-server")
     with tempfile.TemporaryDirectory(prefix=f"microstate-{kind.name}-") as data_dir:
-        server = kind(executable, Path(data_dir))
+        server = kind(redis_executable(), Path(data_dir))
         try:
             server.start()
             yield server
