@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microstate.server.store import CursorExpired, InvalidCursor, StoreUnavailable, open_store
+from microstate.server.store import (
+    CursorExpired,
+    InvalidCursor,
+    StoreMisconfigured,
+    StoreUnavailable,
+    open_store,
+)
 from microstate.server.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore, database_path, prefix_end
 from tests.conformance.waiting import first_change, take, wait_until, watching
 
@@ -64,6 +71,25 @@ def test_database_path_rejects_urls_it_would_misread(url: str) -> None:
         database_path(url)
 
 
+@pytest.mark.parametrize("url", ["sqlite:///", ""])
+async def test_a_url_without_a_file_is_refused_not_served_from_a_temporary_database(url: str) -> None:
+    """SQLite opens a private temporary database for an empty name: everything written is gone at restart."""
+    with pytest.raises(ValueError, match=r"names no file|needs a file"):
+        await SqliteStore.open(url, "ns")
+
+
+async def test_a_missing_directory_is_misconfigured_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-dir" / "store.db"
+    missing = f"cannot open SQLite store {path}: directory {path.parent} does not exist"
+    with pytest.raises(StoreMisconfigured, match=re.escape(missing)):
+        await SqliteStore.open(path, "ns")
+
+
+async def test_a_file_sqlite_cannot_open_is_misconfigured_and_named(tmp_path: Path) -> None:
+    with pytest.raises(StoreMisconfigured, match=f"cannot open SQLite store {tmp_path}: unable to open"):
+        await SqliteStore.open(tmp_path, "ns")  # a directory
+
+
 _TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=4)
 
 
@@ -85,7 +111,7 @@ def test_prefix_end_carries_past_the_largest_code_point_and_skips_surrogates() -
 async def test_a_file_that_is_not_a_database_is_unavailable(db: Path) -> None:
     await asyncio.to_thread(db.write_bytes, os.urandom(8192))
 
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable, match=f"cannot open SQLite store {db}: .*not a database"):
         await SqliteStore.open(db, "ns")
 
 

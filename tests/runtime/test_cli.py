@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis as redis_client
 
-from microstate.server import registry
+from microstate.server import registry, supervision
 from microstate.server.cli import main
+from microstate.server.config import ConfigError
 from microstate.server.profile import MICROSTATE
 from microstate.server.serve import redacted
+from tests.support.mongo_server import MongoServer, mongo_executable, running_mongo_server
 from tests.support.processes import (
+    START_TIMEOUT,
     STOP_TIMEOUT,
     MicrostateProcess,
     health_status,
@@ -23,8 +28,10 @@ from tests.support.processes import (
     launch,
     pid_alive,
     running_server,
+    start_listening,
     wait_for,
 )
+from tests.support.redis_server import RedisServer, redis_executable, running_redis_server
 
 UP_START_TIMEOUT = 40.0
 
@@ -163,3 +170,135 @@ def test_up_stops_the_others_and_shows_the_log_when_one_cannot_start(tmp_path: P
 )
 def test_store_passwords_never_reach_logs_or_the_terminal(url: str, shown: str) -> None:
     assert redacted(url) == shown
+
+
+# -- start-up: the same rule for every backend (README "Running one microstate", runtime.py) ----------------
+
+
+def test_version_prints_the_installed_release(tmp_path: Path) -> None:
+    process = launch(["--version"], tmp_path)
+    assert process.wait() == 0, process.describe()
+    assert process.output() == f"microstate {importlib.metadata.version('microstate-server')}\n"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("MICROSTATE_PORT", "abc", "expected a port in 0..65535, got 'abc'"),
+        ("MICROSTATE_DRAIN_SECONDS", "soon", "expected a non-negative number of seconds, got 'soon'"),
+        ("MICROSTATE_EVENT_LOOP", "fast", "expected one of auto, asyncio, uvloop, got 'fast'"),
+    ],
+)
+def test_an_invalid_environment_value_names_its_variable(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    process = launch(["serve", "profile"], tmp_path, env={variable: value})
+    assert process.wait() == 2, process.describe()
+    assert process.errors() == f"microstate serve: error: {variable}: {expected}\n"
+
+
+def test_a_supervisor_pid_that_is_not_a_number_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(supervision.ENV_VAR, "up")
+    with pytest.raises(ConfigError, match="MICROSTATE_PARENT_PID: expected the supervisor's process id"):
+        supervision.exit_with_parent()
+
+
+def refused_start(workdir: Path, store: str) -> tuple[int, str]:
+    """`microstate serve profile --store <store>`, which must exit by itself: its exit code, and the one
+    line of its stderr that reports an error (there must be exactly one, and no traceback)."""
+    process = launch(["serve", "profile", "--port", "0", "--log-format", "text", "--store", store], workdir)
+    try:
+        code = process.wait(timeout=STOP_TIMEOUT)
+    finally:
+        process.stop()
+    errors = process.errors()
+    assert "Traceback" not in errors and "Event loop is closed" not in errors, errors
+    failures = [line for line in errors.splitlines() if "error" in line.lower()]
+    assert len(failures) == 1, errors
+    return code, failures[0]
+
+
+@pytest.mark.process
+@pytest.mark.parametrize(
+    ("store", "code", "message"),
+    [
+        ("sqlite:///", 2, "microstate serve: error: --store: the SQLite store URL 'sqlite:///' names no"),
+        ("sqlite:///{tmp}", 1, "cannot open SQLite store {tmp}: unable to open database file"),
+        ("sqlite:///{tmp}/gone/p.db", 1, "cannot open SQLite store {tmp}/gone/p.db: directory {tmp}/gone"),
+        *[
+            pytest.param(*case, marks=pytest.mark.redis)
+            for case in [
+                ("redis://127.0.0.1:{redis}/999", 1, "refused SELECT while connecting: ERR DB index is"),
+                ("redis://:wrong@127.0.0.1:{redis}/0", 1, "redis refused AUTH while connecting"),
+                ("redis://nobody:wrong@127.0.0.1:{redis}/0", 1, "WRONGPASS"),
+                ("redis://127.0.0.1:{redis}/zero", 2, "--store: bad Redis store URL"),
+            ]
+        ],
+        *[
+            pytest.param(*case, marks=pytest.mark.mongo)
+            for case in [
+                ("mongodb://nobody:wrong@127.0.0.1:{mongo}/", 1, "mongodb refused the store URL's"),
+                ("mongodb://127.0.0.1:{mongo}/", 1, "requires authentication"),
+                ("mongodb://a@b@127.0.0.1:{mongo}/", 2, "--store: bad MongoDB store URL"),
+            ]
+        ],
+    ],
+)
+def test_a_store_that_can_never_work_fails_the_start_with_one_line_naming_it(
+    tmp_path: Path, request: pytest.FixtureRequest, store: str, code: int, message: str
+) -> None:
+    """{redis} is the port of a Redis without a password; {mongo} that of a MongoDB that wants one."""
+    places: dict[str, object] = {"tmp": tmp_path}
+    if "{redis}" in store:
+        places["redis"] = request.getfixturevalue("redis_server").port
+    if "{mongo}" in store:
+        places["mongo"] = request.getfixturevalue("auth_mongo").port
+    exit_code, line = refused_start(tmp_path, store.format(**places))
+    assert exit_code == code
+    assert message.format(**places) in line
+    assert "wrong" not in line  # no password is shown
+
+
+@pytest.mark.process
+@pytest.mark.redis
+def test_a_redis_that_wants_a_password_the_url_lacks_fails_the_start(tmp_path: Path) -> None:
+    with running_redis_server() as redis:
+        admin = redis_client.Redis(port=redis.port)
+        admin.config_set("requirepass", "secret")
+        admin.close()
+        exit_code, line = refused_start(tmp_path, redis.url)
+    assert exit_code == 1
+    assert "NOAUTH" in line
+
+
+@pytest.fixture(scope="module")
+def auth_mongo() -> Iterator[MongoServer]:
+    """A Mongo-wire server that requires authentication and has no users."""
+    with running_mongo_server(auth=True) as server:
+        yield server
+
+
+@pytest.mark.process
+@pytest.mark.parametrize(
+    ("database", "executable"),
+    [
+        pytest.param(RedisServer, redis_executable, marks=pytest.mark.redis, id="redis"),
+        pytest.param(MongoServer, mongo_executable, marks=pytest.mark.mongo, id="mongodb"),
+    ],
+)
+def test_a_server_started_before_its_store_serves_once_the_store_is_up(
+    tmp_path: Path, database: Callable[[str, Path], RedisServer | MongoServer], executable: Callable[[], str]
+) -> None:
+    (tmp_path / "store").mkdir()
+    store = database(executable(), tmp_path / "store")  # not started yet: nothing listens on its port
+    checks = ["--health-interval-seconds", "0.1", "--drain-seconds", "0"]
+    server = start_listening("profile", tmp_path, "--store", store.url, *checks)
+    try:
+        assert health_status(server.target) == "NOT_SERVING"
+        store.start()
+        wait_for(lambda: health_status(server.target) == "SERVING", within=START_TIMEOUT, what="SERVING")
+        server.send(signal.SIGTERM)
+        assert server.wait() == 0, server.describe()
+    finally:
+        server.stop()
+        store.kill()

@@ -43,6 +43,7 @@ def test_every_setting_has_an_env_var_and_a_flag() -> None:
         "MICROSTATE_MAX_CONNECTION_AGE_SECONDS": "300",
         "MICROSTATE_LOG_FORMAT": "JSON",
         "MICROSTATE_LOG_LEVEL": "debug",
+        "MICROSTATE_EVENT_LOOP": "asyncio",
     }
     config = load(parse(), environ=env)
     assert config.host == "0.0.0.0"
@@ -52,6 +53,7 @@ def test_every_setting_has_an_env_var_and_a_flag() -> None:
     assert config.keepalive_permit_without_calls is False
     assert config.max_connection_age_seconds == 300.0
     assert (config.log_format, config.log_level) == ("json", "DEBUG")
+    assert config.event_loop == "asyncio"
 
     flagged = load(parse("--keepalive-permit-without-calls", "--log-level", "error"), environ=env)
     assert flagged.keepalive_permit_without_calls is True
@@ -75,6 +77,23 @@ def test_every_setting_has_an_env_var_and_a_flag() -> None:
 def test_bad_values_name_where_they_came_from(argv: list[str], env: dict[str, str], source: str) -> None:
     with pytest.raises(ConfigError, match=source):
         load(parse(*argv), environ=env)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("MICROSTATE_PORT", "abc", "a port in 0..65535"),
+        ("MICROSTATE_MAX_MESSAGE_BYTES", "1MB", "a positive integer"),
+        ("MICROSTATE_GRACE_SECONDS", "ten", "a non-negative number of seconds"),
+        ("MICROSTATE_MAX_CONNECTION_AGE_SECONDS", "1h", "a non-negative number of seconds"),
+        ("MICROSTATE_EVENT_LOOP", "fast", "one of auto, asyncio, uvloop"),
+    ],
+)
+def test_unparsable_values_say_what_was_expected(variable: str, value: str, expected: str) -> None:
+    """Not Python's "invalid literal for int() with base 10"."""
+    with pytest.raises(ConfigError) as raised:
+        load(parse(), environ={variable: value})
+    assert str(raised.value) == f"{variable}: expected {expected}, got {value!r}"
 
 
 def test_to_flags_reproduces_the_settings() -> None:

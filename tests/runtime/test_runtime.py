@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,10 +21,11 @@ from microstate.server import probe
 from microstate.server.config import ServerConfig
 from microstate.server.profile import MICROSTATE
 from microstate.server.runtime import Endpoint, Runtime, server_options
-from microstate.server.store import Store, open_store
+from microstate.server.store import Store, StoreMisconfigured, open_store
 from microstate.server.store.roles import Stores
 from tests.support.processes import until
 from tests.support.redis_server import RedisServer, running_redis_server
+from tests.support.server_process import free_port
 
 PROFILE_SERVICE = "microstate.profile.v1.ProfileService"
 
@@ -163,6 +165,22 @@ async def test_a_store_down_at_start_means_listening_but_not_serving_until_it_an
             assert await statuses(server) == {"NOT_SERVING"}
             redis.start()
             await until_status(server, "SERVING")
+
+
+@pytest.mark.redis
+async def test_a_store_that_refuses_its_configuration_fails_the_start_before_listening(
+    redis_server: RedisServer,
+) -> None:
+    port = free_port()
+    store = await open_store(f"redis://127.0.0.1:{redis_server.port}/999", "profile")
+    try:
+        runtime = Runtime(MICROSTATE, store, ServerConfig(port=port))
+        with pytest.raises(StoreMisconfigured, match="DB index is out of range"):
+            await runtime.start()
+    finally:
+        await store.close()
+    with socket.socket() as probe_socket:  # nothing was left listening on the port
+        assert probe_socket.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_limits_become_grpc_core_options() -> None:

@@ -12,13 +12,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from microstate.server.store.base import ChangeKind, InvalidCursor, StoreUnavailable
+from microstate.server.store.base import ChangeKind, InvalidCursor, StoreMisconfigured, StoreUnavailable
 from microstate.server.store.mongo import MongoStore
 from tests.conformance.conftest import with_query
 from tests.conformance.waiting import take, wait_until, watching
@@ -65,6 +66,13 @@ def private_server() -> Iterator[MongoServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def auth_server() -> Iterator[MongoServer]:
+    """A server that requires authentication and has no users."""
+    with running_mongo_server(auth=True) as server:
+        yield server
+
+
 @pytest.fixture
 def own_server(private_server: MongoServer) -> MongoServer:
     private_server.start()  # a no-op unless an earlier test failed while the server was down
@@ -98,10 +106,12 @@ async def test_one_collection_per_namespace_with_a_ttl_index_created_idempotentl
 ) -> None:
     ns = namespace()
     first = await MongoStore.open(mongo_url_target.url, ns)
+    await first.ping()  # a server's start-up: open, then the first ping prepares the namespace
     await first.close()
     indexes_once = await raw.microstate[f"records.{ns}"].index_information()
 
     second = await MongoStore.open(mongo_url_target.url, ns)  # the same start-up again: nothing changes
+    await second.ping()
     await second.close()
 
     indexes_twice = await raw.microstate[f"records.{ns}"].index_information()
@@ -319,11 +329,66 @@ async def test_without_change_streams_a_watch_polls_the_log() -> None:
 # -- outages and restarts ---------------------------------------------------------------------------------
 
 
-async def test_opening_an_unreachable_server_fails_fast() -> None:
+async def test_an_unreachable_server_fails_fast_from_the_first_call_not_at_open() -> None:
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable):
-        await MongoStore.open(dead_mongo_url(), namespace())
-    assert time.monotonic() - started < FAST
+    store = await MongoStore.open(dead_mongo_url(), namespace())  # it may come up later: open does not wait
+    try:
+        assert time.monotonic() - started < FAST
+        for call in (store.ping(), store.put("k", b"v"), store.get("k")):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as raised:
+                await call
+            assert time.monotonic() - started < FAST
+            assert not isinstance(raised.value, StoreMisconfigured)
+    finally:
+        await store.close()
+
+
+async def test_a_store_opened_before_its_server_started_works_once_it_answers(
+    own_server: MongoServer,
+) -> None:
+    own_server.stop()
+    ns = namespace()
+    store = await MongoStore.open(own_server.url, ns)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        await asyncio.to_thread(own_server.start)
+        await wait_until(lambda: _answers(store), what="the store reaches the server that came up")
+
+        written = await store.put("k", b"v")
+        assert await store.get("k") == written
+        raw: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(own_server.url)
+        indexes = await raw.microstate[f"records.{ns}"].index_information()
+        await raw.close()
+        assert indexes["expires_at_ttl"]["expireAfterSeconds"] == 0  # prepared once the server answered
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("credentials", "refusal"),
+    [("nobody:wrong@", "authentication failed"), ("", "requires authentication")],
+)
+async def test_credentials_the_server_refuses_are_misconfigured_not_an_outage(
+    auth_server: MongoServer, credentials: str, refusal: str
+) -> None:
+    """The first call of a store, as at a server's start (after a refusal PyMongo marks the server unknown:
+    later calls of the same client may time out selecting it instead, which is StoreUnavailable)."""
+    url = f"mongodb://{credentials}127.0.0.1:{auth_server.port}/"
+    for first_call in (MongoStore.ping, partial(MongoStore.put, key="k", value=b"v")):
+        store = await MongoStore.open(url, namespace())
+        try:
+            with pytest.raises(StoreMisconfigured, match=refusal):
+                await first_call(store)
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("url", ["mongodb://127.0.0.1:port/", "mongodb://a@b@127.0.0.1/"])
+async def test_a_malformed_url_is_a_value_error(url: str) -> None:
+    with pytest.raises(ValueError, match=r"(?i)port|escaped"):
+        await MongoStore.open(url, namespace())
 
 
 async def test_calls_fail_fast_while_the_server_is_down_and_work_again_after(own_server: MongoServer) -> None:

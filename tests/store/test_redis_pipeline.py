@@ -159,9 +159,13 @@ async def test_a_password_the_server_does_not_take_is_a_connection_error(redis_s
     await pipeline.close()
 
 
-async def test_a_database_the_server_does_not_have_is_a_connection_error(redis_server: RedisServer) -> None:
+async def test_a_database_the_server_does_not_have_is_refused_as_redis_py_refuses_it(
+    redis_server: RedisServer,
+) -> None:
+    """A ResponseError, as from redis-py, not a ConnectionError: the store must not take a wrong URL for an
+    outage (it would wait for the server to come back forever)."""
     pipeline = pipeline_for(f"redis://127.0.0.1:{redis_server.port}/999")
-    with pytest.raises(rexc.ConnectionError, match="refused SELECT"):
+    with pytest.raises(rexc.ResponseError, match=r"refused SELECT while connecting: .*DB index is out of"):
         await pipeline.execute("PING")
     await pipeline.close()
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
@@ -26,6 +27,7 @@ from microstate.server.store.base import (
     InvalidCursor,
     PreconditionFailed,
     Record,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 from microstate.server.store.redis import MIGRATION_BATCH, RedisStore
@@ -334,11 +336,54 @@ async def test_an_unreachable_server_fails_fast() -> None:
     try:
         for call in (store.ping(), store.get("a"), store.put("a", b"1"), store.list(), store.head_cursor()):
             started = time.monotonic()
-            with pytest.raises(StoreUnavailable):
+            with pytest.raises(StoreUnavailable) as raised:
                 await call
             assert time.monotonic() - started < FAST
+            assert not isinstance(raised.value, StoreMisconfigured)  # it may come up: not the URL's fault
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("credentials", "database", "refusal"),
+    [
+        ("", "999", "DB index is out of range"),
+        (":wrong@", "0", "called without any password configured"),
+        ("nobody:wrong@", "0", "WRONGPASS"),
+    ],
+)
+async def test_a_url_the_server_refuses_is_misconfigured_not_an_outage(
+    redis_server: RedisServer, credentials: str, database: str, refusal: str
+) -> None:
+    url = f"redis://{credentials}127.0.0.1:{redis_server.port}/{database}"
+    store = await RedisStore.open(url, namespace())
+    try:
+        for call in (store.ping(), store.get("a"), store.put("a", b"1")):
+            with pytest.raises(StoreMisconfigured, match=refusal):
+                await call
+    finally:
+        await store.close()
+
+
+async def test_a_server_that_wants_a_password_the_url_lacks_is_misconfigured(
+    private_redis: RedisServer,
+) -> None:
+    admin = redis.Redis(port=private_redis.port)
+    admin.config_set("requirepass", "secret")
+    admin.close()
+    store = await open_store(private_redis)
+    try:
+        with pytest.raises(StoreMisconfigured, match="NOAUTH"):
+            await store.ping()
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("path", ["/abc", "/0x1"])
+async def test_a_url_path_that_is_not_a_database_number_is_refused(path: str) -> None:
+    """redis-py would silently use database 0 for it."""
+    with pytest.raises(ValueError, match="database number"):
+        await RedisStore.open(f"redis://127.0.0.1:6379{path}", namespace())
 
 
 async def test_a_frozen_server_times_out_fast(private_redis: RedisServer) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from microstate.server.store import StoreUnavailable, open_store
+from microstate.server.store import StoreMisconfigured, StoreUnavailable, open_store
 from tests.support.redis_server import (
     MutualTlsRedisServer,
     TlsRedisServer,
@@ -60,6 +60,18 @@ async def test_reads_writes_lists_and_watches_work_over_tls(tls_redis: TlsRedisS
         await store.ping()
     finally:
         await changes.aclose()
+        await store.close()
+
+
+async def test_a_database_the_server_does_not_have_is_misconfigured_over_tls_too(
+    tls_redis: TlsRedisServer,
+) -> None:
+    """redis-py (not the pipeline) opens TLS connections: its refusal must be read the same way."""
+    store = await open_store(tls_redis.url.replace("/0?", "/999?"), "tls-no-such-db")
+    try:
+        with pytest.raises(StoreMisconfigured, match="DB index is out of range"):
+            await store.ping()
+    finally:
         await store.close()
 
 

@@ -43,11 +43,20 @@ class MongoServer(ServerProcess):
     stop_timeout = 15.0
 
     def __init__(
-        self, executable: str, data_dir: Path, port: int | None = None, *, standalone: bool = False
+        self,
+        executable: str,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        standalone: bool = False,
+        auth: bool = False,
     ) -> None:
         super().__init__(executable, data_dir, port)
         self.standalone = standalone
         """Advertise a standalone server, as a mongod without --replSet: no change streams."""
+        self.auth = auth
+        """Require authentication (it has no users: every login fails, every unauthenticated command but
+        the handshake and ping is refused)."""
 
     @property
     def url(self) -> str:
@@ -70,6 +79,7 @@ class MongoServer(ServerProcess):
             # SIGKILL loses the last acknowledged writes (measured: 5 of 200).
             "--sync-on-commit",
             *(["--standalone"] if self.standalone else []),
+            *(["--auth"] if self.auth else []),
         ]
         with self.log_path.open("ab") as log:
             return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -87,13 +97,16 @@ class MongoServer(ServerProcess):
         return True
 
 
+def mongo_executable() -> str:
+    return tools.require(EXECUTABLE, "pip install -r requirements/test.txt installs SecantusDB")
+
+
 @contextlib.contextmanager
-def running_mongo_server(*, standalone: bool = False) -> Iterator[MongoServer]:
+def running_mongo_server(*, standalone: bool = False, auth: bool = False) -> Iterator[MongoServer]:
     """A started MongoServer in a fresh temp dir, always stopped and removed afterwards."""
-    executable = tools.require(EXECUTABLE, "pip install -r requirements/test.txt installs SecantusDB")
     with (
         tempfile.TemporaryDirectory(prefix="microstate-mongo-") as data_dir,
-        MongoServer(executable, Path(data_dir), standalone=standalone) as server,
+        MongoServer(mongo_executable(), Path(data_dir), standalone=standalone, auth=auth) as server,
     ):
         yield server
 

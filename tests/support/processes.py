@@ -207,7 +207,7 @@ HOOKED_SERVE = ("-m", "tests.support.hooked_server")
 """`microstate serve` with test-only hooks (tests/support/hooked_server.py); its arguments follow."""
 
 
-def start_server(
+def start_listening(
     name: str,
     workdir: Path,
     *flags: str,
@@ -215,7 +215,7 @@ def start_server(
     hooks: Sequence[str] = (),
     timeout: float = START_TIMEOUT,
 ) -> ServerProcess:
-    """`microstate serve <name> --port 0 ...` in `workdir`; returns once its health reports SERVING.
+    """`microstate serve <name> --port 0 ...` in `workdir`; returns once it listens, whatever its health.
 
     What the microstate needs prepared (its `prepare` hook, as `microstate up` runs it: a session server's
     key file) is made in `workdir`; `env` overrides what that returns. `hooks`, the test-only flags of
@@ -227,7 +227,19 @@ def start_server(
     command = [*HOOKED_SERVE, *hooks] if hooks else [*SERVE]
     arguments = [name, "--port", "0", "--ready-file", str(ready_file), "--data-dir", str(workdir)]
     started = launch_python([*command, *arguments, "--log-format", "json", *flags], workdir, env=env)
-    server = listening(started, ready_file, name, timeout=timeout)
+    return listening(started, ready_file, name, timeout=timeout)
+
+
+def start_server(
+    name: str,
+    workdir: Path,
+    *flags: str,
+    env: Mapping[str, str] | None = None,
+    hooks: Sequence[str] = (),
+    timeout: float = START_TIMEOUT,
+) -> ServerProcess:
+    """`start_listening`, returning once its health reports SERVING."""
+    server = start_listening(name, workdir, *flags, env=env, hooks=hooks, timeout=timeout)
     try:
         wait_for(lambda: health_status(server.target) == "SERVING", within=timeout, what=f"{name} SERVING")
     except BaseException:

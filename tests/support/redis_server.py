@@ -135,12 +135,15 @@ class MutualTlsRedisServer(TlsRedisServer):
         return f"{super().url}&ssl_certfile={self.client_cert_path}&ssl_keyfile={self.client_key_path}"
 
 
+def redis_executable() -> str:
+    return tools.require("redis-server", "Debian/Ubuntu: apt-get install redis-server")
+
+
 @contextlib.contextmanager
 def _running(kind: type[S]) -> Iterator[S]:
     """A started server of `kind` in a fresh temp dir, always killed and removed afterwards."""
-    executable = tools.require("redis-server", "Debian/Ubuntu: apt-get install redis-server")
     with tempfile.TemporaryDirectory(prefix=f"microstate-{kind.name}-") as data_dir:
-        server = kind(executable, Path(data_dir))
+        server = kind(redis_executable(), Path(data_dir))
         try:
             server.start()
             yield server

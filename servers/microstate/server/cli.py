@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from microstate.server.table import format_table
 log = logging.getLogger("microstate.server.cli")
 
 USAGE_ERROR = 2
+DISTRIBUTION = "microstate-server"
 DEFAULT_TARGET = "127.0.0.1:50051"
 """Where `microstate health` looks without --target: the profile microstate's default port on loopback."""
 UP_SETTINGS = ("data_dir", "host", "drain_seconds", "grace_seconds", "log_format", "log_level")
@@ -27,23 +29,37 @@ UP_DEFAULTS = {"drain_seconds": 0.0}
 """`up` runs on a laptop, with no load balancer to drain from: unless asked, children stop at once."""
 
 
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (`pip install 'microstate-server[fast]'`), else asyncio's.
+def event_loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for the `event_loop` setting (default: MICROSTATE_EVENT_LOOP); None: asyncio's.
 
+    auto: uvloop's event loop when it is installed (`pip install 'microstate-server[fast]'`), else asyncio's.
     grpc.aio runs on any asyncio loop; uvloop cut the server's CPU per GetProfile by ~15% in bench/ab.py.
-    MICROSTATE_EVENT_LOOP=asyncio opts out.
     """
-    if os.environ.get("MICROSTATE_EVENT_LOOP", "auto") == "asyncio":
+    if choice is None:
+        choice = load({}).event_loop
+    if choice == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            hint = "pip install 'microstate-server[fast]'"
+            raise ConfigError(f"event loop uvloop asked for, but uvloop is not installed ({hint})") from None
         return None
     return uvloop.new_event_loop
 
 
+def version() -> str:
+    """The installed microstate-server's version (what a bug report should quote)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microstate", description="Run and inspect Microstate servers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run one microstate in this process until SIGTERM/SIGINT")
@@ -103,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc.args[0])) from None
     _configure_logs(config, name)
     try:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=event_loop_factory(config.event_loop)) as runner:
             return runner.run(serve(microstate, config))
     except (OSError, StoreError) as exc:
         log.error("cannot serve", extra={"phase": "failed", "error": f"{type(exc).__name__}: {exc}"})

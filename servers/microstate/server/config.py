@@ -15,18 +15,21 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from microstate.server.store.roles import parse_role_urls
 
 ENV_PREFIX = "MICROSTATE_"
 LOG_FORMATS = ("auto", "json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 MIB = 1024 * 1024
 MAX_RESPONSE_BYTES = 4 * MIB
 """The largest response any microstate sends, as its contract documents: gRPC's default receive limit, so
 every client (the SDK, or one generated in any language) receives every response without raising its own
 limit. Pages and batches are cut to fit (microstate.server.responses)."""
+
+N = TypeVar("N", int, float)
 
 
 class ConfigError(ValueError):
@@ -42,29 +45,29 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"expected true/false, got {text!r}")
 
 
-def _parse_seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also rejects NaN
-        raise ValueError(f"expected a non-negative number of seconds, got {text!r}")
-    return value
+def _checked(kind: Callable[[str], N], valid: Callable[[N], bool], expected: str) -> Callable[[str], N]:
+    """A parser of `kind` values that must be `valid`; what fails either says what was expected (not
+    Python's "invalid literal for int() with base 10")."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            raise ValueError(f"expected {expected}, got {text!r}") from None
+        if not valid(value):
+            raise ValueError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_parse_seconds = _checked(float, lambda value: value >= 0, "a non-negative number of seconds")  # NaN: False
+_parse_port = _checked(int, lambda port: 0 <= port <= 65535, "a port in 0..65535")
+_parse_positive_int = _checked(int, lambda value: value > 0, "a positive integer")
 
 
 def _parse_optional_seconds(text: str) -> float | None:
     return None if text.strip().lower() in ("", "none", "off") else _parse_seconds(text)
-
-
-def _parse_port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"expected a port in 0..65535, got {text!r}")
-    return port
-
-
-def _parse_positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _parse_role_stores(text: str) -> str:
@@ -180,6 +183,14 @@ class ServerConfig:
     )
     log_level: str = field(
         default="INFO", metadata=_meta(_choice(LOG_LEVELS, upper=True), "lowest level logged")
+    )
+    event_loop: str = field(
+        default="auto",
+        metadata=_meta(
+            _choice(EVENT_LOOPS),
+            "auto: uvloop's event loop when installed (microstate-server[fast]: less CPU per call), else"
+            " asyncio's; or either one by name",
+        ),
     )
     ready_file: Path | None = field(
         default=None,

@@ -4,12 +4,23 @@ Every microstate gets the same frame: the gRPC health service with a status per 
 microstate's services plus "" for the whole server), server reflection, message-size and keepalive limits,
 and a graceful drain.
 
-Health follows the stores. The server starts listening NOT_SERVING, pings every store once before `start`
-returns, and then every `health_interval_seconds`: SERVING while they all answer, NOT_SERVING while one
-does not. We chose this over refusing to start because a server whose backend is briefly down (a Redis
-restart, a slow volume) should come up observable and recover by itself; orchestrators learn the truth from
-health either way. What cannot work at all still fails at once, before listening: a store URL that cannot
-be opened (unknown scheme, missing SQLite directory) or a port that is taken.
+Start-up, the same rule for every backend: what can never work fails the start, before listening; a store
+that is merely out of reach does not. `start` pings every store once (for at most PING_TIMEOUT_SECONDS), then
+listens:
+
+- the store refuses its configuration (StoreMisconfigured: wrong or missing credentials, a Redis database
+  number the server does not have, a MongoDB without transactions) → `start` raises it, nothing listens;
+  so does a port that is taken. (A URL that cannot be used at all, such as an unknown scheme or an SQLite
+  URL without a file, fails earlier, in `open_store`; so does an SQLite file that cannot be opened.)
+- the store does not answer (connection refused, timeout, Redis loading) → the server listens NOT_SERVING
+  and turns SERVING by itself once the store answers, checked every `health_interval_seconds`.
+
+Health keeps following the stores from then on: SERVING while every one answers, NOT_SERVING while one
+does not, for whatever reason. We chose to start on an unreachable store over refusing to start because a
+server whose backend is briefly down (started before its Redis, a Redis restart, a slow volume) should come
+up observable and recover by itself; orchestrators learn the truth from health either way. A
+misconfiguration, though, would never recover: better a clear error at start than a server that stays
+NOT_SERVING forever.
 
 Drain, in order: every health status → NOT_SERVING (permanently, via `enter_graceful_shutdown`), wait
 `drain_seconds` while still serving so load balancers notice, then `server.stop(grace_seconds)`: the
@@ -45,6 +56,7 @@ from grpc_reflection.v1alpha import reflection
 from microstate.server.config import ServerConfig
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
+from microstate.server.store.base import StoreMisconfigured
 from microstate.server.store.roles import Stores
 
 log = logging.getLogger(__name__)
@@ -137,11 +149,16 @@ class Runtime:
         return server
 
     async def start(self) -> Endpoint:
-        """Listen on the configured host and port (0: any free port) and return where it listens."""
+        """Listen on the configured host and port (0: any free port) and return where it listens.
+
+        Raises StoreMisconfigured, before listening, if the store refuses its configuration (see above)."""
         if self._server is not None:
             raise RuntimeError("runtime already started")
         for name in self.health_names:
             await self.health.set(name, NOT_SERVING)
+        failure = await self._ping_store()
+        if isinstance(failure, StoreMisconfigured):
+            raise failure
         server = self._build()
         requested = self.microstate.default_port if self.config.port is None else self.config.port
         address = str(Endpoint(self.config.host, requested))
@@ -157,7 +174,7 @@ class Runtime:
         await server.start()
         self._server = server
         self.endpoint = Endpoint(self.config.host, port)
-        await self.check_store()
+        await self._show_store_health(failure)
         self._monitor = asyncio.create_task(self._watch_store(), name=f"{self.microstate.name}-store-health")
         log.info(
             "serving",
@@ -172,12 +189,20 @@ class Runtime:
 
     async def check_store(self) -> bool:
         """Ping the stores once and set every health status to match; True if all answered."""
+        return await self._show_store_health(await self._ping_store())
+
+    async def _ping_store(self) -> Exception | None:
+        """Why the store did not answer a ping in time, or None if it did."""
         try:
             await asyncio.wait_for(self.stores.ping(), PING_TIMEOUT_SECONDS)
         except Exception as exc:  # any failure, even a backend bug, means NOT_SERVING, never a crash
-            answers, reason = False, f"{type(exc).__name__}: {exc}"
-        else:
-            answers, reason = True, ""
+            return exc
+        return None
+
+    async def _show_store_health(self, failure: Exception | None) -> bool:
+        """Health statuses to match a ping's outcome (logged when it changes); True if the store answered."""
+        answers = failure is None
+        reason = "" if failure is None else f"{type(failure).__name__}: {failure}"
         if answers != self._store_answers:
             self._store_answers = answers
             status = SERVING if answers else NOT_SERVING

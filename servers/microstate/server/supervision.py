@@ -16,6 +16,8 @@ import os
 import signal
 import sys
 
+from microstate.server.config import ConfigError
+
 ENV_VAR = "MICROSTATE_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 
@@ -32,6 +34,8 @@ def exit_with_parent() -> None:
     raw = os.environ.get(ENV_VAR, "").strip()
     if not raw or not sys.platform.startswith("linux"):
         return
+    if not raw.isdigit():
+        raise ConfigError(f"{ENV_VAR}: expected the supervisor's process id, got {raw!r}")
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != int(raw):  # the supervisor died before we asked: nobody will send the signal

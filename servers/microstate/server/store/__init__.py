@@ -21,6 +21,7 @@ from microstate.server.store.base import (
     Record,
     Store,
     StoreError,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 
@@ -45,8 +46,11 @@ async def open_store(url: str, namespace: str, **options: Any) -> Store:
     `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `redis://host:port/db`, `rediss://…`,
     `mongodb://…`, `mongodb+srv://…`. Each of the backend's settings may also be given in the URL's query
     (`?retention=10000`), where it wins over `options`; the driver's own query parameters pass through
-    (store/_url_settings.py). An unknown scheme, an unknown query key or a bad setting raises ValueError; an
-    unreachable backend raises StoreUnavailable.
+    (store/_url_settings.py). A URL that cannot be used (unknown scheme, malformed, an SQLite URL without a
+    file, an unknown query key or a bad setting) raises ValueError; an SQLite file that cannot be opened
+    raises StoreMisconfigured. Network backends do not wait for their server here: it may come up later, and
+    `ping` tells whether it answers (StoreUnavailable) and accepts the URL's credentials and database
+    (StoreMisconfigured).
     """
     example = "sqlite:///data/microstate.db or redis://localhost:6379/0"
     backend = cast(_Backend, backend_class(BACKENDS, url, "store", example))
@@ -67,6 +71,7 @@ __all__ = [
     "Record",
     "Store",
     "StoreError",
+    "StoreMisconfigured",
     "StoreUnavailable",
     "open_store",
 ]

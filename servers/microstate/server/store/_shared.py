@@ -33,7 +33,8 @@ def backend_class(backends: Mapping[str, str], url: str, role: str, example: str
         module_name, class_name = backends[scheme].split(":")
     except KeyError:
         raise ValueError(
-            f"unsupported {role} URL {url!r}: the scheme must be one of {', '.join(backends)}"
+            # The scheme, not the URL: the URL may hold a password.
+            f"unsupported {role} URL (scheme {scheme!r}): the scheme must be one of {', '.join(backends)}"
             f" (for example {example})"
         ) from None
     return getattr(importlib.import_module(module_name), class_name)

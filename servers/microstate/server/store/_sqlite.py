@@ -16,7 +16,7 @@ from typing import Final, TypeVar
 import aiosqlite
 
 from microstate.server.store._shared import guard
-from microstate.server.store.base import StoreUnavailable
+from microstate.server.store.base import StoreMisconfigured, StoreUnavailable
 
 WAL_SWITCH_ATTEMPTS: Final = 50
 """Tries at switching a new file to WAL while another process holds the lock (see `open_database`)."""
@@ -95,19 +95,31 @@ async def _transaction(
 async def open_database(path: str, *, busy_timeout: float) -> Database:
     """Open (creating if needed) the file at `path` in WAL mode with ``synchronous=FULL``.
 
-    The file's directory must exist: a missing directory is an unusable store (StoreUnavailable), not
-    something to create silently. `busy_timeout` is how long a statement waits for another connection's
-    write lock before StoreUnavailable.
+    The file's directory must exist: a missing directory is an unusable store, not something to create
+    silently. A file that cannot be opened raises StoreMisconfigured naming the path; an empty path (SQLite's
+    private temporary database, gone after a restart) raises ValueError. `busy_timeout` is how long a
+    statement waits for another connection's write lock before StoreUnavailable.
     """
+    if not path:
+        raise ValueError("the SQLite store needs a file path (an empty one is a temporary database)")
     if path != ":memory:" and not Path(path).parent.is_dir():
-        raise StoreUnavailable(f"sqlite store directory does not exist: {Path(path).parent}")
+        directory = Path(path).parent
+        raise StoreMisconfigured(f"cannot open SQLite store {path}: directory {directory} does not exist")
+    connection = aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
     try:
-        conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
+        conn = await connection
     except (sqlite3.Error, OSError) as exc:
-        raise unavailable(exc) from exc
+        # aiosqlite stops its worker thread after a failed connect without waiting for it; the thread would
+        # then report to our event loop after it closed ("Event loop is closed" on stderr). Wait for it.
+        await asyncio.to_thread(connection._thread.join)
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        raise StoreMisconfigured(f"cannot open SQLite store {path}: {exc} ({name})") from exc
     database = Database(conn)
     try:
         await database.run(None, _durable_wal)
+    except StoreUnavailable as exc:  # "file is not a database", "database is locked"
+        await database.close()
+        raise type(exc)(f"cannot open SQLite store {path}: {exc}") from exc
     except BaseException:
         await database.close()
         raise

@@ -91,6 +91,13 @@ class StoreUnavailable(StoreError):
     """The backend cannot be reached or did not answer in time; safe to retry."""
 
 
+class StoreMisconfigured(StoreUnavailable):
+    """The backend answers but refuses this store as configured: wrong or missing credentials, a database
+    it does not have, no transactions, a file that cannot be opened. Retrying cannot help until someone
+    fixes the configuration, so a server refuses to start on it; a call that meets it later (a password
+    rotated under a running server) still fails as unavailable, which is what it is to the caller."""
+
+
 class PreconditionFailed(StoreError):
     """`if_match` did not hold. `current` is the record as it is now (None if absent)."""
 
@@ -185,7 +192,9 @@ class Store(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Return if the backend answers; raise StoreUnavailable otherwise."""
+        """Return if the backend answers and accepts this store; raise StoreUnavailable otherwise, and
+        its subclass StoreMisconfigured if the backend refuses the configuration rather than being out of
+        reach."""
         ...
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ Redis scripts do), about one transaction latency each. Writes of one store objec
 lock, which avoids conflicts within one process, and a conditional write first checks its precondition with
 one read once its turn comes, so the losers of a race cost a read, not an aborted transaction (the filtered
 update inside the transaction stays the real check). Transactions need a replica set (or mongos); a
-standalone mongod is refused at open with a clear error: run it as a one-member replica set.
+standalone mongod is refused (StoreMisconfigured) with a clear error: run it as a one-member replica set.
 
 Watch: the primary source is the change log, not change-stream resume tokens. The log is written in the same
 transaction as the record, so a cursor (the revision, as a decimal string) resumes exactly, without gaps or
@@ -31,12 +31,15 @@ the watchers as soon as another process commits. Where change streams are unavai
 without them enabled, a server advertising itself as standalone, ``change_streams=False``) watchers poll the
 log every ``poll_interval`` seconds instead; writes of this store object wake its watchers at once either way.
 
-Failure policy: an unreachable server is reported as StoreUnavailable within ``serverSelectionTimeoutMS``
-(default 2 s here, not PyMongo's 30 s). PyMongo retries a read or a commit once on a network error and
-reconnects by itself once the server is back, so the same store object recovers. A write whose commit
-reply was lost raises StoreUnavailable and may have committed. `watch` hides outages shorter than
-``watch_outage_budget`` (retrying with backoff and resuming from its last cursor); a longer one ends the
-iteration with StoreUnavailable and the caller resumes with its last cursor.
+Failure policy: open does not contact the server, which may come up later; the first ping or write creates
+the namespace's collections, index and bookkeeping once it answers. Credentials the server refuses, and a
+server without transactions, are StoreMisconfigured: retrying cannot help. An unreachable server is reported
+as StoreUnavailable within ``serverSelectionTimeoutMS`` (default 2 s here, not PyMongo's 30 s). PyMongo
+retries a read or a commit once on a network error and reconnects by itself once the server is back, so the
+same store object recovers. A write whose commit reply was lost raises StoreUnavailable and may have
+committed. `watch` hides outages shorter than ``watch_outage_budget`` (retrying with backoff and resuming
+from its last cursor); a longer one ends the iteration with StoreUnavailable and the caller resumes with its
+last cursor.
 
 Write concern is ``majority`` unless the URL sets ``w=`` (``durable`` is declared only for ``majority`` or
 ``journal=true``). The read preference of the URL applies to get, batch_get and list, so a secondary may
@@ -67,6 +70,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.errors import (
     CollectionInvalid,
+    ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
     InvalidOperation,
@@ -90,7 +94,7 @@ from microstate.server.store.base import (
     Page,
     PreconditionFailed,
     Record,
-    StoreError,
+    StoreMisconfigured,
     StoreUnavailable,
     check_namespace,
     expected_revision,
@@ -128,6 +132,8 @@ _UNAVAILABLE_CODES = frozenset({6, 7, 50, 64, 89, 91, 189, 262, 9001, 10107, 116
 _CHANGE_STREAMS_UNSUPPORTED = frozenset({40573, 115, 303})  # not a replica set; not supported; not enabled
 # IllegalOperation: "Transaction numbers are only allowed on a replica set member or mongos".
 _NO_TRANSACTIONS = frozenset({20})
+# Unauthorized (no or too few privileges), AuthenticationFailed, and Atlas's code for a failed login.
+_REFUSED_CODES = frozenset({13, 18, 8000})
 _CLOSE_TIMEOUT: Final = 2.0
 """Seconds `close` waits for the change stream to be closed on the server before it abandons it."""
 _INSERTS: Final = [{"$match": {"operationType": "insert"}}]
@@ -147,6 +153,11 @@ def _unavailable(exc: Exception) -> StoreUnavailable | None:
     """The StoreUnavailable an error stands for, or None if it is not an availability problem."""
     if not isinstance(exc, PyMongoError):
         return None
+    if isinstance(exc, OperationFailure) and exc.code in _REFUSED_CODES:
+        reason = (exc.details or {}).get("errmsg", str(exc))
+        return StoreMisconfigured(f"mongodb refused the store URL's credentials: {reason} (code {exc.code})")
+    if isinstance(exc, ConfigurationError):  # e.g. a mongodb+srv:// name DNS does not know (resolved lazily)
+        return StoreMisconfigured(f"mongodb: the store URL cannot be used: {exc}")
     transient = exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError")
     code = exc.code if isinstance(exc, OperationFailure) else None
     if isinstance(exc, ConnectionFailure | WTimeoutError) or transient or code in _UNAVAILABLE_CODES:
@@ -193,7 +204,10 @@ def connect(
     given = _query_options(url) | {name.lower() for name in client_options}
     defaults: dict[str, Any] = {**CLIENT_DEFAULTS, "appname": appname}
     unset = {name: value for name, value in defaults.items() if name.lower() not in given}
-    client: AsyncMongoClient[_Doc] = AsyncMongoClient(url, **unset, **client_options)
+    try:
+        client: AsyncMongoClient[_Doc] = AsyncMongoClient(url, **unset, **client_options)
+    except ConfigurationError as exc:  # InvalidURI too
+        raise ValueError(f"bad MongoDB store URL: {exc}") from None
     write_concern = client.write_concern if "w" in given else WriteConcern(w="majority")
     return client, write_concern, client.get_default_database(DEFAULT_DATABASE).name
 
@@ -244,7 +258,7 @@ async def requiring_transactions() -> AsyncIterator[None]:
         yield
     except OperationFailure as exc:
         if exc.code in _NO_TRANSACTIONS:
-            raise StoreError(
+            raise StoreMisconfigured(
                 "MongoDB stores need transactions, which a standalone mongod does not offer: run it as a"
                 " replica set (a one-member set is fine: mongod --replSet rs0, then rs.initiate())"
             ) from exc
@@ -340,6 +354,9 @@ class MongoStore:
         self._write_lock = asyncio.Lock()
         self._watchers: set[asyncio.Event] = set()
         self._notifier: asyncio.Task[None] | None = None
+        self._prepared = False
+        """The namespace's collections, index and bookkeeping exist (see `_prepare`)."""
+        self._prepare_lock = asyncio.Lock()
         self._closed = False
 
     @property
@@ -361,19 +378,19 @@ class MongoStore:
         conflict_budget: float = DEFAULT_CONFLICT_BUDGET,
         **client_options: Any,
     ) -> MongoStore:
-        """Open `namespace` in the database of `url` (``mongodb://`` or ``mongodb+srv://``), creating its
-        collections and indexes if needed (idempotent, safe to race with other processes).
+        """Open `namespace` in the database of `url` (``mongodb://`` or ``mongodb+srv://``). Does not contact
+        the server: the first ping or write creates the collections and indexes (see `_prepare`). A malformed
+        URL raises ValueError.
 
         The keyword settings may also come from the URL's query, next to PyMongo's own URI options
         (`?replicaSet=rs0&retention=10000`, see _url_settings.py); a key that is neither is refused.
         `client_options` go to AsyncMongoClient and win over the URL (PyMongo's rule); CLIENT_DEFAULTS apply
-        to options that neither sets. Raises StoreUnavailable if the server cannot be reached within the
-        server selection timeout, and StoreError if it cannot run transactions (a standalone mongod).
+        to options that neither sets.
         """
         check_namespace(namespace)
         require_positive(retention=retention, poll_interval=poll_interval)
         client, write_concern, database = connect(url, f"microstate-{namespace}", client_options)
-        store = cls(
+        return cls(
             client,
             namespace,
             database=database,
@@ -384,17 +401,20 @@ class MongoStore:
             watch_outage_budget=watch_outage_budget,
             conflict_budget=conflict_budget,
         )
-        try:
-            await store._setup()
-        except BaseException:
-            await store.close()
-            raise
-        return store
 
-    async def _setup(self) -> None:
-        await create_collections(self._records, self._changes, self._namespaces)
-        await _guard(self._records.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0))
-        await create_bookkeeping(self._write, self._namespaces, self.namespace)
+    async def _prepare(self) -> None:
+        """Create the namespace's collections, TTL index and bookkeeping, once per store object (idempotent,
+        safe to race with other processes). Reads need none of it: a missing collection reads as empty."""
+        if self._prepared:
+            return
+        async with self._prepare_lock:
+            if self._prepared:
+                return
+            await create_collections(self._records, self._changes, self._namespaces)
+            index = self._records.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0)
+            await _guard(index)
+            await create_bookkeeping(self._transact, self._namespaces, self.namespace)
+            self._prepared = True
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -408,6 +428,7 @@ class MongoStore:
         Shielded: a cancelled caller does not abandon a transaction half-way; it still commits or aborts in
         the background (a cancelled caller waiting for the lock just leaves the queue).
         """
+        await self._prepare()
         async with self._write_lock:
             if if_match is not None:
                 await self._require(key, if_match)
@@ -607,6 +628,7 @@ class MongoStore:
     async def ping(self) -> None:
         if self._closed:
             raise StoreUnavailable("the mongodb store is closed")
+        await self._prepare()  # a ping alone needs no credentials: this proves them, and transactions
         await _guard(self._client.admin.command("ping"))
 
     # -- watch -------------------------------------------------------------------------------------------

@@ -34,13 +34,15 @@ connections follow; on rediss://, the `ssl_*` ones, which every connection follo
 controls itself are refused: `socket_connect_timeout` (the store's is `connect_timeout`), `protocol` and
 `legacy_responses` (they change the shape of the replies the store reads).
 
-Failure policy: connection errors, timeouts and "loading" become StoreUnavailable within about
-`socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a connection the
-server closed); writes never retry automatically, because a write whose reply was lost may have committed
-and blindly resending it would apply it twice. The same RedisStore reconnects by itself once the server is
-back. `watch` hides outages shorter than `watch_outage_budget`: it retries with backoff and resumes from its
-last cursor, without gaps or duplicates; a longer outage ends the iteration with StoreUnavailable and the
-caller resumes with the last cursor it saw.
+Failure policy: a URL the server refuses (wrong or missing password, an ACL user without the needed
+permissions, a database number the server does not have) is reported as StoreMisconfigured by the first
+call (open does not contact the server). Connection errors, timeouts and "loading" become StoreUnavailable
+within about `socket_timeout` (default 1 s), never a hang. Reads retry twice on fast connection errors (a
+connection the server closed); writes never retry automatically, because a write whose reply was lost may
+have committed and blindly resending it would apply it twice. The same RedisStore reconnects by itself once
+the server is back. `watch` hides outages shorter than `watch_outage_budget`: it retries with backoff and
+resumes from its last cursor, without gaps or duplicates; a longer outage ends the iteration with
+StoreUnavailable and the caller resumes with the last cursor it saw.
 
 Layout 1 (until 2026-11) kept each record in a hash (`r`, `v`, `x`) and the counter as a plain integer.
 The first call of a store converts a layout-1 namespace in place, a few hundred records per atomic script
@@ -88,6 +90,7 @@ from microstate.server.store.base import (
     Page,
     PreconditionFailed,
     Record,
+    StoreMisconfigured,
     StoreUnavailable,
     check_namespace,
     expected_revision,
@@ -108,6 +111,14 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
 )
 _UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+# ...and those that mean the URL itself is wrong: retrying cannot help (checked first: AuthenticationError
+# is a ConnectionError).
+_MISCONFIGURED_ERRORS: tuple[type[Exception], ...] = (
+    rexc.AuthenticationError,  # NOAUTH, WRONGPASS, or a password for a server that has none
+    rexc.AuthorizationError,
+    rexc.NoPermissionError,  # NOPERM: the URL's ACL user may not run what the store needs
+)
+_MISCONFIGURED_REPLIES = ("DB index is out of range",)  # SELECT of a database the server does not have
 
 REDIS_PY_URL_OPTIONS: Final = frozenset(
     {"db", "max_connections", "retry_on_timeout", "socket_keepalive", "socket_read_size"}
@@ -300,6 +311,10 @@ MIGRATION_BATCH = 256
 
 def _unavailable(exc: Exception) -> StoreUnavailable | None:
     """The StoreUnavailable an error stands for, or None if it is not an availability problem."""
+    if isinstance(exc, _MISCONFIGURED_ERRORS) or (
+        isinstance(exc, rexc.ResponseError) and any(reply in str(exc) for reply in _MISCONFIGURED_REPLIES)
+    ):
+        return StoreMisconfigured(f"redis refused the store URL: {exc}")
     if isinstance(exc, _UNAVAILABLE_ERRORS) or (
         isinstance(exc, rexc.ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
     ):
@@ -426,6 +441,10 @@ class RedisStore:
             connect_timeout=connect_timeout,
             watch_block=watch_block,
         )
+        parts = urlsplit(url)
+        database = parts.path.replace("/", "")
+        if parts.scheme != "unix" and database and not database.isdigit():  # redis-py would ignore it: db 0
+            raise ValueError(f"bad Redis store URL: the path must be a database number, not {database!r}")
         connect = partial(
             redis_client,
             url,

@@ -41,6 +41,7 @@ _ERRORS_BY_PREFIX: dict[str, type[rexc.RedisError]] = {
     "READONLY": rexc.ReadOnlyError,
     "NOAUTH": rexc.AuthenticationError,  # the server asks for a password the URL does not give
     "WRONGPASS": rexc.AuthenticationError,
+    "NOPERM": rexc.NoPermissionError,  # the URL's ACL user may not run a command
 }
 
 
@@ -273,8 +274,9 @@ class RedisPipeline:
                 await connection.send(_pack(command))
             except (rexc.ResponseError, rexc.AuthenticationError) as exc:  # the URL is wrong
                 connection.abort(rexc.ConnectionError(str(exc)))
-                wrong_credentials = command[0] == "AUTH" or isinstance(exc, rexc.AuthenticationError)
-                refused = rexc.AuthenticationError if wrong_credentials else rexc.ConnectionError
+                # As redis-py raises them: AuthenticationError for credentials, else the reply's own class
+                # (ResponseError "DB index is out of range" for a database the server does not have).
+                refused = rexc.AuthenticationError if command[0] == "AUTH" else type(exc)
                 raise refused(f"redis refused {command[0]} while connecting: {exc}") from exc
         return connection
 

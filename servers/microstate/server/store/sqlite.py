@@ -86,10 +86,11 @@ def database_path(url_or_path: str | os.PathLike[str]) -> str:
     if not url_or_path.startswith("sqlite:"):
         return url_or_path
     parts = urlsplit(url_or_path)
+    usage = "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
     if parts.netloc or not parts.path.startswith("/") or parts.query or parts.fragment:
-        raise ValueError(
-            f"bad SQLite store URL {url_or_path!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
+        raise ValueError(f"bad SQLite store URL {url_or_path!r}: {usage}")
+    if parts.path == "/":  # SQLite would open a private temporary database, gone at the next start
+        raise ValueError(f"the SQLite store URL {url_or_path!r} names no file: {usage}")
     return unquote(parts.path[1:])
 
 
@@ -138,16 +139,22 @@ class SqliteStore:
     ) -> SqliteStore:
         """Open (creating if needed) the database file and the namespace's tables.
 
-        The file's directory must exist: a missing directory is an unusable store (StoreUnavailable), not
-        something to create silently. Every keyword setting may also come from the URL's query
-        (`sqlite:///x.db?busy_timeout=2`, see _url_settings.py); SQLite takes no other query parameter.
+        The file's directory must exist: a missing directory is an unusable store, not something to create
+        silently. A file that cannot be opened raises StoreMisconfigured naming the path; an empty path
+        (SQLite's private temporary database) raises ValueError. Every keyword setting may also come from
+        the URL's query (`sqlite:///x.db?busy_timeout=2`, see _url_settings.py); SQLite takes no other query
+        parameter.
         """
         check_namespace(namespace)
         require_positive(retention=retention, poll_interval=poll_interval, purge_interval=purge_interval)
-        db = await open_database(database_path(url_or_path), busy_timeout=busy_timeout)
+        path = database_path(url_or_path)
+        db = await open_database(path, busy_timeout=busy_timeout)
         store = cls(db, namespace, retention=retention, poll_interval=poll_interval)
         try:
             await store._setup()
+        except StoreUnavailable as exc:  # "file is not a database", "database is locked"
+            await store.close()
+            raise type(exc)(f"cannot open SQLite store {path}: {exc}") from exc
         except BaseException:
             await store.close()
             raise
