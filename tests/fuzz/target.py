@@ -33,7 +33,7 @@ WATCH_WINDOW = 0.3
 """How long a server-streaming call may stay silent: one still open then was accepted (its status would
 have come at once otherwise); the client's deadline then ends it, which is also the cancellation path."""
 SLOWEST_TRANSFER = 2**20
-"""Bytes per second a request is given on top of the window (a 4 MiB body takes seconds on a loaded machine)."""
+"""Bytes per second a request is given on top of the window (4 MiB can take seconds on a loaded machine)."""
 HEALTH_TIMEOUT = 5.0
 MAX_HARVEST = 256
 """Strings kept from earlier answers (ids, etags, tokens) to steer later requests; the newest win."""
