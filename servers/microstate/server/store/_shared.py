@@ -81,10 +81,16 @@ class Outage:
         await asyncio.sleep(backoff(self._failures, base=0.05))  # backoff before reconnecting
 
 
-async def set_up(store: S, setup: Awaitable[object]) -> S:
-    """`store` once `setup` has completed; if it fails, `store` is closed and the error raised."""
+async def set_up(store: S, setup: Awaitable[object], *, name: str | None = None) -> S:
+    """`store` once `setup` has completed; if it fails, `store` is closed and the error raised, a
+    StoreUnavailable saying which store could not be opened when `name` is given ("SQLite store <path>")."""
     try:
         await setup
+    except StoreUnavailable as exc:
+        await store.close()
+        if name is None:
+            raise
+        raise type(exc)(f"cannot open {name}: {exc}") from exc
     except BaseException:
         await store.close()
         raise

@@ -15,7 +15,7 @@ from typing import Final, TypeVar
 
 import aiosqlite
 
-from microstate.server.store._shared import guard
+from microstate.server.store._shared import guard, set_up
 from microstate.server.store.base import StoreMisconfigured, StoreUnavailable
 
 WAL_SWITCH_ATTEMPTS: Final = 50
@@ -115,15 +115,8 @@ async def open_database(path: str, *, busy_timeout: float) -> Database:
         name = getattr(exc, "sqlite_errorname", type(exc).__name__)
         raise StoreMisconfigured(f"cannot open SQLite store {path}: {exc} ({name})") from exc
     database = Database(conn)
-    try:
-        await database.run(None, _durable_wal)
-    except StoreUnavailable as exc:  # "file is not a database", "database is locked"
-        await database.close()
-        raise type(exc)(f"cannot open SQLite store {path}: {exc}") from exc
-    except BaseException:
-        await database.close()
-        raise
-    return database
+    # A StoreUnavailable here is "file is not a database" or "database is locked": named with the path.
+    return await set_up(database, database.run(None, _durable_wal), name=f"SQLite store {path}")
 
 
 async def _durable_wal(conn: aiosqlite.Connection) -> None:

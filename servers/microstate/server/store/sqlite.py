@@ -44,7 +44,7 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import prefix_end, require_positive
+from microstate.server.store._shared import prefix_end, require_positive, set_up
 from microstate.server.store._sqlite import Database, open_database
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
@@ -150,14 +150,7 @@ class SqliteStore:
         path = database_path(url_or_path)
         db = await open_database(path, busy_timeout=busy_timeout)
         store = cls(db, namespace, retention=retention, poll_interval=poll_interval)
-        try:
-            await store._setup()
-        except StoreUnavailable as exc:  # "file is not a database", "database is locked"
-            await store.close()
-            raise type(exc)(f"cannot open SQLite store {path}: {exc}") from exc
-        except BaseException:
-            await store.close()
-            raise
+        await set_up(store, store._setup(), name=f"SQLite store {path}")
         store._purger = asyncio.create_task(store._purge_periodically(purge_interval))
         return store
 
