@@ -12,12 +12,14 @@ import pytest
 
 from microstate.client import BreakerOptions, ClientOptions, RetryPolicy, SnapshotOptions
 from microstate.profile.v1 import profile_pb2_grpc
+from microstate.server.kit import wire
 from microstate.server.pinning import refuse_unserved_contracts
-from microstate.server.profile import MICROSTATE, v1, wire
+from microstate.server.profile import MICROSTATE, v1
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.store import open_store
 from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 from tests.client.harness import RestartableServer
 from tests.client.scripted import ScriptedProfiles
 
@@ -63,7 +65,7 @@ async def real_server(store: Store) -> AsyncIterator[RestartableServer]:
     restartable on its port."""
 
     def attach(server: grpc.aio.Server) -> None:
-        MICROSTATE.attach(server, store)
+        MICROSTATE.attach(server, Stores.of(store))
         refuse_unserved_contracts(server, MICROSTATE.service_names)
 
     server = RestartableServer(attach)

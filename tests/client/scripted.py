@@ -91,6 +91,11 @@ def unavailable(message: str = "store down") -> grpc.Status:
     )
 
 
+def cancelled() -> grpc.Status:
+    """What a server shutting down answers a call that no handler took yet (gRPC core's own status)."""
+    return plain_status(grpc.StatusCode.CANCELLED, "CANCELLED")
+
+
 def not_found(user_id: str) -> grpc.Status:
     return rich_status(grpc.StatusCode.NOT_FOUND, f"no profile {user_id!r}", "PROFILE_NOT_FOUND")
 
@@ -103,6 +108,8 @@ class ScriptedProfiles(profile_pb2_grpc.ProfileServiceServicer):
         self.failures: dict[str, collections.deque[grpc.Status]] = collections.defaultdict(collections.deque)
         self.always: dict[str, grpc.Status] = {}
         self.delay: dict[str, float] = {}
+        self.headers_first: set[str] = set()
+        """Methods that send response headers before anything else, as the real server's writes do."""
         self.events: list[pb.WatchProfilesResponse] = []
         self.watch_tokens: list[str] = []
         self.break_watch_after: collections.deque[int] = collections.deque()
@@ -123,6 +130,8 @@ class ScriptedProfiles(profile_pb2_grpc.ProfileServiceServicer):
     async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> None:
         self.calls[method] += 1
         self.metadata.append((method, {m.key: m.value for m in context.invocation_metadata() or ()}))
+        if method in self.headers_first:
+            await context.send_initial_metadata(())
         if self.delay.get(method):
             await asyncio.sleep(self.delay[method])  # a slow server, not synchronisation
         status = self.failures[method].popleft() if self.failures[method] else self.always.get(method)

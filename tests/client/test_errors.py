@@ -72,6 +72,7 @@ async def test_each_code_raises_its_class_with_details(
     code: grpc.StatusCode, scripted: tuple[ScriptedProfiles, RestartableServer]
 ) -> None:
     servicer, server = scripted
+    servicer.headers_first.add("CreateProfile")  # as real writes do, so not even CANCELLED is retried
     servicer.fail(
         "CreateProfile",
         rich_status(code, "it went wrong", "SOME_REASON", *_all_details(), metadata={"k": "v"}),

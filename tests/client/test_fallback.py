@@ -1,5 +1,5 @@
-"""Reads fall back to snapshots on UNAVAILABLE, DEADLINE_EXCEEDED, an exceeded latency budget or an open
-circuit breaker; every result says where it came from; without a snapshot the error is typed."""
+"""Reads fall back to snapshots on UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, an exceeded latency budget or an
+open circuit breaker; every result says where it came from; without a snapshot the error is typed."""
 
 from __future__ import annotations
 
@@ -7,18 +7,23 @@ import grpc
 import pytest
 
 from microstate.client import BreakerOptions, BreakerState, Source
+from microstate.client._base import Fallback
+from microstate.client._operations import unary
+from microstate.client._plans import Plan
 from microstate.client.errors import (
+    Cancelled,
     CircuitOpenError,
     DeadlineExceeded,
     LatencyBudgetExceeded,
+    MicrostateError,
     NoSnapshotError,
     NotFound,
     Unavailable,
 )
-from microstate.client.profile.v1 import Profile, ProfileClient
+from microstate.client.profile.v1 import Profile, ProfileClient, Read
 from tests.client.conftest import breaker_options, fast_options
 from tests.client.harness import RestartableServer, eventually
-from tests.client.scripted import ScriptedProfiles, unavailable
+from tests.client.scripted import ScriptedProfiles, cancelled, unavailable
 
 Scripted = tuple[ScriptedProfiles, RestartableServer]
 
@@ -47,15 +52,22 @@ async def test_server_down_serves_the_snapshot_marked_stale(real_server: Restart
         assert read.value.display_name == "One"
 
 
-async def test_store_unavailable_from_a_live_server_falls_back(scripted: Scripted) -> None:
+@pytest.mark.parametrize(
+    ("status", "reason", "retry_delay"),
+    [(unavailable(), Unavailable, 1.5), (cancelled(), Cancelled, None)],
+    ids=["store unavailable", "cancelled by a server going away"],
+)
+async def test_a_live_server_failing_every_attempt_falls_back(
+    scripted: Scripted, status: grpc.Status, reason: type[MicrostateError], retry_delay: float | None
+) -> None:
     servicer, server = scripted
     servicer.put("u1", display_name="One")
     async with ProfileClient(options=fast_options(server.target)) as client:
         await client.get("u1")
-        servicer.always["GetProfile"] = unavailable()
+        servicer.always["GetProfile"] = status
         read = await client.get("u1")
     assert read.stale and read.value.display_name == "One"
-    assert isinstance(read.fallback_reason, Unavailable) and read.fallback_reason.retry_delay == 1.5
+    assert isinstance(read.fallback_reason, reason) and read.fallback_reason.retry_delay == retry_delay
 
 
 async def test_deadline_exceeded_falls_back(scripted: Scripted) -> None:
@@ -200,3 +212,40 @@ async def test_writes_refresh_and_delete_drops_the_snapshot(scripted: Scripted) 
         await client.delete("w")
         with pytest.raises(NoSnapshotError):
             await client.get("w")
+
+
+class FailClosedProfiles(ProfileClient):
+    """A client with one read declared fail-closed, as a session check is."""
+
+    @unary
+    def check(self, user_id: str) -> Plan[Read[Profile]]:
+        return self._core.read(
+            self._resource,
+            "GetProfile",
+            lambda: self._pb.GetProfileRequest(user_id=user_id),
+            user_id,
+            timeout=None,
+            latency_budget=None,
+            metadata=self._core.metadata(None),
+            fallback=Fallback.NONE,
+        )
+
+
+async def test_a_fail_closed_read_never_serves_or_keeps_a_snapshot(real_server: RestartableServer) -> None:
+    options = breaker_options(real_server.target, reset_timeout=60)
+    async with ProfileClient(options=options) as writer:  # its snapshots are its own
+        await writer.create(Profile(user_id="u2", display_name="Two"))
+    async with FailClosedProfiles(options=options) as client:
+        await client.create(Profile(user_id="u1", display_name="One"))
+        checked = await client.check("u2")
+        assert checked.source is Source.LIVE and checked.value.display_name == "Two"
+        await real_server.stop()
+
+        with pytest.raises(Unavailable):
+            await client.check("u1")  # u1 has a snapshot: a fail-closed read does not use it
+        assert (await client.get("u1")).stale  # the same key through the snapshot read: served
+        with pytest.raises(NoSnapshotError):
+            await client.get("u2")  # what check read live was not kept
+        assert client.breaker_state is BreakerState.OPEN
+        with pytest.raises(CircuitOpenError):
+            await client.check("u1")

@@ -1,27 +1,30 @@
-"""Retries come from the channel's service config: reads retry UNAVAILABLE up to the bound, writes never."""
+"""Retries come from the channel's service config: reads retry UNAVAILABLE and CANCELLED up to the bound;
+writes retry only a CANCELLED that came before any response headers (the call never reached a handler)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
 
 from microstate.client import ClientOptions, RetryPolicy
 from microstate.client._channel import channel_arguments, service_config
-from microstate.client.errors import InvalidArgument, NoSnapshotError, Unavailable
+from microstate.client.errors import Cancelled, InvalidArgument, NoSnapshotError, Unavailable
 from microstate.client.profile.v1 import CONTRACT, Profile, ProfileClient, Source
 from tests.client.conftest import fast_options
 from tests.client.harness import RestartableServer
-from tests.client.scripted import ScriptedProfiles, rich_status, unavailable
+from tests.client.scripted import ScriptedProfiles, cancelled, rich_status, unavailable
 
 Scripted = tuple[ScriptedProfiles, RestartableServer]
 
 
-async def test_a_read_is_retried_until_it_succeeds(scripted: Scripted) -> None:
+@pytest.mark.parametrize("status", [unavailable(), cancelled()], ids=["UNAVAILABLE", "CANCELLED"])
+async def test_a_read_is_retried_until_it_succeeds(scripted: Scripted, status: grpc.Status) -> None:
     servicer, server = scripted
     servicer.put("u1")
-    servicer.fail("GetProfile", unavailable(), times=2)
+    servicer.fail("GetProfile", status, times=2)
     async with ProfileClient(options=fast_options(server.target, retry=RetryPolicy(3, 0.01, 0.02))) as client:
         read = await client.get("u1")
     assert read.source is Source.LIVE and servicer.calls["GetProfile"] == 3
@@ -39,7 +42,7 @@ async def test_retries_stop_at_the_bound(scripted: Scripted, max_attempts: int) 
     assert servicer.calls["BatchGetProfiles"] == max_attempts
 
 
-async def test_only_unavailable_is_retried(scripted: Scripted) -> None:
+async def test_a_read_is_not_retried_on_other_errors(scripted: Scripted) -> None:
     servicer, server = scripted
     servicer.always["ListProfiles"] = rich_status(grpc.StatusCode.INVALID_ARGUMENT, "bad token", "BAD_TOKEN")
     async with ProfileClient(options=fast_options(server.target)) as client:
@@ -48,40 +51,65 @@ async def test_only_unavailable_is_retried(scripted: Scripted) -> None:
     assert servicer.calls["ListProfiles"] == 1
 
 
-@pytest.mark.parametrize("write", ["CreateProfile", "UpdateProfile", "DeleteProfile"])
-async def test_writes_are_never_retried(scripted: Scripted, write: str) -> None:
+WRITES = ["CreateProfile", "UpdateProfile", "DeleteProfile"]
+
+
+def write_call(client: ProfileClient, write: str) -> Callable[[], Awaitable[object]]:
+    return {
+        "CreateProfile": lambda: client.create(Profile(user_id="x")),
+        "UpdateProfile": lambda: client.update(Profile(user_id="x")),
+        "DeleteProfile": lambda: client.delete("x"),
+    }[write]
+
+
+@pytest.mark.parametrize("write", WRITES)
+async def test_writes_are_not_retried_on_unavailable(scripted: Scripted, write: str) -> None:
     servicer, server = scripted
     servicer.fail(write, unavailable())
     async with ProfileClient(options=fast_options(server.target, retry=RetryPolicy(5, 0.01, 0.02))) as client:
-        call = {
-            "CreateProfile": lambda: client.create(Profile(user_id="x")),
-            "UpdateProfile": lambda: client.update(Profile(user_id="x")),
-            "DeleteProfile": lambda: client.delete("x"),
-        }[write]
+        call = write_call(client, write)
         with pytest.raises(Unavailable):
             await call()
         await call()  # the scripted failure was used up by the single attempt
     assert servicer.calls[write] == 2
 
 
-def test_service_config_declares_the_policy_for_idempotent_methods_only() -> None:
+@pytest.mark.parametrize("write", WRITES)
+async def test_a_write_cancelled_before_response_headers_is_retried(scripted: Scripted, write: str) -> None:
+    servicer, server = scripted
+    servicer.fail(write, cancelled(), times=2)
+    async with ProfileClient(options=fast_options(server.target, retry=RetryPolicy(3, 0.01, 0.02))) as client:
+        await write_call(client, write)()
+    assert servicer.calls[write] == 3
+
+
+@pytest.mark.parametrize("write", WRITES)
+async def test_a_write_cancelled_after_its_headers_is_not_retried(scripted: Scripted, write: str) -> None:
+    servicer, server = scripted
+    servicer.headers_first.add(write)
+    servicer.fail(write, cancelled())
+    async with ProfileClient(options=fast_options(server.target, retry=RetryPolicy(5, 0.01, 0.02))) as client:
+        with pytest.raises(Cancelled):
+            await write_call(client, write)()
+    assert servicer.calls[write] == 1
+
+
+def test_service_config_retries_reads_on_unavailable_and_cancelled_and_writes_on_cancelled() -> None:
     config = json.loads(
         service_config(CONTRACT.service, CONTRACT.idempotent_methods, RetryPolicy(4, 0.1, 2.5, 3))
     )
-    (method_config,) = config["methodConfig"]
-    assert {n["method"] for n in method_config["name"]} == {
+    writes, reads = config["methodConfig"]
+    backoff = {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2.5s", "backoffMultiplier": 3}
+    # The service-wide entry covers every method the read entry does not name: the writes.
+    assert writes["name"] == [{"service": CONTRACT.service}]
+    assert writes["retryPolicy"] == {**backoff, "retryableStatusCodes": ["CANCELLED"]}
+    assert {n["method"] for n in reads["name"]} == {
         "GetProfile",
         "BatchGetProfiles",
         "ListProfiles",
         "WatchProfiles",
     }
-    assert method_config["retryPolicy"] == {
-        "maxAttempts": 4,
-        "initialBackoff": "0.1s",
-        "maxBackoff": "2.5s",
-        "backoffMultiplier": 3,
-        "retryableStatusCodes": ["UNAVAILABLE"],
-    }
+    assert reads["retryPolicy"] == {**backoff, "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]}
     assert json.loads(service_config(CONTRACT.service, CONTRACT.idempotent_methods, RetryPolicy(1))) == {
         "methodConfig": []
     }

@@ -15,6 +15,7 @@ from microstate.client.errors import Unavailable
 from microstate.client.profile.v1 import Profile, ProfileClient, SyncProfileClient
 from microstate.server.profile import MICROSTATE
 from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 from tests.client.conftest import fast_options
 
 StartServer = Callable[[bool], Awaitable[str]]
@@ -38,7 +39,7 @@ async def tls_server(store: Store, ca: trustme.CA) -> AsyncIterator[StartServer]
             require_client_auth=require_client_certificate,
         )
         server = grpc.aio.server()
-        MICROSTATE.attach(server, store)
+        MICROSTATE.attach(server, Stores.of(store))
         port = server.add_secure_port("127.0.0.1:0", credentials)
         await server.start()
         servers.append(server)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import datetime
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 import pytest
 
 from microstate.client.errors import DeadlineExceeded, FailedPrecondition, NoSnapshotError
-from microstate.client.profile.v1 import Profile, ProfileChange, ProfileClient, Source
+from microstate.client.profile.v1 import ChangeType, Profile, ProfileChange, ProfileClient, Source
+from microstate.profile.v1 import profile_pb2 as pb
 from tests.client.conftest import fast_options
 from tests.client.harness import RestartableServer
 from tests.client.scripted import ScriptedProfiles, rich_status, unavailable
@@ -90,15 +93,27 @@ async def _first_token(client: ProfileClient, writer: ProfileClient) -> str:
         await events.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _watching(
+    server: RestartableServer, prefix: str
+) -> AsyncIterator[tuple[AsyncGenerator[ProfileChange, None], ProfileClient]]:
+    """A watch of `prefix` on the real server that sees every write made from now on, and a client to
+    make them with."""
+    async with (
+        ProfileClient(options=fast_options(server.target)) as watcher,
+        ProfileClient(options=fast_options(server.target)) as writer,
+    ):
+        events = watcher.watch(prefix=prefix, resume_token=await _first_token(watcher, writer))
+        try:
+            yield events, writer
+        finally:
+            await events.aclose()
+
+
 async def test_watch_resumes_across_a_server_restart_without_gaps_or_duplicates(
     real_server: RestartableServer,
 ) -> None:
-    async with (
-        ProfileClient(options=fast_options(real_server.target)) as watcher,
-        ProfileClient(options=fast_options(real_server.target)) as writer,
-    ):
-        token = await _first_token(watcher, writer)
-        events = watcher.watch(prefix="w-", resume_token=token)
+    async with _watching(real_server, "w-") as (events, writer):
         await writer.create(Profile(user_id="w-1"))
         await writer.create(Profile(user_id="w-2"))
         before = await _take(events, 2)
@@ -110,7 +125,6 @@ async def test_watch_resumes_across_a_server_restart_without_gaps_or_duplicates(
         await writer.create(Profile(user_id="w-3"))
         await writer.update(Profile(user_id="w-1", display_name="again"), ["display_name"])
         after = await _take(events, 2, within=10.0)
-        await events.aclose()
 
     assert [(e.user_id, e.change_type) for e in before + after] == [
         ("w-1", 1),
@@ -119,3 +133,24 @@ async def test_watch_resumes_across_a_server_restart_without_gaps_or_duplicates(
         ("w-1", 2),
     ]
     assert len({e.resume_token for e in before + after}) == 4
+
+
+async def test_changes_name_their_type_and_carry_the_profile_after_them(
+    real_server: RestartableServer,
+) -> None:
+    async with _watching(real_server, "n-") as (events, writer):
+        created = await writer.create(Profile(user_id="n-1", display_name="A"))
+        updated = await writer.update(Profile(user_id="n-1", display_name="B"), ["display_name"])
+        await writer.delete("n-1")
+        changes = await _take(events, 3)
+
+    assert [f"{change.change_type} {change.user_id}" for change in changes] == [
+        "CREATED n-1",
+        "UPDATED n-1",
+        "DELETED n-1",
+    ]
+    assert [change.change_type for change in changes] == [ChangeType.CREATED, 2, pb.CHANGE_TYPE_DELETED]
+    assert ChangeType.CHANGE_TYPE_UPDATED is ChangeType.UPDATED  # the generated enum's names still work
+    assert [change.profile for change in changes] == [created, updated, None]
+    assert all(change.commit_time.tzinfo is datetime.UTC for change in changes)
+    assert changes[0].commit_time <= changes[2].commit_time

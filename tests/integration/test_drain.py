@@ -1,7 +1,7 @@
 """Graceful drain of a real profile server process on SIGTERM.
 
-The server runs with the test-only hook MICROSTATE_TEST_SLOW_CALLS (see microstate.server.slow_calls), so its
-unary calls take SLOW_SECONDS: long enough to still be running when the listener closes after DRAIN_SECONDS.
+The server runs with the test-only slow-calls interceptor (tests/support/slow_calls.py), so its unary calls
+take SLOW_SECONDS: long enough to still be running when the listener closes after DRAIN_SECONDS.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from microstate.profile.v1 import profile_pb2 as pb
 from microstate.profile.v1 import profile_pb2_grpc
 from tests.support.processes import ServerProcess, running_server, until
+from tests.support.slow_calls import DELAYING
 
 pytestmark = pytest.mark.process
 
@@ -28,7 +29,7 @@ PHASES = ["signal", "drain", "stop", "stopped", "closed", "exit"]
 
 
 def delayed_calls(server: ServerProcess) -> int:
-    return sum(record["msg"] == "test hook: delaying call" for record in server.log_records())
+    return sum(record["msg"] == DELAYING for record in server.log_records())
 
 
 async def check_on_new_connection(target: str) -> str:
@@ -62,8 +63,8 @@ async def test_sigterm_reports_not_serving_then_finishes_in_flight_calls_and_ref
     tmp_path: Path,
 ) -> None:
     flags = ("--drain-seconds", str(DRAIN_SECONDS), "--grace-seconds", str(GRACE_SECONDS))
-    slow = {"MICROSTATE_TEST_SLOW_CALLS": str(SLOW_SECONDS)}
-    with running_server("profile", tmp_path, *flags, env=slow) as server:
+    slow = ("--slow-calls", str(SLOW_SECONDS))
+    with running_server("profile", tmp_path, *flags, hooks=slow) as server:
         async with grpc.aio.insecure_channel(server.target) as channel:
             profiles = profile_pb2_grpc.ProfileServiceStub(channel)
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))

@@ -1,4 +1,5 @@
-"""A call to a contract version the server does not serve gets a clear error naming both versions."""
+"""A call to a contract version the server does not serve gets a clear error naming both versions; a call to
+a method a served version lacks (a newer client calling an RPC added later) is UNIMPLEMENTED, naming it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import pytest
 from google.rpc import error_details_pb2
 
 from microstate.client import CONTRACT_METADATA_KEY
+from microstate.client.errors import Unimplemented, from_grpc_error
 from microstate.profile.v1 import profile_pb2 as v1
 from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.profile import MICROSTATE
 from microstate.server.store.base import Store
-from tests.support.rpc_errors import fails
+from microstate.server.store.roles import Stores
+from tests.support.rpc_errors import details, fails
 
 
 @pytest.fixture
 async def pinned_channel(store: Store) -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server()
-    MICROSTATE.attach(server, store)
+    MICROSTATE.attach(server, Stores.of(store))
     refuse_unserved_contracts(server, MICROSTATE.service_names)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -82,3 +85,39 @@ async def test_unknown_services_elsewhere_stay_unimplemented(pinned_channel: grp
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call(b"")
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize(
+    "service", ["microstate.profile.v1.ProfileService", "microstate.profile.v2.ProfileService"]
+)
+async def test_an_unknown_method_of_a_served_version_is_unimplemented_naming_it(
+    pinned_channel: grpc.aio.Channel, service: str
+) -> None:
+    call = pinned_channel.unary_unary(f"/{service}/NoSuchMethod")
+    metadata = ((CONTRACT_METADATA_KEY, service.rpartition(".")[0]),)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(b"", metadata=metadata)
+    error = raised.value
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED, error.details()
+    assert f"{service}/NoSuchMethod" in (error.details() or "")
+    info = details(error)["ErrorInfo"]
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.domain) == ("METHOD_NOT_IMPLEMENTED", "microstate.dev")
+    assert (info.metadata["service"], info.metadata["method"]) == (service, "NoSuchMethod")
+
+    typed = from_grpc_error(error)  # what the SDK raises for it
+    assert isinstance(typed, Unimplemented) and typed.reason == "METHOD_NOT_IMPLEMENTED"
+    assert typed.metadata["method"] == "NoSuchMethod"
+
+
+async def test_an_unknown_streaming_method_of_a_served_version_is_unimplemented_too(
+    pinned_channel: grpc.aio.Channel,
+) -> None:
+    watch = pinned_channel.unary_stream("/microstate.profile.v1.ProfileService/WatchEverything")
+
+    async def first_event() -> object:
+        async for event in watch(b""):
+            return event
+        return None
+
+    await fails(first_event(), grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_IMPLEMENTED")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from microstate.profile.v1 import profile_pb2 as v1
 from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
 from microstate.profile.v2 import profile_pb2 as v2
 from microstate.profile.v2 import profile_pb2_grpc as v2_grpc
+from microstate.server import wellknown
 from microstate.server.profile.model import ProfileData
-from microstate.server.store.base import Store
+from microstate.server.store.base import ABSENT, Store
 from tests.support.rpc_errors import fails, violated_fields
 
 
@@ -211,3 +213,183 @@ async def test_watch_through_v2_sees_v1_writes(stubs: Stubs) -> None:
     event = await stream.read()
     stream.cancel()
     assert (event.change_type, event.profile.name.display_name) == (v2.CHANGE_TYPE_CREATED, "A")
+
+
+def with_consent_at(seconds: int, nanos: int = 0) -> v2.Profile:
+    """full_v2 with a second consent decided at the given Timestamp (which may be out of range)."""
+    profile = full_v2()
+    profile.consents.add(
+        purpose="analytics", granted=False, decide_time=Timestamp(seconds=seconds, nanos=nanos)
+    )
+    return profile
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (wellknown.MAX_TIMESTAMP_SECONDS + 1, 0),  # 10000-01-01
+        (wellknown.MIN_TIMESTAMP_SECONDS - 1, 0),  # 0000-12-31
+        (0, -1),
+        (0, 1_000_000_000),
+    ],
+)
+async def test_an_out_of_range_decide_time_is_invalid_argument_naming_the_consent(
+    stubs: Stubs, seconds: int, nanos: int
+) -> None:
+    _, stub2 = stubs
+    bad = with_consent_at(seconds, nanos)
+    unpacked = await fails(
+        stub2.CreateProfile(v2.CreateProfileRequest(profile=bad)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_TIMESTAMP",
+    )
+    assert violated_fields(unpacked) == ["profile.consents[1].decide_time"]
+    await fails(
+        stub2.GetProfile(v2.GetProfileRequest(user_id="u1")), grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND"
+    )
+
+    created = await stub2.CreateProfile(v2.CreateProfileRequest(profile=full_v2()))
+    unpacked = await fails(
+        stub2.UpdateProfile(
+            v2.UpdateProfileRequest(profile=bad, update_mask=field_mask_pb2.FieldMask(paths=["consents"]))
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_TIMESTAMP",
+    )
+    assert violated_fields(unpacked) == ["profile.consents[1].decide_time"]
+    assert await stub2.GetProfile(v2.GetProfileRequest(user_id="u1")) == created
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (wellknown.MIN_TIMESTAMP_SECONDS, 0),  # 0001-01-01T00:00:00Z
+        (wellknown.MAX_TIMESTAMP_SECONDS, 999_999_999),  # 9999-12-31T23:59:59.999999999Z
+        (-9_300_000_000, 1),  # 1675, just before int64 nanoseconds begin
+        (9_300_000_000, 5),  # 2264, just after they end
+        (1_764_150_000, 123_456_789),
+    ],
+)
+async def test_every_valid_decide_time_reads_back_exactly_through_both_versions_writes(
+    stubs: Stubs, seconds: int, nanos: int
+) -> None:
+    stub1, stub2 = stubs
+    created = await stub2.CreateProfile(v2.CreateProfileRequest(profile=with_consent_at(seconds, nanos)))
+    assert created.consents[1].decide_time == Timestamp(seconds=seconds, nanos=nanos)
+    await stub1.UpdateProfile(
+        v1.UpdateProfileRequest(
+            profile=v1.Profile(user_id="u1", display_name="Ada"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        )
+    )
+    read = await stub2.GetProfile(v2.GetProfileRequest(user_id="u1"))
+    assert list(read.consents) == list(created.consents)
+
+
+@pytest.mark.parametrize(
+    ("languages", "field", "reason"),
+    [
+        (["en,fr"], "profile.preferences.content_languages[0]", "INVALID_ARGUMENT"),
+        ([""], "profile.preferences.content_languages[0]", "INVALID_ARGUMENT"),
+        (["en", ""], "profile.preferences.content_languages[1]", "INVALID_ARGUMENT"),
+        (["en", "en," * 400], "profile.preferences.content_languages[1]", "INVALID_ARGUMENT"),
+        (["en", "x" * 36], "profile.preferences.content_languages[1]", "INVALID_ARGUMENT"),
+        (["en"] * 17, "profile.preferences.content_languages", "LIMIT_EXCEEDED"),
+    ],
+)
+async def test_v2_content_languages_are_checked_one_tag_at_a_time_in_v2_names(
+    stubs: Stubs, languages: list[str], field: str, reason: str
+) -> None:
+    _, stub2 = stubs
+    bad = full_v2()
+    bad.preferences.content_languages[:] = languages
+    unpacked = await fails(
+        stub2.CreateProfile(v2.CreateProfileRequest(profile=bad)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        reason,
+    )
+    assert violated_fields(unpacked) == [field]
+    created = await stub2.CreateProfile(v2.CreateProfileRequest(profile=full_v2()))
+    unpacked = await fails(
+        stub2.UpdateProfile(
+            v2.UpdateProfileRequest(
+                profile=bad, update_mask=field_mask_pb2.FieldMask(paths=["preferences.content_languages"])
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        reason,
+    )
+    assert violated_fields(unpacked) == [field]
+    assert await stub2.GetProfile(v2.GetProfileRequest(user_id="u1")) == created
+
+
+async def test_v2_preferences_never_meet_v1s_limit_on_attributes(stubs: Stubs) -> None:
+    stub1, stub2 = stubs
+    own = {f"k{i}": "v" for i in range(64)}
+    await stub1.CreateProfile(v1.CreateProfileRequest(profile=v1.Profile(user_id="u1", attributes=own)))
+    written = await stub2.UpdateProfile(
+        v2.UpdateProfileRequest(
+            profile=full_v2(), update_mask=field_mask_pb2.FieldMask(paths=["preferences"])
+        )
+    )
+    assert written.preferences == full_v2().preferences
+    old = await stub1.GetProfile(v1.GetProfileRequest(user_id="u1"))
+    assert len(old.attributes) == 64 + 3
+    # What v1 reads, v1 can write back unchanged: its 64 counts its own attributes, not the reserved ones.
+    await stub1.UpdateProfile(v1.UpdateProfileRequest(profile=old))
+    assert (await stub2.GetProfile(v2.GetProfileRequest(user_id="u1"))).preferences == full_v2().preferences
+
+
+async def test_a_v2_write_back_keeps_how_v1_spelled_a_preference(stubs: Stubs) -> None:
+    stub1, stub2 = stubs
+    attributes = {"pref.marketing_emails": "false", "pref.languages": "en,fr", "tier": "gold"}
+    await stub1.CreateProfile(
+        v1.CreateProfileRequest(profile=v1.Profile(user_id="u1", attributes=attributes))
+    )
+    read = await stub2.GetProfile(v2.GetProfileRequest(user_id="u1"))
+    assert read.preferences == v2.Preferences(content_languages=["en", "fr"], marketing_emails=False)
+    read.name.given_name = "Ada"
+    await stub2.UpdateProfile(v2.UpdateProfileRequest(profile=read))  # every field, as read
+    assert dict((await stub1.GetProfile(v1.GetProfileRequest(user_id="u1"))).attributes) == attributes
+
+
+async def test_pref_attributes_from_before_v2_are_kept_and_never_block_other_writes(
+    stubs: Stubs, store: Store
+) -> None:
+    # v1 servers before v2 took any "pref." attribute; such records must stay writable through both versions.
+    legacy = {
+        "pref.theme": "blue",
+        "pref.languages": "English, French",
+        "pref.x": "1",
+        "pref.marketing_emails": "y",
+    }
+    await store.put("u1", ProfileData(user_id="u1", attributes=legacy).to_bytes(), if_match=ABSENT)
+    stub1, stub2 = stubs
+    await stub1.UpdateProfile(
+        v1.UpdateProfileRequest(
+            profile=v1.Profile(user_id="u1", display_name="Ada"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        )
+    )
+    read = await stub2.GetProfile(v2.GetProfileRequest(user_id="u1"))
+    read.name.given_name = "Ada"
+    await stub2.UpdateProfile(v2.UpdateProfileRequest(profile=read))  # every field, as read
+    old = await stub1.GetProfile(v1.GetProfileRequest(user_id="u1"))
+    assert dict(old.attributes) == legacy
+    await stub1.UpdateProfile(v1.UpdateProfileRequest(profile=old))  # every field, as read
+
+    old.etag = read.etag = ""
+    old.attributes["pref.x"] = "2"  # a change is judged: the key is reserved
+    unpacked = await fails(
+        stub1.UpdateProfile(v1.UpdateProfileRequest(profile=old)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    assert violated_fields(unpacked) == ["profile.attributes['pref.x']"]
+    read.preferences.content_languages.append("de")
+    unpacked = await fails(
+        stub2.UpdateProfile(v2.UpdateProfileRequest(profile=read)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    assert violated_fields(unpacked) == ["profile.preferences.content_languages[1]"]

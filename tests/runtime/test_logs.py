@@ -65,3 +65,17 @@ def test_text_format_is_readable_and_auto_picks_json_off_a_terminal() -> None:
     text_line, json_line = stream.getvalue().splitlines()
     assert "INFO" in text_line and "[profile] draining drain_seconds=5" in text_line
     assert json.loads(json_line)["msg"] == "stopped"
+
+
+def test_throttle_lets_one_line_per_key_and_interval_through_and_counts_the_rest() -> None:
+    now = [100.0]
+    throttle = logs.Throttle(60.0, clock=lambda: now[0])
+
+    assert throttle.admit("a") == 0
+    assert [throttle.admit("a") for _ in range(5)] == [None] * 5
+    assert throttle.admit("b") == 0  # keys are throttled apart
+    now[0] += 59.9
+    assert throttle.admit("a") is None
+    now[0] += 0.1
+    assert throttle.admit("a") == 6  # the lines held back since the last one, reported with the next
+    assert throttle.admit("a") is None

@@ -21,6 +21,7 @@ from microstate.server.config import ServerConfig
 from microstate.server.profile import MICROSTATE
 from microstate.server.runtime import Endpoint, Runtime, server_options
 from microstate.server.store import Store, open_store
+from microstate.server.store.roles import Stores
 from tests.support.processes import until
 from tests.support.redis_server import RedisServer, running_redis_server
 
@@ -40,7 +41,7 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
 async def serving(store: Store, **settings: Any) -> AsyncIterator[Runtime]:
     """A started runtime on a free loopback port; drained (no waiting) afterwards."""
     config = ServerConfig(**{"port": 0, "drain_seconds": 0.0, "grace_seconds": 0.0, **settings})
-    runtime = Runtime(MICROSTATE, store, config)
+    runtime = Runtime(MICROSTATE, Stores.of(store), config)
     await runtime.start()
     try:
         yield runtime
@@ -115,7 +116,7 @@ async def test_the_runtime_refuses_contract_versions_it_does_not_serve(sqlite_st
 async def test_a_taken_port_fails_clearly_instead_of_being_shared(sqlite_store: Store) -> None:
     async with serving(sqlite_store) as first:
         assert first.endpoint is not None
-        second = Runtime(MICROSTATE, sqlite_store, ServerConfig(port=first.endpoint.port))
+        second = Runtime(MICROSTATE, Stores.of(sqlite_store), ServerConfig(port=first.endpoint.port))
         with pytest.raises(OSError, match=str(first.endpoint.port)):
             await second.start()
 
@@ -185,7 +186,7 @@ async def test_stopping_ends_open_watch_streams_cleanly_instead_of_waiting_out_t
     sqlite_store: Store,
 ) -> None:
     config = ServerConfig(port=0, drain_seconds=0.0, grace_seconds=60.0)
-    runtime = Runtime(MICROSTATE, sqlite_store, config)
+    runtime = Runtime(MICROSTATE, Stores.of(sqlite_store), config)
     await runtime.start()
     async with grpc.aio.insecure_channel(target(runtime)) as channel:
         watch = profile_pb2_grpc.ProfileServiceStub(channel).WatchProfiles(pb.WatchProfilesRequest())

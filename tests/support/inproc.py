@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import grpc
 
 from microstate.server.registry import Microstate
 from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 
 
 @asynccontextmanager
-async def serve_in_process(microstate: Microstate, store: Store) -> AsyncIterator[str]:
+async def serve_in_process(
+    microstate: Microstate, store: Store, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> AsyncIterator[str]:
     """Serve `microstate` over `store` on a free loopback port; yields the target "127.0.0.1:PORT"."""
-    server = grpc.aio.server()
-    microstate.attach(server, store)
+    server = grpc.aio.server(interceptors=interceptors)
+    microstate.attach(server, Stores.of(store))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -184,18 +184,28 @@ class ServerProcess(MicrostateProcess):
     target: str = ""
 
 
+SERVE = ("-m", "microstate.server", "serve")
+HOOKED_SERVE = ("-m", "tests.support.hooked_server")
+"""`microstate serve` with test-only hooks (tests/support/hooked_server.py); its arguments follow."""
+
+
 def start_server(
     name: str,
     workdir: Path,
     *flags: str,
     env: Mapping[str, str] | None = None,
+    hooks: Sequence[str] = (),
     timeout: float = START_TIMEOUT,
 ) -> ServerProcess:
-    """`microstate serve <name> --port 0 ...` in `workdir`; returns once its health reports SERVING."""
+    """`microstate serve <name> --port 0 ...` in `workdir`; returns once its health reports SERVING.
+
+    `hooks`, the test-only flags of tests/support/hooked_server.py (e.g. `["--slow-calls", "4"]`), start it
+    through that module instead."""
     ready_file = workdir / f"{name}-{next(_serial)}.ready.json"
     ready_file.unlink(missing_ok=True)  # a stale file from a reused folder would name an old port
-    arguments = ["serve", name, "--port", "0", "--ready-file", str(ready_file), "--data-dir", str(workdir)]
-    started = launch([*arguments, "--log-format", "json", *flags], workdir, env=env)
+    command = [*HOOKED_SERVE, *hooks] if hooks else [*SERVE]
+    arguments = [name, "--port", "0", "--ready-file", str(ready_file), "--data-dir", str(workdir)]
+    started = launch_python([*command, *arguments, "--log-format", "json", *flags], workdir, env=env)
     server = listening(started, ready_file, name, timeout=timeout)
     try:
         wait_for(lambda: health_status(server.target) == "SERVING", within=timeout, what=f"{name} SERVING")
@@ -228,10 +238,14 @@ def listening(
 
 @contextlib.contextmanager
 def running_server(
-    name: str, workdir: Path, *flags: str, env: Mapping[str, str] | None = None
+    name: str,
+    workdir: Path,
+    *flags: str,
+    env: Mapping[str, str] | None = None,
+    hooks: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
     """`start_server`, and make sure the process is gone afterwards, whatever the test did."""
-    server = start_server(name, workdir, *flags, env=env)
+    server = start_server(name, workdir, *flags, env=env, hooks=hooks)
     try:
         yield server
     finally:

@@ -1,7 +1,7 @@
 """The async half of every client: performs, on a grpc.aio channel, the calls `ClientCore` plans.
 
-A slice's async client binds each operation of its plans class with `unary` or `iterator`;
-the bound method keeps the plan's signature and docstring (ParamSpec), so both twins share one
+A slice's async client inherits the slice's operations (`_operations.py`); creating the client class binds
+each with `unary` or `iterator` here, keeping the plan's signature and docstring, so both twins share one
 definition of every public method.
 """
 
@@ -14,10 +14,11 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from microstate.client._base import ClientBase
+from microstate.client import _connection, _operations
+from microstate.client._base import ClientBase, raise_typed
 from microstate.client._channel import open_aio_channel
 from microstate.client._options import ClientOptions
-from microstate.client._plans import Answered, Pages, Plan, Stream, signed_like
+from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Split, Stream, signed_like
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741
@@ -26,6 +27,10 @@ T = TypeVar("T")
 
 class AsyncClient(ClientBase):
     """Base of the async clients: one channel, one `ClientCore`; an async context manager."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _operations.bind(cls, unary, iterator)
 
     def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
         super().__init__(target, options=options)
@@ -65,10 +70,33 @@ class AsyncClient(ClientBase):
             return plan.value
         rpc = getattr(self._stub or self._connect(), plan.method)
         try:
-            response = await rpc(plan.request, timeout=plan.timeout, metadata=plan.metadata)
+            timeout = await self._connected(plan.timeout)
+            response = await rpc(plan.request, timeout=timeout, metadata=plan.metadata)
         except grpc.RpcError as err:
-            return plan.on_error(err)
-        return plan.on_response(response)
+            outcome = plan.on_error(err)
+        else:
+            return plan.on_response(response)
+        if isinstance(outcome, Split):  # asked for again in parts, outside the except block
+            return outcome.combine([await self._call(part()) for part in outcome.parts])
+        return outcome
+
+    async def _connected(self, seconds: float | None) -> float | None:
+        """What is left of the call's `seconds` once the channel is connected; raises a grpc error for the
+        call's on_error when it cannot be (see _connection.py)."""
+        assert self._channel is not None
+        state = self._channel.get_state(try_to_connect=True)
+        if state is _connection.READY:
+            return seconds
+        gate = _connection.Gate(self._core.target, seconds)
+        while state in _connection.PENDING:
+            try:
+                await asyncio.wait_for(self._channel.wait_for_state_change(state), gate.left())
+            except TimeoutError:
+                raise gate.timed_out() from None
+            state = self._channel.get_state(try_to_connect=True)
+        if state is _connection.NOT_CONNECTED:
+            raise gate.not_connected()
+        return gate.left()
 
     async def _walk(self, pages: Pages[Any]) -> AsyncGenerator[Any, None]:
         page_token = ""
@@ -78,6 +106,17 @@ class AsyncClient(ClientBase):
                 yield item
             if not (page_token := page.next_page_token):
                 return
+
+    async def _exchange(self, exchange: Exchange[Any]) -> AsyncGenerator[Any, None]:
+        rpc = getattr(self._stub or self._connect(), exchange.method)
+        call = rpc(exchange.requests, timeout=exchange.timeout, metadata=exchange.metadata)
+        try:
+            async for response in call:
+                yield exchange.on_item(response)
+        except grpc.RpcError as err:
+            raise_typed(err)
+        finally:
+            call.cancel()
 
     async def _stream(self, stream: Stream[Any]) -> AsyncGenerator[Any, None]:
         rpc, cursor = getattr(self._stub or self._connect(), stream.method), stream.cursor
@@ -100,7 +139,7 @@ def unary(
     plan: Callable[Concatenate[Any, P], Plan[O]],
 ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, O]]:
     async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> O:
-        planned = plan(self._plans, *args, **kwargs)
+        planned = plan(self, *args, **kwargs)
         if isinstance(planned, Answered):  # answered from memory (a snapshot hit): no second coroutine
             return planned.value
         return await self._call(planned)
@@ -110,13 +149,16 @@ def unary(
 
 
 def iterator(
-    plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]],
+    plan: Callable[Concatenate[Any, P], Iteration[T]],
 ) -> Callable[Concatenate[AsyncClient, P], AsyncGenerator[T, None]]:
-    """Bind a plan that walks pages or follows a stream; `aclose()` the generator to stop early."""
+    """Bind a plan that walks pages, follows a stream or exchanges messages; `aclose()` the generator to
+    stop early."""
 
     def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
-        planned = plan(self._plans, *args, **kwargs)
-        return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
+        planned = plan(self, *args, **kwargs)
+        if isinstance(planned, Pages):
+            return self._walk(planned)
+        return self._stream(planned) if isinstance(planned, Stream) else self._exchange(planned)
 
     signed_like(method, plan)
     return method

@@ -9,6 +9,8 @@ so fallback, breaker and error rules cannot drift apart between the two.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,14 +18,16 @@ from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
 import grpc
 
+from microstate.client import _batches
 from microstate.client._breaker import BreakerState, CircuitBreaker
 from microstate.client._channel import ChannelArguments, channel_arguments
 from microstate.client._options import ClientOptions, Metadata
-from microstate.client._plans import Answered, Plan, Stream, Unary
+from microstate.client._plans import Answered, Plan, Split, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read, Source
 from microstate.client._snapshot import Snapshot, SnapshotStore
-from microstate.client._watch import WatchCursor
+from microstate.client._watch import Change, WatchCursor
 from microstate.client.errors import (
+    Cancelled,
     CircuitOpenError,
     DeadlineExceeded,
     InvalidArgument,
@@ -47,7 +51,7 @@ M = TypeVar("M", bound=Message)
 R = TypeVar("R")
 T = TypeVar("T")
 O = TypeVar("O")  # noqa: E741 - the outcome a plan produces
-E = TypeVar("E")
+C = TypeVar("C", bound=Change)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +72,20 @@ class Contract:
     service: str
     """The fully qualified gRPC service."""
     idempotent_methods: tuple[str, ...]
-    """Methods that get the retry policy: reads and watch, never writes."""
+    """Reads and watch: retried on UNAVAILABLE and CANCELLED; writes only on CANCELLED (see _channel.py)."""
     slice_name: str
     """The slice, for MICROSTATE_<SLICE>_* variables."""
     default_target: str
+
+
+class Fallback(enum.Enum):
+    """What a read does when the service cannot answer it: declared per method by the slice."""
+
+    SNAPSHOT = "snapshot"
+    """Serve the key's last good value, marked stale (profiles: a stale answer beats none)."""
+    NONE = "none"
+    """Fail closed with the typed error; nothing is kept for the key (a session check must not pass on
+    an old answer unless the caller opts in to a cache of its own)."""
 
 
 BUDGET_SHARE_FOR_LIVE_CALL = 0.8
@@ -90,7 +104,8 @@ def raise_typed(err: grpc.RpcError) -> NoReturn:
 
 
 def _is_availability_failure(error: MicrostateError) -> bool:
-    return isinstance(error, Unavailable | DeadlineExceeded)
+    """The service did not answer; CANCELLED too: a server going away dropped the call (see _channel.py)."""
+    return isinstance(error, Unavailable | DeadlineExceeded | Cancelled)
 
 
 class ClientCore:
@@ -135,7 +150,12 @@ class ClientCore:
         timeout: float | None,
         latency_budget: float | None,
         metadata: Metadata,
+        fallback: Fallback = Fallback.SNAPSHOT,
     ) -> Plan[Read[M]]:
+        """A read of one resource, answered from its snapshot when the live call fails and `fallback` is
+        SNAPSHOT; with NONE it fails closed (typed errors, no snapshot kept or served)."""
+        if fallback is Fallback.NONE:
+            return self._read_live_only(resource, method, make_request(), timeout=timeout, metadata=metadata)
         snapshot = self.snapshots.get(key)
         if not self.breaker.allow():
             return Answered(self._serve_while_open(resource, key, snapshot))
@@ -155,11 +175,32 @@ class ClientCore:
         # The request is built only now: a read answered by an open breaker never needs it.
         return Unary(method, make_request(), deadline, metadata, on_response, on_error)
 
-    def batch_read(
+    def _read_live_only(
         self,
         resource: Resource[M],
         method: str,
         request: object,
+        *,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> Unary[M, Read[M]]:
+        if not self.breaker.allow():
+            raise self._circuit_open
+
+        def on_response(message: M) -> Read[M]:
+            self.breaker.record_success()
+            return Read(message, LIVE, resource.etag_of(message), time.time())
+
+        def on_error(err: grpc.RpcError) -> Read[M]:
+            raise self._read_failure(err, None, ()) from err
+
+        return Unary(method, request, self.timeout(timeout), metadata, on_response, on_error)
+
+    def batch_read(
+        self,
+        resource: Resource[M],
+        method: str,
+        make_request: Callable[[list[str]], object],
         keys: Iterable[str],
         found_and_missing: Callable[[R], tuple[Iterable[M], Iterable[str]]],
         *,
@@ -167,6 +208,8 @@ class ClientCore:
         latency_budget: float | None,
         metadata: Metadata,
     ) -> Plan[BatchRead[M]]:
+        """A batch read of `keys` (duplicates read once) with snapshot fallback. A batch the server refuses
+        as too large for one response is asked for again in parts within the same deadline (_batches.py)."""
         snapshots = self.snapshots.get_many(keys)
         if not snapshots:
             return Answered(BatchRead({}))
@@ -175,6 +218,7 @@ class ClientCore:
         # The budget only applies when every key has a snapshot to serve instead of the live answer.
         all_snapshotted = None not in snapshots.values()
         deadline, budget = self._read_deadline(timeout, latency_budget, all_snapshotted)
+        started = time.monotonic()
 
         def on_response(response: R) -> BatchRead[M]:
             self.breaker.record_success()
@@ -190,10 +234,21 @@ class ClientCore:
                 self.snapshots.discard(key)
             return BatchRead(found, missing)
 
-        def on_error(err: grpc.RpcError) -> BatchRead[M]:
-            return self._serve_batch(resource, snapshots, self._read_failure(err, budget, tuple(snapshots)))
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, started + deadline - time.monotonic())
 
-        return Unary(method, request, deadline, metadata, on_response, on_error)
+        def call(part: list[str], whole: bool) -> Unary[R, BatchRead[M]]:
+            def on_error(err: grpc.RpcError) -> BatchRead[M] | Split[BatchRead[M]]:
+                parts = _batches.parts_for(typed(err), part)
+                if parts is not None:
+                    self.breaker.record_success()  # the service answered
+                    return Split([functools.partial(call, keys, False) for keys in parts], _batches.combined)
+                reason = self._read_failure(err, budget, tuple(part))
+                return self._serve_batch(resource, {key: snapshots[key] for key in part}, reason, whole)
+
+            return Unary(method, make_request(part), left(), metadata, on_response, on_error)
+
+        return call(list(snapshots), True)
 
     def _read_deadline(
         self, timeout: float | None, latency_budget: float | None, has_snapshot: bool
@@ -241,10 +296,16 @@ class ClientCore:
         return snapshot.read_while_open
 
     def _serve_batch(
-        self, resource: Resource[M], snapshots: dict[str, Snapshot | None], reason: MicrostateError
+        self,
+        resource: Resource[M],
+        snapshots: dict[str, Snapshot | None],
+        reason: MicrostateError,
+        whole: bool = True,
     ) -> BatchRead[M]:
+        """The keys' snapshots; with none, NoSnapshotError for a whole batch (a part of a split batch
+        leaves that to `_batches.combined`)."""
         found = {key: _from_snapshot(resource, entry, reason) for key, entry in snapshots.items() if entry}
-        if not found:
+        if not found and whole:
             raise NoSnapshotError(tuple(snapshots), reason) from reason
         unavailable = [key for key, entry in snapshots.items() if entry is None]
         return BatchRead(found, [], unavailable, reason)
@@ -282,7 +343,8 @@ class ClientCore:
         timeout: float | None,
         metadata: Metadata,
     ) -> Unary[R, O]:
-        """A write: never retried, never served from a snapshot. NOT_FOUND drops the key's snapshot."""
+        """A write: never served from a snapshot, retried only when it provably never ran (_channel.py).
+        NOT_FOUND drops the key's snapshot."""
 
         def on_error(err: grpc.RpcError) -> O:
             error = typed(err)
@@ -311,13 +373,13 @@ class ClientCore:
         method: str,
         request_for: Callable[[str], object],
         resume_token: str,
-        observe: Callable[[E], str],
+        observe: Callable[[Any], C],
         *,
         timeout: float | None,
         metadata: Metadata,
-    ) -> Stream[E]:
+    ) -> Stream[C]:
         """A stream that resumes after UNAVAILABLE or a drain; `observe` keeps snapshots current and
-        returns each event's resume token."""
+        turns each event into the change the caller gets."""
         cursor = WatchCursor(resume_token, observe, self.options.retry, timeout)
         return Stream(method, request_for, cursor, metadata)
 
@@ -329,8 +391,6 @@ class ClientBase:
     """What the async and sync client bases share: the pinned contract and the `ClientCore`."""
 
     CONTRACT: ClassVar[Contract]
-    PLANS: ClassVar[Callable[[ClientCore], Any]]
-    """The slice's plans class: one method per operation, with the public signature and docs."""
     _stub_class: ClassVar[type[Any]]
     """The generated stub class of the contract's service."""
 
@@ -344,7 +404,6 @@ class ClientBase:
                 options or ClientOptions.from_env(self.CONTRACT.slice_name), target=target
             )
         self._core = ClientCore(self.CONTRACT, options)
-        self._plans = type(self).PLANS(self._core)
 
     @property
     def target(self) -> str:

@@ -1,8 +1,14 @@
 """Channels: retries declared in the service config, reconnect backoff bounded, TLS when asked.
 
-Retries are gRPC's own (gRFC A6): a retryPolicy for the idempotent methods only, UNAVAILABLE only,
-bounded attempts and exponential backoff, all inside the call's one deadline. Writes get no policy: a
-write whose answer was lost may have been applied, so retrying it blindly is not safe.
+Retries are gRPC's own (gRFC A6): bounded attempts and exponential backoff, all inside the call's one
+deadline, each attempt load-balanced afresh (so it can go to another address). What is retried:
+- reads (the idempotent methods): UNAVAILABLE and CANCELLED. gRPC never retries a call its caller cancelled;
+  a CANCELLED from the server is a call that raced a server shutting down and was dropped before any
+  handler took it (see microstate.server.runtime).
+- writes (every other method): CANCELLED only. gRPC never retries a call once its response headers have
+  arrived, and every Microstate write handler sends its headers before it does anything else
+  (microstate.server.commit), so a write that is retried provably never ran. Any other failure of a write,
+  UNAVAILABLE included, may come after the write was applied (its answer lost): never retried.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from microstate.client._options import ClientOptions, RetryPolicy
+from microstate.client._options import MAX_RESPONSE_BYTES, ClientOptions, RetryPolicy
 
 ChannelArguments = list[tuple[str, str | int]]
 
@@ -23,21 +29,26 @@ def _duration(seconds: float) -> str:
 
 
 def service_config(service: str, idempotent_methods: Sequence[str], retry: RetryPolicy) -> str:
-    """The service config JSON that gives `idempotent_methods` of `service` the retry policy."""
-    method_configs: list[dict[str, object]] = []
-    if retry.max_attempts > 1 and idempotent_methods:
-        method_configs.append(
-            {
-                "name": [{"service": service, "method": method} for method in idempotent_methods],
-                "retryPolicy": {
-                    "maxAttempts": retry.max_attempts,
-                    "initialBackoff": _duration(retry.initial_backoff),
-                    "maxBackoff": _duration(retry.max_backoff),
-                    "backoffMultiplier": retry.backoff_multiplier,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        )
+    """The service config JSON: `idempotent_methods` of `service` retry UNAVAILABLE and CANCELLED, its other
+    methods (the writes) CANCELLED only (see the module docstring)."""
+    rules = [([{"service": service}], ["CANCELLED"])]
+    if idempotent_methods:
+        reads = [{"service": service, "method": method} for method in idempotent_methods]
+        rules.append((reads, ["UNAVAILABLE", "CANCELLED"]))
+    method_configs = [
+        {
+            "name": names,
+            "retryPolicy": {
+                "maxAttempts": retry.max_attempts,
+                "initialBackoff": _duration(retry.initial_backoff),
+                "maxBackoff": _duration(retry.max_backoff),
+                "backoffMultiplier": retry.backoff_multiplier,
+                "retryableStatusCodes": codes,
+            },
+        }
+        for names, codes in rules
+        if retry.max_attempts > 1
+    ]
     return json.dumps({"methodConfig": method_configs})
 
 
@@ -52,6 +63,8 @@ def channel_arguments(
         # after the service is back.
         ("grpc.initial_reconnect_backoff_ms", min(1000, backoff_ms)),
         ("grpc.max_reconnect_backoff_ms", backoff_ms),
+        # What the servers promise never to exceed; stated so the two sides agree by construction.
+        ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
         *options.channel_options,
     ]
 

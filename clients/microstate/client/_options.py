@@ -27,6 +27,10 @@ DEFAULT_BREAKER_FAILURE_THRESHOLD = 5
 DEFAULT_BREAKER_RESET_TIMEOUT = 5.0
 DEFAULT_MAX_RECONNECT_BACKOFF = 5.0
 
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+"""The largest response a Microstate server sends (every contract documents it): gRPC's default receive
+limit, which the channel keeps. Larger batches are refused by the server and split by the client."""
+
 MAX_ATTEMPTS_LIMIT = 5
 """gRPC core silently caps retryPolicy.maxAttempts at 5; a larger value is refused rather than ignored."""
 
@@ -45,9 +49,9 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How idempotent reads are retried on UNAVAILABLE, by gRPC itself (the channel's service config).
-
-    Writes are never retried: a write whose answer was lost may have been applied.
+    """How calls are retried, by gRPC itself (the channel's service config): reads on UNAVAILABLE or
+    CANCELLED, writes only on a CANCELLED that proves they never ran (see _channel.py). A write whose answer
+    was lost may have been applied: it is never retried.
     """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -95,8 +99,8 @@ class BreakerOptions:
     service and go straight to the snapshot until a probe succeeds."""
 
     failure_threshold: int | None = DEFAULT_BREAKER_FAILURE_THRESHOLD
-    """Consecutive UNAVAILABLE / DEADLINE_EXCEEDED reads (after gRPC's retries) that open the breaker;
-    None: no breaker."""
+    """Consecutive UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED reads (after gRPC's retries) that open the
+    breaker; None: no breaker."""
     reset_timeout: float = DEFAULT_BREAKER_RESET_TIMEOUT
     """Seconds the breaker stays open before one probe read is let through (half-open)."""
 

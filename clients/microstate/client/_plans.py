@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -26,7 +26,9 @@ E = TypeVar("E")
 
 @dataclass(frozen=True, slots=True)
 class Unary(Generic[R, O]):
-    """One planned unary call: what to send and what its response or error becomes."""
+    """One planned call with one answer: what to send and what its response or error becomes. A
+    client-streaming call is one too: its `request` is an iterable of request messages (an async iterable
+    too on the async client), sent as the iterable yields them."""
 
     method: str
     """The stub attribute, e.g. "GetProfile"."""
@@ -34,8 +36,18 @@ class Unary(Generic[R, O]):
     timeout: float | None
     metadata: Metadata
     on_response: Callable[[R], O]
-    on_error: Callable[[grpc.RpcError], O]
-    """Returns a fallback or raises the typed error (from inside the caller's except block)."""
+    on_error: Callable[[grpc.RpcError], O | Split[O]]
+    """Returns a fallback, or the parts to ask for instead (`Split`), or raises the typed error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Split(Generic[O]):
+    """A call the server refused as too large for one response, asked for again in parts, one after the
+    other: each part's plan is made only when its turn comes (so it gets what is left of the deadline),
+    and `combine` turns their outcomes, in order, into the call's."""
+
+    parts: Sequence[Callable[[], Plan[Any]]]
+    combine: Callable[[list[Any]], O]
 
 
 class Answered(Generic[O]):
@@ -65,8 +77,26 @@ class Stream(Generic[E]):
     method: str
     request_for: Callable[[str], object]
     """The request that resumes after a resume token ("" for none)."""
-    cursor: WatchCursor[E]
+    cursor: WatchCursor[Any]
+    """Turns each event into the change (an E) the caller gets, and resumes after it."""
     metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange(Generic[E]):
+    """A planned bidirectional stream: requests go out as the caller's iterable yields them (an async
+    iterable too on the async client), and each response comes back through `on_item`. Not resumed and
+    not retried: what was sent may have been acted on, so a cut stream raises its typed error."""
+
+    method: str
+    requests: Any
+    timeout: float | None
+    metadata: Metadata
+    on_item: Callable[[Any], E]
+
+
+Iteration = Pages[T] | Stream[T] | Exchange[T]
+"""What an iterated operation plans."""
 
 
 def signed_like(bound: Callable[..., Any], plan: Callable[..., Any]) -> None:

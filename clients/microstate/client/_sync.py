@@ -1,24 +1,28 @@
 """The sync half of every client: performs, on a blocking grpc channel, the calls `ClientCore` plans.
 
 Thread-safe: the channel, the snapshot store and the breaker may be shared by many threads. A slice's
-sync client binds each operation of its plans class with `unary` or `iterator`; the
-bound method keeps the plan's signature and docstring (ParamSpec), so both twins share one
-definition of every public method.
+sync client inherits the slice's operations (`_operations.py`); creating the client class binds each with
+`unary` or `iterator` here, keeping the plan's signature and docstring, so both twins share one definition
+of every public method.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import grpc
 
-from microstate.client._base import ClientBase
+from microstate.client import _connection, _operations
+from microstate.client._base import ClientBase, raise_typed
 from microstate.client._channel import open_sync_channel
 from microstate.client._options import ClientOptions
-from microstate.client._plans import Answered, Pages, Plan, Stream, signed_like
+from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Split, Stream, signed_like
+
+CONNECT_POLL = 1.0
+"""Seconds of one wait for a change of the channel's state; a call without a deadline waits in several."""
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741
@@ -27,6 +31,10 @@ T = TypeVar("T")
 
 class SyncClient(ClientBase):
     """Base of the sync clients: one channel, one `ClientCore`; a context manager."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _operations.bind(cls, unary, iterator)
 
     def __init__(self, target: str | None = None, *, options: ClientOptions | None = None) -> None:
         super().__init__(target, options=options)
@@ -55,12 +63,40 @@ class SyncClient(ClientBase):
     def _call(self, plan: Plan[O]) -> O:
         if isinstance(plan, Answered):
             return plan.value
-        rpc = getattr(self._stub, plan.method)
+        rpc, request = getattr(self._stub, plan.method), plan.request
+        if isinstance(request, Iterable):  # a client stream: blocking gRPC takes an iterator, not a list
+            request = iter(request)
         try:
-            response = rpc(plan.request, timeout=plan.timeout, metadata=plan.metadata)
+            timeout = self._connected(plan.timeout)
+            response = rpc(request, timeout=timeout, metadata=plan.metadata)
         except grpc.RpcError as err:
-            return plan.on_error(err)
-        return plan.on_response(response)
+            outcome = plan.on_error(err)
+        else:
+            return plan.on_response(response)
+        if isinstance(outcome, Split):  # asked for again in parts, outside the except block
+            return outcome.combine([self._call(part()) for part in outcome.parts])
+        return outcome
+
+    def _connected(self, timeout: float | None) -> float | None:
+        """What is left of `timeout` once the channel is connected; raises a grpc error for the call's
+        on_error when it cannot be (see _connection.py). The blocking channel has no public way to ask
+        its state, so this uses its core channel's; without one, calls go out unchecked."""
+        core = getattr(self._channel, "_channel", None)
+        if core is None or not hasattr(core, "watch_connectivity_state"):
+            return timeout
+        state = _connection.BY_CODE[core.check_connectivity_state(True)]
+        if state is _connection.READY:
+            return timeout
+        gate = _connection.Gate(self._core.target, timeout)
+        while state in _connection.PENDING:
+            left = gate.left()
+            until = time.time() + (CONNECT_POLL if left is None else min(left, CONNECT_POLL))
+            if not core.watch_connectivity_state(state.value[0], until).success and gate.left() == 0:
+                raise gate.timed_out()
+            state = _connection.BY_CODE[core.check_connectivity_state(True)]
+        if state is _connection.NOT_CONNECTED:
+            raise gate.not_connected()
+        return gate.left()
 
     def _walk(self, pages: Pages[Any]) -> Generator[Any, None, None]:
         page_token = ""
@@ -69,6 +105,17 @@ class SyncClient(ClientBase):
             yield from page.items
             if not (page_token := page.next_page_token):
                 return
+
+    def _exchange(self, exchange: Exchange[Any]) -> Generator[Any, None, None]:
+        rpc = getattr(self._stub, exchange.method)
+        call = rpc(iter(exchange.requests), timeout=exchange.timeout, metadata=exchange.metadata)
+        try:
+            for response in call:
+                yield exchange.on_item(response)
+        except grpc.RpcError as err:
+            raise_typed(err)
+        finally:
+            call.cancel()
 
     def _stream(self, stream: Stream[Any]) -> Generator[Any, None, None]:
         rpc, cursor = getattr(self._stub, stream.method), stream.cursor
@@ -91,20 +138,23 @@ def unary(
     plan: Callable[Concatenate[Any, P], Plan[O]],
 ) -> Callable[Concatenate[SyncClient, P], O]:
     def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> O:
-        return self._call(plan(self._plans, *args, **kwargs))
+        return self._call(plan(self, *args, **kwargs))
 
     signed_like(method, plan)
     return method
 
 
 def iterator(
-    plan: Callable[Concatenate[Any, P], Pages[T] | Stream[T]],
+    plan: Callable[Concatenate[Any, P], Iteration[T]],
 ) -> Callable[Concatenate[SyncClient, P], Generator[T, None, None]]:
-    """Bind a plan that walks pages or follows a stream; `close()` the generator to stop early."""
+    """Bind a plan that walks pages, follows a stream or exchanges messages; `close()` the generator to
+    stop early."""
 
     def method(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
-        planned = plan(self._plans, *args, **kwargs)
-        return self._walk(planned) if isinstance(planned, Pages) else self._stream(planned)
+        planned = plan(self, *args, **kwargs)
+        if isinstance(planned, Pages):
+            return self._walk(planned)
+        return self._stream(planned) if isinstance(planned, Stream) else self._exchange(planned)
 
     signed_like(method, plan)
     return method

@@ -5,17 +5,25 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
 from microstate.client._options import RetryPolicy
 from microstate.client.errors import DeadlineExceeded, Unavailable, from_grpc_error
 
-E = TypeVar("E")
+
+class Change(Protocol):
+    """What a watch yields: at least the token that resumes after it."""
+
+    @property
+    def resume_token(self) -> str: ...
 
 
-class WatchCursor(Generic[E]):
+C = TypeVar("C", bound=Change)
+
+
+class WatchCursor(Generic[C]):
     """The resumable state of one watch: the last resume token, the reconnect backoff, the deadline.
 
     A stream that fails with UNAVAILABLE, or ends cleanly (the server drained), is reopened after a
@@ -24,7 +32,7 @@ class WatchCursor(Generic[E]):
     """
 
     def __init__(
-        self, resume_token: str, observe: Callable[[E], str], retry: RetryPolicy, timeout: float | None
+        self, resume_token: str, observe: Callable[[Any], C], retry: RetryPolicy, timeout: float | None
     ) -> None:
         self.resume_token = resume_token
         self._observe = observe
@@ -35,10 +43,12 @@ class WatchCursor(Generic[E]):
     def remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
-    def seen(self, event: E) -> E:
-        self.resume_token = self._observe(event)
+    def seen(self, event: Any) -> C:
+        """The change the stream's `event` is for the caller; the watch resumes after it from now on."""
+        change = self._observe(event)
+        self.resume_token = change.resume_token
         self._backoff = self._retry.initial_backoff
-        return event
+        return change
 
     def reconnect_delay(self, err: grpc.RpcError | None) -> float:
         """Seconds to wait before reopening the stream; raises when it must not be reopened."""

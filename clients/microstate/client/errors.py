@@ -6,7 +6,8 @@ point where the call is awaited, chained `from` the grpc error. The rich details
 so callers never parse protobuf `Any`s and never see a raw `grpc.RpcError` / `grpc.aio.AioRpcError`.
 
 A few reasons refine their status's class: FAILED_PRECONDITION with reason CONTRACT_VERSION_NOT_SERVED
-raises `ContractVersionNotServed` (a `FailedPrecondition`), with the requested and served contracts.
+raises `ContractVersionNotServed` (a `FailedPrecondition`), with the requested and served contracts;
+RESOURCE_EXHAUSTED with reason RESPONSE_TOO_LARGE raises `ResponseTooLarge` (a `ResourceExhausted`).
 
 Three errors are born in the client rather than on the wire:
 `NoSnapshotError` (a read could not be answered live and no snapshot exists), and the fallback reasons
@@ -124,6 +125,30 @@ class PermissionDenied(MicrostateError):
 
 class ResourceExhausted(MicrostateError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class ResponseTooLarge(ResourceExhausted):
+    """The server refused to answer because the response would exceed the contract's size limit (4 MiB),
+    e.g. a BatchGet of many large records. The SDK splits such a batch by itself; other calls ask for less.
+
+    Attributes:
+        response_bytes: how large the response would have been; None if the server did not say.
+        max_response_bytes: the limit; None if the server did not say.
+    """
+
+    REASON = "RESPONSE_TOO_LARGE"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.response_bytes = _int_or_none(self.metadata.get("response_bytes"))
+        self.max_response_bytes = _int_or_none(self.metadata.get("max_response_bytes"))
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 class FailedPrecondition(MicrostateError):
@@ -250,7 +275,7 @@ _CLASS_BY_CODE: Mapping[grpc.StatusCode, type[MicrostateError]] = MappingProxyTy
 
 # Reasons (of DOMAIN) whose errors get a subclass of their status's class.
 _CLASS_BY_REASON: Mapping[str, type[MicrostateError]] = MappingProxyType(
-    {ContractVersionNotServed.REASON: ContractVersionNotServed}
+    {ContractVersionNotServed.REASON: ContractVersionNotServed, ResponseTooLarge.REASON: ResponseTooLarge}
 )
 
 
@@ -332,6 +357,7 @@ __all__ = [
     "PermissionDenied",
     "PreconditionViolation",
     "ResourceExhausted",
+    "ResponseTooLarge",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

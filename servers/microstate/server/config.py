@@ -17,10 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from microstate.server.store.roles import parse_role_urls
+
 ENV_PREFIX = "MICROSTATE_"
 LOG_FORMATS = ("auto", "json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIB = 1024 * 1024
+MAX_RESPONSE_BYTES = 4 * MIB
+"""The largest response any microstate sends, as its contract documents: gRPC's default receive limit, so
+every client (the SDK, or one generated in any language) receives every response without raising its own
+limit. Pages and batches are cut to fit (microstate.server.responses)."""
 
 
 class ConfigError(ValueError):
@@ -61,6 +67,11 @@ def _parse_positive_int(text: str) -> int:
     return value
 
 
+def _parse_role_stores(text: str) -> str:
+    parse_role_urls(text)  # raises ValueError naming the bad entry
+    return text
+
+
 def _choice(choices: Collection[str], *, upper: bool = False) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().upper() if upper else text.strip().lower()
@@ -87,6 +98,15 @@ class ServerConfig:
             "URL",
         ),
     )
+    role_stores: str | None = field(
+        default=None,
+        metadata=_meta(
+            _parse_role_stores,
+            "URLs of the microstate's other store roles, 'ROLE=URL ...' (default: the --store URL where"
+            " its backend serves that role, else a store under --data-dir)",
+            "'ROLE=URL ...'",
+        ),
+    )
     host: str = field(
         default="127.0.0.1",
         metadata=_meta(str, "interface to bind; 127.0.0.1 keeps a laptop private, use 0.0.0.0 in containers"),
@@ -110,8 +130,13 @@ class ServerConfig:
         metadata=_meta(_parse_seconds, "then let in-flight calls finish for at most this long", "S"),
     )
     max_message_bytes: int = field(
-        default=16 * MIB,
-        metadata=_meta(_parse_positive_int, "largest request or response message, in bytes", "N"),
+        default=MAX_RESPONSE_BYTES,
+        metadata=_meta(
+            _parse_positive_int,
+            "largest request or response message, in bytes; responses are cut to 4 MiB by contract, so a"
+            " lower value can refuse a full page or batch",
+            "N",
+        ),
     )
     keepalive_time_seconds: float = field(
         default=60.0,

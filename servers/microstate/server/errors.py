@@ -4,6 +4,11 @@ Domain code raises these; servicer adapters never build statuses by hand. Each
 becomes a google.rpc.Status with one ErrorInfo (domain microstate.dev, an
 UPPER_SNAKE reason) plus BadRequest / PreconditionFailure / RetryInfo where
 they apply.
+
+Errors may echo client input (an etag, an update_mask path) of any length, and a
+status travels as trailing metadata, which clients cap (8 KiB by default; past
+it they see RESOURCE_EXHAUSTED "Stream removed" instead of the error). So
+to_status bounds every string it sends, whatever the domain code put in it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -23,7 +29,50 @@ from grpc_status import rpc_status
 from microstate.server.store.base import StoreUnavailable
 
 DOMAIN = "microstate.dev"
+MAX_STRING_BYTES = 512
+"""The most UTF-8 bytes any one string of a status (its message, a metadata value, a violation) may take."""
+MAX_STATUS_BYTES = 2048
+"""The most the serialized google.rpc.Status may take; it goes out base64 in grpc-status-details-bin, and its
+message once more in grpc-message (percent-encoded), together well under the 8 KiB metadata limit."""
+_ELLIPSIS = "…"
 log = logging.getLogger(__name__)
+
+
+def bounded(text: str, limit: int = MAX_STRING_BYTES) -> str:
+    """`text`, or if it takes more than `limit` UTF-8 bytes its start and its end around an ellipsis: an echo
+    sits inside a message whose end often says what to do."""
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return text
+    half = (limit - len(_ELLIPSIS.encode())) // 2
+    # "ignore" drops a character cut in two at either edge.
+    return encoded[:half].decode("utf-8", "ignore") + _ELLIPSIS + encoded[-half:].decode("utf-8", "ignore")
+
+
+def _bound_strings(message: Message) -> None:
+    """Bound every string in `message`, at any depth (map values included; map keys are the server's own)."""
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if field.is_repeated:
+                value[:] = [bounded(item) for item in value]
+            else:
+                setattr(message, field.name, bounded(value))
+        elif field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                for key in value:
+                    if isinstance(value[key], str):
+                        value[key] = bounded(value[key])
+                    else:
+                        _bound_strings(value[key])
+            else:
+                for item in value if field.is_repeated else [value]:
+                    _bound_strings(item)
+
+
+def _packed(detail: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    return packed
 
 
 class DomainError(Exception):
@@ -41,13 +90,21 @@ class DomainError(Exception):
         return []
 
     def to_status(self) -> grpc.Status:
+        """The rich status, every string bounded (MAX_STRING_BYTES) and the whole too (MAX_STATUS_BYTES)."""
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
-        packed = []
-        for detail in [info, *self.details()]:
-            any_detail = any_pb2.Any()
-            any_detail.Pack(detail)
-            packed.append(any_detail)
-        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+        details = [info, *self.details()]
+        for detail in details:
+            _bound_strings(detail)
+        proto = status_pb2.Status(
+            code=self.code.value[0], message=bounded(self.message), details=[_packed(d) for d in details]
+        )
+        # Only many strings, each bounded, get past MAX_STATUS_BYTES (a long list of violations, say): shed
+        # detail until it fits, ErrorInfo's reason last.
+        if proto.ByteSize() > MAX_STATUS_BYTES:
+            del proto.details[1:]
+        if proto.ByteSize() > MAX_STATUS_BYTES:
+            info.metadata.clear()
+            proto.details[0].Pack(info)
         return rpc_status.to_status(proto)
 
 

@@ -11,6 +11,8 @@ import datetime
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable, Hashable
 from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is rendered as a field.
@@ -96,3 +98,26 @@ def configure(
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+class Throttle:
+    """Lets through at most one log line per key per `interval` seconds.
+
+    For events a client can repeat at will (a malformed request, say): one line per request would let anyone
+    flood the log. Keys must come from a small fixed set (a method name, never client input): each is kept.
+    """
+
+    def __init__(self, interval: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (last line's time, held back since)
+
+    def admit(self, key: Hashable) -> int | None:
+        """None: hold this line back. Else log it, with the returned count of lines held back before it."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self._interval:
+            self._last[key] = (last[0], last[1] + 1)
+            return None
+        self._last[key] = (now, 0)
+        return 0 if last is None else last[1]

@@ -4,7 +4,9 @@ Every method path names its contract version (`/microstate.profile.v1.ProfileSer
 also name it in the `x-microstate-contract` header (for logs and proxies). A call to a served version needs no
 check: the path is the version, and its messages are that version's. A call to a version the server does not
 serve would get a bare UNIMPLEMENTED; instead it gets FAILED_PRECONDITION with ErrorInfo reason
-CONTRACT_VERSION_NOT_SERVED naming the requested and the served versions, which a client can act on.
+CONTRACT_VERSION_NOT_SERVED naming the requested and the served versions, which a client can act on. A call to
+a method a served version does not have (most often a newer client calling an RPC added after this server was
+built) stays UNIMPLEMENTED, with ErrorInfo reason METHOD_NOT_IMPLEMENTED naming the service and method.
 
 This is a catch-all generic handler, consulted by gRPC only after every served method failed to match, not a
 server interceptor: a grpc.aio interceptor runs a coroutine chain on every call, which cost the profile
@@ -38,8 +40,20 @@ class ContractNotServed(DomainError):
         )
 
 
+class MethodNotImplemented(DomainError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "METHOD_NOT_IMPLEMENTED"
+
+    def __init__(self, service: str, method: str) -> None:
+        super().__init__(
+            f"this server serves {contract_of(service)} but does not implement {service}/{method}"
+            " (a method added after this server was built?)",
+            metadata={"service": service, "method": method},
+        )
+
+
 class UnservedContracts(grpc.GenericRpcHandler):
-    """Answers calls to `microstate.*` services this server does not serve; see the module docstring."""
+    """Answers calls to `microstate.*` methods this server does not serve; see the module docstring."""
 
     def __init__(self, service_names: Iterable[str]) -> None:
         self._served = frozenset(
@@ -47,10 +61,14 @@ class UnservedContracts(grpc.GenericRpcHandler):
         )
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        service_name = details.method.lstrip("/").partition("/")[0]
+        service_name, _, method_name = details.method.lstrip("/").partition("/")
         if not service_name.startswith("microstate."):
             return None  # not ours to explain: plain UNIMPLEMENTED
-        status = ContractNotServed(contract_of(service_name), self._served).to_status()
+        contract = contract_of(service_name)
+        if contract in self._served:
+            status = MethodNotImplemented(service_name, method_name).to_status()
+        else:
+            status = ContractNotServed(contract, self._served).to_status()
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
             await context.abort_with_status(status)

@@ -2,8 +2,9 @@
 
 A microstate plugs into the shared runtime (runtime.py) by declaring a
 `Microstate`: its name, default port, the gRPC service names it serves (for
-health and reflection) and an `attach` function that adds its servicers to a
-grpc.aio server on top of an opened store. Adding a slice means adding one entry
+health and reflection), the store roles it keeps its state in (store/roles.py)
+and an `attach` function that adds its servicers to a grpc.aio server on top of
+its opened stores. Adding a slice means adding one entry
 to `MICROSTATES`; the runtime, CLI and `microstate up` need no change.
 """
 
@@ -18,12 +19,12 @@ from typing import Protocol
 
 import grpc
 
-from microstate.server.store.base import Store
+from microstate.server.store.roles import RECORDS, StoreRole, Stores
 
 
 class Attach(Protocol):
     def __call__(
-        self, server: grpc.aio.Server, store: Store, *, stopping: asyncio.Event | None = None
+        self, server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None
     ) -> None:
         """Add servicers to `server`; streams end when `stopping` is set (the runtime sets it on stop)."""
 
@@ -36,7 +37,9 @@ class Microstate:
     service_names: tuple[str, ...]
     """Fully qualified gRPC service names, one per served contract version."""
     attach: Attach
-    """Add this microstate's servicers to `server`, backed by `store`."""
+    """Add this microstate's servicers to `server`, backed by its opened `stores`."""
+    stores: tuple[StoreRole, ...] = (RECORDS,)
+    """The store roles it keeps its state in; the first is opened from --store."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""

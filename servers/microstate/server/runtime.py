@@ -1,11 +1,11 @@
-"""The shared gRPC runtime: one grpc.aio server for one microstate over an opened store.
+"""The shared gRPC runtime: one grpc.aio server for one microstate over its opened stores.
 
 Every microstate gets the same frame: the gRPC health service with a status per service name (each of the
 microstate's services plus "" for the whole server), server reflection, message-size and keepalive limits,
 and a graceful drain.
 
-Health follows the store. The server starts listening NOT_SERVING, pings the store once before `start`
-returns, and then every `health_interval_seconds`: SERVING while the store answers, NOT_SERVING while it
+Health follows the stores. The server starts listening NOT_SERVING, pings every store once before `start`
+returns, and then every `health_interval_seconds`: SERVING while they all answer, NOT_SERVING while one
 does not. We chose this over refusing to start because a server whose backend is briefly down (a Redis
 restart, a slow volume) should come up observable and recover by itself; orchestrators learn the truth from
 health either way. What cannot work at all still fails at once, before listening: a store URL that cannot
@@ -13,11 +13,21 @@ be opened (unknown scheme, missing SQLite directory) or a port that is taken.
 
 Drain, in order: every health status → NOT_SERVING (permanently, via `enter_graceful_shutdown`), wait
 `drain_seconds` while still serving so load balancers notice, then `server.stop(grace_seconds)`: the
-listener closes, new calls are refused with UNAVAILABLE and calls in flight get the grace to finish.
-At that moment `stopping` is set, so the microstate's own watch streams end cleanly (clients resume
-elsewhere from their last token); other endless streams (a health Watch) hold the stop until the grace
-ends, then are cancelled. A call that races the very instant the listener closes can get CANCELLED from
-gRPC core instead of UNAVAILABLE: the drain period exists so that clients have gone elsewhere by then.
+listener closes, every connection gets a GOAWAY, new connections are refused (UNAVAILABLE) and calls in
+flight get the grace to finish; one still running when the grace ends fails UNAVAILABLE. At that moment
+`stopping` is set, so the microstate's own watch streams end cleanly (clients resume elsewhere from their
+last token); other endless streams (a health Watch) hold the stop until the grace ends, then are cancelled.
+
+Calls that race the stop end CANCELLED, and clients retry them. A client that does not follow health
+(pick_first, round_robin without health checks) keeps sending on its connection until the GOAWAY reaches
+it; gRPC core answers CANCELLED to the calls that arrive meanwhile and to those queued for a handler
+(grpc/grpc#41785), and Python cannot send a GOAWAY any earlier (max_connection_age is fixed when the
+server is built). No handler saw such a call, so the SDK retries it on another address: a read as after
+UNAVAILABLE, and a write too, because write handlers send their response headers before anything else
+(microstate.server.commit) and gRPC never retries a call whose headers arrived. A write that may have run
+is therefore never sent twice. Rarely, gRPC core leaves a call that arrives at the very instant of the stop
+unanswered until the grace ends (then UNAVAILABLE) or its deadline passes: a read is then retried or served
+from its snapshot, a write fails.
 """
 
 from __future__ import annotations
@@ -32,11 +42,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from microstate.server import slow_calls
 from microstate.server.config import ServerConfig
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
-from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +99,22 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 
 class Runtime:
-    """One microstate served over one store. `start`, then `drain` once; the caller owns the store."""
+    """One microstate served over its stores. `start`, then `drain` once; the caller owns the stores."""
 
     def __init__(
         self,
         microstate: Microstate,
-        store: Store,
+        stores: Stores,
         config: ServerConfig,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.microstate = microstate
-        self.store = store
+        self.stores = stores
         self.config = config
         self.health = health.aio.HealthServicer()
         self.endpoint: Endpoint | None = None
-        self._interceptors = [
-            *interceptors,
-            *slow_calls.interceptors_from_env(microstate.service_names),
-        ]
+        self._interceptors = list(interceptors)
         self._server: grpc.aio.Server | None = None
         self.stopping = asyncio.Event()
         """Set when the listener closes: open streams end then, so stop(grace) need not wait them out."""
@@ -121,7 +127,7 @@ class Runtime:
 
     def _build(self) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
-        self.microstate.attach(server, self.store, stopping=self.stopping)
+        self.microstate.attach(server, self.stores, stopping=self.stopping)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -165,9 +171,9 @@ class Runtime:
         return self.endpoint
 
     async def check_store(self) -> bool:
-        """Ping the store once and set every health status to match; True if it answered."""
+        """Ping the stores once and set every health status to match; True if all answered."""
         try:
-            await asyncio.wait_for(self.store.ping(), PING_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self.stores.ping(), PING_TIMEOUT_SECONDS)
         except Exception as exc:  # any failure, even a backend bug, means NOT_SERVING, never a crash
             answers, reason = False, f"{type(exc).__name__}: {exc}"
         else:

@@ -13,29 +13,37 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
+
+import grpc
 
 from microstate.server import supervision
 from microstate.server.config import ConfigError, ServerConfig
 from microstate.server.registry import Microstate
 from microstate.server.runtime import Endpoint, Runtime
-from microstate.server.store import StoreError, open_store
+from microstate.server.store import StoreError
+from microstate.server.store.roles import UnusableURL, open_stores, parse_role_urls, role_urls
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def default_store_url(name: str, data_dir: Path) -> str:
-    """The embedded default: one SQLite file per microstate under the data directory."""
-    return f"sqlite:///{(data_dir / f'{name}.db').resolve()}"
+def store_urls(microstate: Microstate, config: ServerConfig) -> dict[str, str]:
+    """The URL of each of the microstate's store roles (store/roles.py)."""
+    others = parse_role_urls(config.role_stores or "")
+    try:
+        return role_urls(microstate.name, microstate.stores, config.store, others, config.data_dir)
+    except ValueError as exc:
+        raise ConfigError(f"--role-stores: {exc}") from None
 
 
-def store_url(name: str, config: ServerConfig) -> str:
-    return config.store or default_store_url(name, config.data_dir)
+def default_store_url(microstate: Microstate, data_dir: Path) -> str:
+    """The embedded default of the microstate's primary store role, under the data directory."""
+    return role_urls(microstate.name, microstate.stores, None, {}, data_dir)[microstate.stores[0].name]
 
 
 def redacted(url: str) -> str:
@@ -83,23 +91,35 @@ def _write_ready_file(path: Path, endpoint: Endpoint) -> None:
     partial.replace(path)
 
 
-async def serve(microstate: Microstate, config: ServerConfig, *, announce: TextIO = sys.stdout) -> int:
-    """Serve until a stop signal, drain, close the store; returns the exit code (0 after a clean stop)."""
+async def serve(
+    microstate: Microstate,
+    config: ServerConfig,
+    *,
+    announce: TextIO = sys.stdout,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> int:
+    """Serve until a stop signal, drain, close the store; returns the exit code (0 after a clean stop).
+
+    `interceptors` go to the Runtime (tests pass theirs in through tests/support/hooked_server.py)."""
     signals = StopSignals()
     with signals.installed():
         supervision.exit_with_parent()
-        url = store_url(microstate.name, config)
-        if config.store is None:
-            config.data_dir.mkdir(parents=True, exist_ok=True)
+        urls = store_urls(microstate, config)
+        config.data_dir.mkdir(parents=True, exist_ok=True)  # where the embedded defaults live
         try:
-            store = await open_store(url, microstate.name)
+            stores = await open_stores(microstate.name, microstate.stores, urls)
         except StoreError:
             raise
-        except ValueError as exc:  # an unusable URL is a configuration error, not a runtime failure
-            raise ConfigError(f"--store: {exc}") from None
-        log.info("store opened", extra={"phase": "store", "store": redacted(url)})
+        except UnusableURL as exc:  # a configuration error, not a runtime failure
+            primary = exc.role == microstate.stores[0]
+            raise ConfigError(
+                f"--store: {exc}" if primary else f"--role-stores: {exc.role.name}: {exc}"
+            ) from None
+        for role, url in urls.items():
+            log.info("store opened", extra={"phase": "store", "role": role, "store": redacted(url)})
+        url = urls[microstate.stores[0].name]
         try:
-            runtime = Runtime(microstate, store, config)
+            runtime = Runtime(microstate, stores, config, interceptors=interceptors)
             endpoint = await runtime.start()
             print(
                 f"{microstate.name} serving on {endpoint} (store {redacted(url)})", file=announce, flush=True
@@ -109,8 +129,8 @@ async def serve(microstate: Microstate, config: ServerConfig, *, announce: TextI
             await signals.stop.wait()
             await runtime.drain(hurry=signals.hurry)
         finally:
-            await store.close()
-            log.info("store closed", extra={"phase": "closed"})
+            await stores.close()
+            log.info("stores closed", extra={"phase": "closed"})
             if config.ready_file is not None:
                 config.ready_file.unlink(missing_ok=True)
     log.info("exiting", extra={"phase": "exit", "exit_code": 0})

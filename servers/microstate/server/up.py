@@ -145,11 +145,10 @@ def plan(names: list[str], config: ServerConfig, base_port: int | None) -> list[
     data_dir = config.data_dir.resolve()
     children = []
     for index, name in enumerate(names):
-        if base_port is None:
-            port = registry.get(name).default_port
-        else:
-            port = 0 if base_port == 0 else base_port + index
-        children.append(Child(name, port, default_store_url(name, data_dir), data_dir))
+        microstate = registry.get(name)
+        # base 0: every child picks a free port
+        port = microstate.default_port if base_port is None else base_port and base_port + index
+        children.append(Child(name, port, default_store_url(microstate, data_dir), data_dir))
     return children
 
 

@@ -1,30 +1,32 @@
 """The profile clients of every contract version, written once.
 
 Every version of the profile contract has the same RPCs, with requests and responses of the same
-shapes; only the Profile message differs. So each operation is defined once, in `ProfilePlans`, over the
-generated module of a version, and bound once to the async and sync client bases here. A version's
-clients are thin subclasses that name the version and its message types, which makes them precisely
-typed:
+shapes; only the Profile message differs. So each operation is declared once, in `ProfileOperations`,
+over the generated module of a version; the async and sync client bases inherit them (`_operations.py`).
+A version's clients are thin subclasses that name the version and its message types, which makes them
+precisely typed:
 
     V2 = ProfileVersion(profile_pb2, profile_pb2_grpc.ProfileServiceStub)
 
-    class ProfileClient(AsyncProfileClient[Profile, WatchProfilesResponse], version=V2):
+    class ProfileClient(AsyncProfileClient[Profile], version=V2):
         ...
 """
 
 from __future__ import annotations
 
-import functools
+import datetime
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from google.protobuf import field_mask_pb2
 
 from microstate.client import _aio, _options, _sync
-from microstate.client._base import ClientBase, ClientCore, Contract, Message, Resource
+from microstate.client._base import ClientBase, Contract, Message, Resource
+from microstate.client._operations import iterated, unary
 from microstate.client._plans import Pages, Plan, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read
 
@@ -37,8 +39,6 @@ CallMetadata = Mapping[str, str] | Sequence[tuple[str, str]] | None
 
 ProfileT = TypeVar("ProfileT", bound=Message)
 """A version's Profile message."""
-ChangeT = TypeVar("ChangeT")
-"""A version's WatchProfilesResponse message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,42 @@ class ProfileVersion:
         object.__setattr__(self, "contract", contract)
 
 
+class ChangeType(enum.IntEnum):
+    """What a watched change did. Its values are the contract's ChangeType numbers, so it equals them
+    (`ChangeType.UPDATED == profile_pb2.CHANGE_TYPE_UPDATED`); it prints as its name ("UPDATED")."""
+
+    UNSPECIFIED = 0
+    """A change type this client does not know (from a newer server); never sent today."""
+    CREATED = 1
+    UPDATED = 2
+    DELETED = 3
+    # The generated enum's names, as aliases, so code written against it keeps working.
+    CHANGE_TYPE_UNSPECIFIED = 0
+    CHANGE_TYPE_CREATED = 1
+    CHANGE_TYPE_UPDATED = 2
+    CHANGE_TYPE_DELETED = 3
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_CHANGE_TYPES = {int(change_type): change_type for change_type in ChangeType}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChange(Generic[ProfileT]):
+    """One committed change, as `watch` yields it."""
+
+    change_type: ChangeType
+    user_id: str
+    profile: ProfileT | None
+    """The profile after the change; None when it was deleted."""
+    resume_token: str
+    """Pass to `watch(resume_token=...)` to continue right after this change."""
+    commit_time: datetime.datetime
+    """When the change was committed (UTC)."""
+
+
 def _found_and_missing(response: Any) -> tuple[list[Any], list[str]]:
     return list(response.profiles), list(response.missing_user_ids)
 
@@ -72,17 +108,27 @@ def _page(response: Any) -> tuple[list[Any], str]:
     return list(response.profiles), response.next_page_token
 
 
-class ProfilePlans(Generic[ProfileT, ChangeT]):
+class ProfileOperations(ClientBase, Generic[ProfileT]):
     """The operations of every profile client. `timeout` is each call's deadline in seconds (None: the
-    client's default); `metadata` is added to the client's."""
+    client's default); `metadata` is added to the client's.
 
-    def __init__(self, core: ClientCore, messages: ModuleType) -> None:
-        self._core = core
-        self._pb = messages
-        self._resource: Resource[ProfileT] = Resource(
-            messages.Profile.FromString, attrgetter("etag"), attrgetter("user_id")
-        )
+    A class that names a version (`class ...(AsyncProfileClient[...], version=V1)`) is pinned to it."""
 
+    _pb: ClassVar[ModuleType]
+    """The pinned version's generated messages."""
+    _resource: ClassVar[Resource[Any]]
+
+    def __init_subclass__(cls, *, version: ProfileVersion | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if version is not None:
+            cls.CONTRACT = version.contract
+            cls._stub_class = version.stub_class
+            cls._pb = version.messages
+            cls._resource = Resource(
+                version.messages.Profile.FromString, attrgetter("etag"), attrgetter("user_id")
+            )
+
+    @unary
     def get(
         self,
         user_id: str,
@@ -107,6 +153,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def batch_get(
         self,
         user_ids: Sequence[str],
@@ -115,21 +162,22 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
         latency_budget: float | None = None,
         metadata: CallMetadata = None,
     ) -> Plan[BatchRead[ProfileT]]:
-        """Read up to 1,000 profiles in one call (no call for none). When the live call fails, each id is
-        served from its snapshot and ids without one are listed in `unavailable`; NoSnapshotError when
-        no id has one. The latency budget applies only when every id has a snapshot."""
-        request = self._pb.BatchGetProfilesRequest(user_ids=user_ids)
+        """Read up to 1,000 profiles (no call for none). When the live call fails, each id is served from
+        its snapshot and ids without one are listed in `unavailable`; NoSnapshotError when no id has one.
+        The latency budget applies only when every id has a snapshot. Profiles too large together for
+        one response (4 MiB) are read in several calls, one after the other, within `timeout`."""
         return self._core.batch_read(
             self._resource,
             "BatchGetProfiles",
-            request,
-            dict.fromkeys(user_ids),
+            lambda ids: self._pb.BatchGetProfilesRequest(user_ids=ids),
+            user_ids,
             _found_and_missing,
             timeout=timeout,
             latency_budget=latency_budget,
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def list(
         self,
         prefix: str = "",
@@ -152,6 +200,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @iterated
     def list_all(
         self,
         prefix: str = "",
@@ -161,12 +210,14 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
         metadata: CallMetadata = None,
     ) -> Pages[ProfileT]:
         """Every profile whose user_id starts with `prefix`, fetched page by page; `timeout` is per page."""
+        list_page = ProfileOperations.list.plan  # the page's plan, not the bound call
         return Pages(
-            lambda page_token: self.list(
-                prefix, page_size=page_size, page_token=page_token, timeout=timeout, metadata=metadata
+            lambda page_token: list_page(
+                self, prefix, page_size=page_size, page_token=page_token, timeout=timeout, metadata=metadata
             )
         )
 
+    @unary
     def create(
         self, profile: ProfileT, *, timeout: float | None = None, metadata: CallMetadata = None
     ) -> Unary[ProfileT, ProfileT]:
@@ -181,6 +232,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def update(
         self,
         profile: ProfileT,
@@ -208,6 +260,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def delete(
         self,
         user_id: str,
@@ -226,6 +279,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             "DeleteProfile", request, user_id, forget, timeout=timeout, metadata=self._core.metadata(metadata)
         )
 
+    @iterated
     def watch(
         self,
         prefix: str = "",
@@ -233,7 +287,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
         resume_token: str | None = None,
         timeout: float | None = None,
         metadata: CallMetadata = None,
-    ) -> Stream[ChangeT]:
+    ) -> Stream[ProfileChange[ProfileT]]:
         """Changes in commit order, from just after `resume_token` (None: from now). Reconnects by itself
         after UNAVAILABLE or a server drain and resumes after the last event seen: no gap, no duplicate.
         Events keep snapshots current. `timeout` bounds the whole watch (None: none). Raises
@@ -252,6 +306,7 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
             metadata=self._core.metadata(metadata),
         )
 
+    @unary
     def check_contract(
         self, *, timeout: float | None = None, metadata: CallMetadata = None
     ) -> Unary[Any, None]:
@@ -268,26 +323,18 @@ class ProfilePlans(Generic[ProfileT, ChangeT]):
         self._core.remember(self._resource, profile)
         return profile
 
-    def _observe(self, event: Any) -> str:
-        if event.change_type == self._pb.CHANGE_TYPE_DELETED:
+    def _observe(self, event: Any) -> ProfileChange[ProfileT]:
+        change_type = _CHANGE_TYPES.get(event.change_type, ChangeType.UNSPECIFIED)
+        profile = event.profile if event.HasField("profile") else None
+        if change_type is ChangeType.DELETED:
             self._core.snapshots.discard(event.user_id)
-        elif event.HasField("profile"):
-            self._core.remember(self._resource, event.profile)
-        return str(event.resume_token)
+        elif profile is not None:
+            self._core.remember(self._resource, profile)
+        commit_time = event.commit_time.ToDatetime(tzinfo=datetime.UTC)
+        return ProfileChange(change_type, event.user_id, profile, event.resume_token, commit_time)
 
 
-class _Pinned(ClientBase):
-    """Pins a client class to one profile version: `class ...(AsyncProfileClient[...], version=V1)`."""
-
-    def __init_subclass__(cls, *, version: ProfileVersion | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if version is not None:
-            cls.CONTRACT = version.contract
-            cls.PLANS = functools.partial(ProfilePlans, messages=version.messages)
-            cls._stub_class = version.stub_class
-
-
-class AsyncProfileClient(_aio.AsyncClient, _Pinned, Generic[ProfileT, ChangeT]):
+class AsyncProfileClient(_aio.AsyncClient, ProfileOperations[ProfileT]):
     """Async client of one profile contract version: `async with ProfileClient("host:port") as profiles:`.
 
     Reads (`get`, `batch_get`) return `Read` values that say whether they are live or a snapshot, and
@@ -296,27 +343,7 @@ class AsyncProfileClient(_aio.AsyncClient, _Pinned, Generic[ProfileT, ChangeT]):
     raises `ContractVersionNotServed` at the first call (or at `await check_contract()`).
     """
 
-    get = _aio.unary(ProfilePlans[ProfileT, ChangeT].get)
-    batch_get = _aio.unary(ProfilePlans[ProfileT, ChangeT].batch_get)
-    list = _aio.unary(ProfilePlans[ProfileT, ChangeT].list)
-    list_all = _aio.iterator(ProfilePlans[ProfileT, ChangeT].list_all)
-    create = _aio.unary(ProfilePlans[ProfileT, ChangeT].create)
-    update = _aio.unary(ProfilePlans[ProfileT, ChangeT].update)
-    delete = _aio.unary(ProfilePlans[ProfileT, ChangeT].delete)
-    watch = _aio.iterator(ProfilePlans[ProfileT, ChangeT].watch)
-    check_contract = _aio.unary(ProfilePlans[ProfileT, ChangeT].check_contract)
 
-
-class SyncProfileClient(_sync.SyncClient, _Pinned, Generic[ProfileT, ChangeT]):
+class SyncProfileClient(_sync.SyncClient, ProfileOperations[ProfileT]):
     """The blocking twin of `AsyncProfileClient`, with the same methods; thread-safe:
     `with SyncProfileClient("host:port") as profiles:`."""
-
-    get = _sync.unary(ProfilePlans[ProfileT, ChangeT].get)
-    batch_get = _sync.unary(ProfilePlans[ProfileT, ChangeT].batch_get)
-    list = _sync.unary(ProfilePlans[ProfileT, ChangeT].list)
-    list_all = _sync.iterator(ProfilePlans[ProfileT, ChangeT].list_all)
-    create = _sync.unary(ProfilePlans[ProfileT, ChangeT].create)
-    update = _sync.unary(ProfilePlans[ProfileT, ChangeT].update)
-    delete = _sync.unary(ProfilePlans[ProfileT, ChangeT].delete)
-    watch = _sync.iterator(ProfilePlans[ProfileT, ChangeT].watch)
-    check_contract = _sync.unary(ProfilePlans[ProfileT, ChangeT].check_contract)

@@ -88,16 +88,25 @@ class ProfileServiceServicer:
 
     def BatchGetProfiles(self, request, context):
         """Returns up to 1,000 profiles in one call. Ids that do not exist are listed
-        in missing_user_ids; that is not an error.
+        in missing_user_ids; that is not an error. A response is never cut short:
+        when the profiles asked for would make it larger than 4 MiB, the call fails
+        and no profile is returned; ask for fewer ids per call (the Microstate SDK
+        splits such a batch by itself).
         OK
-        INVALID_ARGUMENT  an id is malformed, or more than 1,000 ids
+        INVALID_ARGUMENT    an id is malformed, or more than 1,000 ids
+        RESOURCE_EXHAUSTED  the response would exceed 4 MiB (reason
+        RESPONSE_TOO_LARGE; ErrorInfo metadata
+        response_bytes and max_response_bytes)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListProfiles(self, request, context):
-        """Lists profiles in user_id order (AIP-158). page_token is opaque.
+        """Lists profiles in user_id order (AIP-158). page_token is opaque. A page
+        holds fewer than page_size profiles when page_size of them would make the
+        response larger than 4 MiB; next_page_token then continues right after the
+        last profile returned. Only an empty next_page_token ends the listing.
         OK
         INVALID_ARGUMENT  negative page_size, malformed page_token or a page_token
         used with a different user_id_prefix

@@ -148,12 +148,26 @@ class Resources(Generic[T]):
         found = [decode(records[k]) for k in unique if k in records]
         return found, [k for k in unique if k not in records]
 
-    async def list(self, prefix: str, limit: int, page_token: str) -> tuple[list[Stored[T]], str]:
-        """One page of the resources whose keys start with `prefix`, and the next page's token."""
+    async def list(
+        self,
+        prefix: str,
+        limit: int,
+        page_token: str,
+        take: Callable[[Stored[T]], bool] = lambda _: True,
+    ) -> tuple[list[Stored[T]], str]:
+        """One page of the resources whose keys start with `prefix`, and the next page's token. `take` may
+        refuse any resource but the first (e.g. the response is full): the page then ends before it, and
+        the token continues with it (AIP-158 allows short pages)."""
         after = self._page_tokens.decode(page_token, prefix)
         page = await self.store.list(prefix, after=after, limit=limit)
         stored = self.kind.stored
-        return [stored(r) for r in page.records], self._page_tokens.encode(page.next_after, prefix)
+        taken: list[Stored[T]] = []
+        for record in page.records:
+            resource = stored(record)
+            if not take(resource):  # never the first: `taken` holds at least one
+                return taken, self._page_tokens.encode(page.records[len(taken) - 1].key, prefix)
+            taken.append(resource)
+        return taken, self._page_tokens.encode(page.next_after, prefix)
 
     async def create(self, key: str, data: T, *, ttl: float | None = None) -> Stored[T]:
         try:

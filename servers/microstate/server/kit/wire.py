@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
-from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
+
+from microstate.server import requests
 
 _LENGTH_DELIMITED = 2  # the wire type of messages, strings and bytes
 
@@ -46,21 +47,12 @@ def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: A
     """Serve `service` with the servicer's methods of the same names, which may return messages or bytes.
 
     What the generated add_*Servicer_to_server helper does, but with `serialize` as every response
-    serializer (the generated one accepts messages only).
+    serializer (the generated one accepts messages only), and requests that cannot be decoded answered
+    INVALID_ARGUMENT (requests.py).
     """
-    handlers = {}
-    for method in service.methods:
-        if method.client_streaming:
-            raise NotImplementedError(f"{method.full_name}: client streaming is not supported here")
-        make_handler = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[method.name] = make_handler(
-            getattr(servicer, method.name),
-            request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
-            response_serializer=serialize,
-        )
+    handlers = {
+        method.name: requests.method_handler(method, getattr(servicer, method.name), serialize)
+        for method in service.methods
+    }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)

@@ -11,13 +11,13 @@ from microstate.server.profile import v1, v2
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.registry import Microstate
-from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 
 CODECS = (v1.CODEC, v2.CODEC)
 
 
-def attach(server: grpc.aio.Server, store: Store, *, stopping: asyncio.Event | None = None) -> None:
-    domain = ProfileDomain(store)
+def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None) -> None:
+    domain = ProfileDomain(stores.records())
     for codec in CODECS:
         # Not the generated registration helper: Get and BatchGet answer with ready wire bytes (wire.py).
         wire.add_service(server, codec.service, ProfileServicer(domain, codec, stopping))

@@ -54,8 +54,15 @@ class ProfileDomain:
         rules.check_user_ids(user_ids, "user_ids")
         return await self._profiles.batch_get(user_ids)
 
-    async def list(self, prefix: str, page_size: int, page_token: str) -> tuple[list[StoredProfile], str]:
-        return await self._profiles.list(prefix, rules.page_size_of(page_size), page_token)
+    async def list(
+        self,
+        prefix: str,
+        page_size: int,
+        page_token: str,
+        take: Callable[[StoredProfile], bool] = lambda _: True,
+    ) -> tuple[list[StoredProfile], str]:
+        """A page of profiles and the token of the next (see Resources.list for `take`)."""
+        return await self._profiles.list(prefix, rules.page_size_of(page_size), page_token, take)
 
     async def create(self, data: ProfileData, *, contract: Contract) -> StoredProfile:
         now = self._clock()
@@ -75,7 +82,7 @@ class ProfileDomain:
                 update_time_ns=max(self._clock(), current.data.update_time_ns + 1),
                 written_by=contract.name,
             )
-            rules.check_profile(updated, contract.field_path)
+            rules.check_profile(updated, contract.field_path, current.data)
             return updated
 
         return await self._profiles.update(user_id, change, etag=etag)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from microstate.profile.storage.v1.record_pb2 import ConsentRecord, ProfileRecord
 from microstate.server.kit.resources import Kind, Stored
+from microstate.server.wellknown import timestamp
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
@@ -34,11 +35,33 @@ def unpack_floats(raw: bytes) -> array.array[float]:
     return values
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class Consent:
     purpose: str
     granted: bool
     decide_time_ns: int
+    """Any Timestamp's time (0001 to 9999), so it may not fit in int64."""
+
+    def to_record(self) -> ConsentRecord:
+        ns = self.decide_time_ns
+        if _INT64_MIN <= ns <= _INT64_MAX:
+            return ConsentRecord(purpose=self.purpose, granted=self.granted, decide_time_ns=ns)
+        # Exact in decide_time; clamped in decide_time_ns for servers that predate decide_time.
+        return ConsentRecord(
+            purpose=self.purpose,
+            granted=self.granted,
+            decide_time_ns=min(max(ns, _INT64_MIN), _INT64_MAX),
+            decide_time=timestamp(ns),
+        )
+
+    @classmethod
+    def from_record(cls, record: ConsentRecord) -> Consent:
+        if record.HasField("decide_time"):
+            return cls(record.purpose, record.granted, record.decide_time.ToNanoseconds())
+        return cls(record.purpose, record.granted, record.decide_time_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +95,7 @@ class ProfileData:
             written_by=self.written_by,
             given_name=self.given_name,
             family_name=self.family_name,
-            consents=[
-                ConsentRecord(purpose=c.purpose, granted=c.granted, decide_time_ns=c.decide_time_ns)
-                for c in self.consents
-            ],
+            consents=[c.to_record() for c in self.consents],
             embedding_model=self.embedding_model,
             embedding_model_version=self.embedding_model_version,
         ).SerializeToString(deterministic=True)
@@ -94,7 +114,7 @@ class ProfileData:
             written_by=record.written_by,
             given_name=record.given_name,
             family_name=record.family_name,
-            consents=tuple(Consent(c.purpose, c.granted, c.decide_time_ns) for c in record.consents),
+            consents=tuple(map(Consent.from_record, record.consents)),
             embedding_model=record.embedding_model,
             embedding_model_version=record.embedding_model_version,
         )

@@ -4,6 +4,11 @@ v2 shows them as a typed Preferences message, v1 as plain attributes: one
 stored form, so a write through either version is read back by the other.
 Writes through v1 must keep them parseable, so rules.check_preferences
 validates them for every version.
+
+The stored form is what v1 has always shown: "light", "dark" or "system";
+the content languages joined by ","; "true" (v1 may also write "false").
+It is exact both ways because both versions hold every language to a BCP-47
+tag (rules.check_languages), which is never empty and never holds a comma.
 """
 
 from __future__ import annotations
@@ -28,22 +33,40 @@ class Preferences:
     marketing_emails: bool = False
 
 
+def split_languages(stored: str) -> list[str]:
+    return stored.split(",") if stored else []
+
+
 def read(attributes: Mapping[str, str]) -> Preferences:
-    languages = attributes.get(LANGUAGES, "")
+    theme = attributes.get(THEME, "")
     return Preferences(
-        theme=attributes.get(THEME, ""),
-        content_languages=tuple(languages.split(",")) if languages else (),
+        theme=theme if theme in THEMES else "",  # older v1 servers stored any value
+        content_languages=tuple(split_languages(attributes.get(LANGUAGES, ""))),
         marketing_emails=attributes.get(MARKETING_EMAILS) == "true",
     )
 
 
 def write(attributes: Mapping[str, str], preferences: Preferences) -> dict[str, str]:
-    """`attributes` with the reserved keys replaced by `preferences` (defaults are not stored)."""
-    updated = {k: v for k, v in attributes.items() if k not in KEYS}
-    if preferences.theme:
-        updated[THEME] = preferences.theme
-    if preferences.content_languages:
-        updated[LANGUAGES] = ",".join(preferences.content_languages)
-    if preferences.marketing_emails:
-        updated[MARKETING_EMAILS] = "true"
+    """`attributes` with the reserved keys set to `preferences` (defaults are not stored). A key whose value
+    is unchanged keeps its stored spelling, so writing back what was read changes nothing (v1's "false")."""
+    before, after = _stored(read(attributes)), _stored(preferences)
+    updated = dict(attributes)
+    for key in KEYS:
+        if before.get(key) == after.get(key):
+            continue
+        if key in after:
+            updated[key] = after[key]
+        else:
+            updated.pop(key, None)
     return updated
+
+
+def _stored(preferences: Preferences) -> dict[str, str]:
+    stored = {}
+    if preferences.theme:
+        stored[THEME] = preferences.theme
+    if preferences.content_languages:
+        stored[LANGUAGES] = ",".join(preferences.content_languages)
+    if preferences.marketing_emails:
+        stored[MARKETING_EMAILS] = "true"
+    return stored

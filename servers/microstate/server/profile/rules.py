@@ -52,9 +52,14 @@ def check_user_ids(user_ids: Sequence[str], field: str) -> None:
 
 
 def check_attributes(attributes: Mapping[str, str], field: str) -> None:
-    if len(attributes) > MAX_ATTRIBUTES:
+    # The reserved "pref." keys are v2's preferences and count against v2's limits, not this one: a v2
+    # write must never fail on a v1 limit, and v1 must be able to write back the attributes it reads.
+    own = sum(not key.startswith(preferences.PREFIX) for key in attributes)
+    if own > MAX_ATTRIBUTES:
         raise InvalidArgument(
-            field, f"{len(attributes)} entries; at most {MAX_ATTRIBUTES}", reason="LIMIT_EXCEEDED"
+            field,
+            f"{own} entries besides the reserved {preferences.PREFIX!r} keys; at most {MAX_ATTRIBUTES}",
+            reason="LIMIT_EXCEEDED",
         )
     for key, value in attributes.items():
         if not 0 < len(key) <= MAX_ATTRIBUTE_KEY:
@@ -71,8 +76,9 @@ FieldPath = Callable[[str], str]
 """Maps a ProfileData field name to the request field path a contract version reports it under."""
 
 
-def check_profile(data: ProfileData, path: FieldPath) -> None:
-    """Every rule on a profile's content, reported under the caller's contract field paths."""
+def check_profile(data: ProfileData, path: FieldPath, before: ProfileData | None = None) -> None:
+    """Every rule on a profile's content, reported under the caller's contract field paths. `before` is the
+    stored profile an update starts from."""
     check_user_id(data.user_id, path("user_id"))
     for name in ("display_name", "given_name", "family_name"):
         if len(getattr(data, name)) > MAX_NAME:
@@ -80,7 +86,7 @@ def check_profile(data: ProfileData, path: FieldPath) -> None:
     if data.locale:
         check_language_tag(data.locale, path("locale"))
     check_attributes(data.attributes, path("attributes"))
-    check_preferences(data.attributes, path)
+    check_preferences(data.attributes, path, before.attributes if before else {})
     if len(data.embedding) > MAX_EMBEDDING:
         raise InvalidArgument(
             path("embedding"),
@@ -100,6 +106,18 @@ def check_language_tag(tag: str, field: str) -> None:
         raise InvalidArgument(field, f"{tag[:40]!r} is not a BCP-47 tag of at most {MAX_LOCALE} characters")
 
 
+def check_languages(tags: Sequence[str], field: str, *, indexed: bool) -> None:
+    """Preferred content languages: at most MAX_LANGUAGES tags, each a BCP-47 tag like a locale. Such a tag is
+    never empty and never holds a comma, which keeps their stored form (preferences.py) exact. `indexed`:
+    a bad tag is reported as `field[index]` (a repeated field) rather than as `field` (one joined string)."""
+    if len(tags) > preferences.MAX_LANGUAGES:
+        raise InvalidArgument(
+            field, f"{len(tags)} languages; at most {preferences.MAX_LANGUAGES}", reason="LIMIT_EXCEEDED"
+        )
+    for index, tag in enumerate(tags):
+        check_language_tag(tag, f"{field}[{index}]" if indexed else field)
+
+
 def check_consents(data: ProfileData, field: str) -> None:
     if len(data.consents) > MAX_CONSENTS:
         raise InvalidArgument(field, f"at most {MAX_CONSENTS} consent records", reason="LIMIT_EXCEEDED")
@@ -117,9 +135,11 @@ def page_size_of(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def check_preferences(attributes: Mapping[str, str], path: FieldPath) -> None:
+def check_preferences(attributes: Mapping[str, str], path: FieldPath, before: Mapping[str, str]) -> None:
+    """The reserved keys a write sets or changes. Values it leaves as they were stored are not judged again:
+    v1 servers before v2 took any "pref." attribute, and those records must stay writable."""
     for key, value in attributes.items():
-        if not key.startswith(preferences.PREFIX):
+        if not key.startswith(preferences.PREFIX) or before.get(key) == value:
             continue
         field = path(key)
         if key == preferences.THEME and value not in preferences.THEMES:
@@ -127,13 +147,7 @@ def check_preferences(attributes: Mapping[str, str], path: FieldPath) -> None:
         elif key == preferences.MARKETING_EMAILS and value not in ("true", "false"):
             raise InvalidArgument(field, '"true" or "false"')
         elif key == preferences.LANGUAGES:
-            tags = value.split(",")
-            if len(tags) > preferences.MAX_LANGUAGES:
-                raise InvalidArgument(
-                    field, f"at most {preferences.MAX_LANGUAGES} languages", reason="LIMIT_EXCEEDED"
-                )
-            for tag in tags:
-                check_language_tag(tag, field)
+            check_languages(preferences.split_languages(value), field, indexed=False)
         elif key not in preferences.KEYS:
             raise InvalidArgument(
                 field,

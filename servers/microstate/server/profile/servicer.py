@@ -15,17 +15,20 @@ from types import ModuleType
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from microstate.server.commit import headers_first
+from microstate.server.config import MAX_RESPONSE_BYTES
 from microstate.server.errors import stream_errors, unary_errors
 from microstate.server.kit import wire
 from microstate.server.kit.caches import LatestPerKey
 from microstate.server.profile.domain import Contract, Patch, ProfileChange, ProfileDomain
 from microstate.server.profile.model import ProfileData, StoredProfile
+from microstate.server.responses import PageEntries, ResponseTooLarge
 from microstate.server.store.base import ChangeKind
 from microstate.server.streams import until_stopping
+from microstate.server.wellknown import timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_CACHED_PROFILES = 10_000
@@ -62,12 +65,6 @@ class Codec:
         return event  # type: ignore[no-any-return]
 
 
-def timestamp(ns: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(ns)
-    return stamp
-
-
 assert {kind.name for kind in ChangeKind} == {"CREATED", "UPDATED", "DELETED"}  # names mirror ChangeType
 
 
@@ -101,17 +98,23 @@ class ProfileServicer:
         batch_fields = codec.pb.BatchGetProfilesResponse.DESCRIPTOR.fields_by_name
         self._profiles_field = batch_fields["profiles"].number
         self._missing_field = batch_fields["missing_user_ids"].number
+        page_fields = codec.pb.ListProfilesResponse.DESCRIPTOR.fields_by_name
+        self._page_field = page_fields["profiles"].number
+        self._token_field = page_fields["next_page_token"].number
 
     def _serialize(self, stored: StoredProfile) -> SerializedProfile:
         hit = self._serialized.get(stored.data.user_id)
         if hit is not None and hit.stored is stored:
             return hit
-        # Deterministic: map entries in key order, so equal profiles always give equal bytes.
-        profile = self._codec.to_message(stored).SerializeToString(deterministic=True)
+        profile = self._profile_bytes(stored)
         entry = wire.field(self._profiles_field, profile)
         serialized = SerializedProfile(stored, entry, len(entry) - len(profile))
         self._serialized.put(stored.data.user_id, serialized)
         return serialized
+
+    def _profile_bytes(self, stored: StoredProfile) -> bytes:
+        # Deterministic: map entries in key order, so equal profiles always give equal bytes.
+        return self._codec.to_message(stored).SerializeToString(deterministic=True)  # type: ignore[no-any-return]
 
     @unary_errors
     async def GetProfile(self, request: Any, context: Context) -> bytes:
@@ -123,20 +126,32 @@ class ProfileServicer:
         """A BatchGetProfilesResponse, as wire bytes: its two repeated fields, in field-number order."""
         found, missing = await self._domain.batch_get(list(request.user_ids))
         profiles = b"".join([self._serialize(stored).entry for stored in found])
-        return profiles + wire.repeated(self._missing_field, [user_id.encode() for user_id in missing])
+        response = profiles + wire.repeated(self._missing_field, [user_id.encode() for user_id in missing])
+        if len(response) > MAX_RESPONSE_BYTES:
+            raise ResponseTooLarge(f"the {len(found)} profiles asked for", len(response))
+        return response
 
     @unary_errors
-    async def ListProfiles(self, request: Any, context: Context) -> Any:
-        found, token = await self._domain.list(request.user_id_prefix, request.page_size, request.page_token)
-        profiles = [self._codec.to_message(p) for p in found]
-        return self._pb.ListProfilesResponse(profiles=profiles, next_page_token=token)
+    async def ListProfiles(self, request: Any, context: Context) -> bytes:
+        """A ListProfilesResponse, as wire bytes: as many profiles as fit in a response, then the token."""
+        page = PageEntries()
+        _, token = await self._domain.list(
+            request.user_id_prefix,
+            request.page_size,
+            request.page_token,
+            # Not through the cache of _serialize: a listing would push the hot profiles out of it.
+            lambda stored: page.take(wire.field(self._page_field, self._profile_bytes(stored))),
+        )
+        return page.joined() + (wire.field(self._token_field, token.encode()) if token else b"")
 
     @unary_errors
+    @headers_first
     async def CreateProfile(self, request: Any, context: Context) -> Any:
         data = self._codec.from_message(request.profile)
         return self._codec.to_message(await self._domain.create(data, contract=self._codec.contract))
 
     @unary_errors
+    @headers_first
     async def UpdateProfile(self, request: Any, context: Context) -> Any:
         patch = self._codec.patch_for(request.profile, list(request.update_mask.paths))
         stored = await self._domain.update(
@@ -145,6 +160,7 @@ class ProfileServicer:
         return self._codec.to_message(stored)
 
     @unary_errors
+    @headers_first
     async def DeleteProfile(self, request: Any, context: Context) -> Any:
         await self._domain.delete(request.user_id, etag=request.etag)
         return self._pb.DeleteProfileResponse()

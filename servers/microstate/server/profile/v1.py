@@ -11,7 +11,8 @@ from microstate.server.errors import InvalidArgument
 from microstate.server.profile import preferences
 from microstate.server.profile.domain import Contract, Patch
 from microstate.server.profile.model import ProfileData, StoredProfile
-from microstate.server.profile.servicer import Codec, timestamp
+from microstate.server.profile.servicer import Codec
+from microstate.server.wellknown import timestamp
 
 
 def _field_path(name: str) -> str:

@@ -10,10 +10,11 @@ from typing import Any
 
 from microstate.profile.v2 import profile_pb2 as pb
 from microstate.server.errors import InvalidArgument
-from microstate.server.profile import preferences
+from microstate.server.profile import preferences, rules
 from microstate.server.profile.domain import Contract, Patch
 from microstate.server.profile.model import Consent, ProfileData, StoredProfile
-from microstate.server.profile.servicer import Codec, timestamp
+from microstate.server.profile.servicer import Codec
+from microstate.server.wellknown import timestamp, timestamp_ns
 
 _PATHS = {
     "display_name": "profile.name.display_name",
@@ -67,12 +68,23 @@ def _theme(message: pb.Profile) -> str:
     return _THEMES.get(theme, "")
 
 
+def _languages(data: ProfileData, message: pb.Profile) -> tuple[str, ...]:
+    tags = tuple(message.preferences.content_languages)
+    if tags != preferences.read(data.attributes).content_languages:  # as stored is not judged again (rules)
+        rules.check_languages(tags, _PATHS[preferences.LANGUAGES], indexed=True)
+    return tags
+
+
 def _consents(message: pb.Profile) -> tuple[Consent, ...]:
     now = time.time_ns()
     return tuple(
-        Consent(c.purpose, c.granted, c.decide_time.ToNanoseconds() if c.HasField("decide_time") else now)
-        for c in message.consents
+        Consent(c.purpose, c.granted, _decide_time(c, index) if c.HasField("decide_time") else now)
+        for index, c in enumerate(message.consents)
     )
+
+
+def _decide_time(consent: pb.Consent, index: int) -> int:
+    return timestamp_ns(consent.decide_time, f"profile.consents[{index}].decide_time")
 
 
 def _with_preference(data: ProfileData, **changes: Any) -> ProfileData:
@@ -88,9 +100,7 @@ _SETTERS: dict[str, _Setter] = {
     "name.family_name": lambda d, m: replace(d, family_name=m.name.family_name),
     "locale": lambda d, m: replace(d, locale=m.locale),
     "preferences.theme": lambda d, m: _with_preference(d, theme=_theme(m)),
-    "preferences.content_languages": lambda d, m: _with_preference(
-        d, content_languages=tuple(m.preferences.content_languages)
-    ),
+    "preferences.content_languages": lambda d, m: _with_preference(d, content_languages=_languages(d, m)),
     "preferences.marketing_emails": lambda d, m: _with_preference(
         d, marketing_emails=m.preferences.marketing_emails
     ),

@@ -24,7 +24,7 @@ from microstate.server.registry import Attach, Microstate
 from microstate.server.session.domain import SessionDomain
 from microstate.server.session.servicer import SERVICE, SessionServicer
 from microstate.server.session.tokens import ServerKey, create_key_file
-from microstate.server.store.base import Store
+from microstate.server.store.roles import Stores
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,15 @@ def load_key(environ: Mapping[str, str] = os.environ) -> ServerKey:
 def attach_with(key: ServerKey, *, clock: Callable[[], int] = time.time_ns) -> Attach:
     """An attach function serving sessions under `key` (tests pass their own key and clock)."""
 
-    def attach(server: grpc.aio.Server, store: Store, *, stopping: asyncio.Event | None = None) -> None:
-        servicer = SessionServicer(SessionDomain(store, key, clock=clock), stopping)
+    def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None) -> None:
+        servicer = SessionServicer(SessionDomain(stores.records(), key, clock=clock), stopping)
         wire.add_service(server, SERVICE, servicer)
 
     return attach
 
 
-def attach(server: grpc.aio.Server, store: Store, *, stopping: asyncio.Event | None = None) -> None:
-    attach_with(load_key())(server, store, stopping=stopping)
+def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None) -> None:
+    attach_with(load_key())(server, stores, stopping=stopping)
 
 
 def prepare(data_dir: Path) -> dict[str, str]:

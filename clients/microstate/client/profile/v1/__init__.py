@@ -9,10 +9,15 @@ async with ProfileClient("localhost:50051") as profiles:
 """
 
 from microstate.client._read import BatchRead, Page, Read, Source
-from microstate.client.profile._shared import DEFAULT_TARGET, ENV_TARGET, CallMetadata
+from microstate.client.profile._shared import (
+    DEFAULT_TARGET,
+    ENV_TARGET,
+    CallMetadata,
+    ChangeType,
+    ProfileChange,
+)
 from microstate.client.profile.v1._client import CONTRACT, ProfileClient, SyncProfileClient
-from microstate.profile.v1.profile_pb2 import ChangeType, Profile
-from microstate.profile.v1.profile_pb2 import WatchProfilesResponse as ProfileChange
+from microstate.profile.v1.profile_pb2 import Profile
 
 __all__ = [
     "CONTRACT",

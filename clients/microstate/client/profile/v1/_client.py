@@ -9,13 +9,13 @@ from __future__ import annotations
 from microstate.client.profile import _shared
 from microstate.client.profile._shared import ProfileVersion
 from microstate.profile.v1 import profile_pb2, profile_pb2_grpc
-from microstate.profile.v1.profile_pb2 import Profile, WatchProfilesResponse
+from microstate.profile.v1.profile_pb2 import Profile
 
 VERSION = ProfileVersion(profile_pb2, profile_pb2_grpc.ProfileServiceStub)
 CONTRACT = VERSION.contract
 
 
-class ProfileClient(_shared.AsyncProfileClient[Profile, WatchProfilesResponse], version=VERSION):
+class ProfileClient(_shared.AsyncProfileClient[Profile], version=VERSION):
     """Async client of microstate.profile.v1: `async with ProfileClient("host:port") as profiles:`.
 
     Reads (`get`, `batch_get`) return `Read` values that say whether they are live or a snapshot, and
@@ -24,6 +24,6 @@ class ProfileClient(_shared.AsyncProfileClient[Profile, WatchProfilesResponse], 
     """
 
 
-class SyncProfileClient(_shared.SyncProfileClient[Profile, WatchProfilesResponse], version=VERSION):
+class SyncProfileClient(_shared.SyncProfileClient[Profile], version=VERSION):
     """The blocking twin of `ProfileClient`, with the same methods; thread-safe:
     `with SyncProfileClient("host:port") as profiles:`."""

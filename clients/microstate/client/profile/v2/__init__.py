@@ -14,10 +14,15 @@ an etag read through either guards a write through the other. Each version keeps
 """
 
 from microstate.client._read import BatchRead, Page, Read, Source
-from microstate.client.profile._shared import DEFAULT_TARGET, ENV_TARGET, CallMetadata
+from microstate.client.profile._shared import (
+    DEFAULT_TARGET,
+    ENV_TARGET,
+    CallMetadata,
+    ChangeType,
+    ProfileChange,
+)
 from microstate.client.profile.v2._client import CONTRACT, ProfileClient, SyncProfileClient
 from microstate.profile.v2.profile_pb2 import (
-    ChangeType,
     Consent,
     Embedding,
     PersonName,
@@ -25,7 +30,6 @@ from microstate.profile.v2.profile_pb2 import (
     Profile,
     Theme,
 )
-from microstate.profile.v2.profile_pb2 import WatchProfilesResponse as ProfileChange
 
 __all__ = [
     "CONTRACT",

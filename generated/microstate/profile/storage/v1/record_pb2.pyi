@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -44,11 +47,13 @@ class ProfileRecord(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., locale: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., embedding_f32le: _Optional[bytes] = ..., create_time_ns: _Optional[int] = ..., update_time_ns: _Optional[int] = ..., written_by: _Optional[str] = ..., given_name: _Optional[str] = ..., family_name: _Optional[str] = ..., consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ..., embedding_model: _Optional[str] = ..., embedding_model_version: _Optional[str] = ...) -> None: ...
 
 class ConsentRecord(_message.Message):
-    __slots__ = ("purpose", "granted", "decide_time_ns")
+    __slots__ = ("purpose", "granted", "decide_time_ns", "decide_time")
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     DECIDE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_TIME_FIELD_NUMBER: _ClassVar[int]
     purpose: str
     granted: bool
     decide_time_ns: int
-    def __init__(self, purpose: _Optional[str] = ..., granted: _Optional[bool] = ..., decide_time_ns: _Optional[int] = ...) -> None: ...
+    decide_time: _timestamp_pb2.Timestamp
+    def __init__(self, purpose: _Optional[str] = ..., granted: _Optional[bool] = ..., decide_time_ns: _Optional[int] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,22 +1,21 @@
-"""TEST-ONLY: make every unary call of a microstate slow, so a drain test has calls in flight.
+"""A test-only interceptor that slows the unary calls of a microstate, so drain tests have calls in flight.
 
-Set `MICROSTATE_TEST_SLOW_CALLS=<seconds>` in a server's environment and each unary call to the
-microstate's own services waits that long before its handler runs. Health and reflection are never
-delayed. Unset (the normal case), nothing is added. It is an env var, not a flag or a `ServerConfig`
-field, on purpose: operators should never find it in `--help`.
+Each unary call to the microstate's own services waits before its handler runs; health and reflection are
+never delayed. Servers get it through tests.support.hooked_server (`--slow-calls SECONDS`): the production
+package has no test hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
-ENV_VAR = "MICROSTATE_TEST_SLOW_CALLS"
+DELAYING = "test hook: delaying call"
+"""Logged as each call starts waiting, so a test can tell when its calls are really in flight."""
 log = logging.getLogger(__name__)
 
 
@@ -41,8 +40,7 @@ class SlowCallsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
 
         async def slow(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            # Logged so a test can wait until its calls are really in flight before it signals the server.
-            log.info("test hook: delaying call", extra={"method": method, "delay_seconds": delay})
+            log.info(DELAYING, extra={"method": method, "delay_seconds": delay})
             await asyncio.sleep(delay)
             return await inner(request, context)
 
@@ -51,10 +49,3 @@ class SlowCallsInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-
-
-def interceptors_from_env(service_names: Sequence[str]) -> list[grpc.aio.ServerInterceptor]:
-    raw = os.environ.get(ENV_VAR, "").strip()
-    if not raw:
-        return []
-    return [SlowCallsInterceptor(float(raw), service_names)]
