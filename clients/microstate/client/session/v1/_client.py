@@ -11,22 +11,22 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
-import enum
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2
 
 from microstate.client import _aio, _options, _sync
 from microstate.client._base import ClientBase, Contract, Resource
+from microstate.client._enums import ContractEnum
 from microstate.client._operations import iterated, unary
-from microstate.client._plans import Answered, Pages, Plan, Stream, Unary
+from microstate.client._plans import Answered, Pages, Plan, Stream, Unary, every_page
 from microstate.client._read import Page, Read
 from microstate.client.session._cache import ValidationCache, check_accept_cached_for, token_key
 from microstate.session.v1 import session_pb2 as pb
@@ -62,6 +62,7 @@ CONTRACT = Contract(
 CallMetadata = Mapping[str, str] | Sequence[tuple[str, str]] | None
 """Per-call metadata, added to the client's (which always carries x-microstate-contract)."""
 Seconds = float | datetime.timedelta
+O = TypeVar("O")  # noqa: E741 - what a write's answer becomes
 
 _RESOURCE = Resource(Session.FromString, lambda _: "", attrgetter("session_id"))
 
@@ -78,7 +79,7 @@ class IssuedSession:
     """The refresh token ("msr_..."), for `refresh`. Keep it secret."""
 
 
-class RevocationType(enum.IntEnum):
+class RevocationType(ContractEnum):
     """What a revocation event reports; its values are the contract's RevocationType numbers."""
 
     UNSPECIFIED = 0
@@ -89,12 +90,6 @@ class RevocationType(enum.IntEnum):
     """Every session of a user created up to revoke_time was revoked, except except_session_id."""
     CHECKPOINT = 3
     """Nothing was revoked; the watch moved on (keep its resume_token)."""
-
-    def __str__(self) -> str:
-        return self.name
-
-
-_REVOCATION_TYPES = {int(kind): kind for kind in RevocationType}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +146,28 @@ class SessionOperations(ClientBase):
         """Start the revocation watch that keeps the validation cache honest, unless it runs."""
         raise NotImplementedError
 
+    def _write(
+        self,
+        method: str,
+        request: object,
+        on_success: Callable[[Any], O],
+        timeout: float | None,
+        metadata: CallMetadata,
+        *,
+        resend: bool = True,
+    ) -> Unary[Any, O]:
+        """A write, resent once if its answer is lost unless `resend` is False (see ClientCore.write).
+        Sessions keep no snapshots, so the write names no snapshot key."""
+        return self._core.write(
+            method,
+            request,
+            "",
+            on_success,
+            timeout=timeout,
+            metadata=self._core.metadata(metadata),
+            resend_if_lost=resend,
+        )
+
     @unary
     def create(
         self,
@@ -181,15 +198,7 @@ class SessionOperations(ClientBase):
             request.idle_ttl.CopyFrom(_duration(idle_ttl))
         if max_ttl is not None:
             request.max_ttl.CopyFrom(_duration(max_ttl))
-        return self._core.write(
-            "CreateSession",
-            request,
-            user_id,
-            _issued,
-            timeout=timeout,
-            metadata=self._core.metadata(metadata),
-            resend_if_lost=True,
-        )
+        return self._write("CreateSession", request, _issued, timeout, metadata)
 
     @unary
     def validate(
@@ -246,15 +255,7 @@ class SessionOperations(ClientBase):
         validates for 30 s. Raises Unauthenticated (SESSION_INVALID), FailedPrecondition
         (TOO_MUCH_CONTENTION: retry)."""
         request = pb.RefreshSessionRequest(refresh_token=refresh_token)
-        return self._core.write(
-            "RefreshSession",
-            request,
-            "",
-            _issued,
-            timeout=timeout,
-            metadata=self._core.metadata(metadata),
-            resend_if_lost=True,
-        )
+        return self._write("RefreshSession", request, _issued, timeout, metadata)
 
     @unary
     def revoke(
@@ -269,15 +270,7 @@ class SessionOperations(ClientBase):
             return session
 
         request = pb.RevokeSessionRequest(session_id=session_id)
-        return self._core.write(
-            "RevokeSession",
-            request,
-            session_id,
-            revoked,
-            timeout=timeout,
-            metadata=self._core.metadata(metadata),
-            resend_if_lost=True,
-        )
+        return self._write("RevokeSession", request, revoked, timeout, metadata)
 
     @unary
     def revoke_user(
@@ -298,14 +291,8 @@ class SessionOperations(ClientBase):
             return response
 
         request = pb.RevokeUserSessionsRequest(user_id=user_id, except_session_id=except_session_id)
-        return self._core.write(
-            "RevokeUserSessions",
-            request,
-            user_id,
-            revoked,
-            timeout=timeout,
-            metadata=self._core.metadata(metadata),
-        )
+        # Not resent: a second call would revoke the sessions made in between too.
+        return self._write("RevokeUserSessions", request, revoked, timeout, metadata, resend=False)
 
     @unary
     def get(
@@ -350,12 +337,8 @@ class SessionOperations(ClientBase):
         metadata: CallMetadata = None,
     ) -> Pages[Session]:
         """Every active session of the user, fetched page by page; `timeout` is per page."""
-        list_page = SessionOperations.list_user.plan  # the page's plan, not the bound call
-        return Pages(
-            lambda page_token: list_page(
-                self, user_id, page_size=page_size, page_token=page_token, timeout=timeout, metadata=metadata
-            )
-        )
+        list_page = SessionOperations.list_user.plan
+        return every_page(list_page, self, user_id, page_size=page_size, timeout=timeout, metadata=metadata)
 
     @iterated
     def watch_revocations(
@@ -406,7 +389,7 @@ class SessionOperations(ClientBase):
         )
 
     def _observe(self, event: pb.WatchRevocationsResponse) -> Revocation:
-        kind = _REVOCATION_TYPES.get(event.revocation_type, RevocationType.UNSPECIFIED)
+        kind = RevocationType.of(event.revocation_type)
         if kind is RevocationType.SESSION:
             self._cache.revoke_session(event.session_id)
         elif kind is RevocationType.USER:
