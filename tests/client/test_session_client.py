@@ -40,6 +40,7 @@ from tests.client.conftest import fast_options
 from tests.client.harness import RestartableServer
 from tests.client.session_harness import LONG, WITHIN, cached, session_server  # noqa: F401
 from tests.support.inproc import serve_in_process
+from tests.support.unary_hooks import Behaviour, UnaryHook
 
 
 @pytest.fixture
@@ -48,18 +49,20 @@ async def client(session_server: RestartableServer) -> AsyncIterator[SessionClie
         yield client
 
 
-async def _served_until_refused(
-    validate: Callable[[], Awaitable[Read[Session]]],
-) -> tuple[list[tuple[float, float]], float, BaseException]:
-    """Call `validate` until it raises; (wall time, age) of each answer served, the time it first raised,
-    and what it raised."""
+async def _served_while_down(
+    server: RestartableServer, validate: Callable[[], Awaitable[Read[Session]]]
+) -> tuple[list[tuple[float, float]], float]:
+    """Stop `server`, then call `validate` until it raises Unavailable: the (wall time, age) of each answer
+    the cache served meanwhile (there must be some), and the time it first raised."""
+    await server.stop()
     served: list[tuple[float, float]] = []
     deadline = time.monotonic() + LONG / 10
     while True:
         try:
             read = await validate()
-        except Exception as exc:
-            return served, time.time(), exc
+        except Unavailable:
+            assert served, "nothing was served from the cache while the server was down"
+            return served, time.time()
         served.append((time.time(), read.age))
         assert read.source is Source.CACHE
         assert time.monotonic() < deadline, "the cached answer was never refused"
@@ -88,12 +91,9 @@ async def test_a_cached_answer_is_served_while_the_server_is_down_for_at_most_n_
     n = 2.0
     issued = await client.create("ada", idle_ttl=LONG, max_ttl=LONG)
     first = await cached(client, issued.token, n)
-    await session_server.stop()
-    served, refused_at, error = await _served_until_refused(
-        lambda: client.validate(issued.token, accept_cached_for=n)
+    served, refused_at = await _served_while_down(
+        session_server, lambda: client.validate(issued.token, accept_cached_for=n)
     )
-    assert isinstance(error, Unavailable)
-    assert served, "nothing was served from the cache while the server was down"
     assert max(age for _, age in served) < n
     assert refused_at >= first.fetched_at + n - 0.25  # the entry's age counts from before its call
 
@@ -105,12 +105,9 @@ async def test_a_cached_answer_never_outlives_its_session(
     issued = await client.create("ada", idle_ttl=3.0, max_ttl=3.0)
     expires = issued.session.expire_time.ToNanoseconds() / 1e9
     await cached(client, issued.token, MAX_ACCEPT_CACHED_FOR)
-    await session_server.stop()
-    served, refused_at, error = await _served_until_refused(
-        lambda: client.validate(issued.token, accept_cached_for=MAX_ACCEPT_CACHED_FOR)
+    served, refused_at = await _served_while_down(
+        session_server, lambda: client.validate(issued.token, accept_cached_for=MAX_ACCEPT_CACHED_FOR)
     )
-    assert isinstance(error, Unavailable)
-    assert served, "nothing was served from the cache while the server was down"
     assert max(when for when, _ in served) < expires
     assert refused_at >= expires - 0.25
 
@@ -191,37 +188,24 @@ async def test_a_create_retried_with_its_request_id_returns_the_same_session(cli
     assert caught.value.reason == "REQUEST_ID_ALREADY_USED"
 
 
-class LoseFirstAnswer(grpc.aio.ServerInterceptor):
+class LoseFirstAnswer(UnaryHook):
     """Lets the first call of `method` run to completion, then loses its answer as a dropped connection
     would: the client gets UNAVAILABLE after the response headers, so gRPC itself cannot retry it."""
 
     def __init__(self, method: str) -> None:
-        self._method = method
+        super().__init__([method])
         self.request_ids: list[str] = []
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler_call_details.method != self._method:
-            return handler
-        inner = handler.unary_unary
-
+    def around(self, method: str, handler: Behaviour) -> Behaviour:
         async def lossy(request: Any, context: grpc.aio.ServicerContext) -> Any:
             self.request_ids.append(request.request_id)
             await context.send_initial_metadata(())
-            response = await inner(request, context)
+            response = await handler(request, context)
             if len(self.request_ids) == 1:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the answer was lost")
             return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            lossy,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return lossy
 
 
 async def test_a_create_whose_answer_was_lost_is_sent_again_and_applies_once(tmp_path: Path) -> None:
