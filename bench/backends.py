@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from bench import load, services
 from bench.load import percentile
@@ -79,16 +79,11 @@ async def latency(settings: Settings, backend: str) -> list[Row]:
                 async def raw_put() -> None:
                     await store.put(KEY, value)
 
-                def sampled(call: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[list[float]]]:
-                    async def measure() -> list[float]:
-                        return await load.latencies(call, samples)
-
-                    return measure
-
                 calls = (raw_get, sdk_get, raw_put, sdk_update)
                 for call in calls:
                     await load.latencies(call, 20)  # warm up
-                results = await load.interleaved(settings.rounds, *(sampled(call) for call in calls))
+                measures = (load.sampler(call, samples) for call in calls)
+                results = await load.interleaved(settings.rounds, *measures)
         finally:
             await store.close()
     raw_gets, sdk_gets, raw_puts, sdk_updates = ([s for part in result for s in part] for result in results)

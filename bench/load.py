@@ -94,6 +94,15 @@ async def latencies(call: Call, count: int) -> list[float]:
     return samples
 
 
+def sampler(call: Call, count: int) -> Callable[[], Awaitable[list[float]]]:
+    """A measure for `interleaved`: the latencies of `count` sequential calls of `call`."""
+
+    async def measure() -> list[float]:
+        return await latencies(call, count)
+
+    return measure
+
+
 def sync_latencies(call: Callable[[], object], count: int) -> list[float]:
     """`latencies` for a plain function."""
     samples = []

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench import echo_server as echo_script
 from bench import env, source_folders
+from microstate.server.session import KEY_FILE_ENV
 from tests.support import processes
 from tests.support.processes import ServerProcess
 
@@ -52,22 +54,44 @@ def mongo(cores: frozenset[int]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def profile_server(
-    store_url: str, workdir: Path, cores: frozenset[int], *, checkout: Path | None = None
+def microstate_server(
+    name: str,
+    store_url: str,
+    workdir: Path,
+    cores: frozenset[int],
+    *,
+    checkout: Path | None = None,
+    environ: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """`microstate serve profile --store URL --port 0` as a subprocess, SERVING and pinned; from `checkout`
-    when given, else from the checkout the test helpers come from."""
+    """`microstate serve NAME --store URL --port 0` as a subprocess, SERVING and pinned; from `checkout`
+    when given, else from the checkout the test helpers come from; `environ` adds to its environment."""
     workdir.mkdir(parents=True, exist_ok=True)
-    extra = (
-        None
-        if checkout is None
-        else {"PYTHONPATH": os.pathsep.join(str(f) for f in source_folders(checkout))}
-    )
+    extra = dict(environ or {})
+    if checkout is not None:
+        extra["PYTHONPATH"] = os.pathsep.join(str(f) for f in source_folders(checkout))
     with processes.running_server(
-        "profile", workdir, "--store", store_url, "--log-level", "warning", "--drain-seconds", "0", env=extra
+        name, workdir, "--store", store_url, "--log-level", "warning", "--drain-seconds", "0", env=extra
     ) as server:
         env.pin(server.pid, cores)
         yield server
+
+
+def profile_server(
+    store_url: str, workdir: Path, cores: frozenset[int], *, checkout: Path | None = None
+) -> contextlib.AbstractContextManager[ServerProcess]:
+    """The profile server (see `microstate_server`)."""
+    return microstate_server("profile", store_url, workdir, cores, checkout=checkout)
+
+
+def session_server(
+    store_url: str, workdir: Path, cores: frozenset[int]
+) -> contextlib.AbstractContextManager[ServerProcess]:
+    """The session server, with a fresh server key in `workdir` (see `microstate_server`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    key = workdir / "session.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o600)
+    return microstate_server("session", store_url, workdir, cores, environ={KEY_FILE_ENV: str(key)})
 
 
 @contextlib.contextmanager

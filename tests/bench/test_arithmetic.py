@@ -4,12 +4,16 @@ benchmarks themselves are not part of the test run (`python -m bench`)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 
 import pytest
+import redis.asyncio as aioredis
 
-from bench import load, profiling
+from bench import load, profiling, sessions
 from bench.report import Row, at_least, at_most, skipped
+from microstate.server.store import open_store
+from tests.support.redis_server import RedisServer
 
 H2LOAD_OUTPUT = """
 starting benchmark...
@@ -80,3 +84,23 @@ def test_a_profile_sample_counts_for_its_deepest_matching_frame_and_idle_is_left
         "kernel socket I/O (send/recv syscalls)": pytest.approx(0.75),
         "servicer, domain, error wrapper": pytest.approx(0.25),
     }
+
+
+@pytest.mark.redis
+async def test_s3_counts_store_writes_as_the_lua_scripts_redis_runs(redis_server: RedisServer) -> None:
+    # S3 reports the writes of a revoke-all as the scripts Redis ran during it: that holds only while the
+    # Redis store makes each write one script and reads none.
+    store = await open_store(redis_server.url, f"bench-{secrets.token_hex(4)}")
+    redis = aioredis.from_url(redis_server.url)
+    try:
+        await store.put("warm", b"up")  # the first call checks the layout and loads the scripts
+        before = await sessions._script_calls(redis)
+        await store.get("warm")
+        await store.batch_get(["warm", "other"])
+        assert await sessions._script_calls(redis) == before
+        await store.put("k", b"v")
+        await store.put("k", b"w", ttl=60)
+        assert await sessions._script_calls(redis) == before + 2
+    finally:
+        await redis.aclose()
+        await store.close()

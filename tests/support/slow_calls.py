@@ -9,43 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
+
+from tests.support.unary_hooks import Behaviour, UnaryHook
 
 DELAYING = "test hook: delaying call"
 """Logged as each call starts waiting, so a test can tell when its calls are really in flight."""
 log = logging.getLogger(__name__)
 
 
-class SlowCallsInterceptor(grpc.aio.ServerInterceptor):
+class SlowCallsInterceptor(UnaryHook):
     def __init__(self, delay_seconds: float, service_names: Sequence[str]) -> None:
+        super().__init__([f"/{name}/" for name in service_names])
         self._delay = delay_seconds
-        self._prefixes = tuple(f"/{name}/" for name in service_names)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        if not handler_call_details.method.startswith(self._prefixes):
-            return handler
-        inner = handler.unary_unary
+    def around(self, method: str, handler: Behaviour) -> Behaviour:
         delay = self._delay
-
-        method = handler_call_details.method
 
         async def slow(request: Any, context: grpc.aio.ServicerContext) -> Any:
             log.info(DELAYING, extra={"method": method, "delay_seconds": delay})
             await asyncio.sleep(delay)
-            return await inner(request, context)
+            return await handler(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            slow,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return slow

@@ -126,6 +126,10 @@ class AsyncClient(ClientBase):
             )
             error: grpc.RpcError | None = None
             try:
+                if cursor.listener is not None:
+                    await call.initial_metadata()  # the headers, or the end of a call refused at once
+                    if not call.done():  # (see WatchCursor.opened)
+                        cursor.opened()
                 async for event in call:
                     yield cursor.seen(event)
             except grpc.RpcError as err:

@@ -21,11 +21,11 @@ import grpc
 from microstate.client import _batches
 from microstate.client._breaker import BreakerState, CircuitBreaker
 from microstate.client._channel import ChannelArguments, channel_arguments
-from microstate.client._options import ClientOptions, Metadata
+from microstate.client._options import ClientOptions, Metadata, SnapshotOptions
 from microstate.client._plans import Answered, Plan, Split, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read, Source
 from microstate.client._snapshot import Snapshot, SnapshotStore
-from microstate.client._watch import Change, WatchCursor
+from microstate.client._watch import Change, ConnectionListener, WatchCursor
 from microstate.client.errors import (
     Cancelled,
     CircuitOpenError,
@@ -76,6 +76,9 @@ class Contract:
     slice_name: str
     """The slice, for MICROSTATE_<SLICE>_* variables."""
     default_target: str
+    snapshots: bool = True
+    """Whether its clients keep snapshots. A slice whose reads all fail closed keeps none, so nothing of
+    it is kept in memory or written to a snapshot file, whatever the options say."""
 
 
 class Fallback(enum.Enum):
@@ -115,7 +118,8 @@ class ClientCore:
         self.options = options if options is not None else ClientOptions.from_env(contract.slice_name)
         self.contract = contract
         self.target = self.options.resolve_target(contract.slice_name, contract.default_target)
-        self.snapshots = SnapshotStore(contract.name, self.options.snapshot)
+        snapshot_options = self.options.snapshot if contract.snapshots else SnapshotOptions(max_entries=0)
+        self.snapshots = SnapshotStore(contract.name, snapshot_options)
         self.breaker = CircuitBreaker(
             self.options.breaker.failure_threshold, self.options.breaker.reset_timeout
         )
@@ -155,7 +159,7 @@ class ClientCore:
         """A read of one resource, answered from its snapshot when the live call fails and `fallback` is
         SNAPSHOT; with NONE it fails closed (typed errors, no snapshot kept or served)."""
         if fallback is Fallback.NONE:
-            return self._read_live_only(resource, method, make_request(), timeout=timeout, metadata=metadata)
+            return self.read_live(resource, method, make_request(), timeout=timeout, metadata=metadata)
         snapshot = self.snapshots.get(key)
         if not self.breaker.allow():
             return Answered(self._serve_while_open(resource, key, snapshot))
@@ -175,7 +179,7 @@ class ClientCore:
         # The request is built only now: a read answered by an open breaker never needs it.
         return Unary(method, make_request(), deadline, metadata, on_response, on_error)
 
-    def _read_live_only(
+    def read_live(
         self,
         resource: Resource[M],
         method: str,
@@ -184,6 +188,8 @@ class ClientCore:
         timeout: float | None,
         metadata: Metadata,
     ) -> Unary[M, Read[M]]:
+        """A read that fails closed: the live answer, or its typed error (CircuitOpenError while the
+        breaker is open); no snapshot is kept or served."""
         if not self.breaker.allow():
             raise self._circuit_open
 
@@ -342,17 +348,31 @@ class ClientCore:
         *,
         timeout: float | None,
         metadata: Metadata,
+        resend_if_lost: bool = False,
     ) -> Unary[R, O]:
-        """A write: never served from a snapshot, retried only when it provably never ran (_channel.py).
-        NOT_FOUND drops the key's snapshot."""
+        """A write: never served from a snapshot, retried by gRPC only when it provably never ran
+        (_channel.py). NOT_FOUND drops the key's snapshot.
 
-        def on_error(err: grpc.RpcError) -> O:
-            error = typed(err)
-            if isinstance(error, NotFound):
-                self.snapshots.discard(key)
-            raise error from err
+        `resend_if_lost` is for a write the service applies once however often it is sent (a request_id,
+        AIP-155, or a token that names the one result): when its answer is lost (UNAVAILABLE, CANCELLED:
+        the connection or the server went away, perhaps after the write was applied) it is sent once more,
+        within what is left of its deadline, and the answer to that is the write's."""
+        deadline = self.timeout(timeout)
+        started = time.monotonic()
 
-        return Unary(method, request, self.timeout(timeout), metadata, on_success, on_error)
+        def attempt(resend: bool) -> Unary[R, O]:
+            def on_error(err: grpc.RpcError) -> O | Split[O]:
+                error = typed(err)
+                if resend and isinstance(error, Unavailable | Cancelled):
+                    return Split([functools.partial(attempt, False)], _only)
+                if isinstance(error, NotFound):
+                    self.snapshots.discard(key)
+                raise error from err
+
+            left = None if deadline is None else max(0.0, started + deadline - time.monotonic())
+            return Unary(method, request, left, metadata, on_success, on_error)
+
+        return attempt(resend_if_lost)
 
     def check_contract(
         self, method: str, request: object, *, timeout: float | None, metadata: Metadata
@@ -377,10 +397,12 @@ class ClientCore:
         *,
         timeout: float | None,
         metadata: Metadata,
+        listener: ConnectionListener | None = None,
     ) -> Stream[C]:
         """A stream that resumes after UNAVAILABLE or a drain; `observe` keeps snapshots current and
-        turns each event into the change the caller gets."""
-        cursor = WatchCursor(resume_token, observe, self.options.retry, timeout)
+        turns each event into the change the caller gets; `listener` hears when streams open and end
+        (see WatchCursor)."""
+        cursor = WatchCursor(resume_token, observe, self.options.retry, timeout, listener)
         return Stream(method, request_for, cursor, metadata)
 
     def close(self) -> None:
@@ -417,6 +439,11 @@ class ClientBase:
     def breaker_state(self) -> BreakerState:
         """CLOSED normally; OPEN while reads skip the service; HALF_OPEN while one probe is out."""
         return self._core.breaker.state
+
+
+def _only(outcomes: list[O]) -> O:
+    """The outcome of a call sent again as the one part of a `Split`."""
+    return outcomes[0]
 
 
 def _from_snapshot(resource: Resource[M], snapshot: Snapshot, reason: MicrostateError) -> Read[M]:

@@ -70,6 +70,12 @@ class Pages(Generic[T]):
     """The plan for the page at a token ("" for the first page)."""
 
 
+def every_page(list_page: Callable[..., Plan[Page[T]]], *args: Any, **kwargs: Any) -> Pages[T]:
+    """The walk over every page of a slice's list operation: `list_page` is its plan (`Ops.list.plan`),
+    called with `args`, `kwargs` and each page's token."""
+    return Pages(lambda page_token: list_page(*args, page_token=page_token, **kwargs))
+
+
 @dataclass(frozen=True, slots=True)
 class Stream(Generic[E]):
     """A planned, resumable server stream."""

@@ -17,6 +17,10 @@ class Source(enum.Enum):
     """Answered by the service for this call."""
     SNAPSHOT = "snapshot"
     """Served from the client's snapshot because the service could not answer (see fallback_reason)."""
+    CACHE = "cache"
+    """Served from a cache the caller opted in to for this call (e.g. `validate(accept_cached_for=N)` of
+    the session client): an answer the service gave at most N seconds ago, served without asking it again,
+    whether or not it is up (`age` says how old; fallback_reason is None)."""
 
 
 class Read(NamedTuple, Generic[T]):
@@ -32,14 +36,17 @@ class Read(NamedTuple, Generic[T]):
     snapshot reads in this process (never in the snapshot file, which keeps the bytes read live)."""
     source: Source
     etag: str
+    """The value's etag; "" for values that have none (sessions)."""
     fetched_at: float
     """Unix time the value was read live (for a snapshot: when the snapshot was taken)."""
     fallback_reason: MicrostateError | None = None
     """Why the live read was not used (UNAVAILABLE, DEADLINE_EXCEEDED, LatencyBudgetExceeded,
-    CircuitOpenError); None for a live read."""
+    CircuitOpenError); None for a live read and for a cached one."""
 
     @property
     def stale(self) -> bool:
+        """Served from a snapshot because the service could not answer (a CACHE answer is not stale: the
+        caller asked for it)."""
         return self.source is Source.SNAPSHOT
 
     @property

@@ -125,6 +125,10 @@ class SyncClient(ClientBase):
             )
             error: grpc.RpcError | None = None
             try:
+                if cursor.listener is not None:
+                    call.initial_metadata()  # the headers, or the end of a call refused at once
+                    if not call.done():  # (see WatchCursor.opened)
+                        cursor.opened()
                 for event in call:
                     yield cursor.seen(event)
             except grpc.RpcError as err:

@@ -22,6 +22,10 @@ class Change(Protocol):
 
 C = TypeVar("C", bound=Change)
 
+ConnectionListener = Callable[[bool, str], None]
+"""Told (True, resume_token) when a stream is open (its response headers arrived) and (False, resume_token)
+when it ended, with the token it was opened from or has reached since; see `WatchCursor`."""
+
 
 class WatchCursor(Generic[C]):
     """The resumable state of one watch: the last resume token, the reconnect backoff, the deadline.
@@ -29,13 +33,23 @@ class WatchCursor(Generic[C]):
     A stream that fails with UNAVAILABLE, or ends cleanly (the server drained), is reopened after a
     jittered backoff from the last resume token, so the caller sees no gap and no duplicate. Any other
     failure is raised typed.
+
+    A `listener` learns when streams open and end. A cache that must hear of every change after some
+    moment needs it: a stream opened from "" covers only what follows its start, and one that ends before
+    its first event leaves nothing to resume from, so the next one starts a new, later cover.
     """
 
     def __init__(
-        self, resume_token: str, observe: Callable[[Any], C], retry: RetryPolicy, timeout: float | None
+        self,
+        resume_token: str,
+        observe: Callable[[Any], C],
+        retry: RetryPolicy,
+        timeout: float | None,
+        listener: ConnectionListener | None = None,
     ) -> None:
         self.resume_token = resume_token
         self._observe = observe
+        self.listener = listener
         self._retry = retry
         self._backoff = self._retry.initial_backoff
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -50,8 +64,19 @@ class WatchCursor(Generic[C]):
         self._backoff = self._retry.initial_backoff
         return change
 
+    def opened(self) -> None:
+        """The drivers call this once a stream's response headers arrived (only when there is a listener).
+
+        gRPC's Python API cannot tell headers from the empty ones of a call refused before any: a call the
+        drivers see done is not reported, and one whose status comes a moment later is reported open, then
+        ended (listener(False, ...)) as soon as its status arrives."""
+        if self.listener is not None:
+            self.listener(True, self.resume_token)
+
     def reconnect_delay(self, err: grpc.RpcError | None) -> float:
         """Seconds to wait before reopening the stream; raises when it must not be reopened."""
+        if self.listener is not None:
+            self.listener(False, self.resume_token)
         if err is not None and not isinstance(error := from_grpc_error(err), Unavailable):
             raise error from err
         delay = random.uniform(0, self._backoff)  # full jitter, so a fleet does not reconnect in lockstep

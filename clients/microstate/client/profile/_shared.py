@@ -15,7 +15,6 @@ precisely typed:
 from __future__ import annotations
 
 import datetime
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -26,8 +25,9 @@ from google.protobuf import field_mask_pb2
 
 from microstate.client import _aio, _options, _sync
 from microstate.client._base import ClientBase, Contract, Message, Resource
+from microstate.client._enums import ContractEnum
 from microstate.client._operations import iterated, unary
-from microstate.client._plans import Pages, Plan, Stream, Unary
+from microstate.client._plans import Pages, Plan, Stream, Unary, every_page
 from microstate.client._read import BatchRead, Page, Read
 
 DEFAULT_TARGET = "localhost:50051"
@@ -64,7 +64,7 @@ class ProfileVersion:
         object.__setattr__(self, "contract", contract)
 
 
-class ChangeType(enum.IntEnum):
+class ChangeType(ContractEnum):
     """What a watched change did. Its values are the contract's ChangeType numbers, so it equals them
     (`ChangeType.UPDATED == profile_pb2.CHANGE_TYPE_UPDATED`); it prints as its name ("UPDATED")."""
 
@@ -78,12 +78,6 @@ class ChangeType(enum.IntEnum):
     CHANGE_TYPE_CREATED = 1
     CHANGE_TYPE_UPDATED = 2
     CHANGE_TYPE_DELETED = 3
-
-    def __str__(self) -> str:
-        return self.name
-
-
-_CHANGE_TYPES = {int(change_type): change_type for change_type in ChangeType}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +204,8 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         metadata: CallMetadata = None,
     ) -> Pages[ProfileT]:
         """Every profile whose user_id starts with `prefix`, fetched page by page; `timeout` is per page."""
-        list_page = ProfileOperations.list.plan  # the page's plan, not the bound call
-        return Pages(
-            lambda page_token: list_page(
-                self, prefix, page_size=page_size, page_token=page_token, timeout=timeout, metadata=metadata
-            )
+        return every_page(
+            ProfileOperations.list.plan, self, prefix, page_size=page_size, timeout=timeout, metadata=metadata
         )
 
     @unary
@@ -324,7 +315,7 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         return profile
 
     def _observe(self, event: Any) -> ProfileChange[ProfileT]:
-        change_type = _CHANGE_TYPES.get(event.change_type, ChangeType.UNSPECIFIED)
+        change_type = ChangeType.of(event.change_type)
         profile = event.profile if event.HasField("profile") else None
         if change_type is ChangeType.DELETED:
             self._core.snapshots.discard(event.user_id)

@@ -1,0 +1,1 @@
+"""Clients of the session microstate, one module per contract version (`microstate.client.session.v1`)."""
