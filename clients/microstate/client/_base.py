@@ -72,7 +72,8 @@ class Contract:
     service: str
     """The fully qualified gRPC service."""
     idempotent_methods: tuple[str, ...]
-    """Reads and watch: retried on UNAVAILABLE and CANCELLED; writes only on CANCELLED (see _channel.py)."""
+    """Retried on UNAVAILABLE and CANCELLED: reads, watches, and writes that apply once however often they
+    are sent (a request_id); the other writes only on CANCELLED (see _channel.py)."""
     slice_name: str
     """The slice, for MICROSTATE_<SLICE>_* variables."""
     default_target: str
