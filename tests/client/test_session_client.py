@@ -190,7 +190,8 @@ async def test_a_create_retried_with_its_request_id_returns_the_same_session(cli
 
 class LoseFirstAnswer(UnaryHook):
     """Lets the first call of `method` run to completion, then loses its answer as a dropped connection
-    would: the client gets UNAVAILABLE after the response headers, so gRPC itself cannot retry it."""
+    would: the client gets UNAVAILABLE after the response headers (the write sent them first), so gRPC
+    itself cannot retry it."""
 
     def __init__(self, method: str) -> None:
         super().__init__([method])
@@ -199,7 +200,6 @@ class LoseFirstAnswer(UnaryHook):
     def around(self, method: str, handler: Behaviour) -> Behaviour:
         async def lossy(request: Any, context: grpc.aio.ServicerContext) -> Any:
             self.request_ids.append(request.request_id)
-            await context.send_initial_metadata(())
             response = await handler(request, context)
             if len(self.request_ids) == 1:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the answer was lost")

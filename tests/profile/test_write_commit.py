@@ -40,7 +40,7 @@ class CountCalls(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
 
-def retrying(code: grpc.StatusCode) -> list[tuple[str, str | int]]:
+def retrying(code: grpc.StatusCode, service: str = SERVICE) -> list[tuple[str, str | int]]:
     policy = {
         "maxAttempts": ATTEMPTS,
         "initialBackoff": "0.01s",
@@ -48,7 +48,7 @@ def retrying(code: grpc.StatusCode) -> list[tuple[str, str | int]]:
         "backoffMultiplier": 1,
         "retryableStatusCodes": [code.name],
     }
-    config = {"methodConfig": [{"name": [{"service": SERVICE}], "retryPolicy": policy}]}
+    config = {"methodConfig": [{"name": [{"service": service}], "retryPolicy": policy}]}
     return [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
 
 

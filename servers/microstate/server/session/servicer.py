@@ -12,6 +12,7 @@ from typing import TypeAlias, TypeVar, cast
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
+from microstate.server.commit import headers_first
 from microstate.server.errors import stream_errors, unary_errors
 from microstate.server.kit.caches import LatestPerKey
 from microstate.server.session.domain import (
@@ -112,6 +113,7 @@ class SessionServicer:
         return response(session=session, token=issued.token, refresh_token=issued.refresh_token)
 
     @unary_errors
+    @headers_first
     async def CreateSession(
         self, request: pb.CreateSessionRequest, context: Context
     ) -> pb.CreateSessionResponse:
@@ -131,16 +133,19 @@ class SessionServicer:
         return self._session_bytes(await self._domain.validate(request.token, request.required_scopes))
 
     @unary_errors
+    @headers_first
     async def RefreshSession(
         self, request: pb.RefreshSessionRequest, context: Context
     ) -> pb.RefreshSessionResponse:
         return self._issued(await self._domain.refresh(request.refresh_token), pb.RefreshSessionResponse)
 
     @unary_errors
+    @headers_first
     async def RevokeSession(self, request: pb.RevokeSessionRequest, context: Context) -> pb.Session:
         return to_message(await self._domain.revoke(request.session_id))
 
     @unary_errors
+    @headers_first
     async def RevokeUserSessions(
         self, request: pb.RevokeUserSessionsRequest, context: Context
     ) -> pb.RevokeUserSessionsResponse:
