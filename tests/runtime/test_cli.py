@@ -6,15 +6,17 @@ import importlib.metadata
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 import redis as redis_client
 
-from microstate.server import registry, supervision
-from microstate.server.cli import main
+from microstate.server import probe, registry, supervision
+from microstate.server.cli import health_exit_code, main
 from microstate.server.config import ConfigError
 from microstate.server.profile import MICROSTATE
 from microstate.server.serve import redacted
@@ -63,8 +65,35 @@ def test_health_prints_each_service_and_fails_once_the_server_is_gone(
         assert rows == [[name, "SERVING"] for name in ("(server)", *MICROSTATE.service_names)]
         server.send(signal.SIGTERM)
         assert server.wait() == 0, server.describe()
-        assert main(["health", "--target", server.target, "--timeout", "0.5"]) == 1
+        assert main(["health", "--target", server.target, "--timeout", "0.5"]) == 2
         assert "UNREACHABLE" in capsys.readouterr().out
+
+
+async def test_health_tells_a_failed_call_from_a_listener_that_never_answers() -> None:
+    """Exit 3 (as grpc_health_probe) when the server answers but has no health service; exit 2 when a
+    listener accepts connections and never speaks HTTP/2 (the check must not hang past its timeout)."""
+    server = grpc.aio.server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        statuses = await probe.check_all(f"127.0.0.1:{port}", ["some.Service"], rpc_timeout=2.0)
+    finally:
+        await server.stop(None)
+    assert set(statuses.values()) == {probe.RPC_FAILED}
+    assert health_exit_code(statuses.values()) == 3
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        target = f"127.0.0.1:{silent.getsockname()[1]}"
+        statuses = await probe.check_all(target, ["some.Service"], rpc_timeout=0.5)
+    assert set(statuses.values()) == {probe.UNREACHABLE}
+    assert health_exit_code(statuses.values()) == 2
+
+
+def test_health_exit_code_reports_the_worst_failure() -> None:
+    assert health_exit_code(["SERVING", "SERVING"]) == 0
+    assert health_exit_code(["SERVING", "NOT_SERVING"]) == 4
+    assert health_exit_code(["NOT_SERVING", probe.UNKNOWN_SERVICE]) == 3
+    assert health_exit_code([probe.RPC_FAILED, probe.UNREACHABLE, "NOT_SERVING"]) == 2
 
 
 def read_table(output: str) -> dict[str, dict[str, str]]:

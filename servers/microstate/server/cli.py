@@ -11,7 +11,7 @@ import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from microstate.server import logs, probe, registry
 from microstate.server.config import ConfigError, ServerConfig, add_arguments, load
@@ -82,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds for every microstate to report SERVING (default 30)",
     )
 
-    health = commands.add_parser("health", help="print the gRPC health of a running server")
+    health = commands.add_parser(
+        "health",
+        help="print the gRPC health of a running server",
+        description="Exit status: 0 every service SERVING, 2 server unreachable (or a usage error),"
+        " 3 the health call failed or a service is unknown, 4 a service is not SERVING.",
+    )
     health.add_argument(
         "--target",
         default=os.environ.get("MICROSTATE_TARGET", DEFAULT_TARGET),
@@ -136,11 +141,25 @@ def _up(args: argparse.Namespace) -> int:
     return asyncio.run(up(config, names=names, base_port=args.base_port, start_timeout=args.start_timeout))
 
 
+HEALTH_EXIT_CODES = {probe.UNREACHABLE: 2, probe.RPC_FAILED: 3, probe.UNKNOWN_SERVICE: 3}
+"""grpc_health_probe's codes: 2 the server cannot be reached, 3 the health call failed, 4 a service is not
+SERVING. (Its 1, bad flags, is 2 here as for every command; a flag error also prints usage.)"""
+NOT_SERVING_EXIT_CODE = 4
+
+
+def health_exit_code(statuses: Collection[str]) -> int:
+    """0 when every status is SERVING; else the code of the worst failure (unreachable, then RPC failure)."""
+    codes = [
+        HEALTH_EXIT_CODES.get(status, NOT_SERVING_EXIT_CODE) for status in statuses if status != "SERVING"
+    ]
+    return min(codes, default=0)
+
+
 def _health(args: argparse.Namespace) -> int:
     statuses = asyncio.run(probe.check_all(args.target, args.service, rpc_timeout=args.timeout))
     rows = [("SERVICE", "STATUS"), *((name or "(server)", status) for name, status in statuses.items())]
     print(format_table(rows))
-    return 0 if all(status == "SERVING" for status in statuses.values()) else 1
+    return health_exit_code(statuses.values())
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ UNREACHABLE = "UNREACHABLE"
 """No answer within the timeout (or the connection was refused)."""
 UNKNOWN_SERVICE = "SERVICE_UNKNOWN"
 """The server answers but has no health status for that service name."""
+RPC_FAILED = "RPC_FAILED"
+"""The server is connected but the health call failed (it does not serve health, or timed out answering)."""
 
 
 def status_name(status: int) -> str:
@@ -32,7 +34,9 @@ async def check(channel: grpc.aio.Channel, service: str = "", *, rpc_timeout: fl
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.NOT_FOUND:
             return UNKNOWN_SERVICE
-        return UNREACHABLE
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            return UNREACHABLE
+        return RPC_FAILED
     return status_name(response.status)
 
 
@@ -51,8 +55,15 @@ async def list_services(channel: grpc.aio.Channel, *, rpc_timeout: float = 2.0) 
 async def check_all(
     target: str, services: list[str] | None = None, *, rpc_timeout: float = 2.0
 ) -> dict[str, str]:
-    """Health of "" and each service (default: every service reflection lists, health/reflection aside)."""
+    """Health of "" and each service (default: every service reflection lists, health/reflection aside).
+
+    The connection is made first, within `rpc_timeout`: a server that cannot be reached (refused, or a
+    listener that never completes the HTTP/2 handshake) is UNREACHABLE, as grpc_health_probe's dial is."""
     async with grpc.aio.insecure_channel(target) as channel:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), rpc_timeout)
+        except TimeoutError:
+            return {name: UNREACHABLE for name in ["", *(services or [])]}
         if services is None:
             listed = await list_services(channel, rpc_timeout=rpc_timeout)
             services = [name for name in listed if not name.startswith("grpc.")]
