@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from statistics import median
@@ -173,6 +175,49 @@ async def p1(settings: Settings) -> list[Row]:
             note=f"echo: Python {median(py_base):,.0f} vs h2load {median(h2_base_rates):,.0f} calls/s",
         ),
     ]
+
+
+async def m1(settings: Settings) -> list[Row]:
+    """What --metrics-port costs GetProfile: two profile servers on one Redis, one of them measured and
+    scraped after each of its windows, both driven by h2load in one interleave."""
+    rounds, window, inflight = settings.rounds, settings.window, settings.concurrency
+    request = profile_pb2.GetProfileRequest(user_id=HOT_KEY).SerializeToString()
+    metrics = ("--metrics-port", "0")
+    async with full_stack(settings, "m1") as (url, plain):
+        with services.profile_server(
+            url, settings.workdir / "m1", settings.cores.server, flags=metrics
+        ) as measured:
+            body = _body(settings, "m1-get", request)
+            for target in (plain.target, measured.target):
+                _checked(target, GET, body)
+            metrics_url = f"http://127.0.0.1:{measured.ready['metrics_port']}/metrics"
+            measured_window = H2Window([(measured.target, GET, body)], window, inflight, [measured.pid])
+
+            async def scraped() -> H2Run:
+                run = await measured_window()
+                await asyncio.to_thread(_fetch, metrics_url)  # as Prometheus would, now and then
+                return run
+
+            base, subject = await load.interleaved(
+                rounds, H2Window([(plain.target, GET, body)], window, inflight, [plain.pid]), scraped
+            )
+    return [
+        compared(
+            "M1",
+            f"GetProfile with --metrics-port vs without (same Redis), h2load, {inflight} streams",
+            _h2_rates(subject),
+            _h2_rates(base),
+            "calls/s",
+            at_least(0.95),
+            f"server CPU/call {_micros(subject)} vs {_micros(base)}",
+        )
+    ]
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    return body
 
 
 async def p2(settings: Settings) -> list[Row]:

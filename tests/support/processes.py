@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -200,6 +200,8 @@ class ServerProcess(MicrostateProcess):
     """A `microstate serve` subprocess that has reported where it listens."""
 
     target: str = ""
+    ready: dict[str, Any] = field(default_factory=dict)
+    """What it wrote to its ready file (port, pid, metrics_port)."""
 
 
 SERVE = ("-m", "microstate.server", "serve")
@@ -262,7 +264,8 @@ def listening(
         )
         if server.process.poll() is not None:
             raise AssertionError(f"{name} exited before it was ready: {server.describe()}")
-        server.target = f"127.0.0.1:{json.loads(ready_file.read_text())['port']}"
+        server.ready = json.loads(ready_file.read_text())
+        server.target = f"127.0.0.1:{server.ready['port']}"
     except BaseException:
         server.stop()
         raise

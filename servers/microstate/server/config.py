@@ -192,10 +192,20 @@ class ServerConfig:
             " asyncio's; or either one by name",
         ),
     )
+    metrics_port: int | None = field(
+        default=None,
+        metadata=_meta(
+            _parse_port,
+            "serve Prometheus metrics at http://HOST:N/metrics (0: a free port); default: off",
+            "N",
+        ),
+    )
     ready_file: Path | None = field(
         default=None,
         metadata=_meta(
-            Path, "once serving, write {host, port, pid} as JSON here (for supervisors like `up`)", "PATH"
+            Path,
+            "once serving, write {host, port, pid, metrics_port} as JSON here (for supervisors like `up`)",
+            "PATH",
         ),
     )
 

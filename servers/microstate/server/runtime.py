@@ -54,6 +54,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from microstate.server.config import ServerConfig
+from microstate.server.metrics import ServerMetrics
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
 from microstate.server.store.base import StoreMisconfigured
@@ -120,6 +121,7 @@ class Runtime:
         config: ServerConfig,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.microstate = microstate
         self.stores = stores
@@ -127,10 +129,12 @@ class Runtime:
         self.health = health.aio.HealthServicer()
         self.endpoint: Endpoint | None = None
         self._interceptors = list(interceptors)
+        self._metrics = metrics
         self._server: grpc.aio.Server | None = None
         self.stopping = asyncio.Event()
         """Set when the listener closes: open streams end then, so stop(grace) need not wait them out."""
         self._store_answers: bool | None = None
+        self._draining = False
         self._monitor: asyncio.Task[None] | None = None
 
     @property
@@ -138,7 +142,8 @@ class Runtime:
         return (OVERALL, *self.microstate.service_names)
 
     def _build(self) -> grpc.aio.Server:
-        server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
+        grpc_server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
+        server = grpc_server if self._metrics is None else self._metrics.serving(grpc_server)
         self.microstate.attach(server, self.stores, stopping=self.stopping)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -146,7 +151,7 @@ class Runtime:
         )
         # Last: it answers only what no service added above does.
         refuse_unserved_contracts(server, self.microstate.service_names)
-        return server
+        return grpc_server
 
     async def start(self) -> Endpoint:
         """Listen on the configured host and port (0: any free port) and return where it listens.
@@ -186,6 +191,11 @@ class Runtime:
             },
         )
         return self.endpoint
+
+    def serving(self) -> dict[str, bool]:
+        """Health name -> whether it reports SERVING now (the same for every name: store up, not draining)."""
+        serving = bool(self._store_answers) and not self._draining
+        return dict.fromkeys(self.health_names, serving)
 
     async def check_store(self) -> bool:
         """Ping the stores once and set every health status to match; True if all answered."""
@@ -230,6 +240,7 @@ class Runtime:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
+        self._draining = True
         await self.health.enter_graceful_shutdown()
         log.info(
             "draining: health NOT_SERVING, still accepting calls",

@@ -22,6 +22,7 @@ import grpc
 
 from microstate.server import supervision
 from microstate.server.config import ConfigError, ServerConfig
+from microstate.server.metrics import ServerMetrics
 from microstate.server.registry import Microstate
 from microstate.server.runtime import Endpoint, Runtime
 from microstate.server.store import StoreError
@@ -83,11 +84,12 @@ class StopSignals:
                 loop.remove_signal_handler(signum)
 
 
-def _write_ready_file(path: Path, endpoint: Endpoint) -> None:
+def _write_ready_file(path: Path, endpoint: Endpoint, metrics_port: int | None) -> None:
     # Write then rename, so a supervisor polling for the file never reads half of it.
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps({"host": endpoint.host, "port": endpoint.port, "pid": os.getpid()}))
+    ready = {"host": endpoint.host, "port": endpoint.port, "pid": os.getpid(), "metrics_port": metrics_port}
+    partial.write_text(json.dumps(ready))
     partial.replace(path)
 
 
@@ -118,17 +120,25 @@ async def serve(
         for role, url in urls.items():
             log.info("store opened", extra={"phase": "store", "role": role, "store": redacted(url)})
         url = urls[microstate.stores[0].name]
+        metrics = ServerMetrics() if config.metrics_port is not None else None
         try:
-            runtime = Runtime(microstate, stores, config, interceptors=interceptors)
+            if metrics is not None:
+                stores = metrics.measure(stores)
+            runtime = Runtime(microstate, stores, config, interceptors=interceptors, metrics=metrics)
             endpoint = await runtime.start()
+            metrics_port = None
+            if metrics is not None and config.metrics_port is not None:
+                metrics_port = metrics.expose(runtime.serving, config.host, config.metrics_port)
             print(
                 f"{microstate.name} serving on {endpoint} (store {redacted(url)})", file=announce, flush=True
             )
             if config.ready_file is not None:
-                _write_ready_file(config.ready_file, endpoint)
+                _write_ready_file(config.ready_file, endpoint, metrics_port)
             await signals.stop.wait()
             await runtime.drain(hurry=signals.hurry)
         finally:
+            if metrics is not None:
+                metrics.close()
             await stores.close()
             log.info("stores closed", extra={"phase": "closed"})
             if config.ready_file is not None:
