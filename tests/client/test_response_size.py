@@ -47,7 +47,7 @@ def too_large(response_bytes: int | None = 3 * MAX_RESPONSE_BYTES // 2) -> grpc.
 
 
 def test_the_client_receives_exactly_what_the_servers_may_send() -> None:
-    arguments = dict(channel_arguments(ClientOptions(), CONTRACT.service, ()))
+    arguments = dict(channel_arguments(ClientOptions(), "localhost:1", CONTRACT.service, ()))
     assert arguments["grpc.max_receive_message_length"] == MAX_RESPONSE_BYTES == config.MAX_RESPONSE_BYTES
 
 

@@ -116,7 +116,9 @@ def test_service_config_retries_reads_on_unavailable_and_cancelled_and_writes_on
 
 
 def test_channel_enables_retries_and_bounds_reconnect_backoff() -> None:
-    arguments = dict(channel_arguments(ClientOptions(max_reconnect_backoff=0.5), CONTRACT.service, ()))
+    arguments = dict(
+        channel_arguments(ClientOptions(max_reconnect_backoff=0.5), "localhost:1", CONTRACT.service, ())
+    )
     assert arguments["grpc.enable_retries"] == 1
     assert arguments["grpc.max_reconnect_backoff_ms"] == 500
     assert arguments["grpc.initial_reconnect_backoff_ms"] == 500

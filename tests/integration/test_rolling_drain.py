@@ -1,5 +1,5 @@
 """Rolling drains under load lose no call: two profile replicas on one SQLite file, one SDK client dialling
-`ipv4:A,B`, readers and writers running while a replica the client uses is drained (SIGTERM) and restarted.
+both replicas, readers and writers running while a replica the client uses is drained (SIGTERM) and restarted.
 
 A call that races the listener closing reaches the draining server but no handler, and gRPC answers it
 CANCELLED; the SDK retries it on the other replica (see microstate.server.runtime and
@@ -94,12 +94,12 @@ async def rolling_drains(workdir: Path, policy: str, drains: int) -> None:
     store = f"sqlite:///{workdir / 'profiles.db'}"
     replicas = [start_replica(workdir, store), start_replica(workdir, store)]
     options = ClientOptions(
-        target=f"ipv4:{replicas[0].target},{replicas[1].target}",
+        replicas=(replicas[0].target, replicas[1].target),
         timeout=CALL_TIMEOUT,
         snapshot=SnapshotOptions(max_entries=0),
         breaker=BreakerOptions(failure_threshold=None),
         max_reconnect_backoff=0.5,  # round_robin takes a restarted replica back soon
-        channel_options=(("grpc.lb_policy_name", policy),),
+        load_balancing=policy,
     )
     try:
         async with ProfileClient(options=options) as client:

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from microstate.profile.v1 import profile_pb2 as pb
 from microstate.profile.v1 import profile_pb2_grpc
-from tests.support.processes import START_TIMEOUT, ServerProcess, running_server, wait_for
+from tests.support.metrics import Samples, sample, scrape
+from tests.support.processes import START_TIMEOUT, running_server, wait_for
 from tests.support.redis_server import RedisServer, running_redis_server
 
 pytestmark = pytest.mark.process
 
 SERVICE = "microstate.profile.v1.ProfileService"
-
-
-def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample the server exposes, by name and labels."""
-    url = f"http://127.0.0.1:{server.ready['metrics_port']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture
@@ -90,7 +73,7 @@ def test_metrics_count_calls_by_code_streams_store_operations_and_health(
             stub.CreateProfile(pb.CreateProfileRequest(profile=pb.Profile(user_id="u2")), timeout=10)
         assert down.value.code() == grpc.StatusCode.UNAVAILABLE
 
-        def store_down() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        def store_down() -> Samples | None:
             samples = scrape(server)
             return samples if sample(samples, "microstate_health_serving", service="(server)") == 0 else None
 

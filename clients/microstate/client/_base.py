@@ -129,7 +129,8 @@ class ClientCore:
         self._circuit_open = CircuitOpenError(self.target)
 
     def channel_arguments(self) -> ChannelArguments:
-        return channel_arguments(self.options, self.contract.service, self.contract.idempotent_methods)
+        contract = self.contract
+        return channel_arguments(self.options, self.target, contract.service, contract.idempotent_methods)
 
     def metadata(self, extra: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> Metadata:
         if not extra:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from microstate.client._options import MAX_RESPONSE_BYTES, ClientOptions, RetryPolicy
+from microstate.client._options import MAX_RESPONSE_BYTES, ClientOptions, RetryPolicy, names_several_addresses
 
 ChannelArguments = list[tuple[str, str | int]]
 
@@ -28,9 +28,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
-def service_config(service: str, idempotent_methods: Sequence[str], retry: RetryPolicy) -> str:
+def service_config(
+    service: str,
+    idempotent_methods: Sequence[str],
+    retry: RetryPolicy,
+    *,
+    load_balancing: str | None = None,
+    health_checked: bool = False,
+) -> str:
     """The service config JSON: `idempotent_methods` of `service` retry UNAVAILABLE and CANCELLED, its other
-    methods (the writes) CANCELLED only (see the module docstring)."""
+    methods (the writes) CANCELLED only (see the module docstring); `load_balancing` names the policy, and
+    `health_checked` has it send calls only to addresses whose health reports `service` SERVING."""
     rules = [([{"service": service}], ["CANCELLED"])]
     if idempotent_methods:
         reads = [{"service": service, "method": method} for method in idempotent_methods]
@@ -49,16 +57,34 @@ def service_config(service: str, idempotent_methods: Sequence[str], retry: Retry
         for names, codes in rules
         if retry.max_attempts > 1
     ]
-    return json.dumps({"methodConfig": method_configs})
+    config: dict[str, object] = {"methodConfig": method_configs}
+    if load_balancing is not None:
+        config["loadBalancingConfig"] = [{load_balancing: {}}]
+    if health_checked:
+        config["healthCheckConfig"] = {"serviceName": service}
+    return json.dumps(config)
+
+
+def load_balancing(options: ClientOptions, target: str) -> str | None:
+    """The policy to ask for: the one configured, else round_robin for a target of several addresses."""
+    if options.load_balancing is not None:
+        return options.load_balancing
+    return "round_robin" if names_several_addresses(target) else None
 
 
 def channel_arguments(
-    options: ClientOptions, service: str, idempotent_methods: Sequence[str]
+    options: ClientOptions, target: str, service: str, idempotent_methods: Sequence[str]
 ) -> ChannelArguments:
     backoff_ms = int(options.max_reconnect_backoff * 1000)
+    policy = load_balancing(options, target)
+    # pick_first ignores health checks: it has one address in use and fails over by connection state.
+    health_checked = options.health_checked and policy == "round_robin"
+    config = service_config(
+        service, idempotent_methods, options.retry, load_balancing=policy, health_checked=health_checked
+    )
     return [
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(service, idempotent_methods, options.retry)),
+        ("grpc.service_config", config),
         # gRPC would otherwise back off up to 120 s between reconnects, keeping reads on snapshots long
         # after the service is back.
         ("grpc.initial_reconnect_backoff_ms", min(1000, backoff_ms)),

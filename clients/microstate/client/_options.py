@@ -9,8 +9,9 @@ MICROSTATE_<SLICE>_TARGET, then the slice's default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -128,7 +129,17 @@ class ClientOptions:
     """Everything a Microstate client is configured with; derive variants with `dataclasses.replace`."""
 
     target: str | None = None
-    """host:port (any gRPC target); None: MICROSTATE_<SLICE>_TARGET, else the slice's default."""
+    """host:port (any gRPC target, e.g. dns:///profile.prod.svc:50051 for every address of a name); None:
+    the `replicas`, else MICROSTATE_<SLICE>_TARGET, else the slice's default."""
+    replicas: tuple[str, ...] = ()
+    """IP:port of each replica of the service, dialled as one channel (gRPC's ipv4:/ipv6: target); for
+    names, give a dns:/// `target` instead."""
+    load_balancing: str | None = None
+    """gRPC's load-balancing policy; None: round_robin when the target can name several addresses (replicas,
+    an ipv4:/ipv6: list, dns:), else gRPC's own default (pick_first)."""
+    health_checked: bool = True
+    """Under round_robin, watch each replica's gRPC health for this service and send calls only to those
+    SERVING (gRFC A17), so a draining replica gets no new calls before it stops."""
     timeout: float | None = DEFAULT_TIMEOUT
     """Default deadline in seconds for every unary call, all retries included; None: no deadline.
     Watch streams have no default deadline."""
@@ -158,6 +169,9 @@ class ClientOptions:
         _require(self.latency_budget is None or self.latency_budget > 0, "latency_budget must be > 0 or None")
         _require(self.max_reconnect_backoff > 0, "max_reconnect_backoff must be > 0")
         _require(all(key == key.lower() for key, _ in self.metadata), "metadata keys must be lowercase")
+        _require(not (self.target and self.replicas), "give either target or replicas, not both")
+        if self.replicas:
+            replicas_target(self.replicas)  # fails early on a name or a missing port
 
     @classmethod
     def from_env(cls, slice_name: str, environ: Mapping[str, str] | None = None) -> ClientOptions:
@@ -174,5 +188,29 @@ class ClientOptions:
         return options
 
     def resolve_target(self, slice_name: str, default: str) -> str:
-        """The target to dial: this one, else MICROSTATE_<SLICE>_TARGET, else `default`."""
+        """The target to dial: this one, else the replicas, else MICROSTATE_<SLICE>_TARGET, else `default`."""
+        if self.replicas:
+            return replicas_target(self.replicas)
         return self.target or os.environ.get(ENV_TARGET.format(slice=slice_name.upper())) or default
+
+
+def replicas_target(replicas: Sequence[str]) -> str:
+    """One gRPC target for several IP:port addresses, all of one family (gRPC's ipv4:/ipv6: resolvers)."""
+    families = set()
+    for replica in replicas:
+        host, _, port = replica.rpartition(":")
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ValueError(
+                f"replica {replica!r}: not IP:port; for names use target='dns:///NAME:PORT'"
+            ) from None
+        _require(port.isdigit(), f"replica {replica!r}: no port")
+        families.add(address.version)
+    _require(len(families) == 1, "replicas must all be IPv4 or all IPv6")
+    return f"ipv{families.pop()}:{','.join(replicas)}"
+
+
+def names_several_addresses(target: str) -> bool:
+    """Whether gRPC may resolve `target` to several addresses: a dns: name or an ipv4:/ipv6: list."""
+    return target.startswith(("dns:", "ipv4:", "ipv6:"))
