@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -108,15 +109,35 @@ def credentials(options: ClientOptions) -> grpc.ChannelCredentials | None:
     )
 
 
+TRACING_HINT = "ClientOptions(tracing=True) needs OpenTelemetry: pip install 'microstate-client[tracing]'"
+
+
+def _instrumentation() -> Any:
+    try:
+        from opentelemetry.instrumentation import grpc as instrumentation
+    except ImportError:
+        raise ImportError(TRACING_HINT) from None
+    return instrumentation
+
+
 def open_aio_channel(target: str, options: ClientOptions, arguments: ChannelArguments) -> grpc.aio.Channel:
     creds = credentials(options)
+    interceptors = _instrumentation().aio_client_interceptors() if options.tracing else None
     if creds is None:
-        return grpc.aio.insecure_channel(target, options=arguments)
-    return grpc.aio.secure_channel(target, creds, options=arguments)
+        return grpc.aio.insecure_channel(target, options=arguments, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, creds, options=arguments, interceptors=interceptors)
 
 
 def open_sync_channel(target: str, options: ClientOptions, arguments: ChannelArguments) -> grpc.Channel:
     creds = credentials(options)
     if creds is None:
-        return grpc.insecure_channel(target, options=arguments)
-    return grpc.secure_channel(target, creds, options=arguments)
+        channel = grpc.insecure_channel(target, options=arguments)
+    else:
+        channel = grpc.secure_channel(target, creds, options=arguments)
+    if options.tracing:
+        instrumentation = _instrumentation()
+        intercepted: grpc.Channel = instrumentation.intercept_channel(
+            channel, instrumentation.client_interceptor()
+        )
+        return intercepted
+    return channel

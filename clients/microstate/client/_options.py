@@ -163,6 +163,9 @@ class ClientOptions:
     service returns."""
     channel_options: tuple[tuple[str, str | int], ...] = ()
     """Extra gRPC channel arguments, applied last."""
+    tracing: bool = False
+    """Trace every call with OpenTelemetry's gRPC instrumentation, under the application's tracer provider,
+    sending the trace context to the server (`pip install 'microstate-client[tracing]'`)."""
 
     def __post_init__(self) -> None:
         _require(self.timeout is None or self.timeout > 0, "timeout must be > 0 or None")

@@ -192,6 +192,14 @@ class ServerConfig:
             " asyncio's; or either one by name",
         ),
     )
+    tracing: str = field(
+        default="off",
+        metadata=_meta(
+            _choice(("off", "otlp")),
+            "trace every call with OpenTelemetry, exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT...);"
+            " needs the `tracing` extra",
+        ),
+    )
     metrics_port: int | None = field(
         default=None,
         metadata=_meta(

@@ -27,6 +27,7 @@ from microstate.server.registry import Microstate
 from microstate.server.runtime import Endpoint, Runtime
 from microstate.server.store import StoreError
 from microstate.server.store.roles import UnusableURL, open_stores, parse_role_urls, role_urls
+from microstate.server.tracing import tracing
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ async def serve(
     with signals.installed():
         supervision.exit_with_parent()
         urls = store_urls(microstate, config)
+        traces = tracing(config.tracing, microstate.name)  # first: a missing extra stops the start at once
         config.data_dir.mkdir(parents=True, exist_ok=True)  # where the embedded defaults live
         try:
             stores = await open_stores(microstate.name, microstate.stores, urls)
@@ -124,6 +126,7 @@ async def serve(
         try:
             if metrics is not None:
                 stores = metrics.measure(stores)
+            interceptors = (*traces.interceptors, *interceptors)
             runtime = Runtime(microstate, stores, config, interceptors=interceptors, metrics=metrics)
             endpoint = await runtime.start()
             metrics_port = None
@@ -137,6 +140,7 @@ async def serve(
             await signals.stop.wait()
             await runtime.drain(hurry=signals.hurry)
         finally:
+            traces.close()
             if metrics is not None:
                 metrics.close()
             await stores.close()
