@@ -86,6 +86,18 @@ async def live_cache(client: Any) -> None:
     await until(lambda: client.near_cache_status().liveness is Liveness.LIVE, within=WITHIN, what="watch")
 
 
+async def warmed(client: Any, user_id: str) -> Any:
+    """A read of `user_id` served from the near-cache, its watch started (by a read) and connected."""
+    await client.get(user_id)
+    await live_cache(client)
+    return await cached_read(client, user_id)
+
+
+async def broken_cache(client: Any) -> None:
+    """Wait until the client's near-cache knows its watch broke."""
+    await until(lambda: client.near_cache_status().liveness is Liveness.STALE, within=WITHIN, what="break")
+
+
 async def cached_read(client: Any, user_id: str) -> Any:
     """Read `user_id` until it is served from the near-cache (the watch may not cover the first read)."""
     return await eventually(
@@ -129,9 +141,7 @@ async def test_a_write_elsewhere_drops_the_value_within_a_deadline(counted: Coun
         v1.ProfileClient(options=fast_options(server.target)) as writer,  # another process, another version
     ):
         await writer.create(v1.Profile(user_id="ada", display_name="Ada"))
-        await client.get("ada")
-        await live_cache(client)
-        assert (await cached_read(client, "ada")).value.name.display_name == "Ada"
+        assert (await warmed(client, "ada")).value.name.display_name == "Ada"
 
         await writer.update(v1.Profile(user_id="ada", display_name="Augusta"), ["display_name"])
         fresh = await eventually(
@@ -140,7 +150,6 @@ async def test_a_write_elsewhere_drops_the_value_within_a_deadline(counted: Coun
         assert fresh.source is Source.LIVE
         assert (await cached_read(client, "ada")).value.name.display_name == "Augusta"
 
-        await cached_read(client, "ada")
         await writer.delete("ada")
 
         async def gone() -> bool:
@@ -157,9 +166,7 @@ async def test_its_own_writes_are_read_back_at_once(counted: Counted) -> None:
     _, server = counted
     async with v1.ProfileClient(options=cached_options(server.target)) as client:
         await client.create(v1.Profile(user_id="ada", locale="en-GB"))
-        await client.get("ada")
-        await live_cache(client)
-        await cached_read(client, "ada")
+        await warmed(client, "ada")
         await client.update(v1.Profile(user_id="ada", locale="fr-FR"), ["locale"])
         read = await client.get("ada")  # no waiting for the watch's event
         assert read.source is Source.LIVE and read.value.locale == "fr-FR"
@@ -176,9 +183,7 @@ async def test_an_answer_older_than_a_change_that_arrived_first_is_not_kept(coun
     ):
         await writer.create(v1.Profile(user_id="race", locale="en-GB"))
         await writer.create(v1.Profile(user_id="marker"))
-        await client.get("marker")
-        await live_cache(client)
-        await cached_read(client, "marker")  # the one entry: its drop shows the watch got this far
+        await warmed(client, "marker")  # the one entry: its drop shows the watch got this far
 
         hook.hold = "race"
         old = asyncio.create_task(client.get("race"))
@@ -200,14 +205,10 @@ async def test_a_broken_watch_sends_reads_live_and_never_serves_past_max_stalene
     max_staleness = 0.5
     async with v1.ProfileClient(options=cached_options(server.target, max_staleness=max_staleness)) as client:
         await client.create(v1.Profile(user_id="ada"))
-        await client.get("ada")
-        await live_cache(client)
-        await cached_read(client, "ada")
+        await warmed(client, "ada")
 
         await server.stop()
-        await until(
-            lambda: client.near_cache_status().liveness is Liveness.STALE, within=WITHIN, what="break"
-        )
+        await broken_cache(client)
         # Within max_staleness of the break a read may still be a hit; never once it has passed.
         await until(lambda: client.near_cache_status().age > max_staleness, within=WITHIN, what="staleness")
         read = await client.get("ada")
@@ -228,13 +229,9 @@ async def test_zero_staleness_stops_serving_as_soon_as_the_watch_breaks(counted:
     _, server = counted
     async with v1.ProfileClient(options=cached_options(server.target, max_staleness=0)) as client:
         await client.create(v1.Profile(user_id="ada"))
-        await client.get("ada")
-        await live_cache(client)
-        await cached_read(client, "ada")
+        await warmed(client, "ada")
         await server.stop()
-        await until(
-            lambda: client.near_cache_status().liveness is Liveness.STALE, within=WITHIN, what="break"
-        )
+        await broken_cache(client)
         assert (await client.get("ada")).source is Source.SNAPSHOT
 
 
@@ -243,9 +240,7 @@ async def test_only_the_configured_key_range_is_kept(counted: Counted) -> None:
     async with v1.ProfileClient(options=cached_options(server.target, prefix="team-")) as client:
         for user_id in ("team-1", "other"):
             await client.create(v1.Profile(user_id=user_id))
-        await client.get("team-1")
-        await live_cache(client)
-        await cached_read(client, "team-1")
+        await warmed(client, "team-1")
         calls = hook.reads
         assert [(await client.get("other")).source for _ in range(2)] == [Source.LIVE] * 2
         assert hook.reads == calls + 2
