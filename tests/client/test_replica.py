@@ -31,6 +31,7 @@ def test_a_full_replica_applies_a_snapshot_then_deltas_in_revision_order() -> No
     assert entry is not None and entry.revision == 11
     replica.apply_snapshot(20, [("z", 26)])  # a fresh snapshot replaces everything
     assert _values(replica) == {"z": 26} and replica.status().revision == 20
+    assert replica.copy() == (20, [("z", 26)])
 
 
 def test_a_silent_feed_goes_stale_within_its_heartbeat_timeout_and_back_on_a_heartbeat() -> None:

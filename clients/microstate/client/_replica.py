@@ -120,6 +120,12 @@ class Replica(Generic[K, V]):
         with self._lock:
             return list(self._entries.items())
 
+    def copy(self) -> tuple[int | None, list[tuple[K, V]]]:
+        """The revision and every (key, value) at it, taken together: what to persist, and to `restore`
+        from later."""
+        with self._lock:
+            return self._revision, [(key, entry.value) for key, entry in self._entries.items()]
+
     @property
     def revision(self) -> int | None:
         return self._revision
@@ -143,7 +149,9 @@ class Replica(Generic[K, V]):
     # -- a full replica's feed -------------------------------------------------------------------------
 
     def apply_snapshot(self, revision: int, items: Iterable[tuple[K, V]]) -> None:
-        """Replace every entry with `items`, the whole range at `revision`; the feed is live."""
+        """Replace every entry with `items`, the whole range at `revision`; the feed is live. A snapshot
+        sent in chunks is applied once its last chunk is in (`items` may be a generator over them: it is
+        consumed before the swap, so readers see the old range or the new one, never a mix)."""
         fresh = OrderedDict((key, Entry(value, revision, time.time())) for key, value in items)
         with self._lock:
             self._entries = fresh
