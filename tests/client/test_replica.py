@@ -103,6 +103,14 @@ def test_a_fill_in_flight_across_a_change_of_its_key_is_not_kept() -> None:
     assert replica.fill("a", replica.begin_fill(), 1)
 
 
+def test_a_fill_with_a_revision_never_replaces_a_newer_entry() -> None:
+    replica: Replica[str, int] = Replica(max_entries=10)
+    replica.feed_opened(resumed=False)
+    assert replica.fill("a", replica.begin_fill(), 5, revision=5)
+    assert not replica.fill("a", replica.begin_fill(), 4, revision=4)
+    assert replica.fill("a", replica.begin_fill(), 6, revision=6) and _values(replica) == {"a": 6}
+
+
 def test_a_fill_of_a_key_the_touch_log_forgot_is_not_kept() -> None:
     replica: Replica[str, int] = Replica(max_entries=10)
     replica.feed_opened(resumed=False)
