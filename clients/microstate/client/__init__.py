@@ -33,6 +33,7 @@ from microstate.client._options import (
 )
 from microstate.client._read import BatchRead, Page, Read, Source
 from microstate.client._replica import Liveness, Replica, ReplicaStatus
+from microstate.client._stats import ClientStats
 from microstate.client.errors import ContractVersionNotServed, MicrostateError, NoSnapshotError
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "BreakerOptions",
     "BreakerState",
     "ClientOptions",
+    "ClientStats",
     "ContractVersionNotServed",
     "Liveness",
     "MicrostateError",

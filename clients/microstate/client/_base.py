@@ -26,6 +26,7 @@ from microstate.client._options import ClientOptions, Metadata, SnapshotOptions
 from microstate.client._plans import Answered, Plan, Split, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read, Source
 from microstate.client._snapshot import Snapshot, SnapshotStore
+from microstate.client._stats import ClientStats, Counters
 from microstate.client._watch import Change, ConnectionListener, WatchCursor
 from microstate.client.errors import (
     Cancelled,
@@ -129,6 +130,7 @@ class ClientCore:
         self.breaker = CircuitBreaker(
             self.options.breaker.failure_threshold, self.options.breaker.reset_timeout
         )
+        self.counters = Counters()
         self._metadata: Metadata = ((CONTRACT_METADATA_KEY, contract.name), *self.options.metadata)
         # One instance for every read the open breaker answers: the hot path allocates no exception.
         self._circuit_open = CircuitOpenError(self.target)
@@ -170,6 +172,7 @@ class ClientCore:
         near_cache, ticket = self.near_cache, None
         if near_cache is not None:
             if (cached := near_cache.serve(key)) is not None:
+                self.counters.read_cached()
                 return Answered(cached)
             ticket = near_cache.begin_fill()
         snapshot = self.snapshots.get(key)
@@ -179,6 +182,7 @@ class ClientCore:
 
         def on_response(message: M) -> Read[M]:
             self.breaker.record_success()
+            self.counters.read_live()
             read = Read(message, LIVE, resource.etag_of(message), time.time())
             self.snapshots.put(
                 resource.key_of(message), message.SerializeToString(), read.etag, read.fetched_at
@@ -205,10 +209,12 @@ class ClientCore:
         """A read that fails closed: the live answer, or its typed error (CircuitOpenError while the
         breaker is open); no snapshot is kept or served."""
         if not self.breaker.allow():
+            self.counters.read_failed()
             raise self._circuit_open
 
         def on_response(message: M) -> Read[M]:
             self.breaker.record_success()
+            self.counters.read_live()
             return Read(message, LIVE, resource.etag_of(message), time.time())
 
         def on_error(err: grpc.RpcError) -> Read[M]:
@@ -237,6 +243,7 @@ class ClientCore:
         if near_cache is not None:
             cached = {key: near_cache.serve(key) for key in snapshots}
             if None not in cached.values():  # all or nothing: a partial hit still costs the call
+                self.counters.read_cached(len(cached))
                 return Answered(BatchRead(cached))  # type: ignore[arg-type]
             ticket = near_cache.begin_fill()
         if not self.breaker.allow():
@@ -253,6 +260,7 @@ class ClientCore:
             # of a batch, which bounds BatchGet throughput.
             fetched_at, key_of, etag_of = time.time(), resource.key_of, resource.etag_of
             found = {key_of(msg): Read(msg, LIVE, etag_of(msg), fetched_at) for msg in messages}
+            self.counters.read_live(len(found))
             self.snapshots.put_many(
                 ((key, read.value.SerializeToString(), read.etag) for key, read in found.items()), fetched_at
             )
@@ -301,6 +309,7 @@ class ClientCore:
             if isinstance(error, NotFound):
                 for key in keys:
                     self.snapshots.discard(key)
+            self.counters.read_failed(max(1, len(keys)))
             raise error from err
         self.breaker.record_failure()
         if budget is not None and isinstance(error, DeadlineExceeded):
@@ -312,7 +321,9 @@ class ClientCore:
         self, resource: Resource[M], key: str, snapshot: Snapshot | None, reason: MicrostateError
     ) -> Read[M]:
         if snapshot is None:
+            self.counters.read_failed()
             raise NoSnapshotError((key,), reason) from reason
+        self.counters.read_snapshot()
         return _from_snapshot(resource, snapshot, reason)
 
     def _serve_while_open(self, resource: Resource[M], key: str, snapshot: Snapshot | None) -> Read[M]:
@@ -322,6 +333,7 @@ class ClientCore:
             return self._serve(resource, key, None, self._circuit_open)  # raises NoSnapshotError
         if snapshot.read_while_open is None:
             snapshot.read_while_open = _from_snapshot(resource, snapshot, self._circuit_open)
+        self.counters.read_snapshot()
         return snapshot.read_while_open
 
     def _serve_batch(
@@ -334,9 +346,11 @@ class ClientCore:
         """The keys' snapshots; with none, NoSnapshotError for a whole batch (a part of a split batch
         leaves that to `_batches.combined`)."""
         found = {key: _from_snapshot(resource, entry, reason) for key, entry in snapshots.items() if entry}
+        unavailable = [key for key, entry in snapshots.items() if entry is None]
+        self.counters.read_snapshot(len(found))
+        self.counters.read_failed(len(unavailable))
         if not found and whole:
             raise NoSnapshotError(tuple(snapshots), reason) from reason
-        unavailable = [key for key, entry in snapshots.items() if entry is None]
         return BatchRead(found, [], unavailable, reason)
 
     # -- lists and writes: live only -----------------------------------------------------------------
@@ -389,6 +403,7 @@ class ClientCore:
             # applied, on_error), and a read in flight across it is not kept.
             if near_cache is not None:
                 near_cache.invalidate(key)
+            self.counters.wrote()
             return on_success(response)
 
         def attempt(resend: bool) -> Unary[R, O]:
@@ -400,6 +415,7 @@ class ClientCore:
                     return Split([functools.partial(attempt, False)], _only)
                 if isinstance(error, NotFound):
                     self.snapshots.discard(key)
+                self.counters.write_failed()
                 raise error from err
 
             left = None if deadline is None else max(0.0, started + deadline - time.monotonic())
@@ -479,6 +495,11 @@ class ClientBase:
     def breaker_state(self) -> BreakerState:
         """CLOSED normally; OPEN while reads skip the service; HALF_OPEN while one probe is out."""
         return self._core.breaker.state
+
+    def stats(self) -> ClientStats:
+        """What this client has read (live, from snapshots, from the near-cache) and written so far."""
+        core = self._core
+        return core.counters.stats(core.breaker.state, len(core.snapshots))
 
 
 def _only(outcomes: list[O]) -> O:
