@@ -4,7 +4,7 @@ SQLite, or a scripted servicer where a failure must be staged), and fast client 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -59,16 +59,23 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await store.close()
 
 
-@pytest.fixture
-async def real_server(store: Store) -> AsyncIterator[RestartableServer]:
-    """The real profile server (v1 and v2 servicers, domain, SQLite store, contract pinning),
-    restartable on its port."""
+def profile_server(
+    store: Store, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> RestartableServer:
+    """The real profile server (v1 and v2 servicers, domain, contract pinning) over `store`, restartable on
+    its port, behind `interceptors`."""
 
     def attach(server: grpc.aio.Server) -> None:
         MICROSTATE.attach(server, Stores.of(store))
         refuse_unserved_contracts(server, MICROSTATE.service_names)
 
-    server = RestartableServer(attach)
+    return RestartableServer(attach, interceptors)
+
+
+@pytest.fixture
+async def real_server(store: Store) -> AsyncIterator[RestartableServer]:
+    """The real profile server over SQLite."""
+    server = profile_server(store)
     await server.start()
     yield server
     await server.stop()

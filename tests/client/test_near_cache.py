@@ -19,11 +19,8 @@ import pytest
 from microstate.client import ClientOptions, Liveness, NearCacheOptions, Source
 from microstate.client.errors import NotFound
 from microstate.client.profile import v1, v2
-from microstate.server.pinning import refuse_unserved_contracts
-from microstate.server.profile import MICROSTATE
 from microstate.server.store.base import Store
-from microstate.server.store.roles import Stores
-from tests.client.conftest import fast_options
+from tests.client.conftest import fast_options, profile_server
 from tests.client.harness import RestartableServer, eventually
 from tests.support.processes import until, wait_for
 from tests.support.unary_hooks import Behaviour, UnaryHook
@@ -70,12 +67,7 @@ class CountedGets(UnaryHook):
 async def counted(store: Store) -> AsyncIterator[tuple[CountedGets, RestartableServer]]:
     """The real profile server (v1 and v2 over SQLite) behind a counting interceptor."""
     hook = CountedGets()
-
-    def attach(server: grpc.aio.Server) -> None:
-        MICROSTATE.attach(server, Stores.of(store))
-        refuse_unserved_contracts(server, MICROSTATE.service_names)
-
-    server = RestartableServer(attach, [hook])
+    server = profile_server(store, [hook])
     await server.start()
     yield hook, server
     await server.stop()

@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import functools
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
@@ -112,6 +113,11 @@ def raise_typed(err: grpc.RpcError) -> NoReturn:
 def _is_availability_failure(error: MicrostateError) -> bool:
     """The service did not answer; CANCELLED too: a server going away dropped the call (see _channel.py)."""
     return isinstance(error, Unavailable | DeadlineExceeded | Cancelled)
+
+
+def new_request_id() -> str:
+    """A fresh AIP-155 request id for a write, so the service applies it once however often it is sent."""
+    return str(uuid.uuid4())
 
 
 class ClientCore:

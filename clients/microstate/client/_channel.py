@@ -8,7 +8,9 @@ deadline, each attempt load-balanced afresh (so it can go to another address). W
 - writes (every other method): CANCELLED only. gRPC never retries a call once its response headers have
   arrived, and every Microstate write handler sends its headers before it does anything else
   (microstate.server.commit), so a write that is retried provably never ran. Any other failure of a write,
-  UNAVAILABLE included, may come after the write was applied (its answer lost): never retried.
+  UNAVAILABLE included, may come after the write was applied (its answer lost): gRPC never retries it. The
+  SDK sends such a write once more itself when it carries a request id (AIP-155; ClientCore.write's
+  resend_if_lost), because the service then applies it once however often it arrives.
 """
 
 from __future__ import annotations

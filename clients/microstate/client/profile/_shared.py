@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from google.protobuf import field_mask_pb2
 
 from microstate.client import _aio, _options, _sync
-from microstate.client._base import ClientBase, Contract, Message, Resource
+from microstate.client._base import ClientBase, Contract, Message, Resource, new_request_id
 from microstate.client._enums import ContractEnum
 from microstate.client._operations import iterated, unary
 from microstate.client._plans import Pages, Plan, Stream, Unary, every_page
@@ -218,10 +218,18 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
 
     @unary
     def create(
-        self, profile: ProfileT, *, timeout: float | None = None, metadata: CallMetadata = None
+        self,
+        profile: ProfileT,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        metadata: CallMetadata = None,
     ) -> Unary[ProfileT, ProfileT]:
-        """Create a profile; returns it with etag and times set. Raises AlreadyExists, InvalidArgument."""
-        request = self._pb.CreateProfileRequest(profile=profile)
+        """Create a profile; returns it with etag and times set. Raises AlreadyExists, InvalidArgument.
+
+        Every write carries a request id (AIP-155; `request_id`, else a fresh UUID), so one whose answer is
+        lost is sent again and still applies once."""
+        request = self._pb.CreateProfileRequest(profile=profile, request_id=request_id or new_request_id())
         return self._core.write(
             "CreateProfile",
             request,
@@ -229,6 +237,7 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
             self._remembered,
             timeout=timeout,
             metadata=self._core.metadata(metadata),
+            resend_if_lost=True,
         )
 
     @unary
@@ -238,14 +247,15 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         update_mask: Sequence[str] | None = None,
         *,
         etag: str | None = None,
+        request_id: str | None = None,
         timeout: float | None = None,
         metadata: CallMetadata = None,
     ) -> Unary[ProfileT, ProfileT]:
         """Update the fields named in `update_mask` (None: every writable field). The write is guarded by
         `etag`, else by profile.etag when set ("" forces an unguarded write); a mismatch raises Aborted.
         An etag read through any version of the contract guards a write through any other.
-        Raises NotFound, InvalidArgument. `profile` itself is not modified."""
-        request = self._pb.UpdateProfileRequest(profile=profile)
+        Raises NotFound, InvalidArgument. `profile` itself is not modified. Applies once, as `create`."""
+        request = self._pb.UpdateProfileRequest(profile=profile, request_id=request_id or new_request_id())
         if update_mask is not None:
             request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(update_mask)))
         if etag is not None:
@@ -257,6 +267,7 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
             self._remembered,
             timeout=timeout,
             metadata=self._core.metadata(metadata),
+            resend_if_lost=True,
         )
 
     @unary
@@ -265,17 +276,29 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         user_id: str,
         *,
         etag: str | None = None,
+        must_exist: bool = True,
         timeout: float | None = None,
         metadata: CallMetadata = None,
     ) -> Unary[Any, None]:
-        """Delete a profile, guarded by `etag` when given. Raises NotFound, Aborted."""
-        request = self._pb.DeleteProfileRequest(user_id=user_id, etag=etag or "")
+        """Delete a profile, guarded by `etag` when given. Raises NotFound (if `must_exist`), Aborted.
+
+        With `must_exist=False` the delete carries a request id and is sent again if its answer is lost:
+        deleting a profile that is not there then succeeds, as a retry of an applied delete must."""
+        request = self._pb.DeleteProfileRequest(
+            user_id=user_id, etag=etag or "", request_id="" if must_exist else new_request_id()
+        )
 
         def forget(_: object) -> None:
             self._core.snapshots.discard(user_id)
 
         return self._core.write(
-            "DeleteProfile", request, user_id, forget, timeout=timeout, metadata=self._core.metadata(metadata)
+            "DeleteProfile",
+            request,
+            user_id,
+            forget,
+            timeout=timeout,
+            metadata=self._core.metadata(metadata),
+            resend_if_lost=not must_exist,
         )
 
     @iterated

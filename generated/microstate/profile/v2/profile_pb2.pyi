@@ -134,26 +134,32 @@ class ListProfilesResponse(_message.Message):
     def __init__(self, profiles: _Optional[_Iterable[_Union[Profile, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CreateProfileRequest(_message.Message):
-    __slots__ = ("profile",)
+    __slots__ = ("profile", "request_id")
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     profile: Profile
-    def __init__(self, profile: _Optional[_Union[Profile, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, profile: _Optional[_Union[Profile, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateProfileRequest(_message.Message):
-    __slots__ = ("profile", "update_mask")
+    __slots__ = ("profile", "update_mask", "request_id")
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     profile: Profile
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, profile: _Optional[_Union[Profile, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, profile: _Optional[_Union[Profile, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteProfileRequest(_message.Message):
-    __slots__ = ("user_id", "etag")
+    __slots__ = ("user_id", "etag", "request_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     etag: str
-    def __init__(self, user_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, user_id: _Optional[str] = ..., etag: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteProfileResponse(_message.Message):
     __slots__ = ()

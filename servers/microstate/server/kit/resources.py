@@ -9,6 +9,7 @@ A slice supplies a `Kind` (its noun, its key field and its stored encoding) and 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, NamedTuple, TypeVar
@@ -21,6 +22,7 @@ from microstate.server.errors import (
     NotFound,
 )
 from microstate.server.kit.caches import DecodedRecords
+from microstate.server.kit.idempotency import AppliedRequest, WriteRequest, remembered, was_applied
 from microstate.server.kit.locks import KeyedLocks
 from microstate.server.kit.paging import PageTokens
 from microstate.server.store.base import (
@@ -90,6 +92,10 @@ class Kind(Generic[T]):
     """The request field that holds the key, e.g. "user_id" (ErrorInfo metadata)."""
     to_bytes: Callable[[T], bytes]
     from_bytes: Callable[[bytes], T]
+    requests: Callable[[T], Sequence[AppliedRequest]] | None = None
+    """For a kind whose writes take request ids (kit/idempotency.py): the applied requests a value holds."""
+    with_requests: Callable[[T, tuple[AppliedRequest, ...]], T] | None = None
+    """The value holding these applied requests instead."""
 
     def stored(self, record: Record) -> Stored[T]:
         return Stored(self.from_bytes(record.value), record.revision)
@@ -169,12 +175,30 @@ class Resources(Generic[T]):
             taken.append(resource)
         return taken, self._page_tokens.encode(page.next_after, prefix)
 
-    async def create(self, key: str, data: T, *, ttl: float | None = None) -> Stored[T]:
+    async def create(
+        self, key: str, data: T, *, ttl: float | None = None, request: WriteRequest | None = None
+    ) -> Stored[T]:
+        """Create `key`; ALREADY_EXISTS if it exists, unless it was created by this very `request` (a retry:
+        the resource is returned as it is)."""
+        if request is not None:
+            data = self._remember(data, (), request)
         try:
             record = await self.store.put(key, self.kind.to_bytes(data), if_match=ABSENT, ttl=ttl)
-        except PreconditionFailed:
+        except PreconditionFailed as exc:
+            if request is not None and exc.current is not None:
+                current = self.decode(exc.current)
+                if self._applied(current, request):
+                    return current
             raise self.kind.already_exists(key) from None
         return Stored(data, record.revision)
+
+    def _applied(self, current: Stored[T], request: WriteRequest) -> bool:
+        assert self.kind.requests is not None, f"{self.kind.noun} writes take no request ids"
+        return was_applied(self.kind.requests(current.data), request)
+
+    def _remember(self, data: T, history: Sequence[AppliedRequest], request: WriteRequest) -> T:
+        assert self.kind.with_requests is not None, f"{self.kind.noun} writes take no request ids"
+        return self.kind.with_requests(data, remembered(history, request, time.time_ns()))
 
     async def update(
         self,
@@ -183,18 +207,32 @@ class Resources(Generic[T]):
         *,
         etag: str,
         ttl: Ttl[T] | None = None,
+        request: WriteRequest | None = None,
     ) -> Stored[T]:
         """Write `change(current)` atomically. With an etag, a concurrent change is ABORTED; without, the
         read-modify-write is retried, so a partial update never overwrites what it did not name.
         `change` may return UNCHANGED (nothing is written) or raise (nothing is written, the error
-        propagates); `ttl` gives the written value's expiry (default: none)."""
+        propagates); `ttl` gives the written value's expiry (default: none). A retry of `request` that
+        was applied already changes nothing and returns the resource as it is (its etag is then moot)."""
 
         async def read() -> Stored[T]:
-            return await self.get_for_write(key, etag)
+            # With a request id, the etag is checked after looking for the request: a retry of an applied
+            # write carries the etag it replaced.
+            return await (self.get(key) if request is not None else self.get_for_write(key, etag))
 
         def apply(current: Stored[T] | None) -> T | Unchanged:
             assert current is not None  # read() raises NOT_FOUND rather than return None
-            return change(current)
+            if request is None:
+                return change(current)
+            if self._applied(current, request):
+                return UNCHANGED
+            if etag and current.etag != etag:
+                raise EtagMismatch(self.kind.subject(key), etag, current.etag)
+            updated = change(current)
+            if updated is UNCHANGED:
+                return updated
+            assert self.kind.requests is not None
+            return self._remember(updated, self.kind.requests(current.data), request)
 
         def lost(exc: PreconditionFailed) -> None:
             if exc.current is None or etag:
@@ -258,16 +296,22 @@ class Resources(Generic[T]):
             raise EtagMismatch(self.kind.subject(key), etag, current.etag)
         return current
 
-    async def delete(self, key: str, *, etag: str) -> None:
-        if etag:
-            current = await self.get_for_write(key, etag)
-            try:
-                await self.store.delete(key, if_match=current.revision)
-            except PreconditionFailed as exc:
-                raise self.kind.lost_race(key, etag, exc) from None
-            return
-        if not await self.store.delete(key):
-            raise self.kind.not_found(key)
+    async def delete(self, key: str, *, etag: str, request: WriteRequest | None = None) -> None:
+        """Delete `key` (guarded by `etag` when set). With a `request`, a resource that is not there counts as
+        deleted: the retry of a delete that was applied cannot be told from a first call once it is gone."""
+        try:
+            if etag:
+                current = await self.get_for_write(key, etag)
+                try:
+                    await self.store.delete(key, if_match=current.revision)
+                except PreconditionFailed as exc:
+                    raise self.kind.lost_race(key, etag, exc) from None
+                return
+            if not await self.store.delete(key):
+                raise self.kind.not_found(key)
+        except NotFound:
+            if request is None:
+                raise
 
     async def watch_start(self, resume_token: str) -> str:
         """Where a watch begins: after `resume_token`, or after the current head when it is empty."""

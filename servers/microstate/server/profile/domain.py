@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from microstate.server.errors import InvalidArgument
+from microstate.server.kit.idempotency import WriteRequest
 from microstate.server.kit.paging import PageTokens
 from microstate.server.kit.resources import ResourceChange, Resources
 from microstate.server.profile import rules
@@ -64,13 +65,23 @@ class ProfileDomain:
         """A page of profiles and the token of the next (see Resources.list for `take`)."""
         return await self._profiles.list(prefix, rules.page_size_of(page_size), page_token, take)
 
-    async def create(self, data: ProfileData, *, contract: Contract) -> StoredProfile:
+    async def create(
+        self, data: ProfileData, *, contract: Contract, request: WriteRequest | None = None
+    ) -> StoredProfile:
         now = self._clock()
         data = replace(data, create_time_ns=now, update_time_ns=now, written_by=contract.name)
         rules.check_profile(data, contract.field_path)
-        return await self._profiles.create(data.user_id, data)
+        return await self._profiles.create(data.user_id, data, request=request)
 
-    async def update(self, user_id: str, patch: Patch, *, etag: str, contract: Contract) -> StoredProfile:
+    async def update(
+        self,
+        user_id: str,
+        patch: Patch,
+        *,
+        etag: str,
+        contract: Contract,
+        request: WriteRequest | None = None,
+    ) -> StoredProfile:
         """Apply `patch` atomically. With an etag, a concurrent change is ABORTED; without, it is retried."""
         rules.check_user_id(user_id, contract.field_path("user_id"))
 
@@ -78,6 +89,7 @@ class ProfileDomain:
             updated = replace(
                 patch(current.data),
                 user_id=user_id,
+                applied_requests=current.data.applied_requests,
                 create_time_ns=current.data.create_time_ns,
                 update_time_ns=max(self._clock(), current.data.update_time_ns + 1),
                 written_by=contract.name,
@@ -85,11 +97,11 @@ class ProfileDomain:
             rules.check_profile(updated, contract.field_path, current.data)
             return updated
 
-        return await self._profiles.update(user_id, change, etag=etag)
+        return await self._profiles.update(user_id, change, etag=etag, request=request)
 
-    async def delete(self, user_id: str, *, etag: str) -> None:
+    async def delete(self, user_id: str, *, etag: str, request: WriteRequest | None = None) -> None:
         rules.check_user_id(user_id, "user_id")
-        await self._profiles.delete(user_id, etag=etag)
+        await self._profiles.delete(user_id, etag=etag, request=request)
 
     async def watch_start(self, resume_token: str) -> str:
         """Where a watch begins: after `resume_token`, or after the current head when it is empty."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import array
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from microstate.profile.storage.v1.record_pb2 import ConsentRecord, ProfileRecord
 from microstate.server.kit import records
+from microstate.server.kit.idempotency import AppliedRequest
 from microstate.server.kit.resources import Kind, Stored
 from microstate.server.wellknown import timestamp
 
@@ -83,6 +84,8 @@ class ProfileData:
     consents: tuple[Consent, ...] = ()
     embedding_model: str = ""
     embedding_model_version: str = ""
+    applied_requests: tuple[AppliedRequest, ...] = ()
+    """The recent writes with a request_id applied to it (kit/idempotency.py); never shown to clients."""
 
     def to_bytes(self) -> bytes:
         return records.to_message(
@@ -90,6 +93,7 @@ class ProfileData:
             ProfileRecord,
             embedding_f32le=pack_floats(self.embedding),
             consents=[c.to_record() for c in self.consents],
+            applied_requests=[r.to_record() for r in self.applied_requests],
         ).SerializeToString(deterministic=True)
 
     @classmethod
@@ -100,10 +104,18 @@ class ProfileData:
             cls,
             embedding=unpack_floats(record.embedding_f32le),
             consents=tuple(map(Consent.from_record, record.consents)),
+            applied_requests=tuple(map(AppliedRequest.from_record, record.applied_requests)),
         )
 
 
-PROFILE: Kind[ProfileData] = Kind("profile", "user_id", ProfileData.to_bytes, ProfileData.from_bytes)
+PROFILE: Kind[ProfileData] = Kind(
+    "profile",
+    "user_id",
+    ProfileData.to_bytes,
+    ProfileData.from_bytes,
+    requests=lambda data: data.applied_requests,
+    with_requests=lambda data, applied: replace(data, applied_requests=applied),
+)
 """Profiles as the kit's keyed resources: errors say "profile", reasons PROFILE_*, keys are user ids."""
 
 StoredProfile = Stored[ProfileData]

@@ -23,6 +23,7 @@ from microstate.server.config import MAX_RESPONSE_BYTES
 from microstate.server.errors import stream_errors, unary_errors
 from microstate.server.kit import wire
 from microstate.server.kit.caches import LatestPerKey
+from microstate.server.kit.idempotency import write_request
 from microstate.server.profile.domain import Contract, Patch, ProfileChange, ProfileDomain
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.responses import PageEntries, ResponseTooLarge
@@ -148,21 +149,28 @@ class ProfileServicer:
     @headers_first
     async def CreateProfile(self, request: Any, context: Context) -> Any:
         data = self._codec.from_message(request.profile)
-        return self._codec.to_message(await self._domain.create(data, contract=self._codec.contract))
+        created = await self._domain.create(
+            data, contract=self._codec.contract, request=write_request(request)
+        )
+        return self._codec.to_message(created)
 
     @unary_errors
     @headers_first
     async def UpdateProfile(self, request: Any, context: Context) -> Any:
         patch = self._codec.patch_for(request.profile, list(request.update_mask.paths))
         stored = await self._domain.update(
-            request.profile.user_id, patch, etag=request.profile.etag, contract=self._codec.contract
+            request.profile.user_id,
+            patch,
+            etag=request.profile.etag,
+            contract=self._codec.contract,
+            request=write_request(request),
         )
         return self._codec.to_message(stored)
 
     @unary_errors
     @headers_first
     async def DeleteProfile(self, request: Any, context: Context) -> Any:
-        await self._domain.delete(request.user_id, etag=request.etag)
+        await self._domain.delete(request.user_id, etag=request.etag, request=write_request(request))
         return self._pb.DeleteProfileResponse()
 
     @stream_errors

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2
 
 from microstate.client import _aio, _options, _sync
-from microstate.client._base import ClientBase, Contract, Resource
+from microstate.client._base import ClientBase, Contract, Resource, new_request_id
 from microstate.client._enums import ContractEnum
 from microstate.client._operations import iterated, unary
 from microstate.client._plans import Answered, Pages, Plan, Stream, Unary, every_page
@@ -187,7 +186,7 @@ class SessionOperations(ClientBase):
             user_id=user_id,
             scopes=scopes,
             attributes=attributes or {},
-            request_id=request_id if request_id is not None else str(uuid.uuid4()),
+            request_id=request_id if request_id is not None else new_request_id(),
         )
         if idle_ttl is not None:
             request.idle_ttl.CopyFrom(_duration(idle_ttl))

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from microstate.kit.storage.v1 import applied_pb2 as _applied_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -10,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProfileRecord(_message.Message):
-    __slots__ = ("user_id", "display_name", "locale", "attributes", "embedding_f32le", "create_time_ns", "update_time_ns", "written_by", "given_name", "family_name", "consents", "embedding_model", "embedding_model_version")
+    __slots__ = ("user_id", "display_name", "locale", "attributes", "embedding_f32le", "create_time_ns", "update_time_ns", "written_by", "given_name", "family_name", "consents", "embedding_model", "embedding_model_version", "applied_requests")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +32,7 @@ class ProfileRecord(_message.Message):
     CONSENTS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     display_name: str
     locale: str
@@ -44,7 +46,8 @@ class ProfileRecord(_message.Message):
     consents: _containers.RepeatedCompositeFieldContainer[ConsentRecord]
     embedding_model: str
     embedding_model_version: str
-    def __init__(self, user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., locale: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., embedding_f32le: _Optional[bytes] = ..., create_time_ns: _Optional[int] = ..., update_time_ns: _Optional[int] = ..., written_by: _Optional[str] = ..., given_name: _Optional[str] = ..., family_name: _Optional[str] = ..., consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ..., embedding_model: _Optional[str] = ..., embedding_model_version: _Optional[str] = ...) -> None: ...
+    applied_requests: _containers.RepeatedCompositeFieldContainer[_applied_pb2.AppliedRequest]
+    def __init__(self, user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., locale: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., embedding_f32le: _Optional[bytes] = ..., create_time_ns: _Optional[int] = ..., update_time_ns: _Optional[int] = ..., written_by: _Optional[str] = ..., given_name: _Optional[str] = ..., family_name: _Optional[str] = ..., consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ..., embedding_model: _Optional[str] = ..., embedding_model_version: _Optional[str] = ..., applied_requests: _Optional[_Iterable[_Union[_applied_pb2.AppliedRequest, _Mapping]]] = ...) -> None: ...
 
 class ConsentRecord(_message.Message):
     __slots__ = ("purpose", "granted", "decide_time_ns", "decide_time")
