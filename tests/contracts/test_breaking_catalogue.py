@@ -84,7 +84,7 @@ BREAKING = {
     ),
     # Enum values are keyed by number too: renumbering deletes 3; swapping renames 2 and 3.
     "change-enum-value-number": breaking(
-        ("CHANGE_TYPE_DELETED = 3;", "CHANGE_TYPE_DELETED = 4;"), rules={"ENUM_VALUE_NO_DELETE"}
+        ("CHANGE_TYPE_DELETED = 3;", "CHANGE_TYPE_DELETED = 5;"), rules={"ENUM_VALUE_NO_DELETE"}
     ),
     "swap-enum-value-numbers": breaking(
         ("CHANGE_TYPE_UPDATED = 2;", "CHANGE_TYPE_UPDATED = 3;"),
@@ -123,7 +123,7 @@ SAFE = {
         )
     ),
     "add-enum-value": safe(
-        insert_after("CHANGE_TYPE_DELETED = 3;\n", "  // Restored.\n  CHANGE_TYPE_RESTORED = 4;\n")
+        insert_after("CHANGE_TYPE_DELETED = 3;\n", "  // Restored.\n  CHANGE_TYPE_RESTORED = 5;\n")
     ),
     "add-comment": safe(insert_after("// A user's profile.\n", "// Readable through every version.\n")),
     "add-file-in-new-package": Edit(replacements=(), new_files=(NEW_PACKAGE_FILE,)),

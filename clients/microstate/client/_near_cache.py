@@ -24,8 +24,12 @@ CACHE = Source.CACHE
 class NearCache:
     def __init__(self, options: NearCacheOptions) -> None:
         self.prefix = options.prefix
+        self.heartbeat_interval = options.heartbeat_interval
         self._max_staleness = options.max_staleness
-        self._replica: Replica[str, tuple[Any, str]] = Replica(max_entries=options.max_entries)
+        self._heartbeat_timeout = 2 * options.heartbeat_interval
+        self._replica: Replica[str, tuple[Any, str]] = Replica(
+            max_entries=options.max_entries, heartbeat_timeout=self._heartbeat_timeout
+        )
 
     def __len__(self) -> int:
         return len(self._replica)
@@ -35,8 +39,12 @@ class NearCache:
 
     def serve(self, key: str) -> Read[Any] | None:
         """The cached read of `key`, if it may be served now; None: read it live."""
-        entry = self._replica.get(key)
-        if entry is None or self._replica.age() > self._max_staleness:
+        replica = self._replica
+        entry = replica.get(key)
+        # A connected watch is current until its heartbeats are late: a silent stream counts as broken
+        # two intervals after it last spoke; a stream seen to break, from then.
+        allowed = self._max_staleness + (self._heartbeat_timeout if replica.connected else 0.0)
+        if entry is None or replica.age() > allowed:
             return None
         message, etag = entry.value
         return Read(message, CACHE, etag, entry.stored_at)
@@ -52,6 +60,9 @@ class NearCache:
             kept = type(message)()
             kept.CopyFrom(message)
             self._replica.fill(key, ticket, (kept, etag))
+
+    def heartbeat(self) -> None:
+        self._replica.heartbeat()
 
     def invalidate(self, key: str) -> None:
         self._replica.invalidate(key)

@@ -28,6 +28,7 @@ DEFAULT_BREAKER_FAILURE_THRESHOLD = 5
 DEFAULT_BREAKER_RESET_TIMEOUT = 5.0
 DEFAULT_MAX_RECONNECT_BACKOFF = 5.0
 DEFAULT_NEAR_CACHE_MAX_STALENESS = 1.0
+DEFAULT_NEAR_CACHE_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_NEAR_CACHE_MAX_ENTRIES = 10_000
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -127,10 +128,15 @@ class NearCacheOptions:
     """Keys kept; the least recently used go first."""
     prefix: str = ""
     """The key range cached and watched: keys that start with it ("": every key)."""
+    heartbeat_interval: float = DEFAULT_NEAR_CACHE_HEARTBEAT_INTERVAL
+    """Seconds between the heartbeats the watch asks the server for. A watch silent for two intervals counts
+    as broken even when no connection error says so (a partition), so a value is never served more than
+    2 * heartbeat_interval + max_staleness after the watch last proved it current."""
 
     def __post_init__(self) -> None:
         _require(self.max_staleness >= 0, "max_staleness must be >= 0")
         _require(self.max_entries >= 1, "max_entries must be >= 1")
+        _require(1.0 <= self.heartbeat_interval <= 3600, "heartbeat_interval must be 1 to 3600 seconds")
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,11 @@ class Replica(Generic[K, V]):
     def revision(self) -> int | None:
         return self._revision
 
+    @property
+    def connected(self) -> bool:
+        """Whether a feed is connected now (its heartbeats may still be late: see `status`)."""
+        return self._connected
+
     def age(self, now: float | None = None) -> float:
         """Seconds since the replica was last known current (see the module docstring)."""
         life = self._life

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import AsyncGenerator
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar, overload
+
+from google.protobuf.message import Message
 
 from microstate.server.cancellation import end_if_cancelled
+from microstate.server.errors import InvalidArgument
+from microstate.server.wellknown import duration_ns
 
 T = TypeVar("T")
 
@@ -19,10 +24,47 @@ swallow one (Python 3.11's asyncio.wait_for does if what it waits for completes 
 PyMongo send every command through it), and a source left running would follow the store for good."""
 
 
+MIN_HEARTBEAT_NS: Final = 1_000_000_000
+MAX_HEARTBEAT_NS: Final = 3600 * 1_000_000_000
+
+
+def heartbeat_interval(request: Message, field: str = "heartbeat_interval") -> float | None:
+    """The heartbeat interval a watch request asks for, in seconds (1 s to 1 h); None: it asks for none."""
+    if not request.HasField(field):
+        return None
+    ns = duration_ns(getattr(request, field), field)
+    if not MIN_HEARTBEAT_NS <= ns <= MAX_HEARTBEAT_NS:
+        raise InvalidArgument(field, "from 1 second to 1 hour")
+    return ns / 1e9
+
+
+class Idle(enum.Enum):
+    """What `until_stopping` yields when its items were silent for `idle` seconds."""
+
+    IDLE = "idle"
+
+
+IDLE: Final = Idle.IDLE
+
+
+@overload
+def until_stopping(
+    items: AsyncGenerator[T, None], stopping: asyncio.Event | None, *, idle: None = None
+) -> AsyncGenerator[T, None]: ...
+
+
+@overload
+def until_stopping(
+    items: AsyncGenerator[T, None], stopping: asyncio.Event | None, *, idle: float | None
+) -> AsyncGenerator[T | Idle, None]: ...
+
+
 async def until_stopping(
-    items: AsyncGenerator[T, None], stopping: asyncio.Event | None
-) -> AsyncGenerator[T, None]:
-    """Yield from `items` until they end or `stopping` is set, then close them.
+    items: AsyncGenerator[T, None], stopping: asyncio.Event | None, *, idle: float | None = None
+) -> AsyncGenerator[T | Idle, None]:
+    """Yield from `items` until they end or `stopping` is set, then close them; with `idle`, also yield
+    IDLE whenever `items` were silent that many seconds (a heartbeat, so a client can tell a quiet stream
+    from a dead one).
 
     Watch streams never end by themselves; ending them when the server stops lets `server.stop(grace)` finish
     without waiting out the grace period, and clients resume (from their last token) on another server.
@@ -31,20 +73,26 @@ async def until_stopping(
     which gRPC delivers as a cancellation of the handler, or the consumer closes this generator), `items` has
     ended before this returns: its polling, connections and tasks are released with the stream.
     """
-    # Each step of `items` runs in a task of its own, so that `stopping` can interrupt it; a step must have
-    # ended before `items` can be closed (closing a running generator raises RuntimeError and closes nothing).
-    stop = asyncio.ensure_future((stopping or asyncio.Event()).wait())
-    step: asyncio.Future[T] | None = None
+    # Each step of `items` runs in a task of its own, so that `stopping` can interrupt it (and a silence be
+    # noticed without cancelling it); a step must have ended before `items` can be closed (closing a running
+    # generator raises RuntimeError and closes nothing).
+    stop: asyncio.Future[Any] = asyncio.ensure_future((stopping or asyncio.Event()).wait())
+    step: asyncio.Future[Any] | None = None
     try:
         while True:
             # The handler's own calls (reading where the stream starts) may have lost a cancellation too.
             end_if_cancelled()
-            step = asyncio.ensure_future(anext(items))
-            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if step is None:
+                step = asyncio.ensure_future(anext(items))
+            await asyncio.wait({step, stop}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():
-                return
+                if stop.done():
+                    return
+                yield IDLE
+                continue
+            done, step = step, None
             try:
-                item = step.result()
+                item = done.result()
             except StopAsyncIteration:
                 return
             yield item

@@ -21,7 +21,7 @@ from operator import attrgetter
 from types import ModuleType
 from typing import Any, ClassVar, Generic, TypeVar
 
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 
 from microstate.client import _aio, _options, _sync
 from microstate.client._base import ClientBase, Contract, Message, Resource, new_request_id
@@ -75,11 +75,14 @@ class ChangeType(ContractEnum):
     CREATED = 1
     UPDATED = 2
     DELETED = 3
+    HEARTBEAT = 4
+    """Nothing changed; the stream is alive (only on a watch that asked for heartbeats)."""
     # The generated enum's names, as aliases, so code written against it keeps working.
     CHANGE_TYPE_UNSPECIFIED = 0
     CHANGE_TYPE_CREATED = 1
     CHANGE_TYPE_UPDATED = 2
     CHANGE_TYPE_DELETED = 3
+    CHANGE_TYPE_HEARTBEAT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +325,9 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         """The watch behind the near-cache: its key range from now, telling it when streams open and end."""
         near_cache = self._core.near_cache
         assert near_cache is not None
-        return self._changes(near_cache.prefix, "", None, None, near_cache.watch_listener)
+        return self._changes(
+            near_cache.prefix, "", None, None, near_cache.watch_listener, near_cache.heartbeat_interval
+        )
 
     def _follow_near_cache(self) -> None:
         if (near_cache := self._core.near_cache) is not None:
@@ -341,9 +346,17 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         timeout: float | None,
         metadata: CallMetadata,
         listener: ConnectionListener | None,
+        heartbeat_interval: float | None = None,
     ) -> Stream[ProfileChange[ProfileT]]:
+        interval = None if heartbeat_interval is None else duration_pb2.Duration()
+        if interval is not None and heartbeat_interval is not None:
+            interval.FromTimedelta(datetime.timedelta(seconds=heartbeat_interval))
+
         def request_for(token: str) -> object:
-            return self._pb.WatchProfilesRequest(resume_token=token, user_id_prefix=prefix)
+            request = self._pb.WatchProfilesRequest(resume_token=token, user_id_prefix=prefix)
+            if interval is not None:
+                request.heartbeat_interval.CopyFrom(interval)
+            return request
 
         return self._core.watch(
             "WatchProfiles",
@@ -373,9 +386,16 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         return profile
 
     def _observe(self, event: Any) -> ProfileChange[ProfileT]:
-        if (near_cache := self._core.near_cache) is not None:
-            near_cache.invalidate(event.user_id)
         change_type = ChangeType.of(event.change_type)
+        near_cache = self._core.near_cache
+        if change_type is ChangeType.HEARTBEAT:
+            if near_cache is not None:
+                near_cache.heartbeat()
+            return ProfileChange(
+                change_type, "", None, event.resume_token, datetime.datetime.now(datetime.UTC)
+            )
+        if near_cache is not None:
+            near_cache.invalidate(event.user_id)
         profile = event.profile if event.HasField("profile") else None
         if change_type is ChangeType.DELETED:
             self._core.snapshots.discard(event.user_id)

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#microstate/profile/v1/profile.proto\x12\x15microstate.profile.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x42\n\nattributes\x18\x04 \x03(\x0b\x32..microstate.profile.v1.Profile.AttributesEntry\x12\x11\n\tembedding\x18\x05 \x03(\x02\x12\x0c\n\x04\x65tag\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"+\n\x17\x42\x61tchGetProfilesRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"f\n\x18\x42\x61tchGetProfilesResponse\x12\x30\n\x08profiles\x18\x01 \x03(\x0b\x32\x1e.microstate.profile.v1.Profile\x12\x18\n\x10missing_user_ids\x18\x02 \x03(\t\"T\n\x13ListProfilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0euser_id_prefix\x18\x03 \x01(\t\"a\n\x14ListProfilesResponse\x12\x30\n\x08profiles\x18\x01 \x03(\x0b\x32\x1e.microstate.profile.v1.Profile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x14\x43reateProfileRequest\x12/\n\x07profile\x18\x01 \x01(\x0b\x32\x1e.microstate.profile.v1.Profile\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x8c\x01\n\x14UpdateProfileRequest\x12/\n\x07profile\x18\x01 \x01(\x0b\x32\x1e.microstate.profile.v1.Profile\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"I\n\x14\x44\x65leteProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x44\x65leteProfileResponse\"D\n\x14WatchProfilesRequest\x12\x14\n\x0cresume_token\x18\x01 \x01(\t\x12\x16\n\x0euser_id_prefix\x18\x02 \x01(\t\"\xd8\x01\n\x15WatchProfilesResponse\x12\x36\n\x0b\x63hange_type\x18\x01 \x01(\x0e\x32!.microstate.profile.v1.ChangeType\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x07profile\x18\x03 \x01(\x0b\x32\x1e.microstate.profile.v1.Profile\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12/\n\x0b\x63ommit_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*t\n\nChangeType\x12\x1b\n\x17\x43HANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_TYPE_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_TYPE_UPDATED\x10\x02\x12\x17\n\x13\x43HANGE_TYPE_DELETED\x10\x03\x32\xdc\x05\n\x0eProfileService\x12V\n\nGetProfile\x12(.microstate.profile.v1.GetProfileRequest\x1a\x1e.microstate.profile.v1.Profile\x12s\n\x10\x42\x61tchGetProfiles\x12..microstate.profile.v1.BatchGetProfilesRequest\x1a/.microstate.profile.v1.BatchGetProfilesResponse\x12g\n\x0cListProfiles\x12*.microstate.profile.v1.ListProfilesRequest\x1a+.microstate.profile.v1.ListProfilesResponse\x12\\\n\rCreateProfile\x12+.microstate.profile.v1.CreateProfileRequest\x1a\x1e.microstate.profile.v1.Profile\x12\\\n\rUpdateProfile\x12+.microstate.profile.v1.UpdateProfileRequest\x1a\x1e.microstate.profile.v1.Profile\x12j\n\rDeleteProfile\x12+.microstate.profile.v1.DeleteProfileRequest\x1a,.microstate.profile.v1.DeleteProfileResponse\x12l\n\rWatchProfiles\x12+.microstate.profile.v1.WatchProfilesRequest\x1a,.microstate.profile.v1.WatchProfilesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#microstate/profile/v1/profile.proto\x12\x15microstate.profile.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x42\n\nattributes\x18\x04 \x03(\x0b\x32..microstate.profile.v1.Profile.AttributesEntry\x12\x11\n\tembedding\x18\x05 \x03(\x02\x12\x0c\n\x04\x65tag\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"+\n\x17\x42\x61tchGetProfilesRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"f\n\x18\x42\x61tchGetProfilesResponse\x12\x30\n\x08profiles\x18\x01 \x03(\x0b\x32\x1e.microstate.profile.v1.Profile\x12\x18\n\x10missing_user_ids\x18\x02 \x03(\t\"T\n\x13ListProfilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0euser_id_prefix\x18\x03 \x01(\t\"a\n\x14ListProfilesResponse\x12\x30\n\x08profiles\x18\x01 \x03(\x0b\x32\x1e.microstate.profile.v1.Profile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x14\x43reateProfileRequest\x12/\n\x07profile\x18\x01 \x01(\x0b\x32\x1e.microstate.profile.v1.Profile\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x8c\x01\n\x14UpdateProfileRequest\x12/\n\x07profile\x18\x01 \x01(\x0b\x32\x1e.microstate.profile.v1.Profile\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"I\n\x14\x44\x65leteProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x44\x65leteProfileResponse\"{\n\x14WatchProfilesRequest\x12\x14\n\x0cresume_token\x18\x01 \x01(\t\x12\x16\n\x0euser_id_prefix\x18\x02 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd8\x01\n\x15WatchProfilesResponse\x12\x36\n\x0b\x63hange_type\x18\x01 \x01(\x0e\x32!.microstate.profile.v1.ChangeType\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x07profile\x18\x03 \x01(\x0b\x32\x1e.microstate.profile.v1.Profile\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12/\n\x0b\x63ommit_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x8f\x01\n\nChangeType\x12\x1b\n\x17\x43HANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_TYPE_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_TYPE_UPDATED\x10\x02\x12\x17\n\x13\x43HANGE_TYPE_DELETED\x10\x03\x12\x19\n\x15\x43HANGE_TYPE_HEARTBEAT\x10\x04\x32\xdc\x05\n\x0eProfileService\x12V\n\nGetProfile\x12(.microstate.profile.v1.GetProfileRequest\x1a\x1e.microstate.profile.v1.Profile\x12s\n\x10\x42\x61tchGetProfiles\x12..microstate.profile.v1.BatchGetProfilesRequest\x1a/.microstate.profile.v1.BatchGetProfilesResponse\x12g\n\x0cListProfiles\x12*.microstate.profile.v1.ListProfilesRequest\x1a+.microstate.profile.v1.ListProfilesResponse\x12\\\n\rCreateProfile\x12+.microstate.profile.v1.CreateProfileRequest\x1a\x1e.microstate.profile.v1.Profile\x12\\\n\rUpdateProfile\x12+.microstate.profile.v1.UpdateProfileRequest\x1a\x1e.microstate.profile.v1.Profile\x12j\n\rDeleteProfile\x12+.microstate.profile.v1.DeleteProfileRequest\x1a,.microstate.profile.v1.DeleteProfileResponse\x12l\n\rWatchProfiles\x12+.microstate.profile.v1.WatchProfilesRequest\x1a,.microstate.profile.v1.WatchProfilesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +36,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROFILE_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_PROFILE_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_CHANGETYPE']._serialized_start=1443
-  _globals['_CHANGETYPE']._serialized_end=1559
-  _globals['_PROFILE']._serialized_start=130
-  _globals['_PROFILE']._serialized_end=444
-  _globals['_PROFILE_ATTRIBUTESENTRY']._serialized_start=395
-  _globals['_PROFILE_ATTRIBUTESENTRY']._serialized_end=444
-  _globals['_GETPROFILEREQUEST']._serialized_start=446
-  _globals['_GETPROFILEREQUEST']._serialized_end=482
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=484
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=527
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=529
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=631
-  _globals['_LISTPROFILESREQUEST']._serialized_start=633
-  _globals['_LISTPROFILESREQUEST']._serialized_end=717
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=719
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=816
-  _globals['_CREATEPROFILEREQUEST']._serialized_start=818
-  _globals['_CREATEPROFILEREQUEST']._serialized_end=909
-  _globals['_UPDATEPROFILEREQUEST']._serialized_start=912
-  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1052
-  _globals['_DELETEPROFILEREQUEST']._serialized_start=1054
-  _globals['_DELETEPROFILEREQUEST']._serialized_end=1127
-  _globals['_DELETEPROFILERESPONSE']._serialized_start=1129
-  _globals['_DELETEPROFILERESPONSE']._serialized_end=1152
-  _globals['_WATCHPROFILESREQUEST']._serialized_start=1154
-  _globals['_WATCHPROFILESREQUEST']._serialized_end=1222
-  _globals['_WATCHPROFILESRESPONSE']._serialized_start=1225
-  _globals['_WATCHPROFILESRESPONSE']._serialized_end=1441
-  _globals['_PROFILESERVICE']._serialized_start=1562
-  _globals['_PROFILESERVICE']._serialized_end=2294
+  _globals['_CHANGETYPE']._serialized_start=1531
+  _globals['_CHANGETYPE']._serialized_end=1674
+  _globals['_PROFILE']._serialized_start=162
+  _globals['_PROFILE']._serialized_end=476
+  _globals['_PROFILE_ATTRIBUTESENTRY']._serialized_start=427
+  _globals['_PROFILE_ATTRIBUTESENTRY']._serialized_end=476
+  _globals['_GETPROFILEREQUEST']._serialized_start=478
+  _globals['_GETPROFILEREQUEST']._serialized_end=514
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=516
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=559
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=561
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=663
+  _globals['_LISTPROFILESREQUEST']._serialized_start=665
+  _globals['_LISTPROFILESREQUEST']._serialized_end=749
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=751
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=848
+  _globals['_CREATEPROFILEREQUEST']._serialized_start=850
+  _globals['_CREATEPROFILEREQUEST']._serialized_end=941
+  _globals['_UPDATEPROFILEREQUEST']._serialized_start=944
+  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1084
+  _globals['_DELETEPROFILEREQUEST']._serialized_start=1086
+  _globals['_DELETEPROFILEREQUEST']._serialized_end=1159
+  _globals['_DELETEPROFILERESPONSE']._serialized_start=1161
+  _globals['_DELETEPROFILERESPONSE']._serialized_end=1184
+  _globals['_WATCHPROFILESREQUEST']._serialized_start=1186
+  _globals['_WATCHPROFILESREQUEST']._serialized_end=1309
+  _globals['_WATCHPROFILESRESPONSE']._serialized_start=1312
+  _globals['_WATCHPROFILESRESPONSE']._serialized_end=1528
+  _globals['_PROFILESERVICE']._serialized_start=1677
+  _globals['_PROFILESERVICE']._serialized_end=2409
 # @@protoc_insertion_point(module_scope)

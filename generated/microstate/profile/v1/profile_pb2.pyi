@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -17,10 +18,12 @@ class ChangeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_TYPE_CREATED: _ClassVar[ChangeType]
     CHANGE_TYPE_UPDATED: _ClassVar[ChangeType]
     CHANGE_TYPE_DELETED: _ClassVar[ChangeType]
+    CHANGE_TYPE_HEARTBEAT: _ClassVar[ChangeType]
 CHANGE_TYPE_UNSPECIFIED: ChangeType
 CHANGE_TYPE_CREATED: ChangeType
 CHANGE_TYPE_UPDATED: ChangeType
 CHANGE_TYPE_DELETED: ChangeType
+CHANGE_TYPE_HEARTBEAT: ChangeType
 
 class Profile(_message.Message):
     __slots__ = ("user_id", "display_name", "locale", "attributes", "embedding", "etag", "create_time", "update_time")
@@ -120,12 +123,14 @@ class DeleteProfileResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class WatchProfilesRequest(_message.Message):
-    __slots__ = ("resume_token", "user_id_prefix")
+    __slots__ = ("resume_token", "user_id_prefix", "heartbeat_interval")
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     USER_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     resume_token: str
     user_id_prefix: str
-    def __init__(self, resume_token: _Optional[str] = ..., user_id_prefix: _Optional[str] = ...) -> None: ...
+    heartbeat_interval: _duration_pb2.Duration
+    def __init__(self, resume_token: _Optional[str] = ..., user_id_prefix: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class WatchProfilesResponse(_message.Message):
     __slots__ = ("change_type", "user_id", "profile", "resume_token", "commit_time")

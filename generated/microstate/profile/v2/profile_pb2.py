@@ -22,53 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#microstate/profile/v2/profile.proto\x12\x15microstate.profile.v2\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x04name\x18\x02 \x01(\x0b\x32!.microstate.profile.v2.PersonName\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x37\n\x0bpreferences\x18\x04 \x01(\x0b\x32\".microstate.profile.v2.Preferences\x12\x30\n\x08\x63onsents\x18\x05 \x03(\x0b\x32\x1e.microstate.profile.v2.Consent\x12\x33\n\tembedding\x18\x06 \x01(\x0b\x32 .microstate.profile.v2.Embedding\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\nPersonName\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x12\n\ngiven_name\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x03 \x01(\t\"o\n\x0bPreferences\x12+\n\x05theme\x18\x01 \x01(\x0e\x32\x1c.microstate.profile.v2.Theme\x12\x19\n\x11\x63ontent_languages\x18\x02 \x03(\t\x12\x18\n\x10marketing_emails\x18\x03 \x01(\x08\"\\\n\x07\x43onsent\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x08\x12/\n\x0b\x64\x65\x63ide_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"$\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"+\n\x17\x42\x61tchGetProfilesRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"f\n\x18\x42\x61tchGetProfilesResponse\x12\x30\n\x08profiles\x18\x01 \x03(\x0b\x32\x1e.microstate.profile.v2.Profile\x12\x18\n\x10missing_user_ids\x18\x02 \x03(\t\"T\n\x13ListProfilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0euser_id_prefix\x18\x03 \x01(\t\"a\n\x14ListProfilesResponse\x12\x30\n\x08profiles\x18\x01 \x03(\x0b\x32\x1e.microstate.profile.v2.Profile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x14\x43reateProfileRequest\x12/\n\x07profile\x18\x01 \x01(\x0b\x32\x1e.microstate.profile.v2.Profile\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x8c\x01\n\x14UpdateProfileRequest\x12/\n\x07profile\x18\x01 \x01(\x0b\x32\x1e.microstate.profile.v2.Profile\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"I\n\x14\x44\x65leteProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x44\x65leteProfileResponse\"D\n\x14WatchProfilesRequest\x12\x14\n\x0cresume_token\x18\x01 \x01(\t\x12\x16\n\x0euser_id_prefix\x18\x02 \x01(\t\"\xd8\x01\n\x15WatchProfilesResponse\x12\x36\n\x0b\x63hange_type\x18\x01 \x01(\x0e\x32!.microstate.profile.v2.ChangeType\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x07profile\x18\x03 \x01(\x0b\x32\x1e.microstate.profile.v2.Profile\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12/\n\x0b\x63ommit_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*Q\n\x05Theme\x12\x15\n\x11THEME_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTHEME_LIGHT\x10\x01\x12\x0e\n\nTHEME_DARK\x10\x02\x12\x10\n\x0cTHEME_SYSTEM\x10\x03*t\n\nChangeType\x12\x1b\n\x17\x43HANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_TYPE_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_TYPE_UPDATED\x10\x02\x12\x17\n\x13\x43HANGE_TYPE_DELETED\x10\x03\x32\xdc\x05\n\x0eProfileService\x12V\n\nGetProfile\x12(.microstate.profile.v2.GetProfileRequest\x1a\x1e.microstate.profile.v2.Profile\x12s\n\x10\x42\x61tchGetProfiles\x12..microstate.profile.v2.BatchGetProfilesRequest\x1a/.microstate.profile.v2.BatchGetProfilesResponse\x12g\n\x0cListProfiles\x12*.microstate.profile.v2.ListProfilesRequest\x1a+.microstate.profile.v2.ListProfilesResponse\x12\\\n\rCreateProfile\x12+.microstate.profile.v2.CreateProfileRequest\x1a\x1e.microstate.profile.v2.Profile\x12\\\n\rUpdateProfile\x12+.microstate.profile.v2.UpdateProfileRequest\x1a\x1e.microstate.profile.v2.Profile\x12j\n\rDeleteProfile\x12+.microstate.profile.v2.DeleteProfileRequest\x1a,.microstate.profile.v2.DeleteProfileResponse\x12l\n\rWatchProfiles\x12+.microstate.profile.v2.WatchProfilesRequest\x1a,.microstate.profile.v2.WatchProfilesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#microstate/profile/v2/profile.proto\x12\x15microstate.profile.v2\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x04name\x18\x02 \x01(\x0b\x32!.microstate.profile.v2.PersonName\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x37\n\x0bpreferences\x18\x04 \x01(\x0b\x32\".microstate.profile.v2.Preferences\x12\x30\n\x08\x63onsents\x18\x05 \x03(\x0b\x32\x1e.microstate.profile.v2.Consent\x12\x33\n\tembedding\x18\x06 \x01(\x0b\x32 .microstate.profile.v2.Embedding\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\nPersonName\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x12\n\ngiven_name\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x03 \x01(\t\"o\n\x0bPreferences\x12+\n\x05theme\x18\x01 \x01(\x0e\x32\x1c.microstate.profile.v2.Theme\x12\x19\n\x11\x63ontent_languages\x18\x02 \x03(\t\x12\x18\n\x10marketing_emails\x18\x03 \x01(\x08\"\\\n\x07\x43onsent\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x08\x12/\n\x0b\x64\x65\x63ide_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"$\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"+\n\x17\x42\x61tchGetProfilesRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"f\n\x18\x42\x61tchGetProfilesResponse\x12\x30\n\x08profiles\x18\x01 \x03(\x0b\x32\x1e.microstate.profile.v2.Profile\x12\x18\n\x10missing_user_ids\x18\x02 \x03(\t\"T\n\x13ListProfilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0euser_id_prefix\x18\x03 \x01(\t\"a\n\x14ListProfilesResponse\x12\x30\n\x08profiles\x18\x01 \x03(\x0b\x32\x1e.microstate.profile.v2.Profile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x14\x43reateProfileRequest\x12/\n\x07profile\x18\x01 \x01(\x0b\x32\x1e.microstate.profile.v2.Profile\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x8c\x01\n\x14UpdateProfileRequest\x12/\n\x07profile\x18\x01 \x01(\x0b\x32\x1e.microstate.profile.v2.Profile\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"I\n\x14\x44\x65leteProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x44\x65leteProfileResponse\"{\n\x14WatchProfilesRequest\x12\x14\n\x0cresume_token\x18\x01 \x01(\t\x12\x16\n\x0euser_id_prefix\x18\x02 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd8\x01\n\x15WatchProfilesResponse\x12\x36\n\x0b\x63hange_type\x18\x01 \x01(\x0e\x32!.microstate.profile.v2.ChangeType\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x07profile\x18\x03 \x01(\x0b\x32\x1e.microstate.profile.v2.Profile\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12/\n\x0b\x63ommit_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*Q\n\x05Theme\x12\x15\n\x11THEME_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTHEME_LIGHT\x10\x01\x12\x0e\n\nTHEME_DARK\x10\x02\x12\x10\n\x0cTHEME_SYSTEM\x10\x03*\x8f\x01\n\nChangeType\x12\x1b\n\x17\x43HANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_TYPE_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_TYPE_UPDATED\x10\x02\x12\x17\n\x13\x43HANGE_TYPE_DELETED\x10\x03\x12\x19\n\x15\x43HANGE_TYPE_HEARTBEAT\x10\x04\x32\xdc\x05\n\x0eProfileService\x12V\n\nGetProfile\x12(.microstate.profile.v2.GetProfileRequest\x1a\x1e.microstate.profile.v2.Profile\x12s\n\x10\x42\x61tchGetProfiles\x12..microstate.profile.v2.BatchGetProfilesRequest\x1a/.microstate.profile.v2.BatchGetProfilesResponse\x12g\n\x0cListProfiles\x12*.microstate.profile.v2.ListProfilesRequest\x1a+.microstate.profile.v2.ListProfilesResponse\x12\\\n\rCreateProfile\x12+.microstate.profile.v2.CreateProfileRequest\x1a\x1e.microstate.profile.v2.Profile\x12\\\n\rUpdateProfile\x12+.microstate.profile.v2.UpdateProfileRequest\x1a\x1e.microstate.profile.v2.Profile\x12j\n\rDeleteProfile\x12+.microstate.profile.v2.DeleteProfileRequest\x1a,.microstate.profile.v2.DeleteProfileResponse\x12l\n\rWatchProfiles\x12+.microstate.profile.v2.WatchProfilesRequest\x1a,.microstate.profile.v2.WatchProfilesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'microstate.profile.v2.profile_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_THEME']._serialized_start=1843
-  _globals['_THEME']._serialized_end=1924
-  _globals['_CHANGETYPE']._serialized_start=1926
-  _globals['_CHANGETYPE']._serialized_end=2042
-  _globals['_PROFILE']._serialized_start=130
-  _globals['_PROFILE']._serialized_end=493
-  _globals['_PERSONNAME']._serialized_start=495
-  _globals['_PERSONNAME']._serialized_end=570
-  _globals['_PREFERENCES']._serialized_start=572
-  _globals['_PREFERENCES']._serialized_end=683
-  _globals['_CONSENT']._serialized_start=685
-  _globals['_CONSENT']._serialized_end=777
-  _globals['_EMBEDDING']._serialized_start=779
-  _globals['_EMBEDDING']._serialized_end=844
-  _globals['_GETPROFILEREQUEST']._serialized_start=846
-  _globals['_GETPROFILEREQUEST']._serialized_end=882
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=884
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=927
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=929
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=1031
-  _globals['_LISTPROFILESREQUEST']._serialized_start=1033
-  _globals['_LISTPROFILESREQUEST']._serialized_end=1117
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=1119
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=1216
-  _globals['_CREATEPROFILEREQUEST']._serialized_start=1218
-  _globals['_CREATEPROFILEREQUEST']._serialized_end=1309
-  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1312
-  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1452
-  _globals['_DELETEPROFILEREQUEST']._serialized_start=1454
-  _globals['_DELETEPROFILEREQUEST']._serialized_end=1527
-  _globals['_DELETEPROFILERESPONSE']._serialized_start=1529
-  _globals['_DELETEPROFILERESPONSE']._serialized_end=1552
-  _globals['_WATCHPROFILESREQUEST']._serialized_start=1554
-  _globals['_WATCHPROFILESREQUEST']._serialized_end=1622
-  _globals['_WATCHPROFILESRESPONSE']._serialized_start=1625
-  _globals['_WATCHPROFILESRESPONSE']._serialized_end=1841
-  _globals['_PROFILESERVICE']._serialized_start=2045
-  _globals['_PROFILESERVICE']._serialized_end=2777
+  _globals['_THEME']._serialized_start=1930
+  _globals['_THEME']._serialized_end=2011
+  _globals['_CHANGETYPE']._serialized_start=2014
+  _globals['_CHANGETYPE']._serialized_end=2157
+  _globals['_PROFILE']._serialized_start=162
+  _globals['_PROFILE']._serialized_end=525
+  _globals['_PERSONNAME']._serialized_start=527
+  _globals['_PERSONNAME']._serialized_end=602
+  _globals['_PREFERENCES']._serialized_start=604
+  _globals['_PREFERENCES']._serialized_end=715
+  _globals['_CONSENT']._serialized_start=717
+  _globals['_CONSENT']._serialized_end=809
+  _globals['_EMBEDDING']._serialized_start=811
+  _globals['_EMBEDDING']._serialized_end=876
+  _globals['_GETPROFILEREQUEST']._serialized_start=878
+  _globals['_GETPROFILEREQUEST']._serialized_end=914
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=916
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=959
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=961
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=1063
+  _globals['_LISTPROFILESREQUEST']._serialized_start=1065
+  _globals['_LISTPROFILESREQUEST']._serialized_end=1149
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=1151
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=1248
+  _globals['_CREATEPROFILEREQUEST']._serialized_start=1250
+  _globals['_CREATEPROFILEREQUEST']._serialized_end=1341
+  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1344
+  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1484
+  _globals['_DELETEPROFILEREQUEST']._serialized_start=1486
+  _globals['_DELETEPROFILEREQUEST']._serialized_end=1559
+  _globals['_DELETEPROFILERESPONSE']._serialized_start=1561
+  _globals['_DELETEPROFILERESPONSE']._serialized_end=1584
+  _globals['_WATCHPROFILESREQUEST']._serialized_start=1586
+  _globals['_WATCHPROFILESREQUEST']._serialized_end=1709
+  _globals['_WATCHPROFILESRESPONSE']._serialized_start=1712
+  _globals['_WATCHPROFILESRESPONSE']._serialized_end=1928
+  _globals['_PROFILESERVICE']._serialized_start=2160
+  _globals['_PROFILESERVICE']._serialized_end=2892
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ owns both.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -28,7 +29,7 @@ from microstate.server.profile.domain import Contract, Patch, ProfileChange, Pro
 from microstate.server.profile.model import ProfileData, StoredProfile
 from microstate.server.responses import PageEntries, ResponseTooLarge
 from microstate.server.store.base import ChangeKind
-from microstate.server.streams import until_stopping
+from microstate.server.streams import IDLE, heartbeat_interval, until_stopping
 from microstate.server.wellknown import timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -64,6 +65,13 @@ class Codec:
         if change.stored is not None:
             event.profile.CopyFrom(self.to_message(change.stored))
         return event  # type: ignore[no-any-return]
+
+    def heartbeat(self, resume_token: str) -> Message:
+        return self.pb.WatchProfilesResponse(  # type: ignore[no-any-return]
+            change_type=self.pb.CHANGE_TYPE_HEARTBEAT,
+            resume_token=resume_token,
+            commit_time=timestamp(time.time_ns()),
+        )
 
 
 assert {kind.name for kind in ChangeKind} == {"CREATED", "UPDATED", "DELETED"}  # names mirror ChangeType
@@ -175,10 +183,16 @@ class ProfileServicer:
 
     @stream_errors
     async def WatchProfiles(self, request: Any, context: Context) -> AsyncIterator[Any]:
+        interval = heartbeat_interval(request)
         start = await self._domain.watch_start(request.resume_token)
         # Response headers go out once the start is fixed: a client that has seen them
         # knows every later write will be streamed.
         await context.send_initial_metadata(())
         changes = self._domain.watch(request.user_id_prefix, start)
-        async for change in until_stopping(changes, self._stopping):
-            yield self._codec.to_event(change)
+        last_token = start
+        async for item in until_stopping(changes, self._stopping, idle=interval):
+            if item is IDLE:
+                yield self._codec.heartbeat(last_token)
+            else:
+                last_token = item.resume_token
+                yield self._codec.to_event(item)
