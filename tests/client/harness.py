@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -15,8 +15,13 @@ T = TypeVar("T")
 class RestartableServer:
     """Serves whatever `attach` adds; `stop()` then `start()` comes back on the same port."""
 
-    def __init__(self, attach: Callable[[grpc.aio.Server], None]) -> None:
+    def __init__(
+        self,
+        attach: Callable[[grpc.aio.Server], None],
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self._attach = attach
+        self._interceptors = interceptors
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -25,7 +30,7 @@ class RestartableServer:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=self._interceptors)
         self._attach(server)
         port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         if port == 0:

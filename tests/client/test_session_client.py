@@ -321,7 +321,7 @@ async def test_nothing_of_a_session_is_kept_as_a_snapshot(
 async def test_close_ends_the_revocation_watch(client: SessionClient) -> None:
     issued = await client.create("ada")
     await cached(client, issued.token)
-    follower = client._follower
+    follower = client._followers.get("_cache_feed")
     assert follower is not None and not follower.done()
     await client.close()
     assert follower.done()

@@ -52,7 +52,7 @@ async def test_the_sync_twin_caches_fails_closed_and_hears_revocations_in_a_thre
         assert (await _in_thread(lambda: client.validate(doomed.token))).source is Source.LIVE
         await _in_thread(lambda: _cached(client, doomed.token))
         await _in_thread(lambda: _cached(client, kept.token))
-        follower = client._follower
+        follower = client._followers.get("_cache_feed")
         assert follower is not None and follower.is_alive() and follower.daemon
 
         await _in_thread(lambda: admin.revoke(doomed.session.session_id))

@@ -14,6 +14,8 @@ from microstate.client._options import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BACKOFF,
     DEFAULT_MAX_RECONNECT_BACKOFF,
+    DEFAULT_NEAR_CACHE_MAX_ENTRIES,
+    DEFAULT_NEAR_CACHE_MAX_STALENESS,
     DEFAULT_SNAPSHOT_FLUSH_INTERVAL,
     DEFAULT_SNAPSHOT_MAX_AGE,
     DEFAULT_SNAPSHOT_MAX_ENTRIES,
@@ -24,11 +26,13 @@ from microstate.client._options import (
     ENV_TIMEOUT,
     BreakerOptions,
     ClientOptions,
+    NearCacheOptions,
     RetryPolicy,
     SnapshotOptions,
     TlsOptions,
 )
 from microstate.client._read import BatchRead, Page, Read, Source
+from microstate.client._replica import Liveness, Replica, ReplicaStatus
 from microstate.client.errors import ContractVersionNotServed, MicrostateError, NoSnapshotError
 
 __all__ = [
@@ -40,6 +44,8 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_BACKOFF",
     "DEFAULT_MAX_RECONNECT_BACKOFF",
+    "DEFAULT_NEAR_CACHE_MAX_ENTRIES",
+    "DEFAULT_NEAR_CACHE_MAX_STALENESS",
     "DEFAULT_SNAPSHOT_FLUSH_INTERVAL",
     "DEFAULT_SNAPSHOT_MAX_AGE",
     "DEFAULT_SNAPSHOT_MAX_ENTRIES",
@@ -53,10 +59,14 @@ __all__ = [
     "BreakerState",
     "ClientOptions",
     "ContractVersionNotServed",
+    "Liveness",
     "MicrostateError",
+    "NearCacheOptions",
     "NoSnapshotError",
     "Page",
     "Read",
+    "Replica",
+    "ReplicaStatus",
     "RetryPolicy",
     "SnapshotOptions",
     "Source",

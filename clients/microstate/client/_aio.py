@@ -8,6 +8,8 @@ definition of every public method.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -19,6 +21,8 @@ from microstate.client._base import ClientBase, raise_typed
 from microstate.client._channel import open_aio_channel
 from microstate.client._options import ClientOptions
 from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Split, Stream, signed_like
+
+log = logging.getLogger("microstate.client")
 
 P = ParamSpec("P")
 O = TypeVar("O")  # noqa: E741
@@ -39,6 +43,7 @@ class AsyncClient(ClientBase):
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._closed = False
+        self._followers: dict[str, asyncio.Task[None]] = {}
 
     def _connect(self) -> Any:
         if self._closed:
@@ -48,11 +53,32 @@ class AsyncClient(ClientBase):
         self._stub = self._stub_class(self._channel)
         return self._stub
 
+    def _keep_following(self, feed: str, on_failure: Callable[[], None]) -> None:
+        if feed not in self._followers and not self._closed:
+            follow = self._follow(feed, on_failure)
+            self._followers[feed] = asyncio.get_running_loop().create_task(follow, name=f"microstate{feed}")
+
+    async def _follow(self, feed: str, on_failure: Callable[[], None]) -> None:
+        while True:
+            try:
+                async for _ in getattr(self, feed)():
+                    pass
+            except Exception:  # failed for good (e.g. RESUME_TOKEN_EXPIRED): drop the cache, start again
+                log.warning("%s of %s failed; its cache dropped", feed, self.target, exc_info=True)
+            on_failure()
+            await asyncio.sleep(self._core.options.retry.max_backoff)
+
     async def close(self) -> None:
-        """Close the channel and write the snapshot file; safe to call twice."""
+        """Stop the background watches, close the channel and write the snapshot file; safe to call
+        twice."""
         if self._closed:
             return
         self._closed = True
+        followers, self._followers = list(self._followers.values()), {}
+        for follower in followers:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
         if self._channel is not None:
             await self._channel.close()
         await asyncio.to_thread(self._core.close)  # disk I/O stays off the event loop

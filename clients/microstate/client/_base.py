@@ -21,6 +21,7 @@ import grpc
 from microstate.client import _batches
 from microstate.client._breaker import BreakerState, CircuitBreaker
 from microstate.client._channel import ChannelArguments, channel_arguments
+from microstate.client._near_cache import NearCache
 from microstate.client._options import ClientOptions, Metadata, SnapshotOptions
 from microstate.client._plans import Answered, Plan, Split, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read, Source
@@ -121,6 +122,10 @@ class ClientCore:
         self.target = self.options.resolve_target(contract.slice_name, contract.default_target)
         snapshot_options = self.options.snapshot if contract.snapshots else SnapshotOptions(max_entries=0)
         self.snapshots = SnapshotStore(contract.name, snapshot_options)
+        near_cache = self.options.near_cache
+        self.near_cache = NearCache(near_cache) if near_cache is not None else None
+        """The opt-in near-cache (ClientOptions.near_cache): `read` and `batch_read` serve from it and fill
+        it; the slice's client follows the watch that keeps it current."""
         self.breaker = CircuitBreaker(
             self.options.breaker.failure_threshold, self.options.breaker.reset_timeout
         )
@@ -161,6 +166,11 @@ class ClientCore:
         SNAPSHOT; with NONE it fails closed (typed errors, no snapshot kept or served)."""
         if fallback is Fallback.NONE:
             return self.read_live(resource, method, make_request(), timeout=timeout, metadata=metadata)
+        near_cache, ticket = self.near_cache, None
+        if near_cache is not None:
+            if (cached := near_cache.serve(key)) is not None:
+                return Answered(cached)
+            ticket = near_cache.begin_fill()
         snapshot = self.snapshots.get(key)
         if not self.breaker.allow():
             return Answered(self._serve_while_open(resource, key, snapshot))
@@ -172,6 +182,8 @@ class ClientCore:
             self.snapshots.put(
                 resource.key_of(message), message.SerializeToString(), read.etag, read.fetched_at
             )
+            if near_cache is not None:
+                near_cache.fill(resource.key_of(message), ticket, message, read.etag)
             return read
 
         def on_error(err: grpc.RpcError) -> Read[M]:
@@ -220,6 +232,12 @@ class ClientCore:
         snapshots = self.snapshots.get_many(keys)
         if not snapshots:
             return Answered(BatchRead({}))
+        near_cache, ticket = self.near_cache, None
+        if near_cache is not None:
+            cached = {key: near_cache.serve(key) for key in snapshots}
+            if None not in cached.values():  # all or nothing: a partial hit still costs the call
+                return Answered(BatchRead(cached))  # type: ignore[arg-type]
+            ticket = near_cache.begin_fill()
         if not self.breaker.allow():
             return Answered(self._serve_batch(resource, snapshots, self._circuit_open))
         # The budget only applies when every key has a snapshot to serve instead of the live answer.
@@ -239,6 +257,9 @@ class ClientCore:
             )
             for key in (missing := list(missing)):
                 self.snapshots.discard(key)
+            if near_cache is not None:
+                for key, read in found.items():
+                    near_cache.fill(key, ticket, read.value, read.etag)
             return BatchRead(found, missing)
 
         def left() -> float | None:
@@ -360,9 +381,19 @@ class ClientCore:
         within what is left of its deadline, and the answer to that is the write's."""
         deadline = self.timeout(timeout)
         started = time.monotonic()
+        near_cache = self.near_cache
+
+        def done(response: R) -> O:
+            # Read-your-writes: the key's cached value goes when the write is answered (or may have been
+            # applied, on_error), and a read in flight across it is not kept.
+            if near_cache is not None:
+                near_cache.invalidate(key)
+            return on_success(response)
 
         def attempt(resend: bool) -> Unary[R, O]:
             def on_error(err: grpc.RpcError) -> O | Split[O]:
+                if near_cache is not None:
+                    near_cache.invalidate(key)
                 error = typed(err)
                 if resend and isinstance(error, Unavailable | Cancelled):
                     return Split([functools.partial(attempt, False)], _only)
@@ -371,7 +402,7 @@ class ClientCore:
                 raise error from err
 
             left = None if deadline is None else max(0.0, started + deadline - time.monotonic())
-            return Unary(method, request, left, metadata, on_success, on_error)
+            return Unary(method, request, left, metadata, done, on_error)
 
         return attempt(resend_if_lost)
 
@@ -427,6 +458,13 @@ class ClientBase:
                 options or ClientOptions.from_env(self.CONTRACT.slice_name), target=target
             )
         self._core = ClientCore(self.CONTRACT, options)
+
+    def _keep_following(self, feed: str, on_failure: Callable[[], None]) -> None:
+        """Follow the stream operation named `feed` (one that keeps a cache current) in the background
+        until close(), unless it already runs; when it fails for good, call `on_failure` (drop the cache)
+        and start it again after the longest retry backoff. The async client runs it as a task on the
+        running loop, the sync one in a daemon thread."""
+        raise NotImplementedError
 
     @property
     def target(self) -> str:

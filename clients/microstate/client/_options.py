@@ -26,6 +26,8 @@ DEFAULT_SNAPSHOT_FLUSH_INTERVAL = 1.0
 DEFAULT_BREAKER_FAILURE_THRESHOLD = 5
 DEFAULT_BREAKER_RESET_TIMEOUT = 5.0
 DEFAULT_MAX_RECONNECT_BACKOFF = 5.0
+DEFAULT_NEAR_CACHE_MAX_STALENESS = 1.0
+DEFAULT_NEAR_CACHE_MAX_ENTRIES = 10_000
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """The largest response a Microstate server sends (every contract documents it): gRPC's default receive
@@ -112,6 +114,25 @@ class BreakerOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class NearCacheOptions:
+    """An opt-in near-cache of reads: a key's value, once read live, is served from memory (Source.CACHE,
+    no call) while a watch of the key range proves it unchanged; the watch's events drop changed keys.
+    Off unless given; for slices whose clients follow a watch for it (profile: `get` and `batch_get`)."""
+
+    max_staleness: float = DEFAULT_NEAR_CACHE_MAX_STALENESS
+    """Seconds a value may still be served after the watch last proved it current: a broken watch stops
+    the cache serving that long after the break, and reads go live. 0: only while the watch is connected."""
+    max_entries: int = DEFAULT_NEAR_CACHE_MAX_ENTRIES
+    """Keys kept; the least recently used go first."""
+    prefix: str = ""
+    """The key range cached and watched: keys that start with it ("": every key)."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_staleness >= 0, "max_staleness must be >= 0")
+        _require(self.max_entries >= 1, "max_entries must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class TlsOptions:
     """TLS for the channel; all fields None means TLS with the system's root certificates."""
 
@@ -141,6 +162,8 @@ class ClientOptions:
     """The snapshot fallback."""
     breaker: BreakerOptions = field(default_factory=BreakerOptions)
     """The circuit breaker in front of reads."""
+    near_cache: NearCacheOptions | None = None
+    """The opt-in near-cache of reads kept current by a watch; None: off (every read asks the service)."""
     tls: TlsOptions | None = None
     """TLS settings; None with no `credentials`: plaintext."""
     credentials: grpc.ChannelCredentials | None = None

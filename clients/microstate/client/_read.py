@@ -18,9 +18,10 @@ class Source(enum.Enum):
     SNAPSHOT = "snapshot"
     """Served from the client's snapshot because the service could not answer (see fallback_reason)."""
     CACHE = "cache"
-    """Served from a cache the caller opted in to for this call (e.g. `validate(accept_cached_for=N)` of
-    the session client): an answer the service gave at most N seconds ago, served without asking it again,
-    whether or not it is up (`age` says how old; fallback_reason is None)."""
+    """Served from a cache the caller opted in to, without asking the service (`age` says how long ago
+    it answered; fallback_reason is None): `validate(accept_cached_for=N)` of the session client (an
+    answer at most N seconds old, whether or not the service is up), or the near-cache of
+    `ClientOptions.near_cache` (a value its watch proves unchanged; see NearCacheOptions)."""
 
 
 class Read(NamedTuple, Generic[T]):
@@ -33,7 +34,8 @@ class Read(NamedTuple, Generic[T]):
     key's snapshot returns this same object until a live read, a write or a watch event refreshes it
     (decoding it on every hit cost more than the rest of the hit). Treat it as read-only and copy it
     before changing it (`mine = Profile(); mine.CopyFrom(read.value)`): a change shows in the key's later
-    snapshot reads in this process (never in the snapshot file, which keeps the bytes read live)."""
+    snapshot reads in this process (never in the snapshot file, which keeps the bytes read live). A
+    near-cache read's is shared the same way."""
     source: Source
     etag: str
     """The value's etag; "" for values that have none (sessions)."""

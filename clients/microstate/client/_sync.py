@@ -8,6 +8,8 @@ of every public method.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
@@ -20,6 +22,8 @@ from microstate.client._base import ClientBase, raise_typed
 from microstate.client._channel import open_sync_channel
 from microstate.client._options import ClientOptions
 from microstate.client._plans import Answered, Exchange, Iteration, Pages, Plan, Split, Stream, signed_like
+
+log = logging.getLogger("microstate.client")
 
 CONNECT_POLL = 1.0
 """Seconds of one wait for a change of the channel's state; a call without a deadline waits in several."""
@@ -43,13 +47,46 @@ class SyncClient(ClientBase):
         )
         self._stub = self._stub_class(self._channel)
         self._closed = False
+        self._followers: dict[str, threading.Thread] = {}
+        self._followers_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def _keep_following(self, feed: str, on_failure: Callable[[], None]) -> None:
+        if feed in self._followers:
+            return
+        with self._followers_lock:
+            if feed not in self._followers and not self._stopping.is_set():
+                follower = threading.Thread(
+                    target=self._follow, args=(feed, on_failure), name=f"microstate{feed}", daemon=True
+                )
+                self._followers[feed] = follower
+                follower.start()
+
+    def _follow(self, feed: str, on_failure: Callable[[], None]) -> None:
+        while not self._stopping.is_set():
+            try:
+                for _ in getattr(self, feed)():
+                    if self._stopping.is_set():
+                        return
+            except Exception:  # failed for good, or close() closed the channel under it
+                if self._stopping.is_set():
+                    return
+                log.warning("%s of %s failed; its cache dropped", feed, self.target, exc_info=True)
+            on_failure()
+            self._stopping.wait(self._core.options.retry.max_backoff)
 
     def close(self) -> None:
-        """Close the channel and write the snapshot file; safe to call twice."""
+        """Stop the background watches, close the channel and write the snapshot file; safe to call
+        twice."""
+        with self._followers_lock:
+            self._stopping.set()
         if self._closed:
             return
         self._closed = True
-        self._channel.close()
+        self._channel.close()  # which ends the followers' calls
+        for follower in self._followers.values():
+            if follower is not threading.current_thread():
+                follower.join(timeout=self._core.options.retry.max_backoff + 1.0)
         self._core.close()
 
     def __enter__(self) -> Self:

@@ -29,6 +29,8 @@ from microstate.client._enums import ContractEnum
 from microstate.client._operations import iterated, unary
 from microstate.client._plans import Pages, Plan, Stream, Unary, every_page
 from microstate.client._read import BatchRead, Page, Read
+from microstate.client._replica import ReplicaStatus
+from microstate.client._watch import ConnectionListener
 
 DEFAULT_TARGET = "localhost:50051"
 ENV_TARGET = _options.ENV_TARGET.format(slice="PROFILE")
@@ -134,9 +136,13 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         """Read one profile, live, or from its snapshot when the service is unreachable, too slow
         (timeout, or `latency_budget` when a snapshot exists) or its circuit breaker is open.
 
+        With `ClientOptions.near_cache`, a profile read before is served from memory (Source.CACHE) while
+        the client's watch proves it unchanged (see NearCacheOptions).
+
         Raises NotFound (and drops the snapshot), InvalidArgument, ContractVersionNotServed, or
         NoSnapshotError.
         """
+        self._follow_near_cache()
         return self._core.read(
             self._resource,
             "GetProfile",
@@ -159,7 +165,9 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         """Read up to 1,000 profiles (no call for none). When the live call fails, each id is served from
         its snapshot and ids without one are listed in `unavailable`; NoSnapshotError when no id has one.
         The latency budget applies only when every id has a snapshot. Profiles too large together for
-        one response (4 MiB) are read in several calls, one after the other, within `timeout`."""
+        one response (4 MiB) are read in several calls, one after the other, within `timeout`. With
+        `ClientOptions.near_cache`, a batch whose every id is cached is served from memory."""
+        self._follow_near_cache()
         return self._core.batch_read(
             self._resource,
             "BatchGetProfiles",
@@ -284,17 +292,44 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         Events keep snapshots current. `timeout` bounds the whole watch (None: none). Raises
         FailedPrecondition (RESUME_TOKEN_EXPIRED) when the token is older than the server's change log.
         Resume tokens are the same in every version of the contract."""
+        return self._changes(prefix, resume_token or "", timeout, metadata, None)
 
+    @iterated
+    def _near_cache_feed(self) -> Stream[ProfileChange[ProfileT]]:
+        """The watch behind the near-cache: its key range from now, telling it when streams open and end."""
+        near_cache = self._core.near_cache
+        assert near_cache is not None
+        return self._changes(near_cache.prefix, "", None, None, near_cache.watch_listener)
+
+    def _follow_near_cache(self) -> None:
+        if (near_cache := self._core.near_cache) is not None:
+            self._keep_following("_near_cache_feed", near_cache.reset)
+
+    def near_cache_status(self) -> ReplicaStatus | None:
+        """The near-cache's liveness (LIVE while its watch is connected), age and size; None when
+        `ClientOptions.near_cache` is off."""
+        near_cache = self._core.near_cache
+        return near_cache.status() if near_cache is not None else None
+
+    def _changes(
+        self,
+        prefix: str,
+        resume_token: str,
+        timeout: float | None,
+        metadata: CallMetadata,
+        listener: ConnectionListener | None,
+    ) -> Stream[ProfileChange[ProfileT]]:
         def request_for(token: str) -> object:
             return self._pb.WatchProfilesRequest(resume_token=token, user_id_prefix=prefix)
 
         return self._core.watch(
             "WatchProfiles",
             request_for,
-            resume_token or "",
+            resume_token,
             self._observe,
             timeout=timeout,
             metadata=self._core.metadata(metadata),
+            listener=listener,
         )
 
     @unary
@@ -315,6 +350,8 @@ class ProfileOperations(ClientBase, Generic[ProfileT]):
         return profile
 
     def _observe(self, event: Any) -> ProfileChange[ProfileT]:
+        if (near_cache := self._core.near_cache) is not None:
+            near_cache.invalidate(event.user_id)
         change_type = ChangeType.of(event.change_type)
         profile = event.profile if event.HasField("profile") else None
         if change_type is ChangeType.DELETED:

@@ -16,21 +16,23 @@ only if the watch covers everything that happened since its live validation bega
   revocation moves it on: an answer the server gave just before a revocation committed may arrive after
   the revocation's event, which found nothing to drop.
 
+These are the rules of a read-through `Replica` (microstate.client._replica), which holds the entries;
+this module adds what is the session's own: expiry, scopes, and revocations by session or by user.
+
 Keys are SHA-256 digests of the tokens: the tokens themselves are never kept, and nothing is written to
 disk. Negative answers (UNAUTHENTICATED, PERMISSION_DENIED) are never cached; a cached session lacking a
-required scope is asked about live. Thread-safe: hits read without the lock (each dict operation is atomic);
-changes take it.
+required scope is asked about live. Thread-safe, as the Replica is.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from microstate.client._read import Read, Source
+from microstate.client._replica import Replica
 
 MAX_ACCEPT_CACHED_FOR = 30.0
 """Seconds: the longest `accept_cached_for`. A session token replaced by RefreshSession still validates
@@ -71,29 +73,25 @@ class _Entry:
 
 class ValidationCache:
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        self._max_entries = max_entries
-        self._entries: dict[bytes, _Entry] = {}
-        self._lock = threading.Lock()
-        self._generation = 0
-        self._covered = False
+        self._replica: Replica[bytes, _Entry] = Replica(max_entries=max_entries)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._replica)
 
     @property
     def generation(self) -> int | None:
         """To note before a live validation (see `put`); None while no watch covers anything."""
-        return self._generation if self._covered else None
+        return self._replica.begin_fill()
 
     def get(self, key: bytes, accept_for: float, required_scopes: Iterable[str]) -> Read[Any] | None:
         """The cached answer for `key`, if one is younger than `accept_for` seconds and its session has
         every required scope; None means: ask the service."""
-        entry = self._entries.get(key)
-        if entry is None:
+        stored = self._replica.get(key)
+        if stored is None:
             return None
-        now = time.monotonic()
+        entry, now = stored.value, time.monotonic()
         if now >= entry.ends:
-            self._drop_if(key, entry)
+            self._replica.discard(key, stored)
             return None
         if now - entry.validated >= accept_for or not entry.scopes.issuperset(required_scopes):
             return None
@@ -104,53 +102,23 @@ class ValidationCache:
         cache's generation was `generation` (see the module docstring)."""
         life = read.value.expire_time.ToNanoseconds() / 1e9 - time.time()  # on the server's clock
         ends = started + min(life, MAX_ACCEPT_CACHED_FOR)
-        with self._lock:
-            if generation is None or generation != self._generation or not self._covered:
-                return
-            if ends <= time.monotonic():
-                return
-            self._entries.pop(key, None)  # a renewed entry goes to the young end
-            if len(self._entries) >= self._max_entries:
-                del self._entries[next(iter(self._entries))]
-            self._entries[key] = _Entry(read._replace(source=Source.CACHE), started, ends)
+        if ends > time.monotonic():
+            self._replica.fill(key, generation, _Entry(read._replace(source=Source.CACHE), started, ends))
 
     def watch_state(self, up: bool, resume_token: str) -> None:
         """The revocation watch's listener (WatchCursor): a stream opened or ended at `resume_token`."""
-        with self._lock:
-            if resume_token:  # resumable: the cover goes on
-                self._covered = self._covered or up
-            elif up:  # a new cover, from now
-                self._clear()
-                self._covered = True
-            else:  # the cover broke: keep nothing new until the next one
-                self._covered = False
-                self._generation += 1
+        self._replica.watch_listener(up, resume_token)
 
     def reset(self) -> None:
         """No cover any more (the watch failed for good): drop everything until a new one starts."""
-        with self._lock:
-            self._clear()
-            self._covered = False
+        self._replica.clear()
 
     def revoke_session(self, session_id: str) -> None:
-        self._drop_where(lambda entry: entry.session_id == session_id)
-
-    def revoke_user(self, user_id: str, except_session_id: str) -> None:
-        self._drop_where(lambda entry: entry.user_id == user_id and entry.session_id != except_session_id)
-
-    def _clear(self) -> None:
-        self._entries.clear()
-        self._generation += 1
-
-    def _drop_if(self, key: bytes, entry: _Entry) -> None:
-        with self._lock:
-            if self._entries.get(key) is entry:
-                del self._entries[key]
-
-    def _drop_where(self, doomed: Callable[[_Entry], bool]) -> None:
         # Revocations are rare next to validations: a scan of at most max_entries beats keeping indexes
         # by session and by user current on every put.
-        with self._lock:
-            self._generation += 1
-            for key in [key for key, entry in self._entries.items() if doomed(entry)]:
-                del self._entries[key]
+        self._replica.drop_where(lambda _, entry: entry.session_id == session_id)
+
+    def revoke_user(self, user_id: str, except_session_id: str) -> None:
+        self._replica.drop_where(
+            lambda _, entry: entry.user_id == user_id and entry.session_id != except_session_id
+        )

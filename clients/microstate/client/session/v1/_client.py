@@ -1,18 +1,15 @@
 """SessionClient and SyncSessionClient of the microstate.session.v1 contract, from one declaration.
 
-`SessionOperations` declares every operation once; both twins inherit it (`_operations.py`). They differ
-only in how the revocation watch behind `validate(..., accept_cached_for=N)` runs: an asyncio task for the
-async client, a daemon thread for the sync one, each started on the first such call and ended by close().
+`SessionOperations` declares every operation once; both twins inherit it (`_operations.py`). The
+revocation watch behind `validate(..., accept_cached_for=N)` runs in the background (`_keep_following`): an
+asyncio task for the async client, a daemon thread for the sync one, started on the first such call and
+ended by close().
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import datetime
-import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -32,8 +29,6 @@ from microstate.client.session._cache import ValidationCache, check_accept_cache
 from microstate.session.v1 import session_pb2 as pb
 from microstate.session.v1 import session_pb2_grpc
 from microstate.session.v1.session_pb2 import Session
-
-log = logging.getLogger("microstate.client")
 
 DEFAULT_TARGET = "localhost:50052"
 """Where `microstate serve session` listens by default."""
@@ -144,7 +139,7 @@ class SessionOperations(ClientBase):
 
     def _follow_revocations(self) -> None:
         """Start the revocation watch that keeps the validation cache honest, unless it runs."""
-        raise NotImplementedError
+        self._keep_following("_cache_feed", self._cache.reset)
 
     def _write(
         self,
@@ -415,73 +410,7 @@ class SessionClient(_aio.AsyncClient, SessionOperations):
     Reads fail closed; `validate(..., accept_cached_for=N)` opts in, per call, to a cache kept honest by
     a revocation watch that runs as an asyncio task on the loop of the first such call until close()."""
 
-    def __init__(self, target: str | None = None, *, options: _options.ClientOptions | None = None) -> None:
-        super().__init__(target, options=options)
-        self._follower: asyncio.Task[None] | None = None
-
-    def _follow_revocations(self) -> None:
-        if self._follower is None and not self._closed:
-            self._follower = asyncio.get_running_loop().create_task(
-                self._follow(), name="microstate-session-revocations"
-            )
-
-    async def _follow(self) -> None:
-        while True:
-            try:
-                async for _ in self._cache_feed():
-                    pass
-            except Exception:  # the watch failed for good (e.g. RESUME_TOKEN_EXPIRED): start a new one
-                log.warning("session revocation watch failed; validation cache dropped", exc_info=True)
-            self._cache.reset()
-            await asyncio.sleep(self._core.options.retry.max_backoff)
-
-    async def close(self) -> None:
-        """Stop the revocation watch, close the channel; safe to call twice."""
-        follower, self._follower = self._follower, None
-        if follower is not None:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
-        await super().close()
-
 
 class SyncSessionClient(_sync.SyncClient, SessionOperations):
     """The blocking twin of `SessionClient`, with the same methods; thread-safe:
     `with SyncSessionClient("host:port") as sessions:`. Its revocation watch runs in a daemon thread."""
-
-    def __init__(self, target: str | None = None, *, options: _options.ClientOptions | None = None) -> None:
-        super().__init__(target, options=options)
-        self._follower: threading.Thread | None = None
-        self._follower_lock = threading.Lock()
-        self._stopping = threading.Event()
-
-    def _follow_revocations(self) -> None:
-        if self._follower is not None:
-            return
-        with self._follower_lock:
-            if self._follower is None and not self._stopping.is_set():
-                self._follower = threading.Thread(
-                    target=self._follow, name="microstate-session-revocations", daemon=True
-                )
-                self._follower.start()
-
-    def _follow(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                for _ in self._cache_feed():
-                    if self._stopping.is_set():
-                        return
-            except Exception:  # the watch failed for good, or close() closed the channel under it
-                if self._stopping.is_set():
-                    return
-                log.warning("session revocation watch failed; validation cache dropped", exc_info=True)
-            self._cache.reset()
-            self._stopping.wait(self._core.options.retry.max_backoff)
-
-    def close(self) -> None:
-        """Stop the revocation watch, close the channel; safe to call twice."""
-        self._stopping.set()
-        super().close()  # closing the channel ends the watch's call
-        follower = self._follower
-        if follower is not None and follower is not threading.current_thread():
-            follower.join(timeout=self._core.options.retry.max_backoff + 1.0)
