@@ -130,6 +130,14 @@ def test_types_sizes_and_metadata() -> None:
         variants=[f.Variant(name="a", value=f.VariantValue(object_value=big))],
     )
     assert violations(obj) == ["flag.variants[0].value.object_value"]
+    not_json = struct_pb2.Struct()
+    not_json.update({"k": [1, {"n": float("nan")}]})
+    obj = f.Flag(
+        key="x",
+        type=f.VARIANT_TYPE_OBJECT,
+        variants=[f.Variant(name="a", value=f.VariantValue(object_value=not_json))],
+    )
+    assert violations(obj) == ["flag.variants[0].value.object_value"]
     meta = header_color()
     meta.metadata.update({f"k{i}": "v" for i in range(33)})
     assert violations(meta) == ["flag.metadata"]
