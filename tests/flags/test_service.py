@@ -218,3 +218,17 @@ async def test_evaluate_all_at_one_revision(stub: Stub) -> None:
             f.EvaluateFlagRequest(key="a", context=f.EvaluationContext(targeting_key="x" * 2000))
         )
     assert details(bad.value)[1] == ["context.targeting_key"]
+
+
+async def test_context_numbers_that_are_not_json(stub: Stub) -> None:
+    """A NaN or infinite attribute is a number no ordering holds for, not an error."""
+    rule = f.Rule(conditions=[cond("n", f.OPERATOR_LESS_THAN, 3, negate=True)], variant="blue")
+    await stub.CreateFlag(f.CreateFlagRequest(flag=string_flag("nan", COLORS, "red", [rule])))
+    attributes = struct_pb2.Struct()
+    attributes.fields["n"].number_value = float("nan")
+    request = f.EvaluateFlagRequest(
+        key="nan", context=f.EvaluationContext(targeting_key="u", attributes=attributes)
+    )
+    assert (await stub.EvaluateFlag(request)).variant == "blue"
+    attributes.fields["n"].number_value = float("-inf")
+    assert (await stub.EvaluateFlag(request)).variant == "red"

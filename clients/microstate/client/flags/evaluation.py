@@ -27,7 +27,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 
 from microstate.flags.v1 import flags_pb2
 
@@ -49,6 +49,7 @@ __all__ = [
     "python_value",
     "rollout_salt",
     "split_salt",
+    "struct_dict",
 ]
 
 #: The condition attribute that names the evaluation context's targeting key.
@@ -172,8 +173,26 @@ def python_value(value: flags_pb2.VariantValue) -> Any:
     """A variant value as a Python value: bool, str, float or dict (None when unset)."""
     kind = value.WhichOneof("kind")
     if kind == "object_value":
-        return json_format.MessageToDict(value.object_value)
+        return struct_dict(value.object_value)
     return None if kind is None else getattr(value, kind)
+
+
+def struct_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A google.protobuf.Struct as plain Python values (dict, list, str, float, bool, None), as JSON reads
+    it; unlike json_format it takes any double, NaN included (a condition then compares it as Python
+    does: false)."""
+    return {key: _plain(value) for key, value in struct.fields.items()}
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_dict(value.struct_value)
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    if kind == "null_value" or kind is None:
+        return None
+    return getattr(value, kind)
 
 
 def flag_not_found(key: str, revision: int) -> Resolution:

@@ -14,9 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any, Final
 
-from google.protobuf import json_format
-
-from microstate.client.flags.evaluation import CompiledFlag, Resolution, evaluate, flag_not_found
+from microstate.client.flags.evaluation import CompiledFlag, Resolution, evaluate, flag_not_found, struct_dict
 from microstate.flags.v1 import flags_pb2 as pb
 from microstate.server.errors import InvalidArgument
 from microstate.server.flags import rules
@@ -235,10 +233,7 @@ def _merged(current: pb.Flag, request: pb.Flag, paths: tuple[str, ...]) -> pb.Fl
 
 
 def _attributes(context: pb.EvaluationContext) -> dict[str, Any]:
-    if not context.attributes.fields:
-        return {}
-    attributes: dict[str, Any] = json_format.MessageToDict(context.attributes)
-    return attributes
+    return struct_dict(context.attributes) if context.attributes.fields else {}
 
 
 def _evaluation(key: str, result: Resolution, compiled: CompiledFlag | None) -> pb.Evaluation:

@@ -155,7 +155,24 @@ def _check_variants(flag: pb.Flag, found: _Violations) -> set[str]:
             found.add(f"{field}.value.number_value", "must be finite")
         elif has == "object_value" and value.object_value.ByteSize() > MAX_VALUE_BYTES:
             found.add(f"{field}.value.object_value", f"at most {MAX_VALUE_BYTES} bytes encoded")
+        elif has == "object_value" and not _json_numbers(value.object_value):
+            found.add(f"{field}.value.object_value", "numbers must be finite (it must be valid JSON)")
     return names
+
+
+def _json_numbers(struct: struct_pb2.Struct) -> bool:
+    """Whether every number in `struct`, at any depth, is finite (so the value is valid JSON)."""
+    pending: list[struct_pb2.Value] = list(struct.fields.values())
+    while pending:
+        value = pending.pop()
+        kind = value.WhichOneof("kind")
+        if kind == "number_value" and not math.isfinite(value.number_value):
+            return False
+        if kind == "struct_value":
+            pending.extend(value.struct_value.fields.values())
+        elif kind == "list_value":
+            pending.extend(value.list_value.values)
+    return True
 
 
 def _check_rule(flag_key: str, rule: pb.Rule, field: str, names: set[str], found: _Violations) -> None:
