@@ -375,6 +375,8 @@ class FlagsClient(_aio.AsyncClient, FlagsOperations):
         this event loop, and wait up to `wait` seconds (None: no limit) until the rule set is current, or
         the stream failed while a saved rule set is held. Never raises for an unavailable service: the
         status says what evaluations will see. Calling it again only waits."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
         if self._ticker is None:
             await asyncio.to_thread(self._local.load)
             self._keep_following("_rule_set_feed", self._local.feed_failed)
@@ -394,6 +396,7 @@ class FlagsClient(_aio.AsyncClient, FlagsOperations):
 
     async def close(self) -> None:
         """Stop the sync stream and the ticker, save the rule set, close the channel; safe to call twice."""
+        self._local.close()
         ticker, self._ticker = self._ticker, None
         if ticker is not None:
             ticker.cancel()
@@ -422,6 +425,8 @@ class SyncFlagsClient(_sync.SyncClient, FlagsOperations):
 
     def start(self, *, wait: float | None = DEFAULT_START_WAIT) -> RuleSetStatus:
         """As FlagsClient.start, blocking; the stream and the ticker run in daemon threads."""
+        if self._stopping.is_set():
+            raise RuntimeError("the client is closed")
         with self._start_lock:
             if self._ticker is None and not self._stopping.is_set():
                 self._local.load()
@@ -442,6 +447,7 @@ class SyncFlagsClient(_sync.SyncClient, FlagsOperations):
 
     def close(self) -> None:
         """Stop the sync stream and the ticker, save the rule set, close the channel; safe to call twice."""
+        self._local.close()
         super().close()  # sets _stopping, which ends the ticker
         ticker = self._ticker
         if ticker is not None and ticker is not threading.current_thread():

@@ -210,6 +210,7 @@ class LocalRuleSet:
         self._saved_at = -math.inf
         self._loaded = False
         self._counts = SyncCounts()
+        self._closed = False
 
     # -- evaluation (the hot path: no lock, no call) ---------------------------------------------------
 
@@ -330,8 +331,10 @@ class LocalRuleSet:
     def settled_after(self, failures: int) -> bool:
         """Whether `start` may stop waiting: the rule set is current, or the stream failed for good, or
         a rule set is held and a stream ended since `failures` were counted."""
-        return self._state in (RuleSetState.READY, RuleSetState.ERROR) or (
-            self._replica.revision is not None and self._failures > failures
+        return (
+            self._closed
+            or self._state in (RuleSetState.READY, RuleSetState.ERROR)
+            or (self._replica.revision is not None and self._failures > failures)
         )
 
     def wait_settled(self, timeout: float | None) -> None:
@@ -339,6 +342,11 @@ class LocalRuleSet:
         failures = self._failures
         with self._progress:
             self._progress.wait_for(lambda: self.settled_after(failures), timeout)
+
+    def close(self) -> None:
+        """The client closes: a `start` still waiting returns."""
+        self._closed = True
+        self._notify()
 
     # -- the feed --------------------------------------------------------------------------------------
 
