@@ -4,7 +4,6 @@ heartbeats every HEARTBEAT seconds and a count of the unary calls it answered; a
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from microstate.server.store.roles import Stores
 from tests.client.conftest import fast_options
 from tests.client.harness import RestartableServer
 from tests.flags.builders import cond, rollout, split
+from tests.profile.test_write_commit import CountCalls
 
 T = TypeVar("T")
 
@@ -31,25 +31,10 @@ WITHIN = 10.0
 """Seconds any waited-for condition gets on a loaded machine."""
 
 
-class CountingInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every call the server receives, by method name."""
-
-    def __init__(self) -> None:
-        self.calls: collections.Counter[str] = collections.Counter()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        self.calls[handler_call_details.method.rsplit("/", 1)[-1]] += 1
-        return await continuation(handler_call_details)
-
-
 class FlagsServer(RestartableServer):
     """The real flags server; `calls` counts what it was asked (every start shares one store)."""
 
-    def __init__(self, attach: Callable[[grpc.aio.Server], None], counter: CountingInterceptor) -> None:
+    def __init__(self, attach: Callable[[grpc.aio.Server], None], counter: CountCalls) -> None:
         super().__init__(attach, interceptors=[counter])
         self.calls = counter.calls
 
@@ -65,7 +50,7 @@ async def flags_server(tmp_path: Path) -> AsyncIterator[FlagsServer]:
         stoppings.append(stopping)
         attach(server, Stores.of(store), stopping=stopping)
 
-    server = FlagsServer(add, CountingInterceptor())
+    server = FlagsServer(add, CountCalls())
     original_stop = server.stop
 
     async def stop() -> None:  # the rule set's tasks end with the server, as under the runtime

@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import field_mask_pb2, json_format, struct_pb2
 
@@ -64,6 +64,8 @@ CallMetadata = Mapping[str, str] | Sequence[tuple[str, str]] | None
 """Per-call metadata, added to the client's (which always carries x-microstate-contract)."""
 Context = Mapping[str, Any] | None
 """An evaluation context: attributes by name; "targetingKey" is the subject splits bucket on."""
+
+O = TypeVar("O")  # noqa: E741 - what a call's answer becomes
 
 _RESOURCE = Resource(Flag.FromString, attrgetter("etag"), attrgetter("key"))
 _ANY = pb.VARIANT_TYPE_UNSPECIFIED
@@ -127,6 +129,24 @@ class FlagsOperations(ClientBase):
     ) -> Unary[Any, Any]:
         return self._core.write(
             method, request, key, on_success, timeout=timeout, metadata=self._core.metadata(metadata)
+        )
+
+    def _evaluation(
+        self,
+        method: str,
+        request: object,
+        on_response: Callable[[Any], O],
+        timeout: float | None,
+        metadata: CallMetadata,
+    ) -> Unary[Any, O]:
+        """A remote evaluation: live, never from a snapshot, its failure raised typed."""
+        return Unary(
+            method,
+            request,
+            self._core.timeout(timeout),
+            self._core.metadata(metadata),
+            on_response,
+            raise_typed,
         )
 
     # -- admin -----------------------------------------------------------------------------------------
@@ -227,14 +247,7 @@ class FlagsOperations(ClientBase):
             context=_evaluation_context(context, targeting_key),
             expected_type=expected_type,
         )
-        return Unary(
-            "EvaluateFlag",
-            request,
-            self._core.timeout(timeout),
-            self._core.metadata(metadata),
-            _remote_details,
-            raise_typed,
-        )
+        return self._evaluation("EvaluateFlag", request, _remote_details, timeout, metadata)
 
     @unary
     def evaluate_all_remote(
@@ -251,14 +264,7 @@ class FlagsOperations(ClientBase):
         def answers(response: pb.EvaluateAllResponse) -> Sequence[EvaluationDetails[Any]]:
             return [_remote_details(evaluated) for evaluated in response.evaluations]
 
-        return Unary(
-            "EvaluateAll",
-            request,
-            self._core.timeout(timeout),
-            self._core.metadata(metadata),
-            answers,
-            raise_typed,
-        )
+        return self._evaluation("EvaluateAll", request, answers, timeout, metadata)
 
     @unary
     def check_contract(
