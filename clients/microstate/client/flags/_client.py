@@ -383,12 +383,12 @@ class FlagsClient(_aio.AsyncClient, FlagsOperations):
         status says what evaluations will see. Calling it again only waits."""
         if self._closed:
             raise RuntimeError("the client is closed")
-        if self._ticker is None:
-            await asyncio.to_thread(self._local.load)
-            self._keep_following("_rule_set_feed", self._local.feed_failed)
+        if self._ticker is None:  # set first: a concurrent start() only waits
             self._ticker = asyncio.get_running_loop().create_task(
                 self._tick(), name="microstate-flags-ticker"
             )
+            await asyncio.to_thread(self._local.load)
+            self._keep_following("_rule_set_feed", self._local.feed_failed)
         if wait is None or wait > 0:
             await asyncio.to_thread(self._local.wait_settled, wait)
         return self._local.status()
