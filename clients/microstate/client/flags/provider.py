@@ -190,18 +190,18 @@ class MicrostateProvider(AbstractProvider):
         )
 
 
-def _context(context: EvaluationContext | None) -> tuple[Mapping[str, Any] | None, str]:
+def _context(context: EvaluationContext | None) -> tuple[Mapping[str, Any] | None, str | None]:
     """OpenFeature's context as the client's: its attributes (datetimes as ISO 8601 strings, which compare
-    as strings) and its targeting key ("" for none)."""
+    as strings) and its targeting key (None: the attributes' "targetingKey", if any)."""
     if context is None:
-        return None, ""
+        return None, None
     attributes = context.attributes
     if any(isinstance(value, datetime) for value in attributes.values()):
         attributes = {
             name: value.isoformat() if isinstance(value, datetime) else value
             for name, value in attributes.items()
         }
-    return attributes, context.targeting_key or ""
+    return attributes, context.targeting_key or None
 
 
 _REASONS = {
