@@ -31,6 +31,7 @@ def test_a_full_replica_applies_a_snapshot_then_deltas_in_revision_order() -> No
     assert entry is not None and entry.revision == 11
     replica.apply_snapshot(20, [("z", 26)])  # a fresh snapshot replaces everything
     assert _values(replica) == {"z": 26} and replica.status().revision == 20
+    assert replica.copy() == (20, [("z", 26)])
 
 
 def test_a_silent_feed_goes_stale_within_its_heartbeat_timeout_and_back_on_a_heartbeat() -> None:
@@ -100,6 +101,14 @@ def test_a_fill_in_flight_across_a_change_of_its_key_is_not_kept() -> None:
     replica.drop_where(lambda key, value: False)  # a change that names no key: every fill in flight
     assert not replica.fill("c", ticket, 3)
     assert replica.fill("a", replica.begin_fill(), 1)
+
+
+def test_a_fill_with_a_revision_never_replaces_a_newer_entry() -> None:
+    replica: Replica[str, int] = Replica(max_entries=10)
+    replica.feed_opened(resumed=False)
+    assert replica.fill("a", replica.begin_fill(), 5, revision=5)
+    assert not replica.fill("a", replica.begin_fill(), 4, revision=4)
+    assert replica.fill("a", replica.begin_fill(), 6, revision=6) and _values(replica) == {"a": 6}
 
 
 def test_a_fill_of_a_key_the_touch_log_forgot_is_not_kept() -> None:

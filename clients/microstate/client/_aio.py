@@ -55,8 +55,8 @@ class AsyncClient(ClientBase):
 
     def _keep_following(self, feed: str, on_failure: Callable[[], None]) -> None:
         if feed not in self._followers and not self._closed:
-            follow = self._follow(feed, on_failure)
-            self._followers[feed] = asyncio.get_running_loop().create_task(follow, name=f"microstate{feed}")
+            follow, name = self._follow(feed, on_failure), f"microstate-{feed.strip('_')}"
+            self._followers[feed] = asyncio.get_running_loop().create_task(follow, name=name)
 
     async def _follow(self, feed: str, on_failure: Callable[[], None]) -> None:
         while True:

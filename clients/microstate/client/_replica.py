@@ -120,6 +120,12 @@ class Replica(Generic[K, V]):
         with self._lock:
             return list(self._entries.items())
 
+    def copy(self) -> tuple[int | None, list[tuple[K, V]]]:
+        """The revision and every (key, value) at it, taken together: what to persist, and to `restore`
+        from later."""
+        with self._lock:
+            return self._revision, [(key, entry.value) for key, entry in self._entries.items()]
+
     @property
     def revision(self) -> int | None:
         return self._revision
@@ -143,7 +149,9 @@ class Replica(Generic[K, V]):
     # -- a full replica's feed -------------------------------------------------------------------------
 
     def apply_snapshot(self, revision: int, items: Iterable[tuple[K, V]]) -> None:
-        """Replace every entry with `items`, the whole range at `revision`; the feed is live."""
+        """Replace every entry with `items`, the whole range at `revision`; the feed is live. A snapshot
+        sent in chunks is applied once its last chunk is in (`items` may be a generator over them: it is
+        consumed before the swap, so readers see the old range or the new one, never a mix)."""
         fresh = OrderedDict((key, Entry(value, revision, time.time())) for key, value in items)
         with self._lock:
             self._entries = fresh
@@ -188,6 +196,7 @@ class Replica(Generic[K, V]):
             self._entries = fresh
             self._revision = revision
             self._life = as_of
+            self._connected = False
             self._reset_fills()
 
     # -- a watch's feed --------------------------------------------------------------------------------
@@ -257,13 +266,17 @@ class Replica(Generic[K, V]):
 
     def fill(self, key: K, ticket: int | None, value: V, revision: int | None = None) -> bool:
         """Keep the answer of a live read begun at `ticket` unless a change may have come after it (a
-        touch of its key, a new cover, a wide drop): then it is older than what the replica knows."""
+        touch of its key, a new cover, a wide drop): then it is older than what the replica knows. An
+        answer that carries its `revision` is also refused when the entry it would replace is newer."""
         if ticket is None:
             return False
         now = time.time()
         with self._lock:
             last = max(self._touched.get(key, 0), self._floor)
             if not self._covered or last > ticket:
+                return False
+            present = self._entries.get(key)
+            if present is not None and _older(revision, present.revision):
                 return False
             self._store(key, Entry(value, revision, now))
             return True
@@ -295,3 +308,7 @@ class Replica(Generic[K, V]):
         self._changes += 1
         self._floor = self._changes
         self._touched.clear()
+
+
+def _older(revision: int | None, than: int | None) -> bool:
+    return revision is not None and than is not None and revision < than

@@ -56,8 +56,9 @@ class SyncClient(ClientBase):
             return
         with self._followers_lock:
             if feed not in self._followers and not self._stopping.is_set():
+                name = f"microstate-{feed.strip('_')}"
                 follower = threading.Thread(
-                    target=self._follow, args=(feed, on_failure), name=f"microstate{feed}", daemon=True
+                    target=self._follow, args=(feed, on_failure), name=name, daemon=True
                 )
                 self._followers[feed] = follower
                 follower.start()
