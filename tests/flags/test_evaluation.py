@@ -276,8 +276,9 @@ def test_ramp_from_10_to_20_percent_reassigns_no_member() -> None:
             )
         )
 
-    before = {k for k in KEYS if evaluate(ramp(10), k, {}, 1).variant == "on"}
-    after = {k for k in KEYS if evaluate(ramp(20), k, {}, 1).variant == "on"}
+    ten, twenty = ramp(10), ramp(20)
+    before = {k for k in KEYS if evaluate(ten, k, {}, 1).variant == "on"}
+    after = {k for k in KEYS if evaluate(twenty, k, {}, 1).variant == "on"}
     assert before <= after
     assert abs(len(before) / len(KEYS) - 0.10) <= 0.005 and abs(len(after) / len(KEYS) - 0.20) <= 0.005
 

@@ -230,5 +230,5 @@ async def test_context_numbers_that_are_not_json(stub: Stub) -> None:
         key="nan", context=f.EvaluationContext(targeting_key="u", attributes=attributes)
     )
     assert (await stub.EvaluateFlag(request)).variant == "blue"
-    attributes.fields["n"].number_value = float("-inf")
+    request.context.attributes.fields["n"].number_value = float("-inf")
     assert (await stub.EvaluateFlag(request)).variant == "red"

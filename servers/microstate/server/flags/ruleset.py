@@ -193,6 +193,12 @@ class RuleSet:
                 self._error = exc
                 self._notify()
                 await asyncio.sleep(self._retry_delay)
+            except Exception as exc:  # a record it cannot read, say: never stop following for good
+                log.exception("the flags rule set failed; reading it again")
+                self._error = exc
+                self._notify()
+                cursor = None
+                await asyncio.sleep(self._retry_delay)
 
     async def _bootstrap(self) -> str:
         """Read every flag and publish the rule set consistent at a revision; the cursor to follow from."""
