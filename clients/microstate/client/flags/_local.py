@@ -468,11 +468,12 @@ class LocalRuleSet:
 
     def save(self) -> None:
         """Write the rule set to the file (if there is one and a rule set); a failure is logged."""
-        revision, path = self._replica.revision, self.path
+        path = self.path
+        revision, items = self._replica.copy()  # taken together: the flags are those of the revision
         if path is None or revision is None:
             return
         self._dirty, self._saved_at = False, time.monotonic()
-        flags = [entry.value.proto for _, entry in self._replica.items()]
+        flags = [flag.proto for _, flag in items]
         as_of = time.time() - self._replica.age()
         try:
             _rule_set_file.save(path, revision, as_of, flags)
