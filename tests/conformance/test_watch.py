@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from microstate.server.store import ChangeKind, CursorExpired, InvalidCursor, Store
+from microstate.server.store.base import cursor_of, revision_of
 from tests.conformance.conftest import StoreFactory
 from tests.conformance.waiting import first_change, take, watching
 
@@ -123,3 +124,20 @@ async def test_a_cursor_older_than_the_retained_log_is_expired(
 async def test_a_malformed_cursor_is_invalid(store: Store, cursor: str) -> None:
     with pytest.raises(InvalidCursor):
         await first_change(store, after=cursor)
+
+
+async def test_cursors_are_revisions(store: Store) -> None:
+    """store.base.cursor_of: a change's cursor, and the head after it, is its revision in decimal; a delete
+    has a revision of its own."""
+    start = await store.head_cursor()
+    written = await store.put("rev/a", b"1")
+    assert await store.head_cursor() == cursor_of(written.revision)
+    await store.delete("rev/a")
+    deleted_at = revision_of(await store.head_cursor())
+    assert deleted_at > written.revision
+    async with watching(store, after=start) as changes:
+        put, delete = await take(changes, 2)
+    assert (revision_of(put.cursor), revision_of(delete.cursor)) == (written.revision, deleted_at)
+    async with watching(store, after=cursor_of(written.revision)) as changes:
+        (again,) = await take(changes, 1)
+    assert again.kind is ChangeKind.DELETED

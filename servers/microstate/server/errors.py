@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -99,7 +99,8 @@ class DomainError(Exception):
             code=self.code.value[0], message=bounded(self.message), details=[_packed(d) for d in details]
         )
         # Only many strings, each bounded, get past MAX_STATUS_BYTES (a long list of violations, say): shed
-        # detail until it fits, ErrorInfo's reason last.
+        # detail until it fits (the last field violations first), ErrorInfo's reason last.
+        _shed_violations(proto, details)
         if proto.ByteSize() > MAX_STATUS_BYTES:
             del proto.details[1:]
         if proto.ByteSize() > MAX_STATUS_BYTES:
@@ -116,6 +117,16 @@ class InvalidArgument(DomainError):
         super().__init__(f"{field}: {description}", reason=reason)
         self.violations = [(field, description)]
 
+    @classmethod
+    def of(cls, violations: Sequence[tuple[str, str]], *, reason: str | None = None) -> InvalidArgument:
+        """One error naming every bad field: a BadRequest with one violation per (field, description), in
+        order (the status sheds the last ones if they do not all fit). `violations` must not be empty."""
+        error = cls(*violations[0], reason=reason)
+        error.violations = list(violations)
+        if len(violations) > 1:
+            error.message = f"{len(violations)} invalid fields; {error.message}"
+        return error
+
     def details(self) -> list[Message]:
         return [
             error_details_pb2.BadRequest(
@@ -125,6 +136,16 @@ class InvalidArgument(DomainError):
                 ]
             )
         ]
+
+
+def _shed_violations(proto: status_pb2.Status, details: list[Message]) -> None:
+    """Drop field violations from the end of a BadRequest detail until the status fits (keeping one)."""
+    for index, detail in enumerate(details):
+        if not isinstance(detail, error_details_pb2.BadRequest):
+            continue
+        while proto.ByteSize() > MAX_STATUS_BYTES and len(detail.field_violations) > 1:
+            del detail.field_violations[len(detail.field_violations) // 2 :]
+            proto.details[index].Pack(detail)
 
 
 class NotFound(DomainError):

@@ -115,6 +115,20 @@ class InvalidCursor(StoreError):
     """The watch cursor is malformed or belongs to another store."""
 
 
+def cursor_of(revision: int) -> str:
+    """The watch cursor of the change that wrote `revision`. Every backend's cursor is the revision as a
+    decimal string (its change log is keyed by revision), so a caller that hands out revisions (a rule set
+    revision, say) can resume a watch from one; revision 0 is the cursor of an empty store's head."""
+    return str(revision)
+
+
+def revision_of(cursor: str) -> int:
+    """The revision a cursor of this store stands for (see `cursor_of`); InvalidCursor if it is not one."""
+    if not cursor.isascii() or not cursor.isdigit():
+        raise InvalidCursor(f"not a store cursor: {cursor!r}")
+    return int(cursor)
+
+
 def check_namespace(namespace: str) -> None:
     """Raise ValueError unless `namespace` matches NAMESPACE."""
     if not isinstance(namespace, str) or not NAMESPACE.fullmatch(namespace):
