@@ -234,6 +234,8 @@ def test_semver_precedence_of_the_spec() -> None:
     for bad in ["1.0", "01.0.0", "1.0.0-01", "1.0.0-", "1.0.0+", "V1.0.0", " 1.0.0", "1.0.0-a..b", "1.2.3.4"]:
         assert parse_semver(bad) is None, bad
     assert parse_semver("1.0.0-0A.is.legal") is not None
+    long_one = "1.0.0-" + "a" * 100  # past the cached length: parsed the same way
+    assert parse_semver(long_one) == (1, 0, 0, 0, ((1, "a" * 100),))
     assert parse_semver("1.0.0+20130313144700") == parse_semver("1.0.0")
 
 

@@ -83,6 +83,10 @@ async def test_validate_only_writes_nothing(stub: Stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as absent:
         await stub.GetFlag(f.GetFlagRequest(key="headerColor"))
     assert absent.value.code() == grpc.StatusCode.NOT_FOUND
+    await stub.CreateFlag(f.CreateFlagRequest(flag=header_color()))
+    with pytest.raises(grpc.aio.AioRpcError) as exists:
+        await stub.CreateFlag(f.CreateFlagRequest(flag=header_color(), validate_only=True))
+    assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
 async def test_update_mask_etag_and_impact(stub: Stub) -> None:

@@ -92,6 +92,19 @@ def test_many_bounded_strings_shed_details_but_keep_the_error_info() -> None:
     assert proto.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
+def test_a_long_list_of_violations_keeps_its_first_ones() -> None:
+    many = InvalidArgument.of(
+        [(f"flag.rules[{i}].variant", "'x' is not a variant of the flag") for i in range(200)]
+    )
+    proto, details = sent(many)
+    assert_bounded(proto, details)
+    _, bad = details
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    assert 10 < len(bad.field_violations) < 200
+    assert [v.field for v in bad.field_violations[:2]] == ["flag.rules[0].variant", "flag.rules[1].variant"]
+    assert proto.message.startswith("200 invalid fields; flag.rules[0].variant: ")
+
+
 def test_short_strings_are_sent_as_they_are() -> None:
     proto, details = sent(EtagMismatch("profiles/u1", "stale", "fresh"))
     assert proto.message == "etag 'stale' does not match the current etag of profiles/u1; re-read and retry"

@@ -451,12 +451,19 @@ _SEMVER = re.compile(
 SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_semver(text: str) -> SemverKey | None:
     """A semantic version (semver.org 2.0.0, an optional leading "v") as a key ordered by precedence, build
     metadata dropped; None when `text` is not one. A prerelease sorts below its release; prerelease
     identifiers compare numerically when numeric, in ASCII order otherwise, numeric below alphanumeric, and a
     longer list above its prefix."""
+    # Versions repeat across evaluations: the short ones are parsed once (a bounded cache of small keys).
+    return _parse_cached(text) if len(text) <= _CACHED_LENGTH else _parse_semver(text)
+
+
+_CACHED_LENGTH = 64
+
+
+def _parse_semver(text: str) -> SemverKey | None:
     match = _SEMVER.fullmatch(text)
     if match is None:
         return None
@@ -465,3 +472,6 @@ def parse_semver(text: str) -> SemverKey | None:
         return (int(major), int(minor), int(patch), 1, ())
     identifiers = tuple((0, int(part)) if part.isdigit() else (1, part) for part in prerelease.split("."))
     return (int(major), int(minor), int(patch), 0, identifiers)
+
+
+_parse_cached = functools.lru_cache(maxsize=4096)(_parse_semver)

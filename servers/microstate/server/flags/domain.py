@@ -84,6 +84,8 @@ class FlagsDomain:
         new.create_time.CopyFrom(now)
         new.update_time.CopyFrom(now)
         if validate_only:
+            if await self._store.get(new.key) is not None:  # as the create would find (AIP-163)
+                raise FLAG.already_exists(new.key)
             return new
         stored = await self._flags.create(new.key, new)
         await self.ruleset.wait_for(stored.revision, WRITE_VISIBLE_WITHIN)
