@@ -56,6 +56,7 @@ from grpc_reflection.v1alpha import reflection
 from microstate.server.config import ServerConfig
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
+from microstate.server.security import GuardedServer, Security
 from microstate.server.store.base import StoreMisconfigured
 from microstate.server.store.roles import Stores
 
@@ -120,8 +121,12 @@ class Runtime:
         config: ServerConfig,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        security: Security | None = None,
     ) -> None:
+        """`security` defaults to the one `config` describes (ConfigError if its settings do not fit)."""
         self.microstate = microstate
+        self.security = security if security is not None else Security.from_config(config)
+        self._guard = self.security.guard(microstate.scopes, microstate.service_names, microstate.name)
         self.stores = stores
         self.config = config
         self.health = health.aio.HealthServicer()
@@ -132,6 +137,7 @@ class Runtime:
         """Set when the listener closes: open streams end then, so stop(grace) need not wait them out."""
         self._store_answers: bool | None = None
         self._monitor: asyncio.Task[None] | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
 
     @property
     def health_names(self) -> tuple[str, ...]:
@@ -139,11 +145,15 @@ class Runtime:
 
     def _build(self) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
-        self.microstate.attach(server, self.stores, stopping=self.stopping)
+        # With authentication on, every handler the slice adds checks its caller (security/guard.py).
+        target = server if self._guard is None else GuardedServer(server, self._guard)
+        self.microstate.attach(target, self.stores, stopping=self.stopping)
+        # Health and reflection are added past the guard: open to every caller.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        if self.config.reflection == "on":
+            reflection.enable_server_reflection(
+                (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
         # Last: it answers only what no service added above does.
         refuse_unserved_contracts(server, self.microstate.service_names)
         return server
@@ -162,8 +172,13 @@ class Runtime:
         server = self._build()
         requested = self.microstate.default_port if self.config.port is None else self.config.port
         address = str(Endpoint(self.config.host, requested))
+        tls = self.security.tls
         try:
-            port = server.add_insecure_port(address)
+            port = (
+                server.add_insecure_port(address)
+                if tls is None
+                else server.add_secure_port(address, tls.credentials())
+            )
         except RuntimeError as exc:  # grpc raises on a taken port or a bad host
             port, reason = 0, f": {exc}"
         else:
@@ -176,16 +191,29 @@ class Runtime:
         self.endpoint = Endpoint(self.config.host, port)
         await self._show_store_health(failure)
         self._monitor = asyncio.create_task(self._watch_store(), name=f"{self.microstate.name}-store-health")
+        if tls is not None:
+            self._tls_watch = asyncio.create_task(tls.watch(self.config.tls_reload_seconds), name="tls-files")
+        security = self.security.describe(self.config.host)
+        if self.security.authenticates:
+            log.info(f"security: {security}", extra={"phase": "security"})
+        else:
+            log.warning(f"security: {security}", extra={"phase": "security"})
         log.info(
             "serving",
             extra={
                 "phase": "serving",
                 "endpoint": str(self.endpoint),
+                "security": security,
                 "services": list(self.health_names[1:]),
                 "event_loop": type(asyncio.get_running_loop()).__module__,
             },
         )
         return self.endpoint
+
+    def reload_tls(self) -> bool:
+        """Take up the TLS files at the next handshake (SIGHUP); False when the server has no TLS or the
+        files do not load (logged; the current ones stay)."""
+        return self.security.tls is not None and self.security.tls.reload(force=True)
 
     async def check_store(self) -> bool:
         """Ping the stores once and set every health status to match; True if all answered."""
@@ -226,10 +254,11 @@ class Runtime:
         server = self._server
         if server is None:
             raise RuntimeError("runtime not started")
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+        for task in (self._monitor, self._tls_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
         log.info(
             "draining: health NOT_SERVING, still accepting calls",

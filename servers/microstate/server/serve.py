@@ -1,7 +1,8 @@
 """`microstate serve`: run one microstate in this process until SIGTERM or SIGINT, then drain and exit.
 
-Owns what belongs to the process rather than to the server: opening and closing the store, signal handling,
-announcing the endpoint (stdout for people, the ready file for supervisors) and the phase logs around it.
+Owns what belongs to the process rather than to the server: opening and closing the store, signal handling
+(SIGTERM/SIGINT drain; SIGHUP reloads the TLS files for new handshakes), announcing the endpoint (stdout for
+people, the ready file for supervisors) and the phase logs around it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from microstate.server import supervision
 from microstate.server.config import ConfigError, ServerConfig
 from microstate.server.registry import Microstate
 from microstate.server.runtime import Endpoint, Runtime
+from microstate.server.security import Security
 from microstate.server.store import StoreError
 from microstate.server.store.roles import UnusableURL, open_stores, parse_role_urls, role_urls
 
@@ -104,6 +106,7 @@ async def serve(
     signals = StopSignals()
     with signals.installed():
         supervision.exit_with_parent()
+        security = Security.from_config(config)  # what cannot work stops here, before any store opens
         urls = store_urls(microstate, config)
         config.data_dir.mkdir(parents=True, exist_ok=True)  # where the embedded defaults live
         try:
@@ -119,8 +122,9 @@ async def serve(
             log.info("store opened", extra={"phase": "store", "role": role, "store": redacted(url)})
         url = urls[microstate.stores[0].name]
         try:
-            runtime = Runtime(microstate, stores, config, interceptors=interceptors)
+            runtime = Runtime(microstate, stores, config, interceptors=interceptors, security=security)
             endpoint = await runtime.start()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, runtime.reload_tls)
             print(
                 f"{microstate.name} serving on {endpoint} (store {redacted(url)})", file=announce, flush=True
             )
@@ -129,6 +133,7 @@ async def serve(
             await signals.stop.wait()
             await runtime.drain(hurry=signals.hurry)
         finally:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await stores.close()
             log.info("stores closed", extra={"phase": "closed"})
             if config.ready_file is not None:
