@@ -23,9 +23,13 @@ class Issuer:
         self.kid = kid
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._stranger = ec.generate_private_key(ec.SECP256R1())
+        self.jwks_path = directory / f"jwks-{kid}.json"
+        self.jwks_path.write_text(json.dumps({"keys": [self.jwk()]}))
+
+    def jwk(self) -> dict[str, Any]:
+        """The public key tokens are signed with, as a JWK."""
         jwk = json.loads(ECAlgorithm.to_jwk(self._key.public_key()))
-        self.jwks_path = directory / "jwks.json"
-        self.jwks_path.write_text(json.dumps({"keys": [{**jwk, "kid": kid, "use": "sig", "alg": "ES256"}]}))
+        return {**jwk, "kid": self.kid, "use": "sig", "alg": "ES256"}
 
     def settings(self) -> dict[str, str]:
         """The server settings (ServerConfig fields) that verify this issuer's tokens."""

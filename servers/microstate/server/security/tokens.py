@@ -1,9 +1,8 @@
 """Bearer tokens: JWTs verified with PyJWT against the keys of a JWKS file or URL.
 
-PyJWT (with `cryptography`) over joserfc: it is the most used JWT library for Python, small, typed, and
-ships `PyJWKClient`, a JWKS-over-HTTPS client with a key-set cache and a cooldown on refetches for unknown key
-ids (so a flood of made-up `kid`s cannot turn into a flood of fetches). joserfc covers more of JOSE (JWE) than
-a bearer token check needs.
+PyJWT (with `cryptography`) over joserfc: it is the most used JWT library for Python, small, typed, keeps its
+checks of registered claims strict by default, and ships `PyJWKClient` to fetch a JWKS over HTTPS. joserfc
+covers more of JOSE (JWE, JWS serialisations) than a bearer token check needs.
 
 What a token must have: a signature by a key of the set, with the algorithm that key is for (taken from the
 key, never from the token's header, so there is no algorithm confusion and no `none`); `exp` in the future,
@@ -37,6 +36,8 @@ FILE_CHECK_SECONDS = 1.0
 URL_KEYS_LIFESPAN_SECONDS = 300.0
 """A JWKS fetched from a URL is fetched again after this long (PyJWKClient's default)."""
 URL_FETCH_TIMEOUT_SECONDS = 5.0
+UNKNOWN_KID_COOLDOWN_SECONDS = 30.0
+"""A token with a key id not in the set fetched from a URL refetches the set at most this often."""
 _log_throttle = Throttle(60.0)
 
 
@@ -114,30 +115,40 @@ class JwksFile:
 
 class JwksUrl:
     """The keys at a JWKS URL, fetched with PyJWKClient in a worker thread (it blocks) and kept for
-    URL_KEYS_LIFESPAN_SECONDS; an unknown `kid` refetches, subject to PyJWKClient's cooldown."""
+    URL_KEYS_LIFESPAN_SECONDS. A token naming an unknown `kid` (a key rotated in) refetches, but at most once
+    per UNKNOWN_KID_COOLDOWN_SECONDS, so made-up key ids cannot make the server hammer the URL."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._client = PyJWKClient(url, lifespan=URL_KEYS_LIFESPAN_SECONDS, timeout=URL_FETCH_TIMEOUT_SECONDS)
+        # Its own cache is off: this class keeps the keys, checked without a thread hop on every call.
+        self._client = PyJWKClient(url, cache_jwk_set=False, timeout=URL_FETCH_TIMEOUT_SECONDS)
         self._keys: dict[str | None, PyJWK] = {}
         self._fetched = float("-inf")
+        self._attempted = float("-inf")
 
-    async def _fetch(self, refresh: bool) -> None:
+    async def _fetch(self) -> None:
+        self._attempted = time.monotonic()
         try:
-            keys = await asyncio.to_thread(self._client.get_jwk_set, refresh)
-        except jwt.PyJWKClientError as exc:
+            keys = await asyncio.to_thread(self._client.get_jwk_set, True)
+            usable = _usable(keys, self.url)
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError, ValueError) as exc:
             if self._keys:  # keep serving with what we have
                 log.warning("JWKS refetch failed", extra={"url": self.url, "error": str(exc)})
                 return
             raise KeysUnavailable(f"the token keys cannot be fetched: {exc}") from None
-        self._keys, self._fetched = _usable(keys, self.url), time.monotonic()
+        self._keys, self._fetched = usable, time.monotonic()
 
     async def key(self, kid: str | None) -> PyJWK:
-        if time.monotonic() - self._fetched >= URL_KEYS_LIFESPAN_SECONDS:
-            await self._fetch(refresh=False)
+        now = time.monotonic()
+        if now - self._fetched >= URL_KEYS_LIFESPAN_SECONDS and now - self._attempted >= 1.0:
+            await self._fetch()
         found = _pick(self._keys, kid)
-        if found is None and kid is not None:
-            await self._fetch(refresh=True)  # a rotated-in key (PyJWKClient's cooldown bounds how often)
+        if (
+            found is None
+            and kid is not None
+            and time.monotonic() - self._attempted >= UNKNOWN_KID_COOLDOWN_SECONDS
+        ):
+            await self._fetch()
             found = _pick(self._keys, kid)
         if found is None:
             raise refused("TOKEN_INVALID", "the bearer token is not valid", f"no key for kid {kid!r}")
