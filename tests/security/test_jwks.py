@@ -15,6 +15,7 @@ import pytest
 
 from microstate.profile.v1 import profile_pb2 as pb
 from microstate.profile.v1 import profile_pb2_grpc as pb_grpc
+from microstate.server.kit.access import Unauthenticated
 from microstate.server.runtime import Runtime
 from microstate.server.security import tokens
 from tests.security.conftest import Serve
@@ -117,7 +118,8 @@ async def test_a_url_out_of_reach_is_unavailable_not_a_bad_token(
 async def test_a_key_taken_out_of_the_file_stops_verifying(
     serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tokens, "FILE_CHECK_SECONDS", 0.0)
+    # Checked often, but not at every call: a token verified once is remembered until the file changes.
+    monkeypatch.setattr(tokens, "FILE_CHECK_SECONDS", 0.05)
     kept, retired = Issuer(tmp_path, kid="kept"), Issuer(tmp_path, kid="retired")
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [kept.jwk(), retired.jwk()]}))
@@ -132,3 +134,21 @@ async def test_a_key_taken_out_of_the_file_stops_verifying(
 
         await until(refused, within=10.0, what="the retired key to stop verifying")
         assert await outcome(runtime, kept.token("profile.read")) == "NOT_FOUND"
+
+
+async def test_a_remembered_token_still_expires(issuer: Issuer) -> None:
+    verifier = tokens.TokenVerifier(
+        tokens.JwksFile(issuer.jwks_path), issuer=ISSUER, audience=AUDIENCE, leeway=0.0
+    )
+    token = issuer.token("profile.read", expires_in=2)
+    assert (await verifier.verify(token)).scopes == {"profile.read"}
+    assert await verifier.verify(token) is await verifier.verify(token)  # remembered, not verified again
+
+    async def expired() -> bool:
+        try:
+            await verifier.verify(token)
+        except Unauthenticated as refused:
+            return refused.reason == "TOKEN_EXPIRED"
+        return False
+
+    await until(expired, within=10.0, what="the remembered token to expire")
