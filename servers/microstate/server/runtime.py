@@ -1,8 +1,9 @@
 """The shared gRPC runtime: one grpc.aio server for one microstate over its opened stores.
 
 Every microstate gets the same frame: the gRPC health service with a status per service name (each of the
-microstate's services plus "" for the whole server), server reflection, message-size and keepalive limits,
-and a graceful drain.
+microstate's services plus "" for the whole server), server reflection (`--reflection`), message-size and
+keepalive limits, TLS and authentication with a scope per method (microstate.server.security; health and
+reflection stay open), and a graceful drain.
 
 Start-up, the same rule for every backend: what can never work fails the start, before listening; a store
 that is merely out of reach does not. `start` pings every store once (for at most PING_TIMEOUT_SECONDS), then
@@ -213,7 +214,10 @@ class Runtime:
     def reload_tls(self) -> bool:
         """Take up the TLS files at the next handshake (SIGHUP); False when the server has no TLS or the
         files do not load (logged; the current ones stay)."""
-        return self.security.tls is not None and self.security.tls.reload(force=True)
+        if self.security.tls is None:
+            log.info("SIGHUP ignored: this server has no TLS files to reload", extra={"phase": "tls"})
+            return False
+        return self.security.tls.reload(force=True)
 
     async def check_store(self) -> bool:
         """Ping the stores once and set every health status to match; True if all answered."""
