@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trustme
 
+from microstate.client import TlsOptions
 from microstate.server import registry
 from microstate.server.config import ServerConfig
 from microstate.server.registry import Microstate
@@ -69,6 +70,16 @@ def serve(tmp_path: Path) -> Serve:
                 await stores.close()
 
     return serving
+
+
+def client_tls(ca: trustme.CA, name: str | None = None, *, signer: trustme.CA | None = None) -> TlsOptions:
+    """SDK TLS options trusting `ca`; with `name`, a client certificate for it, signed by `signer` (default
+    `ca`)."""
+    roots = ca.cert_pem.bytes()
+    if name is None:
+        return TlsOptions(root_certificates=roots)
+    issued = (signer or ca).issue_cert(name)
+    return TlsOptions(roots, issued.private_key_pem.bytes(), issued.cert_chain_pems[0].bytes())
 
 
 def server_certificate(ca: trustme.CA, directory: Path, stem: str = "server") -> tuple[Path, Path]:

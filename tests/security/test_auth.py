@@ -27,7 +27,7 @@ from microstate.server.runtime import Runtime
 from microstate.server.security import Security
 from microstate.server.store.roles import Stores
 from tests.client.conftest import fast_options
-from tests.security.conftest import Serve, server_certificate
+from tests.security.conftest import Serve, client_tls, server_certificate
 from tests.support.issuer import ISSUER, Issuer
 from tests.support.rpc_errors import fails
 
@@ -89,14 +89,6 @@ async def test_without_authentication_handlers_see_an_anonymous_caller(serve: Se
     async with serve(WHOAMI) as runtime, grpc.aio.insecure_channel(target_of(runtime)) as channel:
         answer = await pb_grpc.ProfileServiceStub(channel).GetProfile(pb.GetProfileRequest(user_id="u"))
     assert answer.user_id == "anonymous:"
-
-
-def client_tls(ca: trustme.CA, name: str | None) -> TlsOptions:
-    roots = ca.cert_pem.bytes()
-    if name is None:
-        return TlsOptions(root_certificates=roots)
-    issued = ca.issue_cert(name)
-    return TlsOptions(roots, issued.private_key_pem.bytes(), issued.cert_chain_pems[0].bytes())
 
 
 async def test_a_client_certificate_is_a_principal_with_the_scopes_mapped_to_its_name(

@@ -22,7 +22,7 @@ from microstate.server import probe
 from microstate.server.cli import main
 from microstate.server.security.tls import ReloadingCredentials, TlsFiles
 from tests.client.conftest import fast_options
-from tests.security.conftest import Serve, server_certificate
+from tests.security.conftest import Serve, client_tls, server_certificate
 from tests.support.processes import START_TIMEOUT, start_listening, until
 
 UP = {
@@ -132,21 +132,17 @@ async def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(
         assert runtime.endpoint is not None
         target = runtime.endpoint.target
 
-        def options(signer: trustme.CA | None) -> TlsOptions:
-            if signer is None:
-                return TlsOptions(root_certificates=ca.cert_pem.bytes())
-            issued = signer.issue_cert("worker.microstate.test")
-            return TlsOptions(
-                ca.cert_pem.bytes(), issued.private_key_pem.bytes(), issued.cert_chain_pems[0].bytes()
-            )
-
         for signer in (None, stranger):
             async with ProfileClient(
-                options=fast_options(target, tls=options(signer), timeout=2.0)
+                options=fast_options(
+                    target,
+                    tls=client_tls(ca, None if signer is None else "worker.test", signer=signer),
+                    timeout=2.0,
+                )
             ) as client:
                 with pytest.raises(Unavailable):
                     await client.create(Profile(user_id="refused"))
-        async with ProfileClient(options=fast_options(target, tls=options(ca))) as client:
+        async with ProfileClient(options=fast_options(target, tls=client_tls(ca, "worker.test"))) as client:
             await client.create(Profile(user_id="admitted"))
         issued = ca.issue_cert("probe.microstate.test")
         issued.cert_chain_pems[0].write_to_path(str(tmp_path / "probe.crt"))
