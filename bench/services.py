@@ -62,25 +62,41 @@ def microstate_server(
     *,
     checkout: Path | None = None,
     environ: dict[str, str] | None = None,
+    flags: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
     """`microstate serve NAME --store URL --port 0` as a subprocess, SERVING and pinned; from `checkout`
-    when given, else from the checkout the test helpers come from; `environ` adds to its environment."""
+    when given, else from the checkout the test helpers come from; `environ` adds to its environment and
+    `flags` to its command line."""
     workdir.mkdir(parents=True, exist_ok=True)
     extra = dict(environ or {})
     if checkout is not None:
         extra["PYTHONPATH"] = os.pathsep.join(str(f) for f in source_folders(checkout))
     with processes.running_server(
-        name, workdir, "--store", store_url, "--log-level", "warning", "--drain-seconds", "0", env=extra
+        name,
+        workdir,
+        "--store",
+        store_url,
+        "--log-level",
+        "warning",
+        "--drain-seconds",
+        "0",
+        *flags,
+        env=extra,
     ) as server:
         env.pin(server.pid, cores)
         yield server
 
 
 def profile_server(
-    store_url: str, workdir: Path, cores: frozenset[int], *, checkout: Path | None = None
+    store_url: str,
+    workdir: Path,
+    cores: frozenset[int],
+    *,
+    checkout: Path | None = None,
+    flags: Sequence[str] = (),
 ) -> contextlib.AbstractContextManager[ServerProcess]:
     """The profile server (see `microstate_server`)."""
-    return microstate_server("profile", store_url, workdir, cores, checkout=checkout)
+    return microstate_server("profile", store_url, workdir, cores, checkout=checkout, flags=flags)
 
 
 def session_server(
