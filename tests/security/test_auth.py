@@ -15,6 +15,8 @@ import trustme
 from microstate.client import TlsOptions
 from microstate.client.errors import PermissionDenied, Unauthenticated
 from microstate.client.profile.v1 import Profile, ProfileClient, SyncProfileClient
+from microstate.client.session.v1 import SessionClient
+from microstate.client.session.v1 import Source as SessionSource
 from microstate.profile.v1 import profile_pb2 as pb
 from microstate.profile.v1 import profile_pb2_grpc as pb_grpc
 from microstate.server import probe
@@ -29,6 +31,7 @@ from microstate.server.store.roles import Stores
 from tests.client.conftest import fast_options
 from tests.security.conftest import Serve, client_tls, server_certificate
 from tests.support.issuer import ISSUER, Issuer
+from tests.support.processes import until
 from tests.support.rpc_errors import fails
 
 WORKER = "worker.microstate.test"
@@ -221,3 +224,24 @@ async def test_a_bearer_header_that_is_not_one_is_refused(serve: Serve, issuer: 
             await fails(call, grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
         call = stub.GetProfile(request, metadata=(("authorization", f"bearer {token}"),))
         await fails(call, grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND")
+
+
+async def test_the_session_sdk_sends_its_token_on_calls_and_on_its_revocation_watch(
+    serve: Serve, issuer: Issuer
+) -> None:
+    token = issuer.token("session.write", "session.validate")
+    async with (
+        serve("session", **issuer.settings()) as runtime,
+        SessionClient(options=fast_options(target_of(runtime), token=token)) as sessions,
+    ):
+        issued = await sessions.create("ada", scopes=["infer"])
+        assert (await sessions.validate(issued.token, ["infer"])).value.user_id == "ada"
+
+        # Cached answers need the client's WatchRevocations stream up: it carries the token too.
+        async def cached() -> bool:
+            read = await sessions.validate(issued.token, ["infer"], accept_cached_for=30)
+            return read.source is SessionSource.CACHE
+
+        await until(cached, within=10.0, what="a validation answered from the cache")
+        with pytest.raises(PermissionDenied):  # session.read is not among the token's scopes
+            await sessions.get(issued.session.session_id)
