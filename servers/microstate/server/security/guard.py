@@ -88,7 +88,7 @@ class Guard:
     async def _bearer(self, value: str) -> Principal:
         if self.tokens is None:
             raise refused("TOKEN_INVALID", "this server does not accept bearer tokens", "no --auth-jwks")
-        if not value[: len(BEARER)].lower() == BEARER or not value[len(BEARER) :].strip():
+        if value[: len(BEARER)].lower() != BEARER or not value[len(BEARER) :].strip():
             raise refused("TOKEN_INVALID", "expected authorization: Bearer <token>", "not a bearer header")
         return await self.tokens.verify(value[len(BEARER) :].strip())
 
