@@ -185,6 +185,7 @@ def test_the_sdk_refuses_to_send_a_token_in_clear_off_this_machine() -> None:
         ({"auth_mtls_scopes": "a=b"}, "needs --tls-client-ca"),
         ({"tls_cert": Path("x.pem")}, "give both"),
         ({"auth_jwks": "/nowhere/jwks.json", "auth_issuer": "i", "auth_audience": "a"}, "--auth-jwks"),
+        ({"auth_jwks": "http://keys.test/jwks", "auth_issuer": "i", "auth_audience": "a"}, "use https://"),
     ],
 )
 def test_settings_that_would_expose_the_server_or_cannot_work_stop_it(

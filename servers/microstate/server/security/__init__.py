@@ -17,6 +17,7 @@ import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from microstate.server.config import ConfigError, ServerConfig, parse_mtls_scopes
 from microstate.server.security.guard import Guard, GuardedServer, missing_scopes
@@ -61,6 +62,11 @@ def _tokens(config: ServerConfig) -> TokenVerifier | None:
     if not config.auth_issuer or not config.auth_audience:
         raise ConfigError(
             "--auth-jwks: needs --auth-issuer and --auth-audience (every token is checked for both)"
+        )
+    jwks_host = urlsplit(config.auth_jwks).hostname
+    if config.auth_jwks.startswith("http://") and not is_loopback(jwks_host or ""):
+        raise ConfigError(
+            "--auth-jwks: keys fetched over plain http:// could be swapped on the way; use https://"
         )
     try:
         keys = key_source(config.auth_jwks)
