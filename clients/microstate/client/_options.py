@@ -151,9 +151,10 @@ class ClientOptions:
     token: str | Callable[[], str] | None = None
     """A bearer token (a JWT the servers verify), sent as `authorization: Bearer <token>` with every call. A
     callable is asked at every call attempt and watch reconnect, so a token it refreshes is sent from the next
-    call on; it runs on the calling thread (the event loop, for the async client): return a cached token and
-    refresh it ahead of its expiry, without blocking. Needs TLS (`tls` or `credentials`) unless the target is
-    on loopback: a token sent in clear can be replayed by anyone who sees it."""
+    call on; it runs on the thread making the call (the event loop for an async client; a sync client's
+    background watch thread too): return a cached token and refresh it ahead of its expiry, without blocking.
+    Needs TLS (`tls` or `credentials`) unless the target is on loopback: a token sent in clear can be
+    replayed by anyone who sees it."""
     max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF
     """Seconds; caps gRPC's reconnect backoff (default 120 s) so reads go live again soon after the
     service returns."""
