@@ -18,6 +18,7 @@ from microstate.server.cli import main
 from microstate.server.config import ConfigError
 from microstate.server.profile import MICROSTATE
 from microstate.server.serve import redacted
+from microstate.server.up import OPEN_NOTICE
 from tests.support.mongo_server import MongoServer, mongo_executable, running_mongo_server
 from tests.support.processes import (
     START_TIMEOUT,
@@ -123,6 +124,7 @@ def test_up_serves_every_microstate_in_its_own_process_and_ctrl_c_stops_them_all
             assert row["STORE"] == f"sqlite:///{data_dir.resolve() / f'{name}.db'}"
         assert len(set(child_pids)) == len(rows) and up.pid not in child_pids  # one process each
         assert all(pid_alive(pid) for pid in child_pids)
+        assert OPEN_NOTICE in up.output()  # it runs without authentication, and says so
 
         up.send(signal.SIGINT)
         assert up.wait() == 0, up.describe()
