@@ -1,10 +1,11 @@
 """`python -m bench [--quick] [--only P1,P3,...] [--json PATH]`: run benchmarks, print a table, write JSON.
 
 Sections: P1 P2 P3 P4 P5 P6 (the figures of issue 5), S1 S2 S3 (the session figures of issue 11), NC (the
-profile near-cache of issue 12), FL (the flags SDK of issue 12), M1 (what --metrics-port costs
-GetProfile), LAT (Get/Update latency per backend) and PROF (py-spy profiles of the hot paths). P3 and P4
-come from one scenario, and S1-S3 from another, so asking for one of them runs its whole scenario. The
-JSON goes to bench/results/latest.json unless --json says otherwise, with a markdown twin beside it (.md).
+profile near-cache of issue 12), FL (the flags SDK of issue 12), A1 (what a bearer-token check costs
+GetProfile), M1 (what --metrics-port costs GetProfile), LAT (Get/Update latency per backend) and PROF
+(py-spy profiles of the hot paths). P3 and P4 come from one scenario, and S1-S3 from another, so asking for
+one of them runs its whole scenario. The JSON goes to bench/results/latest.json unless --json says
+otherwise, with a markdown twin beside it (.md).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # imported for real only after pinning (see _run)
     from bench.report import Row
     from bench.stack import Settings
 
-SECTIONS = ("P1", "P2", "P3", "P4", "P5", "P6", "S1", "S2", "S3", "NC", "FL", "M1", "LAT", "PROF")
+SECTIONS = ("P1", "P2", "P3", "P4", "P5", "P6", "S1", "S2", "S3", "NC", "FL", "A1", "M1", "LAT", "PROF")
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 BACKENDS = ("sqlite", "redis", "mongo")
 
@@ -64,7 +65,7 @@ def _sections(only: str | None) -> list[str]:
 
 async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list[Profile]]:
     # Imported here, after this process was pinned: grpc's threads inherit the affinity of their creator.
-    from bench import backends, fallback, flags, near_cache, profiling, sessions, throughput
+    from bench import auth, backends, fallback, flags, near_cache, profiling, sessions, throughput
     from bench.report import skipped
     from bench.services import Missing
 
@@ -85,6 +86,8 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         jobs.append(("M1", "metrics overhead", lambda: throughput.m1(settings)))
     if "FL" in sections:
         jobs.append(("FL", "flags SDK", lambda: flags.flags(settings)))
+    if "A1" in sections:
+        jobs.append(("A1", "authentication", lambda: auth.auth(settings)))
     if "LAT" in sections:
         for backend in BACKENDS:
             jobs.append(("LAT", f"{backend} latency", functools.partial(backends.latency, settings, backend)))

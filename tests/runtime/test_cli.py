@@ -20,6 +20,7 @@ from microstate.server.cli import health_exit_code, main
 from microstate.server.config import ConfigError
 from microstate.server.profile import MICROSTATE
 from microstate.server.serve import redacted
+from microstate.server.up import OPEN_NOTICE
 from tests.support.mongo_server import MongoServer, mongo_executable, running_mongo_server
 from tests.support.processes import (
     START_TIMEOUT,
@@ -152,6 +153,7 @@ def test_up_serves_every_microstate_in_its_own_process_and_ctrl_c_stops_them_all
             assert row["STORE"] == f"sqlite:///{data_dir.resolve() / f'{name}.db'}"
         assert len(set(child_pids)) == len(rows) and up.pid not in child_pids  # one process each
         assert all(pid_alive(pid) for pid in child_pids)
+        assert OPEN_NOTICE in up.output()  # it runs without authentication, and says so
 
         up.send(signal.SIGINT)
         assert up.wait() == 0, up.describe()
@@ -185,8 +187,9 @@ def test_up_stops_the_others_and_shows_the_log_when_one_cannot_start(tmp_path: P
     finally:
         up.stop()
     errors = up.errors()
-    assert "exited with code 1" in errors
-    assert "cannot listen on 256.0.0.1:0" in errors  # the child's own log, shown by `up`
+    # `up` runs without authentication, so a child told a non-loopback host refuses it (a usage error).
+    assert "exited with code 2" in errors
+    assert "--host 256.0.0.1: a non-loopback address needs authentication" in errors  # the child's own log
 
 
 @pytest.mark.parametrize(

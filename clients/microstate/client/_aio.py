@@ -97,7 +97,7 @@ class AsyncClient(ClientBase):
         rpc = getattr(self._stub or self._connect(), plan.method)
         try:
             timeout = await self._connected(plan.timeout)
-            response = await rpc(plan.request, timeout=timeout, metadata=plan.metadata)
+            response = await rpc(plan.request, timeout=timeout, metadata=self._core.authorized(plan.metadata))
         except grpc.RpcError as err:
             outcome = plan.on_error(err)
         else:
@@ -135,7 +135,9 @@ class AsyncClient(ClientBase):
 
     async def _exchange(self, exchange: Exchange[Any]) -> AsyncGenerator[Any, None]:
         rpc = getattr(self._stub or self._connect(), exchange.method)
-        call = rpc(exchange.requests, timeout=exchange.timeout, metadata=exchange.metadata)
+        call = rpc(
+            exchange.requests, timeout=exchange.timeout, metadata=self._core.authorized(exchange.metadata)
+        )
         try:
             async for response in call:
                 yield exchange.on_item(response)
@@ -148,7 +150,9 @@ class AsyncClient(ClientBase):
         rpc, cursor = getattr(self._stub or self._connect(), stream.method), stream.cursor
         while True:
             call = rpc(
-                stream.request_for(cursor.resume_token), timeout=cursor.remaining(), metadata=stream.metadata
+                stream.request_for(cursor.resume_token),
+                timeout=cursor.remaining(),
+                metadata=self._core.authorized(stream.metadata),
             )
             error: grpc.RpcError | None = None
             try:

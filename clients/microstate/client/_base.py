@@ -23,7 +23,7 @@ from microstate.client import _batches
 from microstate.client._breaker import BreakerState, CircuitBreaker
 from microstate.client._channel import ChannelArguments, channel_arguments
 from microstate.client._near_cache import NearCache
-from microstate.client._options import ClientOptions, Metadata, SnapshotOptions
+from microstate.client._options import ClientOptions, Metadata, SnapshotOptions, bearer_token_source
 from microstate.client._plans import Answered, Plan, Split, Stream, Unary
 from microstate.client._read import BatchRead, Page, Read, Source
 from microstate.client._snapshot import Snapshot, SnapshotStore
@@ -138,6 +138,7 @@ class ClientCore:
         )
         self.counters = Counters()
         self._metadata: Metadata = ((CONTRACT_METADATA_KEY, contract.name), *self.options.metadata)
+        self._token = bearer_token_source(self.options, self.target)
         # One instance for every read the open breaker answers: the hot path allocates no exception.
         self._circuit_open = CircuitOpenError(self.target)
 
@@ -150,6 +151,12 @@ class ClientCore:
             return self._metadata
         pairs = extra.items() if isinstance(extra, Mapping) else extra
         return (*self._metadata, *pairs)
+
+    def authorized(self, metadata: Metadata) -> Metadata:
+        """`metadata` with the bearer token added, asked for now: at each call attempt and watch reconnect."""
+        if self._token is None:
+            return metadata
+        return (*metadata, ("authorization", f"Bearer {self._token()}"))
 
     def timeout(self, timeout: float | None) -> float | None:
         return timeout if timeout is not None else self.options.timeout

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -186,7 +186,14 @@ class ClientOptions:
     credentials: grpc.ChannelCredentials | None = None
     """Ready-made channel credentials (e.g. with call credentials composed in); overrides `tls`."""
     metadata: Metadata = ()
-    """Metadata sent with every call, e.g. (("authorization", "Bearer …"),); per-call metadata is added."""
+    """Metadata sent with every call; per-call metadata is added."""
+    token: str | Callable[[], str] | None = None
+    """A bearer token (a JWT the servers verify), sent as `authorization: Bearer <token>` with every call. A
+    callable is asked at every call attempt and watch reconnect, so a token it refreshes is sent from the next
+    call on; it runs on the thread making the call (the event loop for an async client; a sync client's
+    background watch thread too): return a cached token and refresh it ahead of its expiry, without blocking.
+    Needs TLS (`tls` or `credentials`) unless the target is on loopback: a token sent in clear can be
+    replayed by anyone who sees it."""
     max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF
     """Seconds; caps gRPC's reconnect backoff (default 120 s) so reads go live again soon after the
     service returns."""
@@ -246,3 +253,34 @@ def replicas_target(replicas: Sequence[str]) -> str:
 def names_several_addresses(target: str) -> bool:
     """Whether gRPC may resolve `target` to several addresses: a dns: name or an ipv4:/ipv6: list."""
     return target.startswith(("dns:", "ipv4:", "ipv6:"))
+
+
+def is_loopback_target(target: str) -> bool:
+    """True for targets only this machine can reach: loopback addresses, localhost, unix sockets."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = target.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:")
+    host = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer_token_source(options: ClientOptions, target: str) -> Callable[[], str] | None:
+    """What gives the bearer token of each call, or None when there is none; ValueError when it would be
+    sent in clear off this machine."""
+    token = options.token
+    if token is None:
+        return None
+    if options.tls is None and options.credentials is None and not is_loopback_target(target):
+        raise ValueError(
+            f"a bearer token would cross the network in clear to {target}: give ClientOptions.tls (or"
+            " credentials), or dial a loopback address"
+        )
+    if isinstance(token, str):
+        _require(bool(token.strip()), "token must not be empty")
+        return lambda: token
+    return token

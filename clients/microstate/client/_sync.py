@@ -106,7 +106,7 @@ class SyncClient(ClientBase):
             request = iter(request)
         try:
             timeout = self._connected(plan.timeout)
-            response = rpc(request, timeout=timeout, metadata=plan.metadata)
+            response = rpc(request, timeout=timeout, metadata=self._core.authorized(plan.metadata))
         except grpc.RpcError as err:
             outcome = plan.on_error(err)
         else:
@@ -146,7 +146,11 @@ class SyncClient(ClientBase):
 
     def _exchange(self, exchange: Exchange[Any]) -> Generator[Any, None, None]:
         rpc = getattr(self._stub, exchange.method)
-        call = rpc(iter(exchange.requests), timeout=exchange.timeout, metadata=exchange.metadata)
+        call = rpc(
+            iter(exchange.requests),
+            timeout=exchange.timeout,
+            metadata=self._core.authorized(exchange.metadata),
+        )
         try:
             for response in call:
                 yield exchange.on_item(response)
@@ -159,7 +163,9 @@ class SyncClient(ClientBase):
         rpc, cursor = getattr(self._stub, stream.method), stream.cursor
         while True:
             call = rpc(
-                stream.request_for(cursor.resume_token), timeout=cursor.remaining(), metadata=stream.metadata
+                stream.request_for(cursor.resume_token),
+                timeout=cursor.remaining(),
+                metadata=self._core.authorized(stream.metadata),
             )
             error: grpc.RpcError | None = None
             try:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 
 from microstate.server import logs, probe, registry
 from microstate.server.config import ConfigError, ServerConfig, add_arguments, load
@@ -103,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--timeout", type=float, default=2.0, metavar="S", help="deadline per check (default 2)"
     )
+    for flag, what in (
+        ("--tls-ca", "PEM roots that vouch for the server: speak TLS (default: plaintext)"),
+        ("--tls-cert", "PEM client certificate, for a server that requires one (mutual TLS)"),
+        ("--tls-key", "PEM private key of --tls-cert"),
+    ):
+        health.add_argument(flag, type=Path, metavar="PEM", help=what)
+    health.add_argument(
+        "--tls-server-name", metavar="NAME", help="the name to expect in the server's certificate"
+    )
 
     commands.add_parser("list", help="print the known microstates")
     return parser
@@ -155,8 +165,20 @@ def health_exit_code(statuses: Collection[str]) -> int:
     return min(codes, default=0)
 
 
+def _probe_tls(args: argparse.Namespace) -> probe.ProbeTls | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key: give both, or neither")
+    if args.tls_ca is None and args.tls_cert is None:
+        return None
+    return probe.ProbeTls(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+
+
 def _health(args: argparse.Namespace) -> int:
-    statuses = asyncio.run(probe.check_all(args.target, args.service, rpc_timeout=args.timeout))
+    tls = _probe_tls(args)
+    try:
+        statuses = asyncio.run(probe.check_all(args.target, args.service, rpc_timeout=args.timeout, tls=tls))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
     rows = [("SERVICE", "STATUS"), *((name or "(server)", status) for name, status in statuses.items())]
     print(format_table(rows))
     return health_exit_code(statuses.values())

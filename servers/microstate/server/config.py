@@ -75,6 +75,22 @@ def _parse_role_stores(text: str) -> str:
     return text
 
 
+def _parse_mtls_scopes(text: str) -> str:
+    parse_mtls_scopes(text)  # raises ValueError naming the bad entry
+    return text
+
+
+def parse_mtls_scopes(text: str) -> dict[str, frozenset[str]]:
+    """'NAME=scope,scope NAME2=scope' -> {NAME: {scope, ...}}; a NAME may itself hold '=' (a URI)."""
+    mapping: dict[str, frozenset[str]] = {}
+    for entry in text.split():
+        name, equals, scopes = entry.rpartition("=")
+        if not equals or not name:
+            raise ValueError(f"expected NAME=scope,scope..., got {entry!r}")
+        mapping[name] = frozenset(scope for scope in scopes.split(",") if scope)
+    return mapping
+
+
 def _choice(choices: Collection[str], *, upper: bool = False) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().upper() if upper else text.strip().lower()
@@ -206,6 +222,53 @@ class ServerConfig:
             _parse_port,
             "serve Prometheus metrics at http://HOST:N/metrics (0: a free port); default: off",
             "N",
+        ),
+    )
+    tls_cert: Path | None = field(
+        default=None,
+        metadata=_meta(
+            Path,
+            "PEM certificate chain to serve TLS with (with --tls-key); reloaded on change or SIGHUP",
+            "PEM",
+        ),
+    )
+    tls_key: Path | None = field(default=None, metadata=_meta(Path, "PEM private key of --tls-cert", "PEM"))
+    tls_client_ca: Path | None = field(
+        default=None,
+        metadata=_meta(Path, "PEM CA bundle: require client certificates it signed (mutual TLS)", "PEM"),
+    )
+    tls_reload_seconds: float = field(
+        default=5.0,
+        metadata=_meta(_parse_seconds, "check the TLS files for changes this often (SIGHUP: at once)", "S"),
+    )
+    auth_jwks: str | None = field(
+        default=None,
+        metadata=_meta(
+            str, "verify bearer tokens (JWT) with the keys of this JWKS file or https:// URL", "PATH|URL"
+        ),
+    )
+    auth_issuer: str | None = field(
+        default=None, metadata=_meta(str, "the `iss` every bearer token must carry", "ISS")
+    )
+    auth_audience: str | None = field(
+        default=None, metadata=_meta(str, "the `aud` every bearer token must be meant for", "AUD")
+    )
+    auth_mtls_scopes: str | None = field(
+        default=None,
+        metadata=_meta(
+            _parse_mtls_scopes,
+            "scopes of client-certificate principals (needs --tls-client-ca), 'NAME=scope,scope ...';"
+            " NAME is a subject alternative name or the common name of the certificate",
+            "'NAME=SCOPES ...'",
+        ),
+    )
+    reflection: str = field(
+        default="on", metadata=_meta(_choice(("on", "off")), "serve gRPC reflection (open to every caller)")
+    )
+    insecure: bool = field(
+        default=False,
+        metadata=_meta(
+            _parse_bool, "allow serving a non-loopback address without authentication or without TLS"
         ),
     )
     ready_file: Path | None = field(

@@ -1,13 +1,17 @@
 """Ask a running server how it is: the gRPC health status of each service, and which services it has.
 
 Used by `microstate health`, by `microstate up` to wait for its children, and by tests. Failures are
-answers here, not exceptions: an unreachable server is reported as UNREACHABLE.
+answers here, not exceptions: an unreachable server is reported as UNREACHABLE (a TLS server asked in
+plaintext, or one the given roots do not vouch for, is unreachable too). Health needs no credentials; a server
+that requires client certificates needs one for the handshake, though.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,6 +28,29 @@ RPC_FAILED = "RPC_FAILED"
 def status_name(status: int) -> str:
     name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
     return name
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTls:
+    """TLS for a probe: PEM files of the roots that vouch for the server and, for mutual TLS, the client's
+    own certificate and key; `server_name` when the address is not a name in the server's certificate."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
+
+
+def open_channel(target: str, tls: ProbeTls | None = None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(_read(tls.ca), _read(tls.key), _read(tls.cert))
+    options = [] if tls.server_name is None else [("grpc.ssl_target_name_override", tls.server_name)]
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 async def check(channel: grpc.aio.Channel, service: str = "", *, rpc_timeout: float = 2.0) -> str:
@@ -53,13 +80,13 @@ async def list_services(channel: grpc.aio.Channel, *, rpc_timeout: float = 2.0) 
 
 
 async def check_all(
-    target: str, services: list[str] | None = None, *, rpc_timeout: float = 2.0
+    target: str, services: list[str] | None = None, *, rpc_timeout: float = 2.0, tls: ProbeTls | None = None
 ) -> dict[str, str]:
     """Health of "" and each service (default: every service reflection lists, health/reflection aside).
 
     The connection is made first, within `rpc_timeout`: a server that cannot be reached (refused, or a
     listener that never completes the HTTP/2 handshake) is UNREACHABLE, as grpc_health_probe's dial is."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with open_channel(target, tls) as channel:
         try:
             await asyncio.wait_for(channel.channel_ready(), rpc_timeout)
         except TimeoutError:

@@ -4,7 +4,7 @@ A microstate plugs into the shared runtime (runtime.py) by declaring a
 `Microstate`: its name, default port, the gRPC service names it serves (for
 health and reflection), the store roles it keeps its state in (store/roles.py)
 and an `attach` function that adds its servicers to a grpc.aio server on top of
-its opened stores. Adding a slice means adding one entry
+its opened stores, and the scope each of its methods needs. Adding a slice means adding one entry
 to `MICROSTATES`; the runtime, CLI and `microstate up` need no change.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +40,10 @@ class Microstate:
     """Add this microstate's servicers to `server`, backed by its opened `stores`."""
     stores: tuple[StoreRole, ...] = (RECORDS,)
     """The store roles it keeps its state in; the first is opened from --store."""
+    scopes: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """The scope each method needs, by method name, for every method of every served contract version:
+    one line per method, e.g. {"GetProfile": "profile.read"}. With authentication on, a call needs its
+    method's scope (security/guard.py), and a server whose slice leaves a method out refuses to start."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""

@@ -1,8 +1,9 @@
 """The shared gRPC runtime: one grpc.aio server for one microstate over its opened stores.
 
 Every microstate gets the same frame: the gRPC health service with a status per service name (each of the
-microstate's services plus "" for the whole server), server reflection, message-size and keepalive limits,
-and a graceful drain.
+microstate's services plus "" for the whole server), server reflection (`--reflection`), message-size and
+keepalive limits, TLS and authentication with a scope per method (microstate.server.security; health and
+reflection stay open), and a graceful drain.
 
 Start-up, the same rule for every backend: what can never work fails the start, before listening; a store
 that is merely out of reach does not. `start` pings every store once (for at most PING_TIMEOUT_SECONDS), then
@@ -54,9 +55,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from microstate.server.config import ServerConfig
+from microstate.server.handlers import wrapping
 from microstate.server.metrics import ServerMetrics
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
+from microstate.server.security import Security
 from microstate.server.store.base import StoreMisconfigured
 from microstate.server.store.roles import Stores
 
@@ -122,8 +125,12 @@ class Runtime:
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         metrics: ServerMetrics | None = None,
+        security: Security | None = None,
     ) -> None:
+        """`security` defaults to the one `config` describes (ConfigError if its settings do not fit)."""
         self.microstate = microstate
+        self.security = security if security is not None else Security.from_config(config)
+        self._guard = self.security.guard(microstate.scopes, microstate.service_names, microstate.name)
         self.stores = stores
         self.config = config
         self.health = health.aio.HealthServicer()
@@ -136,6 +143,7 @@ class Runtime:
         self._store_answers: bool | None = None
         self._draining = False
         self._monitor: asyncio.Task[None] | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
 
     @property
     def health_names(self) -> tuple[str, ...]:
@@ -143,14 +151,21 @@ class Runtime:
 
     def _build(self) -> grpc.aio.Server:
         grpc_server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
-        server = grpc_server if self._metrics is None else self._metrics.serving(grpc_server)
-        self.microstate.attach(server, self.stores, stopping=self.stopping)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        # Last: it answers only what no service added above does.
-        refuse_unserved_contracts(server, self.microstate.service_names)
+        # Every handler added through `measured` is counted and timed (metrics.py), every one the slice adds
+        # through `guarded` checks its caller first (security/guard.py): refused calls are counted too.
+        measured = grpc_server if self._metrics is None else self._metrics.serving(grpc_server)
+        guard = self._guard
+        guarded = measured if guard is None else wrapping(measured, guard.wrap)
+        self.microstate.attach(guarded, self.stores, stopping=self.stopping)
+        # Health and reflection are added past the guard: open to every caller.
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, measured)
+        if self.config.reflection == "on":
+            reflection.enable_server_reflection(
+                (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), measured
+            )
+        # Last: it answers only what no service added above does, for any path, so past every wrapper (whose
+        # caches and metric labels must stay bounded).
+        refuse_unserved_contracts(grpc_server, self.microstate.service_names)
         return grpc_server
 
     async def start(self) -> Endpoint:
@@ -167,8 +182,13 @@ class Runtime:
         server = self._build()
         requested = self.microstate.default_port if self.config.port is None else self.config.port
         address = str(Endpoint(self.config.host, requested))
+        tls = self.security.tls
         try:
-            port = server.add_insecure_port(address)
+            port = (
+                server.add_insecure_port(address)
+                if tls is None
+                else server.add_secure_port(address, tls.credentials())
+            )
         except RuntimeError as exc:  # grpc raises on a taken port or a bad host
             port, reason = 0, f": {exc}"
         else:
@@ -181,11 +201,19 @@ class Runtime:
         self.endpoint = Endpoint(self.config.host, port)
         await self._show_store_health(failure)
         self._monitor = asyncio.create_task(self._watch_store(), name=f"{self.microstate.name}-store-health")
+        if tls is not None:
+            self._tls_watch = asyncio.create_task(tls.watch(self.config.tls_reload_seconds), name="tls-files")
+        security = self.security.describe(self.config.host)
+        if self.security.authenticates:
+            log.info(f"security: {security}", extra={"phase": "security"})
+        else:
+            log.warning(f"security: {security}", extra={"phase": "security"})
         log.info(
             "serving",
             extra={
                 "phase": "serving",
                 "endpoint": str(self.endpoint),
+                "security": security,
                 "services": list(self.health_names[1:]),
                 "event_loop": type(asyncio.get_running_loop()).__module__,
             },
@@ -196,6 +224,14 @@ class Runtime:
         """Health name -> whether it reports SERVING now (the same for every name: store up, not draining)."""
         serving = bool(self._store_answers) and not self._draining
         return dict.fromkeys(self.health_names, serving)
+
+    def reload_tls(self) -> bool:
+        """Take up the TLS files at the next handshake (SIGHUP); False when the server has no TLS or the
+        files do not load (logged; the current ones stay)."""
+        if self.security.tls is None:
+            log.info("SIGHUP ignored: this server has no TLS files to reload", extra={"phase": "tls"})
+            return False
+        return self.security.tls.reload(force=True)
 
     async def check_store(self) -> bool:
         """Ping the stores once and set every health status to match; True if all answered."""
@@ -241,6 +277,11 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         self._draining = True
+        for task in (self._monitor, self._tls_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
         log.info(
             "draining: health NOT_SERVING, still accepting calls",

@@ -1,7 +1,8 @@
 """`microstate serve`: run one microstate in this process until SIGTERM or SIGINT, then drain and exit.
 
-Owns what belongs to the process rather than to the server: opening and closing the store, signal handling,
-announcing the endpoint (stdout for people, the ready file for supervisors) and the phase logs around it.
+Owns what belongs to the process rather than to the server: opening and closing the store, signal handling
+(SIGTERM/SIGINT drain; SIGHUP reloads the TLS files for new handshakes), announcing the endpoint (stdout for
+people, the ready file for supervisors) and the phase logs around it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from microstate.server.config import ConfigError, ServerConfig
 from microstate.server.metrics import ServerMetrics
 from microstate.server.registry import Microstate
 from microstate.server.runtime import Endpoint, Runtime
+from microstate.server.security import Security
 from microstate.server.store import StoreError
 from microstate.server.store.roles import UnusableURL, open_stores, parse_role_urls, role_urls
 from microstate.server.tracing import tracing
@@ -107,6 +109,7 @@ async def serve(
     signals = StopSignals()
     with signals.installed():
         supervision.exit_with_parent()
+        security = Security.from_config(config)  # what cannot work stops here, before any store opens
         urls = store_urls(microstate, config)
         traces = tracing(config.tracing, microstate.name)  # first: a missing extra stops the start at once
         config.data_dir.mkdir(parents=True, exist_ok=True)  # where the embedded defaults live
@@ -127,8 +130,11 @@ async def serve(
             if metrics is not None:
                 stores = metrics.measure(stores)
             interceptors = (*traces.interceptors, *interceptors)
-            runtime = Runtime(microstate, stores, config, interceptors=interceptors, metrics=metrics)
+            runtime = Runtime(
+                microstate, stores, config, interceptors=interceptors, metrics=metrics, security=security
+            )
             endpoint = await runtime.start()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, runtime.reload_tls)
             metrics_port = None
             if metrics is not None and config.metrics_port is not None:
                 metrics_port = metrics.expose(runtime.serving, config.host, config.metrics_port)
@@ -143,6 +149,7 @@ async def serve(
             traces.close()
             if metrics is not None:
                 metrics.close()
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await stores.close()
             log.info("stores closed", extra={"phase": "closed"})
             if config.ready_file is not None:

@@ -224,6 +224,12 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
     return task.result()
 
 
+OPEN_NOTICE = (
+    "no authentication and no TLS: any process on this machine may call every method"
+    " (for a laptop; see README, Security, to serve a network)"
+)
+
+
 async def up(
     config: ServerConfig,
     *,
@@ -241,6 +247,7 @@ async def up(
             if await _unless_stopped(_start_all(children, config, start_timeout), signals.stop) is not None:
                 print(render_table(children), file=out)
                 print(f"{len(children)} microstate(s) serving; Ctrl-C stops them all", file=out, flush=True)
+                print(OPEN_NOTICE, file=out, flush=True)
                 exited = await _unless_stopped(_first_exit(children), signals.stop)
                 if exited is not None:
                     code = exited.process.returncode if exited.process else None

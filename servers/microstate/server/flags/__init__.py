@@ -26,9 +26,22 @@ def attach_with(*, heartbeat_interval: float = HEARTBEAT_INTERVAL) -> Attach:
     return attach
 
 
+SCOPES = {  # what each method needs when authentication is on
+    "GetFlag": "flags.read",
+    "ListFlags": "flags.read",
+    # An evaluator needs the rules: evaluating on the server, or syncing them to evaluate locally.
+    "EvaluateFlag": "flags.evaluate",
+    "EvaluateAll": "flags.evaluate",
+    "SyncFlags": "flags.evaluate",
+    "CreateFlag": "flags.admin",
+    "UpdateFlag": "flags.admin",
+    "DeleteFlag": "flags.admin",
+}
+
 MICROSTATE = Microstate(
     name="flags",
     default_port=50053,
     service_names=(SERVICE.full_name,),
     attach=attach_with(),
+    scopes=SCOPES,
 )

@@ -15,6 +15,16 @@ from microstate.server.store.roles import Stores
 
 CODECS = (v1.CODEC, v2.CODEC)
 
+SCOPES = {  # what each method needs when authentication is on; the same in every contract version
+    "GetProfile": "profile.read",
+    "BatchGetProfiles": "profile.read",
+    "ListProfiles": "profile.read",
+    "WatchProfiles": "profile.read",
+    "CreateProfile": "profile.write",
+    "UpdateProfile": "profile.write",
+    "DeleteProfile": "profile.write",
+}
+
 
 def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None) -> None:
     domain = ProfileDomain(stores.records())
@@ -28,4 +38,5 @@ MICROSTATE = Microstate(
     default_port=50051,
     service_names=tuple(codec.service_name for codec in CODECS),
     attach=attach,
+    scopes=SCOPES,
 )

@@ -28,6 +28,16 @@ from microstate.server.store.roles import Stores
 
 log = logging.getLogger(__name__)
 
+SCOPES = {  # what each method needs when authentication is on (the caller's, not the end user's session)
+    "CreateSession": "session.write",
+    "RefreshSession": "session.write",
+    "RevokeSession": "session.write",
+    "RevokeUserSessions": "session.write",
+    "ValidateSession": "session.validate",
+    "WatchRevocations": "session.validate",  # what a validator follows to drop revoked sessions it cached
+    "GetSession": "session.read",
+    "ListUserSessions": "session.read",
+}
 KEY_FILE_ENV = "MICROSTATE_SESSION_KEY_FILE"
 KEY_FILE_NAME = "session.key"
 
@@ -77,5 +87,6 @@ MICROSTATE = Microstate(
     default_port=50052,
     service_names=(SERVICE.full_name,),
     attach=attach,
+    scopes=SCOPES,
     prepare=prepare,
 )

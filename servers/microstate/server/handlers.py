@@ -1,0 +1,62 @@
+"""A grpc.aio server seen through a handler wrapper: what the runtime gives a slice's `attach`, so that
+every handler the slice adds, however it adds it, is wrapped once, when it is added (metrics, authentication).
+A server interceptor would run per call instead (GetProfile lost 8% to one in bench M1).
+
+Only handlers for a bounded set of paths may be added through it (a service's own methods): wrapped handlers
+are kept per path, so a catch-all that answers any path goes to the real server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import grpc
+
+Wrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+"""(method path, handler) -> the handler to serve instead."""
+
+
+def wrapping(server: grpc.aio.Server, wrap: Wrap) -> grpc.aio.Server:
+    """`server`, with every handler added through it wrapped by `wrap`."""
+    return cast(grpc.aio.Server, _WrappingServer(server, wrap))
+
+
+def method_name(path: str) -> str:
+    """ "/pkg.Service/Method" -> "Method"."""
+    return path.rpartition("/")[2]
+
+
+class _WrappingServer:
+    def __init__(self, server: grpc.aio.Server, wrap: Wrap) -> None:
+        self._server = server
+        self._wrap = wrap
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_WrappingGeneric(each, self._wrap) for each in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        wrapped = {name: self._wrap(f"/{service}/{name}", each) for name, each in handlers.items()}
+        self._server.add_registered_method_handlers(service, wrapped)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+class _WrappingGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        path: str = handler_call_details.method
+        wrapped = self._wrapped.get(path)
+        if wrapped is None:
+            handler = self._inner.service(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped[path] = self._wrap(path, handler)
+        return wrapped
