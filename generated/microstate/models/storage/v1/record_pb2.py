@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)microstate/models/storage/v1/record.proto\x12\x1cmicrostate.models.storage.v1\"\xe0\x01\n\x0bModelRecord\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x45\n\x06labels\x18\x02 \x03(\x0b\x32\x35.microstate.models.storage.v1.ModelRecord.LabelsEntry\x12\x16\n\x0elatest_version\x18\x03 \x01(\x03\x12\x16\n\x0e\x63reate_time_ns\x18\x04 \x01(\x03\x12\x16\n\x0eupdate_time_ns\x18\x05 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf0\x01\n\rVersionRecord\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12K\n\x08metadata\x18\x04 \x03(\x0b\x32\x39.microstate.models.storage.v1.VersionRecord.MetadataEntry\x12\x16\n\x0e\x63reate_time_ns\x18\x05 \x01(\x03\x12\x11\n\tupload_id\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x0f\x41liasMoveRecord\x12\x14\n\x0c\x66rom_version\x18\x01 \x01(\x03\x12\x12\n\nto_version\x18\x02 \x01(\x03\x12\x14\n\x0cmove_time_ns\x18\x03 \x01(\x03\"v\n\x0b\x41liasRecord\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x16\n\x0eupdate_time_ns\x18\x02 \x01(\x03\x12>\n\x07history\x18\x03 \x03(\x0b\x32-.microstate.models.storage.v1.AliasMoveRecord\"\xe6\x01\n\x0cUploadRecord\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12J\n\x08metadata\x18\x05 \x03(\x0b\x32\x38.microstate.models.storage.v1.UploadRecord.MetadataEntry\x12\x0f\n\x07version\x18\x06 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)microstate/models/storage/v1/record.proto\x12\x1cmicrostate.models.storage.v1\"\xf2\x01\n\x0bModelRecord\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x45\n\x06labels\x18\x02 \x03(\x0b\x32\x35.microstate.models.storage.v1.ModelRecord.LabelsEntry\x12\x16\n\x0elatest_version\x18\x03 \x01(\x03\x12\x16\n\x0e\x63reate_time_ns\x18\x04 \x01(\x03\x12\x16\n\x0eupdate_time_ns\x18\x05 \x01(\x03\x12\x10\n\x08model_id\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x02\n\rVersionRecord\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12K\n\x08metadata\x18\x04 \x03(\x0b\x32\x39.microstate.models.storage.v1.VersionRecord.MetadataEntry\x12\x16\n\x0e\x63reate_time_ns\x18\x05 \x01(\x03\x12\x11\n\tupload_id\x18\x06 \x01(\t\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x0f\x41liasMoveRecord\x12\x14\n\x0c\x66rom_version\x18\x01 \x01(\x03\x12\x12\n\nto_version\x18\x02 \x01(\x03\x12\x14\n\x0cmove_time_ns\x18\x03 \x01(\x03\"\x97\x01\n\x0b\x41liasRecord\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x16\n\x0eupdate_time_ns\x18\x02 \x01(\x03\x12>\n\x07history\x18\x03 \x03(\x0b\x32-.microstate.models.storage.v1.AliasMoveRecord\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\r\n\x05\x61lias\x18\x05 \x01(\t\"\xe6\x01\n\x0cUploadRecord\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12J\n\x08metadata\x18\x05 \x03(\x0b\x32\x38.microstate.models.storage.v1.UploadRecord.MetadataEntry\x12\x0f\n\x07version\x18\x06 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADRECORD_METADATAENTRY']._loaded_options = None
   _globals['_UPLOADRECORD_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_MODELRECORD']._serialized_start=76
-  _globals['_MODELRECORD']._serialized_end=300
-  _globals['_MODELRECORD_LABELSENTRY']._serialized_start=255
-  _globals['_MODELRECORD_LABELSENTRY']._serialized_end=300
-  _globals['_VERSIONRECORD']._serialized_start=303
-  _globals['_VERSIONRECORD']._serialized_end=543
-  _globals['_VERSIONRECORD_METADATAENTRY']._serialized_start=496
-  _globals['_VERSIONRECORD_METADATAENTRY']._serialized_end=543
-  _globals['_ALIASMOVERECORD']._serialized_start=545
-  _globals['_ALIASMOVERECORD']._serialized_end=626
-  _globals['_ALIASRECORD']._serialized_start=628
-  _globals['_ALIASRECORD']._serialized_end=746
-  _globals['_UPLOADRECORD']._serialized_start=749
-  _globals['_UPLOADRECORD']._serialized_end=979
-  _globals['_UPLOADRECORD_METADATAENTRY']._serialized_start=496
-  _globals['_UPLOADRECORD_METADATAENTRY']._serialized_end=543
+  _globals['_MODELRECORD']._serialized_end=318
+  _globals['_MODELRECORD_LABELSENTRY']._serialized_start=273
+  _globals['_MODELRECORD_LABELSENTRY']._serialized_end=318
+  _globals['_VERSIONRECORD']._serialized_start=321
+  _globals['_VERSIONRECORD']._serialized_end=596
+  _globals['_VERSIONRECORD_METADATAENTRY']._serialized_start=549
+  _globals['_VERSIONRECORD_METADATAENTRY']._serialized_end=596
+  _globals['_ALIASMOVERECORD']._serialized_start=598
+  _globals['_ALIASMOVERECORD']._serialized_end=679
+  _globals['_ALIASRECORD']._serialized_start=682
+  _globals['_ALIASRECORD']._serialized_end=833
+  _globals['_UPLOADRECORD']._serialized_start=836
+  _globals['_UPLOADRECORD']._serialized_end=1066
+  _globals['_UPLOADRECORD_METADATAENTRY']._serialized_start=549
+  _globals['_UPLOADRECORD_METADATAENTRY']._serialized_end=596
 # @@protoc_insertion_point(module_scope)

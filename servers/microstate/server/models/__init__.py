@@ -1,0 +1,48 @@
+"""The models microstate (microstate.models.v1): a registry of model parameters with immutable,
+digest-verified versions, aliases, and resumable streamed uploads and downloads.
+
+It keeps two store roles: `records` (models, versions, aliases, upload records; any records backend) and
+`blobs` (the bytes, content-addressed: by default a directory, `blobs/sha256/<ab>/<hex>`).
+`MICROSTATE_MODELS_UPLOAD_TTL` sets the seconds an upload nobody continues is kept (default a day).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import grpc
+
+from microstate.server.config import ConfigError
+from microstate.server.kit import wire
+from microstate.server.models.domain import UPLOAD_TTL, ModelsDomain
+from microstate.server.models.servicer import SERVICE, ModelServicer
+from microstate.server.registry import Microstate
+from microstate.server.store.roles import BLOBS, RECORDS, Stores
+
+UPLOAD_TTL_ENV = "MICROSTATE_MODELS_UPLOAD_TTL"
+
+
+def upload_ttl() -> float:
+    text = os.environ.get(UPLOAD_TTL_ENV, "")
+    try:
+        seconds = float(text) if text else UPLOAD_TTL
+    except ValueError:
+        raise ConfigError(f"{UPLOAD_TTL_ENV}: {text!r} is not a number of seconds") from None
+    if seconds <= 0:
+        raise ConfigError(f"{UPLOAD_TTL_ENV}: must be positive, not {text}")
+    return seconds
+
+
+def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None) -> None:
+    domain = ModelsDomain(stores.records(), stores.blobs(), upload_ttl=upload_ttl())
+    wire.add_service(server, SERVICE, ModelServicer(domain, stopping))
+
+
+MICROSTATE = Microstate(
+    name="models",
+    default_port=50054,
+    service_names=(SERVICE.full_name,),
+    attach=attach,
+    stores=(RECORDS, BLOBS),
+)
