@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,6 +14,10 @@ from grpc_status import rpc_status
 
 from microstate.models.v1 import models_pb2 as pb
 from microstate.models.v1.models_pb2_grpc import ModelServiceStub
+from microstate.server.models.domain import ModelsDomain
+from microstate.server.models.model import UploadData
+from microstate.server.store.blobs import open_blobs
+from microstate.server.store.roles import Stores
 from tests.models.conftest import digest_of, upload_requests
 
 Stub = ModelServiceStub
@@ -233,3 +239,27 @@ async def test_malformed_refs_are_invalid_argument(stub: Stub, ref: str, field_r
         await read_all(stub, ref)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert reason(caught.value) == field_reason
+
+
+async def test_abandoned_uploads_are_collected(stores: Stores, tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    blobs = await open_blobs(f"file://{tmp_path / 'collected'}", "models", clock=lambda: now[0])
+    domain = ModelsDomain(stores.records(), blobs, upload_ttl=3600)
+    data = os.urandom(1000)
+
+    async def half() -> AsyncIterator[bytes]:
+        yield data[:500]
+        raise asyncio.CancelledError  # the stream is cut here
+
+    declared = UploadData("m", digest_of(data), len(data))
+    with pytest.raises(asyncio.CancelledError):
+        await domain.upload("abandoned", declared, 0, half())
+    assert (await domain.query_upload("abandoned", "")).committed_offset == 500
+    now[0] += 3599
+    await domain.collect()
+    assert (await domain.query_upload("abandoned", "")).under_way
+    now[0] += 2
+    await domain.collect()
+    state = await domain.query_upload("abandoned", "")
+    assert not state.under_way and state.committed_offset == 0
+    await blobs.close()

@@ -217,14 +217,16 @@ class ModelServiceServicer:
         header again with offset = QueryUpload's committed_offset and the rest.
         Sending the same upload_id after it completed returns the same version.
         INVALID_ARGUMENT     malformed header or chunk, a chunk over 1 MiB, or
-        more bytes than declared; the size or the digest
-        of the bytes differs from the header's (reason
-        DIGEST_MISMATCH or SIZE_MISMATCH: nothing was
-        made visible and the upload is gone, start again)
+        more bytes than declared (reason SIZE_MISMATCH);
+        the digest of the bytes differs from the
+        header's (reason DIGEST_MISMATCH): nothing was
+        made visible and the upload is gone, start again
         FAILED_PRECONDITION  header.offset is not the committed offset (reason
-        OFFSET_MISMATCH, metadata committed_offset), or
-        upload_id belongs to another model or digest
-        (reason UPLOAD_MISMATCH)
+        OFFSET_MISMATCH, metadata committed_offset); the
+        stream ended before size_bytes arrived (reason
+        UPLOAD_INCOMPLETE: the upload keeps what came,
+        continue it); upload_id belongs to another model
+        or digest (reason UPLOAD_MISMATCH)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

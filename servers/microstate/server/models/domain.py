@@ -325,6 +325,15 @@ class ModelsDomain:
             except OffsetMismatch as exc:  # another stream of this upload appended meanwhile
                 raise _offset_mismatch(upload_id, offset, exc.committed) from None
             received += len(chunk)
+        if offset < declared.size_bytes:
+            # Kept for a resume, not refused as a size mismatch: grpc.aio may end the request stream of a
+            # call the client cancelled as if the client had finished (a few percent of cuts do).
+            raise FailedPrecondition(
+                f"the upload stream ended after {offset} of the {declared.size_bytes} bytes declared;"
+                " the upload keeps them: continue it from there",
+                reason="UPLOAD_INCOMPLETE",
+                metadata={"upload_id": upload_id, "committed_offset": str(offset)},
+            )
         await self._verify(upload_id, declared)
         return Uploaded(await self._commit_version(upload_id, declared), received, False)
 
