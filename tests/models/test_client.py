@@ -164,13 +164,15 @@ async def test_corrupt_bytes_are_refused_and_never_cached(
 
 
 def flip(path: Path, position: int) -> None:
+    """Flip one bit of the byte at `position` in place (the file keeps its mode)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
     path.chmod(0o644)
     with open(path, "r+b") as blob:
         blob.seek(position)
         byte = blob.read(1)
         blob.seek(position)
         blob.write(bytes([byte[0] ^ 0x10]))
-    path.chmod(0o444)
+    path.chmod(mode)
 
 
 async def test_two_fetches_of_one_digest_download_it_once(models: ModelsClient, tmp_path: Path) -> None:
