@@ -40,6 +40,9 @@ class Microstate:
     """Add this microstate's servicers to `server`, backed by its opened `stores`."""
     stores: tuple[StoreRole, ...] = (RECORDS,)
     """The store roles it keeps its state in; the first is opened from --store."""
+    server_options: tuple[tuple[str, int], ...] = ()
+    """gRPC core arguments its server needs beyond the shared ones (runtime.server_options), e.g. the model
+    registry's ("grpc.http2.bdp_probe", 0), which keeps an upload's receive buffers from growing."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""

@@ -138,7 +138,8 @@ class Runtime:
         return (OVERALL, *self.microstate.service_names)
 
     def _build(self) -> grpc.aio.Server:
-        server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
+        options = [*server_options(self.config), *self.microstate.server_options]
+        server = grpc.aio.server(interceptors=self._interceptors, options=options)
         self.microstate.attach(server, self.stores, stopping=self.stopping)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
