@@ -141,6 +141,8 @@ async def test_registry_down_serves_a_cached_alias_stale_and_fails_cold_within_t
     async with ModelsClient(dead, cache=models.cache) as offline:
         stale = await offline.fetch("m@prod", timeout=2)
         assert stale.stale and stale.age >= 0 and stale.path.read_bytes() == data
+        pinned = await offline.fetch("m/1", timeout=2)  # a version never changes: no one to ask
+        assert not pinned.stale and pinned.path == stale.path
     async with ModelsClient(dead, cache=tmp_path / "cold") as cold:
         started = time.monotonic()
         with pytest.raises((Unavailable, DeadlineExceeded)):

@@ -47,6 +47,7 @@ MICROSTATE = Microstate(
     stores=(RECORDS, BLOBS),
     # With BDP probing gRPC grows a fast uploader's HTTP/2 window, and the bytes it lets in wait in the
     # server's memory: +16 to +37 MiB of peak RSS for a 256 MiB upload to a busy server (bench P5). A fixed
-    # 4 MiB window keeps it to a few MiB, at most of the throughput (a 64 KiB one cost a fifth of it).
-    server_options=(("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024)),
+    # 1 MiB window keeps a 1 GiB upload to +6 to +8 MiB (4 MiB: +13 to +22) for about a tenth of the upload
+    # throughput (a 64 KiB window cost a fifth).
+    server_options=(("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024 * 1024)),
 )

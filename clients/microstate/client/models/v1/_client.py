@@ -396,6 +396,10 @@ class ModelOperations(ClientBase):
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
+        if model_id and not name.startswith("@"):  # a version never changes: once cached, ask no one
+            known = self.cache.recall((model_id, name))
+            if known is not None and self.cache.blob(known.digest) is not None and not verify:
+                return self._fetched(known, stale=False, downloaded=0)
         if not model_id:
             resolved = CachedRef(name, -1, "", 0, time.time())
             stale = False
@@ -411,6 +415,8 @@ class ModelOperations(ClientBase):
             version = read.value
             resolved = CachedRef(version.digest, version.size_bytes, model_id, version.version, time.time())
             self.cache.remember((model_id, name), resolved)
+            if name.startswith("@"):  # and the version it names, which never changes
+                self.cache.remember((model_id, str(resolved.version)), resolved)
             stale = False
         digest = resolved.digest
         cached_path = self.cache.blob(digest)
