@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 
+from bench.echo_server import serve_until_sigterm
 from microstate.server.cli import event_loop_factory
 
 SERVICE = "bench.Blob"
@@ -55,15 +54,7 @@ async def serve(source: Path, chunk: int, out_dir: Path, ready_file: Path) -> No
         "Write": grpc.stream_unary_rpc_method_handler(write),
     }
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    partial = ready_file.with_name(ready_file.name + ".partial")
-    partial.write_text(json.dumps({"host": "127.0.0.1", "port": port, "pid": os.getpid()}))
-    partial.replace(ready_file)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await server.stop(None)
+    await serve_until_sigterm(server, ready_file)
 
 
 def main() -> None:

@@ -43,6 +43,19 @@ Step = Call | Pump | Pause
 Steps = Generator[Step, Any, O]
 
 
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    value: Any
+
+
+def _advance(steps: Steps[Any], outcome: Any, error: BaseException | None) -> Step | _Finished:
+    """The operation's next step, given the last one's outcome or error; _Finished once it returns."""
+    try:
+        return steps.throw(error) if error is not None else steps.send(outcome)
+    except StopIteration as stop:
+        return _Finished(stop.value)
+
+
 async def drive_async(
     steps: Steps[O],
     call: Callable[[Plan[Any]], Coroutine[Any, Any, Any]],
@@ -51,11 +64,7 @@ async def drive_async(
     """Run `steps` on an async client (its `_call` and `_exchange`)."""
     outcome: Any = None
     error: BaseException | None = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(outcome)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+    while not isinstance(step := _advance(steps, outcome, error), _Finished):
         outcome, error = None, None
         try:
             if isinstance(step, Call):
@@ -71,6 +80,7 @@ async def drive_async(
                 await asyncio.sleep(step.seconds)  # a backoff or a lock wait, not synchronisation
         except Exception as exc:  # thrown into the operation, which decides
             error = exc
+    return step.value  # type: ignore[no-any-return]
 
 
 def drive_sync(
@@ -81,11 +91,7 @@ def drive_sync(
     """Run `steps` on a sync client (its `_call` and `_exchange`)."""
     outcome: Any = None
     error: BaseException | None = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(outcome)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+    while not isinstance(step := _advance(steps, outcome, error), _Finished):
         outcome, error = None, None
         try:
             if isinstance(step, Call):
@@ -101,3 +107,4 @@ def drive_sync(
                 time.sleep(step.seconds)  # a backoff or a lock wait, not synchronisation
         except Exception as exc:  # thrown into the operation, which decides
             error = exc
+    return step.value  # type: ignore[no-any-return]

@@ -171,6 +171,25 @@ class ModelOperations(ClientBase):
             metadata=self._core.metadata(metadata),
         )
 
+    def _page(
+        self,
+        method: str,
+        resource: Any,
+        request: Any,
+        items: str,
+        timeout: float | None,
+        metadata: CallMetadata,
+    ) -> Any:
+        """One page of a List call whose response holds `items` and next_page_token."""
+        return self._core.list_page(
+            resource,
+            method,
+            request,
+            lambda response: (getattr(response, items), response.next_page_token),
+            timeout=timeout,
+            metadata=self._core.metadata(metadata),
+        )
+
     @unary
     def create_model(
         self,
@@ -203,14 +222,7 @@ class ModelOperations(ClientBase):
     ) -> Unary[Any, Page[Model]]:
         """One page of models in model_id order."""
         request = pb.ListModelsRequest(page_size=page_size, page_token=page_token)
-        return self._core.list_page(
-            _MODEL,
-            "ListModels",
-            request,
-            lambda r: (r.models, r.next_page_token),
-            timeout=timeout,
-            metadata=self._core.metadata(metadata),
-        )
+        return self._page("ListModels", _MODEL, request, "models", timeout, metadata)  # type: ignore[no-any-return]
 
     @iterated
     def list_models_all(
@@ -233,14 +245,7 @@ class ModelOperations(ClientBase):
     ) -> Unary[Any, Page[Version]]:
         """One page of a model's versions, oldest first."""
         request = pb.ListVersionsRequest(model_id=model_id, page_size=page_size, page_token=page_token)
-        return self._core.list_page(
-            _VERSION,
-            "ListVersions",
-            request,
-            lambda r: (r.versions, r.next_page_token),
-            timeout=timeout,
-            metadata=self._core.metadata(metadata),
-        )
+        return self._page("ListVersions", _VERSION, request, "versions", timeout, metadata)  # type: ignore[no-any-return]
 
     @iterated
     def list_versions_all(
@@ -318,14 +323,7 @@ class ModelOperations(ClientBase):
     ) -> Unary[Any, Page[Alias]]:
         """One page of a model's aliases, in name order (without their histories)."""
         request = pb.ListAliasesRequest(model_id=model_id, page_size=page_size, page_token=page_token)
-        return self._core.list_page(
-            _ALIAS,
-            "ListAliases",
-            request,
-            lambda r: (r.aliases, r.next_page_token),
-            timeout=timeout,
-            metadata=self._core.metadata(metadata),
-        )
+        return self._page("ListAliases", _ALIAS, request, "aliases", timeout, metadata)  # type: ignore[no-any-return]
 
     @unary
     def query_upload(
