@@ -29,9 +29,11 @@ from microstate.client.errors import (
     CircuitOpenError,
     DeadlineExceeded,
     FailedPrecondition,
+    Internal,
     MicrostateError,
     OutOfRange,
     Unavailable,
+    Unknown,
 )
 from microstate.client.models._cache import CachedRef, CorruptDownload, ModelCache, Partial
 from microstate.models.v1 import models_pb2 as pb
@@ -74,6 +76,10 @@ CallMetadata = Mapping[str, str] | Sequence[tuple[str, str]] | None
 Progress = Callable[[int, int], None]
 """progress(bytes done, bytes in all), called as bytes move."""
 _DOWN = (Unavailable, DeadlineExceeded, Cancelled, CircuitOpenError)
+_CUT = (*_DOWN, Internal, Unknown)
+"""What ends a push's stream that asking QueryUpload and continuing may cure. grpc.aio reports a request
+stream whose server went away mid-write as INTERNAL "Internal error from Core", whatever the server said
+(grpc/grpc#36066); an upload is idempotent by its upload id, so continuing is always safe."""
 
 _MODEL = Resource(Model.FromString, attrgetter("etag"), attrgetter("model_id"))
 _VERSION = Resource(Version.FromString, lambda _: "", lambda v: f"{v.model_id}/{v.version}")
@@ -508,8 +514,8 @@ class ModelOperations(ClientBase):
                 plan = Unary("Upload", requests, timeout, self._core.metadata(None), _same, raise_typed)
                 response: pb.UploadResponse = yield Call(plan)
                 return response
-            except (*_DOWN, FailedPrecondition) as exc:
-                resumable = isinstance(exc, _DOWN) or exc.reason in ("OFFSET_MISMATCH", "UPLOAD_INCOMPLETE")
+            except (*_CUT, FailedPrecondition) as exc:
+                resumable = isinstance(exc, _CUT) or exc.reason in ("OFFSET_MISMATCH", "UPLOAD_INCOMPLETE")
                 if not resumable or attempt == MAX_ATTEMPTS - 1:
                     raise
                 yield Pause(min(0.05 * 2**attempt, 1.0))  # a backoff, then ask where it stands
