@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import stat
 import time
@@ -228,3 +229,23 @@ def test_the_cache_drops_a_blob_that_fails_verification(tmp_path: Path) -> None:
     flip(cache.blob_path(digest), 3)
     assert not cache.verify(digest) and cache.blob(digest) is None
     assert hashlib.sha256(data).hexdigest() == digest[7:]
+
+
+async def test_the_sync_twin_hears_alias_moves_from_its_thread(
+    models: ModelsClient, target: str, tmp_path: Path
+) -> None:
+    for n in range(2):
+        await models.push("t", write(tmp_path, os.urandom(100), f"t{n}"))
+    heard: list[AliasMoved] = []
+    moves = itertools.count()
+
+    async def moved_and_heard() -> bool:
+        # The thread's watch starts from whenever it connects: move until it hears one.
+        await models.set_alias("t", "live", 1 + next(moves) % 2)
+        return bool(heard)
+
+    with SyncModelsClient(target, cache=tmp_path / "sync") as client:
+        stop = client.on_alias_moved(heard.append, "t")
+        await until(moved_and_heard, within=20, what="the sync twin's watch to hear a move")
+        stop()
+    assert (heard[0].model_id, heard[0].alias) == ("t", "live")

@@ -622,10 +622,13 @@ class ModelsClient(_aio.AsyncClient, ModelOperations):
         this loop; returns a function that stops it (close() stops it too)."""
 
         async def follow() -> None:
-            async for event in self.watch(model_id):
-                moved = _alias_event(event)
-                if moved is not None:
-                    callback(moved)
+            try:
+                async for event in self.watch(model_id):
+                    moved = _alias_event(event)
+                    if moved is not None:
+                        callback(moved)
+            except MicrostateError:  # the watch failed for good (e.g. RESUME_TOKEN_EXPIRED)
+                log.warning("the alias watch failed; alias moves are no longer reported", exc_info=True)
 
         task = asyncio.get_running_loop().create_task(follow(), name="microstate-models-aliases")
         self._followers.append(task)
@@ -692,13 +695,16 @@ class SyncModelsClient(_sync.SyncClient, ModelOperations):
         stop = threading.Event()
 
         def follow() -> None:
-            with contextlib.suppress(MicrostateError):  # close() closes the channel under the watch
+            try:
                 for event in self.watch(model_id):
                     if stop.is_set() or self._stopping.is_set():
                         return
                     moved = _alias_event(event)
                     if moved is not None:
                         callback(moved)
+            except Exception:  # the watch failed for good, or close() closed the channel under it
+                if not (stop.is_set() or self._stopping.is_set()):
+                    log.warning("the alias watch failed; alias moves are no longer reported", exc_info=True)
 
         threading.Thread(target=follow, name="microstate-models-aliases", daemon=True).start()
         return lambda: stop.set()
