@@ -263,3 +263,21 @@ async def test_abandoned_uploads_are_collected(stores: Stores, tmp_path: Path) -
     state = await domain.query_upload("abandoned", "")
     assert not state.under_way and state.committed_offset == 0
     await blobs.close()
+
+
+async def test_a_stale_etag_names_the_resource_as_the_contract_does(stub: Stub) -> None:
+    await upload(stub, "e", b"abc", "e1")
+    await stub.SetAlias(pb.SetAliasRequest(model_id="e", alias="prod", version=1))
+    for call in (
+        stub.SetAlias(pb.SetAliasRequest(model_id="e", alias="prod", version=1, etag='W/"0"')),
+        stub.DeleteAlias(pb.DeleteAliasRequest(model_id="e", alias="prod", etag='W/"0"')),
+        stub.UpdateModel(pb.UpdateModelRequest(model_id="e", description="x", etag='W/"0"')),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() is grpc.StatusCode.ABORTED
+        status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+        assert status is not None
+        failure = error_details_pb2.PreconditionFailure()
+        assert any(detail.Unpack(failure) for detail in status.details)
+        assert failure.violations[0].subject in ("models/e/aliases/prod", "models/e")

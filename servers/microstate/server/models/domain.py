@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
 from microstate.server.errors import EtagMismatch, FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from microstate.server.kit import limits
@@ -171,7 +171,7 @@ class ModelsDomain:
         self, model_id: str, description: str, labels: Mapping[str, str], etag: str
     ) -> Stored[ModelData]:
         self._check_model(model_id, description, labels)
-        await self._model(model_id)  # a clear NOT_FOUND
+        _check_etag(await self._model(model_id), etag, f"models/{model_id}")  # clear NOT_FOUND / ABORTED
         now = self._clock()
         return await self.models.update(
             model_key(model_id),
@@ -262,10 +262,10 @@ class ModelsDomain:
                 record = await self._store.put(key, ALIAS.to_bytes(data), if_match=ABSENT)
             except PreconditionFailed as failed:
                 current = etag_of(failed.current.revision) if failed.current else ""
-                raise EtagMismatch(f"models/{model_id}/aliases/{alias}", etag, current) from None
+                raise EtagMismatch(_alias_subject(model_id, alias), etag, current) from None
             return Stored(data, record.revision)
         if etag:
-            await self._alias(model_id, alias)  # a clear NOT_FOUND
+            _check_etag(await self._alias(model_id, alias), etag, _alias_subject(model_id, alias))
             return await self.aliases.update(key, move, etag=etag)
         moved = await self.aliases.upsert(key, move)
         assert moved is not None
@@ -274,7 +274,7 @@ class ModelsDomain:
     async def delete_alias(self, model_id: str, alias: str, etag: str) -> None:
         rules.check_model_id(model_id)
         rules.check_alias(alias)
-        await self._alias(model_id, alias)
+        _check_etag(await self._alias(model_id, alias), etag, _alias_subject(model_id, alias))
         await self.aliases.delete(alias_key(model_id, alias), etag=etag)
 
     async def list_aliases(
@@ -550,6 +550,17 @@ class ModelsDomain:
                 event = Event("checkpoint", change.cursor, change.commit_time)
             quiet = 0
             yield event
+
+
+def _alias_subject(model_id: str, alias: str) -> str:
+    return f"models/{model_id}/aliases/{alias}"
+
+
+def _check_etag(current: Stored[Any], etag: str, subject: str) -> None:
+    """ABORTED (ETAG_MISMATCH) naming `subject` if `etag` is given and stale. Checked here, before the
+    kit's compare-and-set, so that the error names the resource as the contract does, not its store key."""
+    if etag and current.etag != etag:
+        raise EtagMismatch(subject, etag, current.etag)
 
 
 def _offset_mismatch(upload_id: str, offset: int, committed: int) -> FailedPrecondition:
