@@ -4,14 +4,16 @@ fetch and push continue within the same call, from what was kept, and end verifi
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from microstate.client.models.v1 import ModelsClient
-from tests.models.test_client import CHUNK, write
-from tests.support.processes import ServerProcess, start_server
+from microstate.models.v1 import models_pb2 as pb
+from tests.models.test_client import CHUNK, Interrupted, write
+from tests.support.processes import ServerProcess, running_server, start_server, until, wait_for
 from tests.support.server_process import free_port
 
 pytestmark = pytest.mark.process
@@ -81,3 +83,38 @@ async def test_an_upload_cut_by_a_server_crash_resumes_in_the_same_push(
         assert made.version.version == 1 and 0 < made.bytes_received < len(data)  # resumed, not restarted
         fetched = await client.fetch("m/1")
     assert fetched.path.read_bytes() == data
+
+
+async def test_a_server_collects_abandoned_uploads_when_it_starts(tmp_path: Path) -> None:
+    flags = ("--store", f"sqlite:///{tmp_path / 'models.db'}", "--drain-seconds", "0")
+    env = {"MICROSTATE_MODELS_UPLOAD_TTL": "1"}
+    data = os.urandom(8 * CHUNK)
+    with running_server("models", tmp_path, *flags, env=env) as server:
+        async with ModelsClient(server.target, cache=tmp_path / "cache") as client:
+            with pytest.raises(Interrupted):
+                await client.push("m", write(tmp_path, data), upload_id="abandoned", progress=interrupt)
+            await until(
+                lambda: _held(client), within=30, what="the cut upload's bytes to be held by the server"
+            )
+        abandoned_at = time.time()
+    wait_for(lambda: time.time() - abandoned_at > 1.5, within=10, what="the upload TTL to pass")
+    with running_server("models", tmp_path, *flags, env=env) as server:
+        async with ModelsClient(server.target, cache=tmp_path / "cache") as client:
+
+            async def collected() -> bool:
+                status = await client.query_upload("abandoned")
+                return status.state == pb.VERSION_STATE_UNSPECIFIED
+
+            await until(collected, within=30, what="the abandoned upload to be collected")
+    assert not [
+        p for p in (tmp_path / "models-blobs" / "models" / "uploads").iterdir() if not p.name.startswith(".")
+    ]
+
+
+def interrupt(done: int, total: int) -> None:
+    if done >= 4 * CHUNK:
+        raise Interrupted
+
+
+async def _held(client: ModelsClient) -> bool:
+    return (await client.query_upload("abandoned")).committed_offset > 0

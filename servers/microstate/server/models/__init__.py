@@ -3,7 +3,8 @@ digest-verified versions, aliases, and resumable streamed uploads and downloads.
 
 It keeps two store roles: `records` (models, versions, aliases, upload records; any records backend) and
 `blobs` (the bytes, content-addressed: by default a directory, `blobs/sha256/<ab>/<hex>`).
-`MICROSTATE_MODELS_UPLOAD_TTL` sets the seconds an upload nobody continues is kept (default a day).
+`MICROSTATE_MODELS_UPLOAD_TTL` sets the seconds an upload nobody continues is kept (default a day); a
+server looks for such uploads when it starts and every ten minutes.
 """
 
 from __future__ import annotations
@@ -34,9 +35,17 @@ def upload_ttl() -> float:
     return seconds
 
 
+_collectors: set[asyncio.Task[None]] = set()
+"""The running collectors of abandoned uploads (held so they are not garbage-collected mid-run)."""
+
+
 def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None) -> None:
     domain = ModelsDomain(stores.records(), stores.blobs(), upload_ttl=upload_ttl())
     wire.add_service(server, SERVICE, ModelServicer(domain, stopping))
+    if stopping is not None:  # served by the runtime: collect abandoned uploads until it stops
+        collector = asyncio.get_running_loop().create_task(domain.collect_until(stopping))
+        _collectors.add(collector)
+        collector.add_done_callback(_collectors.discard)
 
 
 MICROSTATE = Microstate(

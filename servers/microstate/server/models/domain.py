@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 UPLOAD_TTL: Final = 24 * 3600.0
 """Seconds an upload nobody continues is kept (its bytes and its record)."""
 COLLECT_INTERVAL: Final = 600.0
-"""Abandoned uploads are looked for at most this often, when an upload starts."""
+"""Seconds between two looks for abandoned uploads (see `collect_until`)."""
 CHECKPOINT_EVERY: Final = 256
 """A watch reports its position after this many changes it had nothing to say about."""
 
@@ -144,8 +144,6 @@ class ModelsDomain:
         self.aliases = Resources(store, ALIAS, PageTokens("ListAliases", "model_id"))
         self.uploads = Resources(store, UPLOAD, PageTokens("-", "-"))
         self._model_locks = KeyedLocks()
-        self._last_collect = float("-inf")
-        self._collecting: asyncio.Task[None] | None = None
 
     # -- models --------------------------------------------------------------------------------------------
 
@@ -294,7 +292,6 @@ class ModelsDomain:
         """Receive an upload's chunks from `offset` on, then verify and commit (see the module docstring).
         Returns the version made, by this stream or an earlier one of the same upload id."""
         self._check_upload(upload_id, declared, offset)
-        self._collect_if_due()
         record = await self._begin_record(upload_id, declared)
         if record.version:  # completed by an earlier stream: the same answer again
             return Uploaded(await self._version(declared.model_id, record.version), 0, False)
@@ -468,13 +465,12 @@ class ModelsDomain:
         except UploadNotFound:
             return UploadState(0, None, False, present)
 
-    def _collect_if_due(self) -> None:
-        """Start a collection of abandoned uploads in the background, at most every COLLECT_INTERVAL."""
-        now = time.monotonic()
-        if now - self._last_collect < COLLECT_INTERVAL or (self._collecting and not self._collecting.done()):
-            return
-        self._last_collect = now
-        self._collecting = asyncio.get_running_loop().create_task(self.collect())
+    async def collect_until(self, stopping: asyncio.Event, interval: float = COLLECT_INTERVAL) -> None:
+        """Collect abandoned uploads now and every `interval` seconds, until `stopping` is set."""
+        while not stopping.is_set():
+            await self.collect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
 
     async def collect(self) -> None:
         """Remove uploads idle for longer than the upload TTL (their records expire with them)."""

@@ -140,14 +140,28 @@ def file_digest(path: Path) -> tuple[str, int]:
     return "sha256:" + hasher.hexdigest(), size
 
 
-def _file_chunks(path: Path, offset: int, progress: Progress | None, total: int) -> Iterator[bytes]:
-    with open(path, "rb") as source:
-        source.seek(offset)
-        while chunk := source.read(CHUNK_SIZE):
-            offset += len(chunk)
-            yield chunk
-            if progress is not None:
-                progress(offset, total)
+class _Chunks:
+    """A file's chunks from `offset`, as an upload's request stream reads them, calling `progress` after
+    each. gRPC turns an exception out of a request stream into a cancelled call (CancelledError), so a
+    failing `progress` ends the stream instead, and `failure` keeps its exception for push to raise."""
+
+    def __init__(self, path: Path, offset: int, progress: Progress | None, total: int) -> None:
+        self._path, self._offset, self._progress, self._total = path, offset, progress, total
+        self.failure: Exception | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        offset = self._offset
+        with open(self._path, "rb") as source:
+            source.seek(offset)
+            while chunk := source.read(CHUNK_SIZE):
+                offset += len(chunk)
+                yield chunk
+                if self._progress is not None:
+                    try:
+                        self._progress(offset, self._total)
+                    except Exception as exc:
+                        self.failure = exc
+                        return
 
 
 class ModelOperations(ClientBase):
@@ -507,12 +521,15 @@ class ModelOperations(ClientBase):
                     metadata=metadata,
                     offset=offset,
                 )
-                requests = _upload_requests(
-                    header, None if status.digest_present else _file_chunks(path, offset, progress, size)
-                )
+                chunks = _Chunks(path, offset, progress, size)
+                requests = _upload_requests(header, None if status.digest_present else iter(chunks))
                 # Not through upload(): no deadline unless the caller gave one (a big file takes long).
                 plan = Unary("Upload", requests, timeout, self._core.metadata(None), _same, raise_typed)
-                response: pb.UploadResponse = yield Call(plan)
+                try:
+                    response: pb.UploadResponse = yield Call(plan)
+                finally:
+                    if chunks.failure is not None:  # the caller's progress callback stopped the push
+                        raise chunks.failure
                 return response
             except (*_CUT, FailedPrecondition) as exc:
                 resumable = isinstance(exc, _CUT) or exc.reason in ("OFFSET_MISMATCH", "UPLOAD_INCOMPLETE")
