@@ -12,6 +12,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from microstate.models.v1 import models_pb2 as pb
 from microstate.server.commit import headers_first
 from microstate.server.errors import InvalidArgument, stream_errors, unary_errors
+from microstate.server.kit import wire
 from microstate.server.kit.resources import Stored
 from microstate.server.models.domain import Event, ModelsDomain
 from microstate.server.models.model import AliasData, ModelData, UploadData, VersionData
@@ -20,6 +21,7 @@ from microstate.server.wellknown import timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
 SERVICE: ServiceDescriptor = pb.DESCRIPTOR.services_by_name["ModelService"]
+_DATA_FIELD = pb.ReadBlobResponse.DESCRIPTOR.fields_by_name["data"].number
 
 _EVENT_TYPES = {
     "version": pb.EVENT_TYPE_VERSION_CREATED,
@@ -206,14 +208,15 @@ class ModelServicer:
     @stream_errors
     async def ReadBlob(
         self, request: pb.ReadBlobRequest, context: Context
-    ) -> AsyncIterator[pb.ReadBlobResponse]:
+    ) -> AsyncIterator[pb.ReadBlobResponse | bytes]:
+        """The pinning first message, then ReadBlobResponses holding only data, as wire bytes."""
         opened = await self._domain.open_blob(request.ref, request.offset, request.limit)
         first = pb.ReadBlobResponse(digest=opened.digest, size_bytes=opened.size)
         if opened.version is not None:
             first.version.CopyFrom(to_version(opened.version))
         yield first
         async for chunk in opened.chunks:
-            yield pb.ReadBlobResponse(data=chunk)
+            yield wire.field(_DATA_FIELD, chunk)  # one copy, where a message would take two
 
     @stream_errors
     async def WatchModels(
