@@ -80,6 +80,9 @@ class Contract:
     snapshots: bool = True
     """Whether its clients keep snapshots. A slice whose reads all fail closed keeps none, so nothing of
     it is kept in memory or written to a snapshot file, whatever the options say."""
+    channel_options: tuple[tuple[str, int], ...] = ()
+    """gRPC channel arguments its clients need beyond the shared ones (ClientOptions.channel_options are
+    added after them, so a caller's own win)."""
 
 
 class Fallback(enum.Enum):
@@ -129,7 +132,8 @@ class ClientCore:
         self._circuit_open = CircuitOpenError(self.target)
 
     def channel_arguments(self) -> ChannelArguments:
-        return channel_arguments(self.options, self.contract.service, self.contract.idempotent_methods)
+        shared = channel_arguments(self.options, self.contract.service, self.contract.idempotent_methods)
+        return [*self.contract.channel_options, *shared]
 
     def metadata(self, extra: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> Metadata:
         if not extra:
