@@ -423,7 +423,6 @@ class ModelOperations(ClientBase):
                 return self._fetched(known, stale=False, downloaded=0)
         if not model_id:
             resolved = CachedRef(name, -1, "", 0, time.time())
-            stale = False
         else:
             try:
                 read = yield Call(ModelOperations.resolve.plan(self, ref, timeout=left()))
@@ -438,11 +437,10 @@ class ModelOperations(ClientBase):
             self.cache.remember((model_id, name), resolved)
             if name.startswith("@"):  # and the version it names, which never changes
                 self.cache.remember((model_id, str(resolved.version)), resolved)
-            stale = False
         digest = resolved.digest
         cached_path = self.cache.blob(digest)
         if cached_path is not None and (not verify or self.cache.verify(digest)):
-            return self._fetched(resolved, stale=stale, downloaded=0)
+            return self._fetched(resolved, stale=False, downloaded=0)
         lock = self.cache.lock(digest)
         while not lock.try_acquire():  # another process (or fetch) downloads it: wait for it
             if deadline is not None and time.monotonic() >= deadline:
@@ -450,11 +448,11 @@ class ModelOperations(ClientBase):
             yield Pause(LOCK_POLL)
         try:
             if self.cache.blob(digest) is not None:  # the holder finished it
-                return self._fetched(resolved, stale=stale, downloaded=0)
+                return self._fetched(resolved, stale=False, downloaded=0)
             downloaded = yield from self._download(resolved, progress, left)
         finally:
             lock.release()
-        return self._fetched(resolved, stale=stale, downloaded=downloaded)
+        return self._fetched(resolved, stale=False, downloaded=downloaded)
 
     def _download(
         self, resolved: CachedRef, progress: Progress | None, left: Callable[[], float | None]
@@ -479,7 +477,8 @@ class ModelOperations(ClientBase):
                 except _DOWN:
                     if attempt == MAX_ATTEMPTS - 1 or left() == 0:
                         raise
-                    yield Pause(min(0.05 * 2**attempt, 1.0))  # a backoff before the next stream
+                    backoff = min(0.05 * 2**attempt, 1.0)
+                    yield Pause(min(backoff, left() or backoff))  # before the next stream, in the deadline
             partial.finish(receiver.size, self.cache.blob_path(resolved.digest))
         except OutOfRange:  # what the partial file holds is no prefix of the blob
             partial.discard()
