@@ -62,6 +62,12 @@ async def serve(size: int, ready_file: Path, redis_url: str | None, mget_keys: l
     server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(echo)  # no (de)serializers: requests and replies are bytes
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Echo": handler})])
+    await serve_until_sigterm(server, ready_file)
+
+
+async def serve_until_sigterm(server: grpc.aio.Server, ready_file: Path) -> None:
+    """Start `server` on a free loopback port, announce it in `ready_file` ({"host", "port", "pid"}, written
+    atomically), and serve until SIGTERM."""
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     partial = ready_file.with_name(ready_file.name + ".partial")

@@ -14,11 +14,12 @@ from microstate.server.store.roles import Stores
 
 @asynccontextmanager
 async def serve_in_process(
-    microstate: Microstate, store: Store, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    microstate: Microstate, store: Store | Stores, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 ) -> AsyncIterator[str]:
-    """Serve `microstate` over `store` on a free loopback port; yields the target "127.0.0.1:PORT"."""
+    """Serve `microstate` over `store` (a records store, or the opened stores of every role it declares) on
+    a free loopback port; yields the target "127.0.0.1:PORT"."""
     server = grpc.aio.server(interceptors=interceptors)
-    microstate.attach(server, Stores.of(store))
+    microstate.attach(server, store if isinstance(store, Stores) else Stores.of(store))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -83,6 +83,9 @@ class Contract:
     snapshots: bool = True
     """Whether its clients keep snapshots. A slice whose reads all fail closed keeps none, so nothing of
     it is kept in memory or written to a snapshot file, whatever the options say."""
+    channel_options: tuple[tuple[str, int], ...] = ()
+    """gRPC channel arguments its clients need beyond the shared ones (ClientOptions.channel_options are
+    added after them, so a caller's own win)."""
 
 
 class Fallback(enum.Enum):
@@ -144,7 +147,8 @@ class ClientCore:
 
     def channel_arguments(self) -> ChannelArguments:
         contract = self.contract
-        return channel_arguments(self.options, self.target, contract.service, contract.idempotent_methods)
+        shared = channel_arguments(self.options, self.target, contract.service, contract.idempotent_methods)
+        return [*contract.channel_options, *shared]
 
     def metadata(self, extra: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> Metadata:
         if not extra:

@@ -92,7 +92,9 @@ class Stream(Generic[E]):
 class Exchange(Generic[E]):
     """A planned bidirectional stream: requests go out as the caller's iterable yields them (an async
     iterable too on the async client), and each response comes back through `on_item`. Not resumed and
-    not retried: what was sent may have been acted on, so a cut stream raises its typed error."""
+    not retried: what was sent may have been acted on, so a cut stream raises its typed error. A
+    server-streaming call that is not a resumable watch (a download) is one too: `requests` is then its
+    one request message."""
 
     method: str
     requests: Any

@@ -145,12 +145,10 @@ class SyncClient(ClientBase):
                 return
 
     def _exchange(self, exchange: Exchange[Any]) -> Generator[Any, None, None]:
-        rpc = getattr(self._stub, exchange.method)
-        call = rpc(
-            iter(exchange.requests),
-            timeout=exchange.timeout,
-            metadata=self._core.authorized(exchange.metadata),
-        )
+        rpc, requests = getattr(self._stub, exchange.method), exchange.requests
+        if isinstance(requests, Iterable):  # a request stream; one message for a server stream
+            requests = iter(requests)
+        call = rpc(requests, timeout=exchange.timeout, metadata=self._core.authorized(exchange.metadata))
         try:
             for response in call:
                 yield exchange.on_item(response)

@@ -115,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("list", help="print the known microstates")
+    commands.add_parser(
+        "models",
+        help="push, pull, list and alias model versions (the models client; `microstate models -h`)",
+        add_help=False,
+    )
     return parser
 
 
@@ -196,8 +201,22 @@ def _list(args: argparse.Namespace) -> int:
 COMMANDS = {"serve": _serve, "up": _up, "health": _health, "list": _list}
 
 
+def _models(argv: Sequence[str]) -> int:
+    """`microstate models ...`: the models client's command line, when the client package is installed."""
+    try:
+        from microstate.client.models import cli
+    except ImportError:
+        hint = "pip install 'microstate-client[cli]'"
+        print(f"microstate models: error: needs the models client ({hint})", file=sys.stderr)
+        return USAGE_ERROR
+    return cli.main(argv, prog="microstate models")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["models"]:  # a client command: its own parser takes the rest
+        return _models(given[1:])
+    args = _parser().parse_args(given)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -180,6 +180,13 @@ class FailedPrecondition(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class OutOfRange(DomainError):
+    """A position past the end of what exists (a read offset beyond a blob's size)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+    reason = "OUT_OF_RANGE"
+
+
 class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "STORE_UNAVAILABLE"
@@ -240,6 +247,7 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "OutOfRange",
     "Unavailable",
     "status_for",
     "stream_errors",

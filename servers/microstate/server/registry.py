@@ -44,6 +44,9 @@ class Microstate:
     """The scope each method needs, by method name, for every method of every served contract version:
     one line per method, e.g. {"GetProfile": "profile.read"}. With authentication on, a call needs its
     method's scope (security/guard.py), and a server whose slice leaves a method out refuses to start."""
+    server_options: tuple[tuple[str, int], ...] = ()
+    """gRPC core arguments its server needs beyond the shared ones (runtime.server_options), e.g. the model
+    registry's ("grpc.http2.bdp_probe", 0), which keeps an upload's receive buffers from growing."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""
@@ -54,6 +57,7 @@ _ENTRIES: dict[str, str] = {
     "profile": "microstate.server.profile:MICROSTATE",
     "session": "microstate.server.session:MICROSTATE",
     "flags": "microstate.server.flags:MICROSTATE",
+    "models": "microstate.server.models:MICROSTATE",
 }
 
 

@@ -150,7 +150,8 @@ class Runtime:
         return (OVERALL, *self.microstate.service_names)
 
     def _build(self) -> grpc.aio.Server:
-        grpc_server = grpc.aio.server(interceptors=self._interceptors, options=server_options(self.config))
+        options = [*server_options(self.config), *self.microstate.server_options]
+        grpc_server = grpc.aio.server(interceptors=self._interceptors, options=options)
         # Every handler added through `measured` is counted and timed (metrics.py), every one the slice adds
         # through `guarded` checks its caller first (security/guard.py): refused calls are counted too.
         measured = grpc_server if self._metrics is None else self._metrics.serving(grpc_server)

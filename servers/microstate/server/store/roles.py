@@ -73,6 +73,8 @@ class StoreRole:
 
 RECORDS = StoreRole("records", StoreKind.RECORDS)
 """The records role every slice so far has."""
+BLOBS = StoreRole("blobs", StoreKind.BLOBS)
+"""A content-addressed blob role (the model registry's bytes)."""
 
 
 def parse_role_urls(text: str) -> dict[str, str]:
