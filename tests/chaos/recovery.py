@@ -1,0 +1,31 @@
+"""What the chaos scenarios measured in this run, for the summary conftest.py prints and writes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.support.processes import until
+
+REPORT_DIR = Path(".")
+"""Where the report goes unless MICROSTATE_CHAOS_REPORT names a file: pytest's base temp directory."""
+MEASURED: list[tuple[str, float]] = []
+"""(measure, seconds) for each recovery timed in this run."""
+COUNTED: dict[str, list[int]] = {}
+"""measure -> one count per run (e.g. writes whose answer a kill lost)."""
+
+
+def record(measure: str, seconds: float) -> None:
+    MEASURED.append((measure, seconds))
+
+
+def count(measure: str, value: int) -> None:
+    COUNTED.setdefault(measure, []).append(value)
+
+
+async def seconds_until(condition: Callable[[], Any], *, since: float, within: float, what: str) -> float:
+    """Wait for `condition` (as `until`), then return the seconds from `since` (time.monotonic())."""
+    await until(condition, within=within, what=what)
+    return time.monotonic() - since
