@@ -65,7 +65,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     report = {"machine": _machine(), "recovery_seconds": summary, "counts": recovery.COUNTED}
     path = Path(os.environ.get(REPORT_ENV) or recovery.REPORT_DIR / "chaos-recovery.json")
     path.write_text(json.dumps(report, indent=2) + "\n")
-    terminalreporter.section("chaos: recovery times")
+    terminalreporter.section("chaos: measured times")
     terminalreporter.write_line("| measure | runs | median (s) | max (s) |")
     terminalreporter.write_line("|---|---|---|---|")
     for name, row in summary.items():

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.support.processes import until
 
+T = TypeVar("T")
+
 REPORT_DIR = Path(".")
 """Where the report goes unless MICROSTATE_CHAOS_REPORT names a file: pytest's base temp directory."""
+
 MEASURED: list[tuple[str, float]] = []
 """(measure, seconds) for each recovery timed in this run."""
 COUNTED: dict[str, list[int]] = {}
@@ -29,3 +32,10 @@ async def seconds_until(condition: Callable[[], Any], *, since: float, within: f
     """Wait for `condition` (as `until`), then return the seconds from `since` (time.monotonic())."""
     await until(condition, within=within, what=what)
     return time.monotonic() - since
+
+
+async def timed(call: Awaitable[T]) -> tuple[T, float]:
+    """What `call` returned, and the seconds it took."""
+    started = time.monotonic()
+    result = await call
+    return result, time.monotonic() - started
