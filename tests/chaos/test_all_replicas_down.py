@@ -10,65 +10,43 @@ bounded by the client's reconnect backoff (`max_reconnect_backoff`) and its circ
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from microstate.client import BreakerOptions, ClientOptions
 from microstate.client.errors import NoSnapshotError, Unavailable
-from microstate.client.profile.v1 import Profile, ProfileClient, Source
+from microstate.client.profile.v1 import Profile, ProfileClient
 from tests.chaos import recovery
-from tests.support.processes import ServerProcess
+from tests.chaos.budget import (
+    FAST,
+    LATENCY_BUDGET,
+    TIMEOUT,
+    budget_options,
+    read_known_live,
+    seconds_to_live_read,
+    settings,
+    snapshot_reads_within_budget,
+)
 from tests.support.redis_server import running_redis_server
 from tests.support.replicas import every_replica, port_of, start_replica
 
 pytestmark = [pytest.mark.process, pytest.mark.redis]
 
-LATENCY_BUDGET = 0.5
-MARGIN = 1.0
-"""Added to the budget in timing assertions: the machine is shared, and the budget is what is tested, not
-the scheduler. A read that waited for its 10 s deadline would still fail."""
-TIMEOUT = 10.0
-KNOWN = [f"known-{n}" for n in range(5)]
-
-FAST = dict(breaker=BreakerOptions(reset_timeout=1.0), max_reconnect_backoff=1.0)
-"""The short test's recovery settings; the chaos runs use the SDK's defaults."""
-
-
-def client_options(replicas: list[ServerProcess], **changes: object) -> ClientOptions:
-    options = ClientOptions(
-        target=every_replica(replicas),
-        timeout=TIMEOUT,
-        latency_budget=LATENCY_BUDGET,
-        channel_options=(("grpc.lb_policy_name", "round_robin"),),
-    )
-    return dataclasses.replace(options, **changes)  # type: ignore[arg-type]
-
 
 async def all_replicas_down_and_back(workdir: Path, store: str, **changes: object) -> None:
     replicas = [start_replica(workdir, store), start_replica(workdir, store)]
     try:
-        async with ProfileClient(options=client_options(replicas, **changes)) as client:
-            created = {key: await client.create(Profile(user_id=key, display_name=key)) for key in KNOWN}
-            for key in KNOWN:
-                assert (await client.get(key)).source is Source.LIVE
+        async with ProfileClient(options=budget_options(every_replica(replicas), **changes)) as client:
+            created = await read_known_live(client)
 
             for replica in replicas:
                 replica.send(signal.SIGKILL)
             for replica in replicas:
                 await asyncio.to_thread(replica.wait)
 
-            slowest = 0.0
-            for _ in range(3):  # several rounds: the breaker opens on the way, and reads still come back
-                for key in KNOWN:
-                    read, took = await recovery.timed(client.get(key))
-                    assert read.source is Source.SNAPSHOT and read.stale, read
-                    assert read.value == created[key]
-                    assert took < LATENCY_BUDGET + MARGIN, f"a snapshot read took {took:.2f}s"
-                    slowest = max(slowest, took)
+            slowest = await snapshot_reads_within_budget(client, created)
             with pytest.raises(NoSnapshotError):
                 await client.get("never-read")
             started = time.monotonic()
@@ -82,20 +60,14 @@ async def all_replicas_down_and_back(workdir: Path, store: str, **changes: objec
                 *(asyncio.to_thread(start_replica, workdir, store, "--port", port) for port in ports)
             )
 
-            async def live() -> bool:
-                return (await client.get(KNOWN[0])).source is Source.LIVE
-
-            back = await recovery.seconds_until(
-                live, since=time.monotonic(), within=30, what="a live read from the same client"
-            )
+            back = await seconds_to_live_read(client)
             await client.create(Profile(user_id="after-outage"))  # writes work again, same client
     finally:
         for replica in replicas:
             replica.stop()
-    defaults = "fast options" if changes else "SDK defaults"
     recovery.record(f"all replicas killed: slowest snapshot read (budget {LATENCY_BUDGET}s)", slowest)
     recovery.record("all replicas killed: a write fails UNAVAILABLE after", write_took)
-    recovery.record(f"all replicas killed: first live read after restart ({defaults})", back)
+    recovery.record(f"all replicas killed: first live read after restart ({settings(changes)})", back)
 
 
 async def test_all_replicas_down_reads_come_from_snapshots_and_the_same_client_goes_live_again(
