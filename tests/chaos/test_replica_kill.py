@@ -15,10 +15,6 @@ the time from its restart (SERVING) to the first call it gets is the recovery me
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -26,14 +22,12 @@ import pytest
 from microstate.client.errors import Unavailable
 from microstate.client.profile.v1 import ProfileClient
 from tests.chaos import recovery
+from tests.chaos.kills import kill_and_restart_mid_load
 from tests.support.processes import until
 from tests.support.redis_server import running_redis_server
-from tests.support.replicas import balanced_options, load, port_of, serves_our_client, start_replica
+from tests.support.replicas import balanced_options, load, start_replica
 
 pytestmark = [pytest.mark.process, pytest.mark.redis]
-
-WRITES_BEFORE_AND_AFTER = 40
-"""Acknowledged writes to see before the kill and again after it: the kill lands mid-load."""
 
 
 async def kill_one_replica_mid_load(workdir: Path, store: str) -> None:
@@ -41,24 +35,7 @@ async def kill_one_replica_mid_load(workdir: Path, store: str) -> None:
     try:
         async with ProfileClient(options=balanced_options(replicas)) as client:
             async with load(client, writers=8, readers=8) as outcome:
-                victim = replicas[0]
-                await until(functools.partial(serves_our_client, victim), within=20, what="the victim's use")
-                await until(
-                    lambda: len(outcome.acknowledged) >= WRITES_BEFORE_AND_AFTER, within=20, what="writes"
-                )
-                victim.send(signal.SIGKILL)
-                await asyncio.to_thread(victim.wait)
-                after_kill = len(outcome.acknowledged) + WRITES_BEFORE_AND_AFTER
-                await until(lambda: len(outcome.acknowledged) >= after_kill, within=20, what="writes after")
-                replicas[0] = await asyncio.to_thread(
-                    start_replica, workdir, store, "--port", port_of(victim)
-                )
-                back = await recovery.seconds_until(
-                    functools.partial(serves_our_client, replicas[0]),
-                    since=time.monotonic(),
-                    within=30,
-                    what="the restarted replica back in the rotation",
-                )
+                back = await kill_and_restart_mid_load(replicas, outcome, workdir, store)
                 reads_before_end = outcome.reads
                 await until(
                     lambda: outcome.reads > reads_before_end, within=10, what="reads after the restart"

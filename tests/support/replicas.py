@@ -1,8 +1,8 @@
-"""Replicas of the profile microstate behind one SDK client, and load to run through it while they are
-drained, killed or restarted (tests/integration/test_rolling_drain.py, tests/chaos/).
+"""Replicas of a microstate behind one SDK client, and load to run through it while they are drained,
+killed or restarted (tests/integration/test_rolling_drain.py, tests/chaos/).
 
 The client dials every replica (`ipv4:A,B`) and balances with the policy given. The load's writers each
-create new keys, so every acknowledged write can be looked up afterwards; its readers read one key.
+write a new key, so every acknowledged write can be looked up afterwards; its readers read one key.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,42 +38,64 @@ class Load:
     def failures(self) -> list[str]:
         """Every failed call, readably."""
         writes = [
-            f"create {key}: {type(error).__name__}: {error}" for key, error in self.failed_writes.items()
+            f"write {key}: {type(error).__name__}: {error}" for key, error in self.failed_writes.items()
         ]
-        return writes + [f"get: {type(error).__name__}: {error}" for error in self.failed_reads]
+        return writes + [f"read: {type(error).__name__}: {error}" for error in self.failed_reads]
+
+
+def load(
+    client: ProfileClient, *, writers: int = WRITERS, readers: int = READERS
+) -> contextlib.AbstractAsyncContextManager[Load]:
+    """`readers` tasks reading SEED (created first) and `writers` tasks creating new profiles until the
+    block ends."""
+
+    async def create(key: str) -> object:
+        return await client.create(Profile(user_id=key, display_name="W"))
+
+    async def read() -> object:
+        return await client.get(SEED)
+
+    return running_load(create, read, writers=writers, readers=readers, first=create(SEED))
 
 
 @contextlib.asynccontextmanager
-async def load(
-    client: ProfileClient, *, writers: int = WRITERS, readers: int = READERS
+async def running_load(
+    write: Callable[[str], Awaitable[object]],
+    read: Callable[[], Awaitable[object]],
+    *,
+    writers: int = WRITERS,
+    readers: int = READERS,
+    first: Awaitable[object] | None = None,
 ) -> AsyncIterator[Load]:
-    """`readers` tasks reading SEED and `writers` tasks creating new profiles until the block ends."""
+    """`readers` tasks calling `read` and `writers` tasks calling `write` with new keys (`w<writer>-<n>`)
+    until the block ends, each failure recorded; `first` is awaited before they start."""
     outcome, stop = Load(), asyncio.Event()
-    await client.create(Profile(user_id=SEED, display_name="Seed"))
+    if first is not None:
+        await first
 
-    async def write(writer: int) -> None:
+    async def write_on(writer: int) -> None:
         for n in itertools.count():
             if stop.is_set():
                 return
-            user_id = f"w{writer}-{n}"
+            key = f"w{writer}-{n}"
             try:
-                await client.create(Profile(user_id=user_id, display_name="W"))
+                await write(key)
             except Exception as error:  # every failure counts, whatever its kind
-                outcome.failed_writes[user_id] = error
+                outcome.failed_writes[key] = error
             else:
-                outcome.acknowledged.append(user_id)
+                outcome.acknowledged.append(key)
 
-    async def read() -> None:
+    async def read_on() -> None:
         while not stop.is_set():
             try:
-                await client.get(SEED)
+                await read()
             except Exception as error:
                 outcome.failed_reads.append(error)
             else:
                 outcome.reads += 1
 
-    tasks = [asyncio.create_task(write(i)) for i in range(writers)]
-    tasks += [asyncio.create_task(read()) for _ in range(readers)]
+    tasks = [asyncio.create_task(write_on(i)) for i in range(writers)]
+    tasks += [asyncio.create_task(read_on()) for _ in range(readers)]
     try:
         yield outcome
     finally:
@@ -81,9 +103,10 @@ async def load(
         await asyncio.gather(*tasks)
 
 
-def start_replica(workdir: Path, store: str, *flags: str) -> ServerProcess:
-    """A profile server on `store` that logs the first call it gets from a client (`serves_our_client`)."""
-    return start_server("profile", workdir, "--store", store, *flags, hooks=("--log-first-call",))
+def start_replica(workdir: Path, store: str, *flags: str, name: str = "profile") -> ServerProcess:
+    """A server of microstate `name` on `store` that logs the first call it gets from a client
+    (`serves_our_client`). Replicas started in one `workdir` share what it prepares there (a session key)."""
+    return start_server(name, workdir, "--store", store, *flags, hooks=("--log-first-call",))
 
 
 def serves_our_client(replica: ServerProcess) -> bool:
