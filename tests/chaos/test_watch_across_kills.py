@@ -1,4 +1,5 @@
-"""An SDK watch across replica kills and restarts: every change delivered, no gap, no duplicate.
+"""An SDK watch across replica kills and restarts, and across a store kill: every change delivered, no gap,
+no duplicate.
 
 Two profile replicas on one redis; the watching client and the writing client each dial both
 (`ipv4:A,B`, round_robin). One writer creates profiles one after the other while replica A is killed
@@ -10,6 +11,11 @@ What the watch delivered is compared with what the writer was told and with what
 acknowledged create is delivered once, with the etag the writer got back, in the order of the
 acknowledgements; a create that failed UNAVAILABLE (its answer lost with a killed replica) is delivered
 exactly when it was applied; nothing else is delivered.
+
+The store kill: one replica on a redis that is killed (-9) mid-stream and restarted on its port with its
+data. Writes fail UNAVAILABLE meanwhile; the open stream waits the outage out (the Redis store's watch
+retries for up to `watch_outage_budget`, 30 s) or ends and is resumed by the SDK: either way, the same
+checks hold.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import functools
 import itertools
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,20 +111,13 @@ def options(replicas: list[ServerProcess]) -> ClientOptions:
     )
 
 
-async def kill_and_restart(
-    replicas: list[ServerProcess],
-    index: int,
-    workdir: Path,
-    store: str,
-    writes: Writes,
-    delivered: list[ProfileChange[Profile]],
-) -> float:
-    """kill -9 replicas[index] mid-stream, restart it on its port once writes went on without it; the
-    seconds from the kill until the watch delivered a change acknowledged after it."""
-    victim = replicas[index]
-    victim.send(signal.SIGKILL)
-    killed = time.monotonic()
-    await asyncio.to_thread(victim.wait)
+Changes = list[ProfileChange[Profile]]
+Fault = Callable[[Writes, Changes], Awaitable[float]]
+"""Breaks something while the watch runs and the writer writes; returns a time it measured."""
+
+
+async def seconds_to_a_later_change(writes: Writes, delivered: Changes, since: float) -> float:
+    """Seconds from `since` until the watch delivered a change acknowledged after now."""
     after = len(writes.acknowledged)
 
     def delivered_a_later_change() -> bool:
@@ -127,43 +126,33 @@ async def kill_and_restart(
             change.profile and change.profile.etag == later[0][1] for change in delivered
         )
 
-    resumed = await recovery.seconds_until(
-        delivered_a_later_change,
-        since=killed,
-        within=30,
-        what="a change made after the kill delivered",
+    return await recovery.seconds_until(
+        delivered_a_later_change, since=since, within=30, what="a change made after the fault delivered"
     )
-    await until(lambda: len(writes.acknowledged) >= after + PROGRESS, within=20, what="writes after the kill")
-    replicas[index] = await asyncio.to_thread(start_replica, workdir, store, "--port", port_of(victim))
-    await until(
-        functools.partial(serves_our_client, replicas[index]), within=30, what="the replica back in use"
-    )
-    return resumed
 
 
-async def watch_across_kills(workdir: Path, store: str) -> None:
-    replicas = [start_replica(workdir, store), start_replica(workdir, store)]
-    try:
-        async with (
-            ProfileClient(options=options(replicas)) as watcher,
-            ProfileClient(options=options(replicas)) as writer,
-        ):
-            token = await first_token(watcher, writer)
-            async with watching(watcher, token) as delivered:
-                async with writing(writer) as writes:
-                    await until(lambda: len(delivered) >= PROGRESS, within=20, what="changes delivered")
-                    resumed = [
-                        await kill_and_restart(replicas, index, workdir, store, writes, delivered)
-                        for index in (0, 1)
-                    ]
-                end = await writer.create(Profile(user_id=END))
-                await until(
-                    lambda: any(c.user_id == END for c in delivered), within=30, what="the last change"
-                )
-            stored = {profile.user_id: profile.etag async for profile in writer.list_all(PREFIX)}
-    finally:
-        for replica in replicas:
-            replica.stop()
+async def more_writes(writes: Writes) -> None:
+    """Wait until PROGRESS more writes were acknowledged."""
+    count = len(writes.acknowledged) + PROGRESS
+    await until(lambda: len(writes.acknowledged) >= count, within=20, what=f"{PROGRESS} more writes")
+
+
+async def watched_through(replicas: list[ServerProcess], fault: Fault) -> tuple[float, Writes, list[str]]:
+    """Watch and write through `replicas` while `fault` runs, then check that the watch delivered every
+    change once (see the module docstring). What `fault` measured, the writes, and the failed writes that
+    were applied anyway."""
+    async with (
+        ProfileClient(options=options(replicas)) as watcher,
+        ProfileClient(options=options(replicas)) as writer,
+    ):
+        token = await first_token(watcher, writer)
+        async with watching(watcher, token) as delivered:
+            async with writing(writer) as writes:
+                await until(lambda: len(delivered) >= PROGRESS, within=20, what="changes delivered")
+                measured = await fault(writes, delivered)
+            end = await writer.create(Profile(user_id=END))
+            await until(lambda: any(c.user_id == END for c in delivered), within=30, what="the last change")
+        stored = {profile.user_id: profile.etag async for profile in writer.list_all(PREFIX)}
 
     assert all(isinstance(error, Unavailable) for error in writes.failed.values()), writes.failed
     seen = [(change.user_id, change.profile.etag if change.profile else "") for change in delivered]
@@ -173,21 +162,77 @@ async def watch_across_kills(workdir: Path, store: str) -> None:
     assert seen == sorted(stored.items()), "the watch delivered other changes than the store holds"
     acknowledged = [change for change in seen if change in set(writes.acknowledged)]
     assert acknowledged == writes.acknowledged, "an acknowledged change is missing or out of order"
-    applied_anyway = [key for key, _ in seen if key in writes.failed]
-    recovery.record(
-        "watch: first change after a replica kill delivered (slower of the two kills)", max(resumed)
-    )
+    return measured, writes, [key for key, _ in seen if key in writes.failed]
+
+
+async def watch_across_replica_kills(workdir: Path, store: str) -> None:
+    replicas = [start_replica(workdir, store), start_replica(workdir, store)]
+
+    async def kill_each_replica(writes: Writes, delivered: Changes) -> float:
+        """kill -9 each replica in turn mid-stream and restart it once writes went on without it; the
+        slower of the two times from a kill to the delivery of a change made after it."""
+        resumed = []
+        for index, victim in enumerate(list(replicas)):
+            victim.send(signal.SIGKILL)
+            killed = time.monotonic()
+            await asyncio.to_thread(victim.wait)
+            resumed.append(await seconds_to_a_later_change(writes, delivered, killed))
+            await more_writes(writes)
+            port = port_of(victim)
+            replicas[index] = await asyncio.to_thread(start_replica, workdir, store, "--port", port)
+            await until(
+                functools.partial(serves_our_client, replicas[index]), within=30, what="the replica in use"
+            )
+        return max(resumed)
+
+    try:
+        resumed, writes, applied_anyway = await watched_through(replicas, kill_each_replica)
+    finally:
+        for replica in replicas:
+            replica.stop()
+    recovery.record("watch: first change after a replica kill delivered (slower of the two kills)", resumed)
     recovery.count("watch: creates failed UNAVAILABLE during the kills", len(writes.failed))
     recovery.count("watch: of those, applied anyway (and delivered)", len(applied_anyway))
 
 
+async def watch_across_a_store_kill(workdir: Path) -> None:
+    with running_redis_server() as redis:
+        replicas = [start_replica(workdir, redis.url)]
+
+        async def kill_the_store(writes: Writes, delivered: Changes) -> float:
+            """kill -9 redis mid-stream, restart it on its port once writes fail; the seconds from redis
+            answering again to the delivery of a change made after that."""
+            await asyncio.to_thread(redis.kill)
+            await until(lambda: writes.failed, within=10, what="a write refused while redis is down")
+            await asyncio.to_thread(redis.start)
+            return await seconds_to_a_later_change(writes, delivered, time.monotonic())
+
+        try:
+            back, writes, applied_anyway = await watched_through(replicas, kill_the_store)
+        finally:
+            replicas[0].stop()
+    recovery.record("watch: first change after redis is back delivered", back)
+    recovery.count("watch: creates refused while redis was down", len(writes.failed))
+    recovery.count("watch: of those, applied anyway", len(applied_anyway))
+
+
 async def test_a_watch_across_replica_kills_delivers_every_change_once(tmp_path: Path) -> None:
     with running_redis_server() as redis:
-        await watch_across_kills(tmp_path, redis.url)
+        await watch_across_replica_kills(tmp_path, redis.url)
+
+
+async def test_a_watch_across_a_store_kill_delivers_every_change_once(tmp_path: Path) -> None:
+    await watch_across_a_store_kill(tmp_path)
 
 
 @pytest.mark.chaos
 @pytest.mark.parametrize("run", range(5))
 async def test_a_watch_across_replica_kills_repeatedly(tmp_path: Path, run: int) -> None:
     with running_redis_server() as redis:
-        await watch_across_kills(tmp_path, redis.url)
+        await watch_across_replica_kills(tmp_path, redis.url)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("run", range(5))
+async def test_a_watch_across_a_store_kill_repeatedly(tmp_path: Path, run: int) -> None:
+    await watch_across_a_store_kill(tmp_path)
