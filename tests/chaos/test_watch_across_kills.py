@@ -190,9 +190,10 @@ async def watch_across_replica_kills(workdir: Path, store: str) -> None:
     finally:
         for replica in replicas:
             replica.stop()
-    recovery.record("watch: first change after a replica kill delivered (slower of the two kills)", resumed)
-    recovery.count("watch: creates failed UNAVAILABLE during the kills", len(writes.failed))
-    recovery.count("watch: of those, applied anyway (and delivered)", len(applied_anyway))
+    measure = "watch across replica kills"
+    recovery.record(f"{measure}: first change after a kill delivered (the slower kill)", resumed)
+    recovery.count(f"{measure}: creates failed UNAVAILABLE", len(writes.failed))
+    recovery.count(f"{measure}: of those, applied anyway (and delivered)", len(applied_anyway))
 
 
 async def watch_across_a_store_kill(workdir: Path) -> None:
@@ -211,9 +212,9 @@ async def watch_across_a_store_kill(workdir: Path) -> None:
             back, writes, applied_anyway = await watched_through(replicas, kill_the_store)
         finally:
             replicas[0].stop()
-    recovery.record("watch: first change after redis is back delivered", back)
-    recovery.count("watch: creates refused while redis was down", len(writes.failed))
-    recovery.count("watch: of those, applied anyway", len(applied_anyway))
+    recovery.record("watch across a store kill: first change after redis is back delivered", back)
+    recovery.count("watch across a store kill: creates refused while redis was down", len(writes.failed))
+    recovery.count("watch across a store kill: of those, applied anyway (and delivered)", len(applied_anyway))
 
 
 async def test_a_watch_across_replica_kills_delivers_every_change_once(tmp_path: Path) -> None:
