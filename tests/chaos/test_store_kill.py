@@ -36,6 +36,8 @@ T = TypeVar("T")
 
 
 def health_is(target: str, wanted: str) -> Callable[[], Awaitable[bool]]:
+    """A condition for `until`: the server's overall health status is `wanted`."""
+
     async def check() -> bool:
         return await asyncio.to_thread(health_status, target) == wanted
 
@@ -51,7 +53,7 @@ async def store_killed_and_back(workdir: Path, *flags: str) -> None:
 
                 await asyncio.to_thread(redis.kill)
                 write, write_took = await recovery.timed(failure(client.create(Profile(user_id="lost"))))
-                assert isinstance(write, Unavailable), write
+                assert isinstance(write, Unavailable) and write.reason == "STORE_UNAVAILABLE", write
                 assert write_took < FAST, f"a write failed after {write_took:.2f}s"
                 read, read_took = await recovery.timed(failure(client.get("known")))
                 assert isinstance(read, NoSnapshotError) and read.code.name == "UNAVAILABLE", read
