@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from microstate.client.errors import MicrostateError
 from tests.support.processes import until
 
 T = TypeVar("T")
@@ -39,3 +40,11 @@ async def timed(call: Awaitable[T]) -> tuple[T, float]:
     started = time.monotonic()
     result = await call
     return result, time.monotonic() - started
+
+
+async def failure(call: Awaitable[T]) -> T | MicrostateError:
+    """What `call` raised (a MicrostateError), or what it returned."""
+    try:
+        return await call
+    except MicrostateError as error:
+        return error

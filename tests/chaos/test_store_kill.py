@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -32,7 +31,6 @@ FAST = TIMEOUT / 2
 FAST_HEALTH = ("--health-interval-seconds", "0.2")
 HEALTH_WITHIN = 20.0
 """Longer than a health interval plus a ping timeout (5 + 3 s by default)."""
-T = TypeVar("T")
 
 
 def health_is(target: str, wanted: str) -> Callable[[], Awaitable[bool]]:
@@ -52,10 +50,12 @@ async def store_killed_and_back(workdir: Path, *flags: str) -> None:
                 created = await client.create(Profile(user_id="known", display_name="Ada"))
 
                 await asyncio.to_thread(redis.kill)
-                write, write_took = await recovery.timed(failure(client.create(Profile(user_id="lost"))))
+                write, write_took = await recovery.timed(
+                    recovery.failure(client.create(Profile(user_id="lost")))
+                )
                 assert isinstance(write, Unavailable) and write.reason == "STORE_UNAVAILABLE", write
                 assert write_took < FAST, f"a write failed after {write_took:.2f}s"
-                read, read_took = await recovery.timed(failure(client.get("known")))
+                read, read_took = await recovery.timed(recovery.failure(client.get("known")))
                 assert isinstance(read, NoSnapshotError) and read.code.name == "UNAVAILABLE", read
                 assert read_took < FAST, f"a read failed after {read_took:.2f}s"
                 await until(
@@ -66,7 +66,7 @@ async def store_killed_and_back(workdir: Path, *flags: str) -> None:
                 since = time.monotonic()
 
                 async def answers() -> bool:
-                    return not isinstance(await failure(client.get("known")), MicrostateError)
+                    return not isinstance(await recovery.failure(client.get("known")), MicrostateError)
 
                 serving, first_call = await asyncio.gather(
                     recovery.seconds_until(
@@ -84,14 +84,6 @@ async def store_killed_and_back(workdir: Path, *flags: str) -> None:
         f"store killed: health SERVING after redis is back (health interval {interval}s)", serving
     )
     recovery.record("store killed: first successful call after redis is back", first_call)
-
-
-async def failure(call: Awaitable[T]) -> T | MicrostateError:
-    """What `call` raised (a MicrostateError), or what it returned."""
-    try:
-        return await call
-    except MicrostateError as error:
-        return error
 
 
 async def test_killing_the_store_fails_calls_fast_and_the_server_recovers_by_itself(tmp_path: Path) -> None:
