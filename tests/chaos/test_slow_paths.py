@@ -94,7 +94,7 @@ async def store_partition(workdir: Path, **changes: object) -> None:
     recovery.count("store partition: refused write applied after the heal", len(applied))
 
 
-async def partition(workdir: Path, **changes: object) -> None:
+async def network_partition(workdir: Path, **changes: object) -> None:
     with running_redis_server() as redis:
         server = start_replica(workdir, redis.url)
         try:
@@ -111,9 +111,9 @@ async def partition(workdir: Path, **changes: object) -> None:
                     applied = [p.user_id async for p in client.list_all("cut-off")]
         finally:
             server.stop()
-    recovery.record(f"partition: slowest snapshot read (budget {LATENCY_BUDGET}s)", slowest)
-    recovery.record(f"partition: first live read once healed ({settings(changes)})", back)
-    recovery.count("partition: timed-out write applied after the heal", len(applied))
+    recovery.record(f"network partition: slowest snapshot read (budget {LATENCY_BUDGET}s)", slowest)
+    recovery.record(f"network partition: first live read once healed ({settings(changes)})", back)
+    recovery.count("network partition: timed-out write applied after the heal", len(applied))
 
 
 async def test_a_slow_store_keeps_reads_within_the_latency_budget(tmp_path: Path) -> None:
@@ -124,8 +124,8 @@ async def test_a_store_partition_keeps_reads_within_the_latency_budget(tmp_path:
     await store_partition(tmp_path, **FAST)
 
 
-async def test_a_partition_keeps_reads_within_the_latency_budget(tmp_path: Path) -> None:
-    await partition(tmp_path, **FAST)
+async def test_a_network_partition_keeps_reads_within_the_latency_budget(tmp_path: Path) -> None:
+    await network_partition(tmp_path, **FAST)
 
 
 @pytest.mark.chaos
@@ -142,5 +142,5 @@ async def test_a_store_partition_repeatedly(tmp_path: Path, run: int) -> None:
 
 @pytest.mark.chaos
 @pytest.mark.parametrize("run", range(5))
-async def test_a_partition_repeatedly(tmp_path: Path, run: int) -> None:
-    await partition(tmp_path)
+async def test_a_network_partition_repeatedly(tmp_path: Path, run: int) -> None:
+    await network_partition(tmp_path)
