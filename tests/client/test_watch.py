@@ -16,6 +16,7 @@ from microstate.profile.v1 import profile_pb2 as pb
 from tests.client.conftest import fast_options
 from tests.client.harness import RestartableServer
 from tests.client.scripted import ScriptedProfiles, rich_status, unavailable
+from tests.support.watches import first_token
 
 Scripted = tuple[ScriptedProfiles, RestartableServer]
 
@@ -76,23 +77,6 @@ async def test_an_expired_token_is_raised_not_retried(scripted: Scripted) -> Non
     assert caught.value.reason == "RESUME_TOKEN_EXPIRED" and servicer.calls["WatchProfiles"] == 1
 
 
-async def _first_token(client: ProfileClient, writer: ProfileClient) -> str:
-    """A resume token at the current end of the real server's log. An empty token starts "from now",
-    but when "now" is set is not observable, so write until the watch sees a write."""
-    events = client.watch(prefix="boot-")
-    first = asyncio.ensure_future(anext(events))
-    try:
-        for attempt in range(100):
-            await writer.create(Profile(user_id=f"boot-{attempt}"))
-            done, _ = await asyncio.wait({first}, timeout=0.1)
-            if done:
-                return first.result().resume_token
-        raise AssertionError("the watch never saw a write")
-    finally:
-        first.cancel()
-        await events.aclose()
-
-
 @contextlib.asynccontextmanager
 async def _watching(
     server: RestartableServer, prefix: str
@@ -103,7 +87,7 @@ async def _watching(
         ProfileClient(options=fast_options(server.target)) as watcher,
         ProfileClient(options=fast_options(server.target)) as writer,
     ):
-        events = watcher.watch(prefix=prefix, resume_token=await _first_token(watcher, writer))
+        events = watcher.watch(prefix=prefix, resume_token=await first_token(watcher, writer))
         try:
             yield events, writer
         finally:
