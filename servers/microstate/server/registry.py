@@ -49,6 +49,7 @@ class Microstate:
 _ENTRIES: dict[str, str] = {
     "profile": "microstate.server.profile:MICROSTATE",
     "session": "microstate.server.session:MICROSTATE",
+    "telemetry": "microstate.server.telemetry:MICROSTATE",
 }
 
 
