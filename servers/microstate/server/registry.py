@@ -40,6 +40,10 @@ class Microstate:
     """Add this microstate's servicers to `server`, backed by its opened `stores`."""
     stores: tuple[StoreRole, ...] = (RECORDS,)
     """The store roles it keeps its state in; the first is opened from --store."""
+    settles_within: float = 0.0
+    """Seconds within which its background work (e.g. telemetry's fold) has written what a call it
+    answered set going; 0: every call has written all it writes before it answers. Tests that compare
+    stored state around a call first wait for the state to hold still this long."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""

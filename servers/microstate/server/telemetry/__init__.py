@@ -19,9 +19,8 @@ from microstate.server.config import ConfigError
 from microstate.server.kit import wire
 from microstate.server.registry import Microstate
 from microstate.server.store.roles import RECORDS, StoreKind, StoreRole, Stores
-from microstate.server.telemetry import rules
+from microstate.server.telemetry import folder, rules
 from microstate.server.telemetry.domain import TelemetryDomain
-from microstate.server.telemetry.folder import Folder
 from microstate.server.telemetry.servicer import SERVICE, TelemetryServicer
 
 LOG = StoreRole("log", StoreKind.LOG)
@@ -49,9 +48,9 @@ def retention(environ: Mapping[str, str] = os.environ) -> tuple[float, float]:
     return raw, rollup
 
 
-async def _fold_until(folder: Folder, stopping: asyncio.Event | None) -> None:
+async def _fold_until(fold: folder.Folder, stopping: asyncio.Event | None) -> None:
     """Run the folder until the server stops (a stop mid-round loses nothing: the fold is replayable)."""
-    task = asyncio.create_task(folder.run(), name="telemetry-fold")
+    task = asyncio.create_task(fold.run(), name="telemetry-fold")
     try:
         await (stopping or asyncio.Event()).wait()
     finally:
@@ -67,11 +66,11 @@ _running: set[asyncio.Task[None]] = set()
 def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None) -> None:
     raw_ttl, rollup_ttl = retention()
     records, log_store = stores.records(), stores.log(LOG.name)
-    folder = Folder(log_store, records, raw_ttl=raw_ttl, rollup_ttl=rollup_ttl)
-    task = asyncio.get_running_loop().create_task(_fold_until(folder, stopping))
+    fold = folder.Folder(log_store, records, raw_ttl=raw_ttl, rollup_ttl=rollup_ttl)
+    task = asyncio.get_running_loop().create_task(_fold_until(fold, stopping))
     _running.add(task)
     task.add_done_callback(_running.discard)
-    domain = TelemetryDomain(log_store, records, folder, rollup_ttl=rollup_ttl)
+    domain = TelemetryDomain(log_store, records, fold, rollup_ttl=rollup_ttl)
     wire.add_service(server, SERVICE, TelemetryServicer(domain, stopping))
 
 
@@ -81,4 +80,5 @@ MICROSTATE = Microstate(
     service_names=(SERVICE.full_name,),
     attach=attach,
     stores=(RECORDS, LOG),
+    settles_within=2 * (folder.ROUND_SECONDS + folder.POLL_SECONDS),
 )
