@@ -48,7 +48,8 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class MinuteUpdate:
-    series: list[pb.Series]
+    series: list[bytes]
+    """Each a Series's wire bytes."""
     resume_token: str
 
 
@@ -113,7 +114,8 @@ class TelemetryDomain:
         first = decode_batch(page.entries[0].data)
         return Recorded(first.accepted, first.rejected, first.error_message, True, slow_down)
 
-    async def query(self, window: Window, *, histogram: bool) -> list[pb.Series]:
+    async def query(self, window: Window, *, histogram: bool) -> list[bytes]:
+        """The series (each a Series's wire bytes) of a query."""
         rules.check_name(window.name)
         rules.check_group_by(window.group_by)
         first, minutes, step = rules.window_minutes(window.start_ns, window.end_ns, window.step_ns)
@@ -125,7 +127,10 @@ class TelemetryDomain:
             ]
             records = await self._records.batch_get(keys)
             found.extend(
-                (minute_of_key(key), Rollup.from_storage(storage.MinuteRollup.FromString(record.value)))
+                (
+                    minute_of_key(key),
+                    Rollup.from_storage(storage.MinuteRollup.FromString(record.value), window.group_by),
+                )
                 for key, record in sorted(records.items())
             )
         return series(found, window.group_by, first, step, histogram=histogram)
@@ -140,5 +145,5 @@ class TelemetryDomain:
             if change.record is None:
                 continue  # a rollup past its retention
             minute = minute_of_key(change.key)
-            rollup = Rollup.from_storage(storage.MinuteRollup.FromString(change.record.value))
+            rollup = Rollup.from_storage(storage.MinuteRollup.FromString(change.record.value), group_by)
             yield MinuteUpdate(series([(minute, rollup)], group_by, minute, 1, histogram=True), change.cursor)

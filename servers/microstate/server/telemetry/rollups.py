@@ -7,11 +7,13 @@ on plain Python values; the protobuf forms (storage and API) are built only when
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from microstate.server.kit import wire
 from microstate.server.telemetry.rules import MAX_ATTRIBUTE_KEYS, MAX_GROUP_VALUES, MINUTE_NS, OTHER
 from microstate.server.wellknown import timestamp
 from microstate.telemetry.storage.v1 import record_pb2 as storage
@@ -28,8 +30,15 @@ def bucket_index(value: float) -> int | None:
     return math.ceil(math.log2(value) * SCALE) if value > 0 else None
 
 
+@functools.cache
 def upper_bound(index: int) -> float:
     return float(2 ** (index / SCALE))
+
+
+@functools.cache
+def _histogram_bucket(index: int, count: int) -> bytes:
+    """One HistogramBucket's wire bytes (a query answers thousands; most (index, count) pairs repeat)."""
+    return pb.HistogramBucket(index=index, upper_bound=upper_bound(index), count=count).SerializeToString()
 
 
 def rollup_key(name: str, minute: int) -> str:
@@ -89,38 +98,38 @@ class Aggregate:
     def from_storage(cls, stored: storage.Aggregate) -> Aggregate:
         return cls(stored.count, stored.sum, stored.min, stored.max, stored.zero_count, dict(stored.buckets))
 
-    def quantile(self, q: float) -> float:
-        """The geometric middle of the bucket holding quantile `q`, kept within [min, max]."""
+    def quantiles(self, *qs: float) -> list[float]:
+        """The geometric middle of the bucket holding each quantile in `qs` (ascending), kept within
+        [min, max]."""
         if not self.count:
-            return 0.0
-        rank = q * self.count
+            return [0.0] * len(qs)
+        estimates = []
+        wanted = iter(qs)
+        q = next(wanted, None)
         seen = self.zero_count
-        estimate = 0.0
-        if seen < rank:
-            for index in sorted(self.buckets):
-                seen += self.buckets[index]
-                if seen >= rank:
-                    estimate = 2 ** ((index - 0.5) / SCALE)
-                    break
-        return min(max(estimate, self.min), self.max)
+        while q is not None and seen >= q * self.count:
+            estimates.append(0.0)
+            q = next(wanted, None)
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            while q is not None and seen >= q * self.count:
+                estimates.append(2 ** ((index - 0.5) / SCALE))
+                q = next(wanted, None)
+        estimates += [self.max] * (len(qs) - len(estimates))
+        return [min(max(estimate, self.min), self.max) for estimate in estimates]
 
-    def to_bucket(self, start_ns: int, *, histogram: bool) -> pb.Bucket:
+    def to_bucket(self, start_ns: int, *, histogram: bool) -> bytes:
+        """A Bucket's wire bytes."""
         bucket = pb.Bucket(start_time=timestamp(start_ns), count=self.count, sum=self.sum)
-        if histogram:
-            bucket.min, bucket.max = self.min, self.max
-            bucket.histogram.CopyFrom(
-                pb.Histogram(
-                    zero_count=self.zero_count,
-                    buckets=[
-                        pb.HistogramBucket(index=i, upper_bound=upper_bound(i), count=self.buckets[i])
-                        for i in sorted(self.buckets)
-                    ],
-                    p50=self.quantile(0.5),
-                    p90=self.quantile(0.9),
-                    p99=self.quantile(0.99),
-                )
-            )
-        return bucket
+        if not histogram:
+            return bucket.SerializeToString()
+        bucket.min, bucket.max = self.min, self.max
+        p50, p90, p99 = self.quantiles(0.5, 0.9, 0.99)
+        summary = pb.Histogram(zero_count=self.zero_count, p50=p50, p90=p90, p99=p99).SerializeToString()
+        buckets = self.buckets
+        parts = [_histogram_bucket(index, buckets[index]) for index in sorted(buckets)]
+        # Histogram.buckets is field 2, Bucket.histogram field 6: appended as wire fields.
+        return bucket.SerializeToString() + wire.field(6, summary + wire.repeated(2, parts))
 
 
 @dataclass(slots=True)
@@ -165,12 +174,15 @@ class Rollup:
         )
 
     @classmethod
-    def from_storage(cls, stored: storage.MinuteRollup) -> Rollup:
+    def from_storage(cls, stored: storage.MinuteRollup, only: str | None = None) -> Rollup:
+        """The stored rollup; with `only`, just its total and that attribute's values ("" none: what a query
+        grouped by it needs)."""
+        keys = stored.by_attribute if only is None else [only] if only in stored.by_attribute else []
         return cls(
             Aggregate.from_storage(stored.total),
             {
-                key: {v: Aggregate.from_storage(a) for v, a in values.values.items()}
-                for key, values in stored.by_attribute.items()
+                key: {v: Aggregate.from_storage(a) for v, a in stored.by_attribute[key].values.items()}
+                for key in keys
             },
         )
 
@@ -211,8 +223,9 @@ def series(
     step_minutes: int,
     *,
     histogram: bool,
-) -> list[pb.Series]:
-    """The series of a query: minute rollups cut into steps from `first_minute`, one series per group."""
+) -> list[bytes]:
+    """The series of a query, each a Series's wire bytes: minute rollups cut into steps from
+    `first_minute`, one series per group."""
     steps: dict[str, dict[int, Aggregate]] = {}
     for minute, rollup in minutes:
         step = first_minute + (minute - first_minute) // step_minutes * step_minutes
@@ -222,12 +235,11 @@ def series(
             if into is None:
                 into = per_step[step] = Aggregate()
             into.merge(aggregate)
+    # Series.group_value is field 1, Series.buckets field 2 (see to_bucket: wire bytes throughout).
     return [
-        pb.Series(
-            group_value=group,
-            buckets=[
-                per_step[step].to_bucket(step * MINUTE_NS, histogram=histogram) for step in sorted(per_step)
-            ],
+        wire.field(1, group.encode())
+        + wire.repeated(
+            2, (per_step[at].to_bucket(at * MINUTE_NS, histogram=histogram) for at in sorted(per_step))
         )
         for group, per_step in sorted(steps.items())
     ]

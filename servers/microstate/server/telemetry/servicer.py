@@ -11,6 +11,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from microstate.server.commit import headers_first
 from microstate.server.errors import stream_errors, unary_errors
+from microstate.server.kit import wire
 from microstate.server.streams import until_stopping
 from microstate.server.telemetry.domain import TelemetryDomain, Window
 from microstate.server.wellknown import duration, duration_ns, timestamp_ns
@@ -54,22 +55,26 @@ class TelemetryServicer:
             response.retry_after.CopyFrom(duration(int(recorded.slow_down * 1e9)))
         return response
 
-    @unary_errors
-    async def QueryCounts(self, request: pb.QueryCountsRequest, context: Context) -> pb.QueryCountsResponse:
-        return pb.QueryCountsResponse(series=await self._domain.query(_window(request), histogram=False))
+    # Answers are wire bytes (kit/wire.py): an hour of rollups is thousands of histogram buckets, most of
+    # them encoded once and reused. QueryCountsResponse.series and QueryAggregatesResponse.series are field 1.
 
     @unary_errors
-    async def QueryAggregates(
-        self, request: pb.QueryAggregatesRequest, context: Context
-    ) -> pb.QueryAggregatesResponse:
-        return pb.QueryAggregatesResponse(series=await self._domain.query(_window(request), histogram=True))
+    async def QueryCounts(self, request: pb.QueryCountsRequest, context: Context) -> bytes:
+        """A QueryCountsResponse, as wire bytes."""
+        return wire.repeated(1, await self._domain.query(_window(request), histogram=False))
+
+    @unary_errors
+    async def QueryAggregates(self, request: pb.QueryAggregatesRequest, context: Context) -> bytes:
+        """A QueryAggregatesResponse, as wire bytes."""
+        return wire.repeated(1, await self._domain.query(_window(request), histogram=True))
 
     @stream_errors
     async def WatchAggregates(
         self, request: pb.WatchAggregatesRequest, context: Context
-    ) -> AsyncIterator[pb.WatchAggregatesResponse]:
+    ) -> AsyncIterator[bytes]:
+        """WatchAggregatesResponses, as wire bytes (series field 1, resume_token field 2)."""
         start = await self._domain.watch_start(request.name, request.group_by, request.resume_token)
         await context.send_initial_metadata(())
         updates = self._domain.watch(request.name, request.group_by, start)
         async for update in until_stopping(updates, self._stopping):
-            yield pb.WatchAggregatesResponse(series=update.series, resume_token=update.resume_token)
+            yield wire.repeated(1, update.series) + wire.field(2, update.resume_token.encode())
