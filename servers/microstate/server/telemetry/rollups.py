@@ -37,8 +37,10 @@ def upper_bound(index: int) -> float:
 
 @functools.cache
 def _histogram_bucket(index: int, count: int) -> bytes:
-    """One HistogramBucket's wire bytes (a query answers thousands; most (index, count) pairs repeat)."""
-    return pb.HistogramBucket(index=index, upper_bound=upper_bound(index), count=count).SerializeToString()
+    """One HistogramBucket as Histogram.buckets (field 2) on the wire: a query answers thousands, and most
+    (index, count) pairs repeat."""
+    bucket = pb.HistogramBucket(index=index, upper_bound=upper_bound(index), count=count)
+    return wire.field(2, bucket.SerializeToString())
 
 
 def rollup_key(name: str, minute: int) -> str:
@@ -127,9 +129,9 @@ class Aggregate:
         p50, p90, p99 = self.quantiles(0.5, 0.9, 0.99)
         summary = pb.Histogram(zero_count=self.zero_count, p50=p50, p90=p90, p99=p99).SerializeToString()
         buckets = self.buckets
-        parts = [_histogram_bucket(index, buckets[index]) for index in sorted(buckets)]
-        # Histogram.buckets is field 2, Bucket.histogram field 6: appended as wire fields.
-        return bucket.SerializeToString() + wire.field(6, summary + wire.repeated(2, parts))
+        parts = b"".join([_histogram_bucket(index, buckets[index]) for index in sorted(buckets)])
+        # Bucket.histogram is field 6: appended as a wire field.
+        return bucket.SerializeToString() + wire.field(6, summary + parts)
 
 
 @dataclass(slots=True)
