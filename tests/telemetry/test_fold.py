@@ -102,3 +102,23 @@ async def test_a_restarted_folder_refolds_nothing(log: LogStore, store: Store) -
 
 async def _at(store: Store, position: int) -> bool:
     return await checkpoint(store) >= position
+
+
+async def test_raw_events_are_trimmed_after_their_retention_but_never_before_they_are_folded(
+    log: LogStore, store: Store
+) -> None:
+    events = await append_batches(log, minutes=2)
+    short = Folder(log, store, raw_ttl=0.001, rollup_ttl=DAY)  # every entry is past its raw retention
+    task = asyncio.create_task(short.run())
+    try:
+        await until(lambda: _only_last_left(log), within=30, what="the folded entries trimmed")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await rolled_up(store, 2) == (events, events)
+
+
+async def _only_last_left(log: LogStore) -> bool:
+    """Trimming stops at the last folded entry's commit time: the entries of the last append stay."""
+    page = await log.read(None, limit=BATCHES)
+    return 0 < len(page.entries) < BATCHES

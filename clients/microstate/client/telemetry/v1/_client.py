@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -48,6 +48,20 @@ def _timestamp(value: Time) -> timestamp_pb2.Timestamp:
     else:
         stamp.FromNanoseconds(round(value * 1e9))
     return stamp
+
+
+W = TypeVar("W", pb.QueryCountsRequest, pb.QueryAggregatesRequest)
+
+
+def _window(kind: type[W], name: str, start: Time, end: Time, step: float, group_by: str) -> W:
+    """A query request (both kinds have the same fields)."""
+    return kind(
+        name=name,
+        start_time=_timestamp(start),
+        end_time=_timestamp(end),
+        step=duration_pb2.Duration(seconds=int(step), nanos=round(step % 1 * 1e9)),
+        group_by=group_by,
+    )
 
 
 def _resource(decode: Any) -> Resource[Any]:
@@ -103,13 +117,7 @@ class TelemetryOperations(ClientBase):
     ) -> Unary[Any, Read[pb.QueryCountsResponse]]:
         """Count and sum per `step` seconds (whole minutes) of events `name` in [start, end) (whole
         minutes, at most 31 days), in total or per value of attribute `group_by`."""
-        request = pb.QueryCountsRequest(
-            name=name,
-            start_time=_timestamp(start),
-            end_time=_timestamp(end),
-            step=duration_pb2.Duration(seconds=int(step), nanos=round(step % 1 * 1e9)),
-            group_by=group_by,
-        )
+        request = _window(pb.QueryCountsRequest, name, start, end, step, group_by)
         metadata = self._core.metadata(metadata)
         return self._core.read_live(_COUNTS, "QueryCounts", request, timeout=timeout, metadata=metadata)
 
@@ -126,13 +134,7 @@ class TelemetryOperations(ClientBase):
         metadata: CallMetadata = None,
     ) -> Unary[Any, Read[pb.QueryAggregatesResponse]]:
         """As query_counts, with min, max, a histogram and p50 / p90 / p99 per bucket."""
-        request = pb.QueryAggregatesRequest(
-            name=name,
-            start_time=_timestamp(start),
-            end_time=_timestamp(end),
-            step=duration_pb2.Duration(seconds=int(step), nanos=round(step % 1 * 1e9)),
-            group_by=group_by,
-        )
+        request = _window(pb.QueryAggregatesRequest, name, start, end, step, group_by)
         metadata = self._core.metadata(metadata)
         return self._core.read_live(
             _AGGREGATES, "QueryAggregates", request, timeout=timeout, metadata=metadata
