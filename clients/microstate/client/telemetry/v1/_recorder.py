@@ -414,10 +414,10 @@ class TelemetryClient:
         self._backoff = INITIAL_BACKOFF
         hint = response.retry_after.ToTimedelta().total_seconds() if response.HasField("retry_after") else 0.0
         self._not_before = time.monotonic() + hint if hint > 0 else 0.0
-        rest = batch.occurrences - response.accepted - response.rejected
-        self._resolve(
-            state, batch, sent=response.accepted, reason=REJECTED, dropped=response.rejected + max(0, rest)
-        )
+        # What the server did not accept it rejected (accepted + rejected covers the batch); clamped, so a
+        # server that miscounts cannot unbalance the accounting.
+        accepted = min(response.accepted, batch.occurrences)
+        self._resolve(state, batch, sent=accepted, reason=REJECTED, dropped=batch.occurrences - accepted)
 
     def _failed(self, state: _State, batch: _Batch, error: MicrostateError) -> None:
         if not isinstance(error, _RETRYABLE):
