@@ -13,8 +13,9 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from microstate.server.kit import wire
+from microstate.server.kit.caches import DecodedRecords
 from microstate.server.kit.resources import changes
-from microstate.server.store.base import Store
+from microstate.server.store.base import Record, Store
 from microstate.server.store.log import LogStore
 from microstate.server.telemetry import rules
 from microstate.server.telemetry.folder import Folder, decode_batch
@@ -26,6 +27,8 @@ LAG_LIMIT = 2_000
 """Batches the fold may trail the log by before ingest asks producers to slow down (retry_after)."""
 SLOW_DOWN_SECONDS = 1.0
 GET_BATCH = 1000
+MAX_CACHED_ROLLUPS = 50_000
+"""Decoded minute rollups kept (about a month of one name, or an hour of 800)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,10 @@ class MinuteUpdate:
     resume_token: str
 
 
+def _decode_rollup(record: Record) -> Rollup:
+    return Rollup.from_storage(storage.MinuteRollup.FromString(record.value))
+
+
 def _varint_field(number: int, value: int) -> bytes:
     return wire.varint(number << 3) + wire.varint(value)
 
@@ -73,6 +80,8 @@ class TelemetryDomain:
         self._rollup_ttl_ns = int(rollup_ttl * rules.SECOND_NS)
         self._clock = clock
         self._head = 0
+        # Past minutes' rollups rarely change, and dashboards ask for the same hours again and again.
+        self._decoded = DecodedRecords(_decode_rollup, MAX_CACHED_ROLLUPS)
 
     async def record(self, request: pb.RecordEventsRequest) -> Recorded:
         """Store the acceptable events of `request` (changed in place: times filled, the rest removed)."""
@@ -126,13 +135,7 @@ class TelemetryDomain:
                 for m in range(first + offset, first + min(minutes, offset + GET_BATCH))
             ]
             records = await self._records.batch_get(keys)
-            found.extend(
-                (
-                    minute_of_key(key),
-                    Rollup.from_storage(storage.MinuteRollup.FromString(record.value), window.group_by),
-                )
-                for key, record in sorted(records.items())
-            )
+            found.extend((minute_of_key(key), self._decoded.decode(records[key])) for key in sorted(records))
         return series(found, window.group_by, first, step, histogram=histogram)
 
     async def watch_start(self, name: str, group_by: str, resume_token: str) -> str:

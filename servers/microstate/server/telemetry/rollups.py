@@ -63,6 +63,9 @@ class Aggregate:
     max: float = -math.inf
     zero_count: int = 0
     buckets: dict[int, int] = field(default_factory=dict)
+    encoded: dict[tuple[int, bool], bytes] | None = field(default=None, compare=False)
+    """Its Bucket wire bytes by (start, histogram), for an aggregate that no longer changes (a decoded
+    rollup's, shared by queries through the domain's cache)."""
 
     def add(self, count: int, total: float, mean: float, index: int | None) -> None:
         self.count += count
@@ -233,6 +236,9 @@ def series(
         step = first_minute + (minute - first_minute) // step_minutes * step_minutes
         for group, aggregate in rollup.groups(group_by):
             per_step = steps.setdefault(group, {})
+            if step_minutes == 1:
+                per_step[step] = aggregate  # one minute per step: the stored aggregate as it is
+                continue
             into = per_step.get(step)
             if into is None:
                 into = per_step[step] = Aggregate()
@@ -241,7 +247,21 @@ def series(
     return [
         wire.field(1, group.encode())
         + wire.repeated(
-            2, (per_step[at].to_bucket(at * MINUTE_NS, histogram=histogram) for at in sorted(per_step))
+            2, (_bucket(per_step[at], at, histogram, step_minutes == 1) for at in sorted(per_step))
         )
         for group, per_step in sorted(steps.items())
     ]
+
+
+def _bucket(aggregate: Aggregate, minute: int, histogram: bool, stored: bool) -> bytes:
+    """`aggregate.to_bucket`, kept on a stored (unchanging) aggregate for the next query."""
+    if not stored:
+        return aggregate.to_bucket(minute * MINUTE_NS, histogram=histogram)
+    if aggregate.encoded is None:
+        aggregate.encoded = {}
+    encoded = aggregate.encoded.get((minute, histogram))
+    if encoded is None:
+        encoded = aggregate.encoded[minute, histogram] = aggregate.to_bucket(
+            minute * MINUTE_NS, histogram=histogram
+        )
+    return encoded
