@@ -93,6 +93,18 @@ class TelemetryOperations(ClientBase):
         """Store one batch (partial success: see accepted / rejected). Resending the same
         (producer_id, batch_seq) within 10 minutes counts it once, so a lost answer is resent once."""
         request = pb.RecordEventsRequest(producer_id=producer_id, batch_seq=batch_seq, events=events)
+        return self._send(request, timeout, metadata)
+
+    @unary
+    def send_batch(
+        self, request: pb.RecordEventsRequest, *, timeout: float | None = None, metadata: CallMetadata = None
+    ) -> Unary[Any, pb.RecordEventsResponse]:
+        """`record_events` of a request the caller built (the recorder adds its events in place)."""
+        return self._send(request, timeout, metadata)
+
+    def _send(
+        self, request: pb.RecordEventsRequest, timeout: float | None, metadata: CallMetadata
+    ) -> Unary[Any, pb.RecordEventsResponse]:
         return self._core.write(
             "RecordEvents",
             request,

@@ -91,7 +91,7 @@ class Stats:
 @dataclass(slots=True)
 class _Batch:
     seq: int
-    events: list[pb.Event]
+    request: pb.RecordEventsRequest
     occurrences: int
     attempts: int = 0
     done: bool = False
@@ -379,10 +379,11 @@ class TelemetryClient:
             state.queued -= occurrences
             if not state.buffer:
                 state.flush_requested = 0
-            batch = _Batch(state.next_seq, [], occurrences)
+            request = pb.RecordEventsRequest(producer_id=state.producer_id, batch_seq=state.next_seq)
+            batch = _Batch(state.next_seq, request, occurrences)
             state.next_seq += 1
             state.inflight = batch
-        batch.events = _events(items)  # outside the lock: record() goes on meanwhile
+        _add_events(batch.request, items)  # outside the lock: record() goes on meanwhile
         return batch
 
     def _move_counters(self, state: _State, *, flush_all: bool) -> None:
@@ -401,9 +402,7 @@ class TelemetryClient:
                 return
         batch.attempts += 1
         try:
-            response = self._channel().record_events(
-                state.producer_id, batch.seq, batch.events, timeout=timeout
-            )
+            response = self._channel().send_batch(batch.request, timeout=timeout)
         except MicrostateError as error:
             self._failed(state, batch, error)
             return
@@ -482,22 +481,18 @@ YIELD_EVERY: Final = 32
 tens of microseconds, not the whole batch (CPython would make it wait up to its 5 ms switch interval)."""
 
 
-def _events(items: list[Item]) -> list[pb.Event]:
-    events = []
-    for start in range(0, len(items), YIELD_EVERY):
-        events += [_event(item) for item in items[start : start + YIELD_EVERY]]
-        time.sleep(0)  # releases the GIL: the application's threads run first
-    return events
-
-
-def _event(item: Item) -> pb.Event:
-    name, value, attributes, subject_id, time_ns, count = item
-    event = pb.Event(
-        name=name, value=value, subject_id=subject_id, time_unix_nano=time_ns, count=count if count > 1 else 0
-    )
-    if attributes:
-        event.attributes.update(attributes)
-    return event
+def _add_events(request: pb.RecordEventsRequest, items: list[Item]) -> None:
+    add = request.events.add
+    for done, (name, value, attributes, subject_id, time_ns, count) in enumerate(items, 1):
+        event = add(name=name, value=value, time_unix_nano=time_ns)
+        if subject_id:
+            event.subject_id = subject_id
+        if count > 1:
+            event.count = count
+        if attributes:
+            event.attributes.update(attributes)
+        if done % YIELD_EVERY == 0:
+            time.sleep(0)  # releases the GIL: the application's threads run first
 
 
 def _reset_in_child() -> None:
