@@ -19,7 +19,7 @@ from microstate.server.store.roles import RECORDS, Stores
 from microstate.server.telemetry import LOG, MICROSTATE
 from tests.client.telemetry_support import assert_balanced, black_hole, refusing_target, server_total
 from tests.support.inproc import serve_in_process
-from tests.support.processes import until
+from tests.support.processes import until, wait_for
 from tests.support.unary_hooks import UnaryHook
 
 CLOSE_SLACK = 0.05
@@ -172,3 +172,56 @@ def test_disabled_client_records_nothing() -> None:
     client.record("x")
     assert client.stats().recorded == 0 and client._state.worker is None
     client.close(0.1)
+
+
+class SlowDown(UnaryHook):
+    """Every RecordEvents is applied, and its answer asks for `seconds` before the next batch; the arrival
+    time of each call is kept."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(["/microstate.telemetry.v1.TelemetryService/RecordEvents"])
+        self.seconds = seconds
+        self.arrivals: list[float] = []
+        self.answered: list[float] = []
+
+    def around(self, method: str, handler: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+        async def slow_down(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self.arrivals.append(time.monotonic())
+            response = await handler(request, context)
+            response.retry_after.FromNanoseconds(int(self.seconds * 1e9))
+            self.answered.append(time.monotonic())
+            return response
+
+        return slow_down
+
+
+async def test_the_server_s_retry_after_holds_the_next_batch_back(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'telemetry.db'}"
+    records, log = await open_store(url, "telemetry"), await open_log(url, "telemetry")
+    stores = Stores({RECORDS.name: (RECORDS, records), LOG.name: (LOG, log)})
+    hook = SlowDown(0.5)
+    async with serve_in_process(MICROSTATE, stores, interceptors=[hook]) as served:
+        client = TelemetryClient(served, flush_interval=0.01)
+        client.record("a")
+        await until(lambda: hook.answered, within=30, what="the first batch answered")
+        client.record("b")
+        assert await asyncio.to_thread(client.flush, 30)
+        await asyncio.to_thread(client.close, 5)
+    await stores.close()
+    assert len(hook.arrivals) == 2
+    assert hook.arrivals[1] - hook.answered[0] >= 0.5 * 0.8  # the hint, less the jitter it never has
+
+
+def test_drops_log_one_warning_not_one_per_event(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="microstate.client.telemetry")
+    client = TelemetryClient(refusing_target(), buffer_size=10, batch_size=10, flush_interval=0.01)
+    for _ in range(1000):
+        client.record("x")
+    warned = lambda: [r for r in caplog.records if r.name == "microstate.client.telemetry"]  # noqa: E731
+    wait_for(warned, within=30, what="the first drop's warning")
+    for _ in range(1000):
+        client.record("x")
+    client.flush(0.3)  # the worker wakes many times meanwhile: any per-drop or per-wake log would show
+    client.close(0.5)
+    assert len(warned()) == 1, [r.getMessage() for r in warned()]
+    assert "buffer_full" in warned()[0].getMessage()
