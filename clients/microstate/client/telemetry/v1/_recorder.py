@@ -162,10 +162,8 @@ class TelemetryClient:
         self._max_attempts = max_attempts
         self._pre_aggregate = pre_aggregate
         self.enabled = enabled
-        reset_timeout = (
-            options.breaker.reset_timeout if options else None
-        ) or _options.DEFAULT_BREAKER_RESET_TIMEOUT
-        self._breaker = CircuitBreaker(_options.DEFAULT_BREAKER_FAILURE_THRESHOLD, reset_timeout)
+        self._breaker_options = options.breaker if options else _options.BreakerOptions()
+        self._breaker = self._new_breaker()
         self._client: SyncTelemetryClient | None = None
         self._state = _State()
         self._not_before = 0.0  # backoff: no attempt before this monotonic time
@@ -463,6 +461,13 @@ class TelemetryClient:
         self._logged_drops = dropped
         self._next_summary = now + SUMMARY_INTERVAL
 
+    def _new_breaker(self) -> CircuitBreaker:
+        """The client options' breaker (a recorder always has one: it stops sending while the server is
+        down, then probes)."""
+        options = self._breaker_options
+        threshold = options.failure_threshold or _options.DEFAULT_BREAKER_FAILURE_THRESHOLD
+        return CircuitBreaker(threshold, options.reset_timeout)
+
     # -- fork and exit --------------------------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
@@ -470,9 +475,7 @@ class TelemetryClient:
         and starts afresh, with a producer id of its own, at its first record()."""
         self._state = _State()
         self._client = None  # the parent's channel is not the child's to use or close
-        self._breaker = CircuitBreaker(
-            _options.DEFAULT_BREAKER_FAILURE_THRESHOLD, self._breaker._reset_timeout
-        )
+        self._breaker = self._new_breaker()
         self._not_before, self._backoff, self._logged_drops = 0.0, INITIAL_BACKOFF, 0
 
 
