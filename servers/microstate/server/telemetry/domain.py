@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from microstate.server.kit import wire
 from microstate.server.kit.caches import DecodedRecords
 from microstate.server.kit.resources import changes
-from microstate.server.store.base import Record, Store
+from microstate.server.store.base import CursorExpired, Record, Store
 from microstate.server.store.log import LogStore
 from microstate.server.telemetry import rules
 from microstate.server.telemetry.folder import Folder, decode_batch
@@ -119,8 +119,13 @@ class TelemetryDomain:
         return Recorded(accepted, rejected, error, slow_down=slow_down)
 
     async def _first_answer(self, position: int, slow_down: float) -> Recorded:
-        page = await self._log.read(str(position - 1), limit=1)
-        first = decode_batch(page.entries[0].data)
+        try:
+            entries = (await self._log.read(str(position - 1), limit=1)).entries
+        except CursorExpired:
+            entries = []
+        if not entries:  # trimmed: only with a raw retention shorter than the dedupe window
+            return Recorded(0, 0, "the first answer to this batch is no longer kept", True, slow_down)
+        first = decode_batch(entries[0].data)
         return Recorded(first.accepted, first.rejected, first.error_message, True, slow_down)
 
     async def query(self, window: Window, *, histogram: bool) -> list[bytes]:
