@@ -152,13 +152,14 @@ async def _ingest_rows(settings: Settings, url: str, target: str) -> list[Row]:
         async def raw_window() -> load.Throughput:
             return await load.closed_loop([raw_once] * IN_FLIGHT, settings.window)
 
-        started = time.monotonic()
         subject, baseline = await load.interleaved(settings.rounds, sdk_window, raw_window)
-        ended = time.monotonic()
+        await _fold_caught_up(url)
+        # The fold alone: one more ingest window, then until the fold has caught up with it.
+        started = time.monotonic()
+        last = await sdk_window()
+        folded_after = await _fold_caught_up(url)
+        fold_rate = last.calls * BATCH / (time.monotonic() - started)
     await log.close()
-    folded_after = await _fold_caught_up(url)
-    events = sum(w.calls for w in subject) * BATCH
-    fold_rate = events / (ended - started + folded_after)
     rates = [w.calls * BATCH / w.seconds for w in subject]
     raw = [w.calls * BATCH / w.seconds for w in baseline]
     median_rate, median_raw = sorted(rates)[len(rates) // 2], sorted(raw)[len(raw) // 2]
@@ -168,8 +169,8 @@ async def _ingest_rows(settings: Settings, url: str, target: str) -> list[Row]:
             None, "target on the value: ≥ 100,000 events/s"),
         Row("T3", "the same, the ingest rate alone", median_rate, None, "events/s", None,
             at_least(100_000, on="value", text="≥ 100,000/s")),
-        Row("T3", "fold into minute rollups keeping up: events folded/s over the run and its catch-up",
-            fold_rate, None, "events/s", None, None, f"caught up {folded_after:.1f} s after the last window"),
+        Row("T3", "fold into rollups: events of one ingest window / (the window + the fold catching up)",
+            fold_rate, None, "events/s", None, None, f"caught up {folded_after:.1f} s after the window"),
     ]  # fmt: skip
 
 
