@@ -1,11 +1,11 @@
 """`python -m bench [--quick] [--only P1,P3,...] [--json PATH]`: run benchmarks, print a table, write JSON.
 
 Sections: P1 P2 P3 P4 P5 P6 (the figures of issue 5), S1 S2 S3 (the session figures of issue 11), NC (the
-profile near-cache of issue 12), FL (the flags SDK of issue 12), A1 (what a bearer-token check costs
-GetProfile), M1 (what --metrics-port costs GetProfile), LAT (Get/Update latency per backend) and PROF
-(py-spy profiles of the hot paths). P3 and P4 come from one scenario, and S1-S3 from another, so asking for
-one of them runs its whole scenario. The JSON goes to bench/results/latest.json unless --json says
-otherwise, with a markdown twin beside it (.md).
+profile near-cache of issue 12), FL (the flags SDK of issue 12), T1-T4 (telemetry, issue 14: one scenario),
+A1 (what a bearer-token check costs GetProfile), M1 (what --metrics-port costs GetProfile), LAT (Get/Update
+latency per backend) and PROF (py-spy profiles of the hot paths). P3 and P4 come from one scenario, and
+S1-S3 from another, so asking for one of them runs its whole scenario. The JSON goes to
+bench/results/latest.json unless --json says otherwise, with a markdown twin beside it (.md).
 """
 
 from __future__ import annotations
@@ -31,7 +31,27 @@ if TYPE_CHECKING:  # imported for real only after pinning (see _run)
     from bench.report import Row
     from bench.stack import Settings
 
-SECTIONS = ("P1", "P2", "P3", "P4", "P5", "P6", "S1", "S2", "S3", "NC", "FL", "A1", "M1", "LAT", "PROF")
+SECTIONS = (
+    "P1",
+    "P2",
+    "P3",
+    "P4",
+    "P5",
+    "P6",
+    "S1",
+    "S2",
+    "S3",
+    "NC",
+    "FL",
+    "T1",
+    "T2",
+    "T3",
+    "T4",
+    "A1",
+    "M1",
+    "LAT",
+    "PROF",
+)
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 BACKENDS = ("sqlite", "redis", "mongo")
 
@@ -71,7 +91,18 @@ def _sections(only: str | None) -> list[str]:
 
 async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list[Profile]]:
     # Imported here, after this process was pinned: grpc's threads inherit the affinity of their creator.
-    from bench import auth, backends, fallback, flags, models, near_cache, profiling, sessions, throughput
+    from bench import (
+        auth,
+        backends,
+        fallback,
+        flags,
+        models,
+        near_cache,
+        profiling,
+        sessions,
+        telemetry,
+        throughput,
+    )
     from bench.report import skipped
     from bench.services import Missing
 
@@ -96,6 +127,8 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         jobs.append(("FL", "flags SDK", lambda: flags.flags(settings)))
     if "A1" in sections:
         jobs.append(("A1", "authentication", lambda: auth.auth(settings)))
+    if {"T1", "T2", "T3", "T4"} & set(sections):
+        jobs.append(("T1", "telemetry", lambda: telemetry.telemetry(settings)))
     if "LAT" in sections:
         for backend in BACKENDS:
             jobs.append(("LAT", f"{backend} latency", functools.partial(backends.latency, settings, backend)))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from microstate.server import registry
 from microstate.server.config import ServerConfig
 from tests.fuzz.target import TALLY, Target
 from tests.support.processes import start_server
@@ -38,7 +39,13 @@ class Targets:
         url = self._store_url(microstate, store)
         server = start_server(microstate, self._workdir, "--store", url, "--drain-seconds", "0")
         self._stack.callback(server.stop)
-        target = Target(server, url, microstate, ServerConfig().max_message_bytes)
+        target = Target(
+            server,
+            url,
+            microstate,
+            ServerConfig().max_message_bytes,
+            registry.get(microstate).settles_within,
+        )
         self._stack.callback(target.close)
         self._targets[key] = target
         return target

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ class Target:
     store_url: str
     namespace: str
     max_message_bytes: int
+    settles_within: float = 0.0
+    """The microstate's `settles_within`: after an accepted call, wait for the state to hold still."""
     harvest: dict[str, None] = field(default_factory=dict)
     """Strings from successful answers, oldest first (a dict as an ordered set)."""
     channel: grpc.Channel = field(init=False)
@@ -98,6 +101,7 @@ class Target:
     _store: Store | None = None
     _calls: dict[str, Any] = field(default_factory=dict)
     _state: object = None
+    _unsettled: bool = False
 
     def __post_init__(self) -> None:
         self.channel = grpc.insecure_channel(self.server.target, options=CHANNEL_OPTIONS)
@@ -233,9 +237,21 @@ class Target:
         self._state = self.state()
         return self._state
 
+    def settled_state(self) -> object:
+        """The state once background work set going by earlier calls has written it: unchanged over
+        `settles_within` seconds (a quiet period is the condition; the harness cannot see the work)."""
+        deadline = time.monotonic() + 30 * max(self.settles_within, 1.0)
+        state = self.remembered_state()
+        while time.monotonic() < deadline:
+            time.sleep(self.settles_within)  # the quiet period under test, not a synchronisation sleep
+            if (now := self.refresh_state()) == state:
+                return state
+            state = now
+        raise AssertionError("the stored state never held still after earlier calls")
+
     def check(self, method: MethodDescriptor, body: bytes) -> tuple[Outcome, list[str]]:
         """Send `body` to `method` and judge everything the suite promises about it."""
-        before = self.remembered_state()
+        before = self.settled_state() if self._unsettled else self.remembered_state()
         log_offset = self.server.stderr_path.stat().st_size
         outcome = self.send(method, body)
         TALLY[method.full_name, outcome.code.name + (" (stream open)" if outcome.open_stream else "")] += 1
@@ -244,6 +260,7 @@ class Target:
             problems += self._logged_errors(log_offset)
         problems += self.serving(method.containing_service.full_name)
         after = self.refresh_state()
+        self._unsettled = self.settles_within > 0 and not outcome.rejected
         if outcome.rejected and after != before:
             problems.append("the stored state changed although the request was rejected")
         return outcome, problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -14,15 +15,22 @@ from microstate.server.store.roles import Stores
 
 @asynccontextmanager
 async def serve_in_process(
-    microstate: Microstate, store: Store | Stores, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    microstate: Microstate,
+    store: Store | Stores,
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    stopping: asyncio.Event | None = None,
 ) -> AsyncIterator[str]:
-    """Serve `microstate` over `store` (a records store, or the opened stores of every role it declares) on
-    a free loopback port; yields the target "127.0.0.1:PORT"."""
+    """Serve `microstate` over `store` (its records store, or all its roles' stores) on a free loopback
+    port; yields the target "127.0.0.1:PORT". `stopping` is set before the server stops, as the runtime
+    does, so the slice's background tasks and streams end."""
     server = grpc.aio.server(interceptors=interceptors)
-    microstate.attach(server, store if isinstance(store, Stores) else Stores.of(store))
+    stopping = stopping or asyncio.Event()
+    microstate.attach(server, store if isinstance(store, Stores) else Stores.of(store), stopping=stopping)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         yield f"127.0.0.1:{port}"
     finally:
+        stopping.set()
         await server.stop(grace=None)

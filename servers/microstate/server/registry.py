@@ -47,6 +47,10 @@ class Microstate:
     server_options: tuple[tuple[str, int], ...] = ()
     """gRPC core arguments its server needs beyond the shared ones (runtime.server_options), e.g. the model
     registry's ("grpc.http2.bdp_probe", 0), which keeps an upload's receive buffers from growing."""
+    settles_within: float = 0.0
+    """Seconds within which its background work (e.g. telemetry's fold) has written what a call it
+    answered set going; 0: every call has written all it writes before it answers. Tests that compare
+    stored state around a call first wait for the state to hold still this long."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""
@@ -58,6 +62,7 @@ _ENTRIES: dict[str, str] = {
     "session": "microstate.server.session:MICROSTATE",
     "flags": "microstate.server.flags:MICROSTATE",
     "models": "microstate.server.models:MICROSTATE",
+    "telemetry": "microstate.server.telemetry:MICROSTATE",
 }
 
 
