@@ -94,7 +94,23 @@ def channel_arguments(
         ("grpc.max_reconnect_backoff_ms", backoff_ms),
         # What the servers promise never to exceed; stated so the two sides agree by construction.
         ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+        *keepalive_arguments(options),
         *options.channel_options,
+    ]
+
+
+def keepalive_arguments(options: ClientOptions) -> ChannelArguments:
+    """Pings while calls are open (a watch may carry no data for long). gRPC allows only two pings without
+    data by default, after which a dead connection under an idle stream would go unnoticed, and waits for a
+    ping's answer per `ping_timeout_ms` (a minute by default), not only `keepalive_timeout_ms`."""
+    if options.keepalive_time is None:
+        return []
+    timeout_ms = int(options.keepalive_timeout * 1000)
+    return [
+        ("grpc.keepalive_time_ms", int(options.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
+        ("grpc.http2.max_pings_without_data", 0),
     ]
 
 

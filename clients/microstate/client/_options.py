@@ -28,6 +28,8 @@ DEFAULT_BREAKER_FAILURE_THRESHOLD = 5
 DEFAULT_BREAKER_RESET_TIMEOUT = 5.0
 DEFAULT_MAX_RECONNECT_BACKOFF = 5.0
 DEFAULT_NEAR_CACHE_MAX_STALENESS = 1.0
+DEFAULT_KEEPALIVE_TIME = 30.0
+DEFAULT_KEEPALIVE_TIMEOUT = 10.0
 DEFAULT_NEAR_CACHE_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_NEAR_CACHE_MAX_ENTRIES = 10_000
 
@@ -199,6 +201,12 @@ class ClientOptions:
     service returns."""
     channel_options: tuple[tuple[str, str | int], ...] = ()
     """Extra gRPC channel arguments, applied last."""
+    keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME
+    """Seconds between HTTP/2 pings while a call or stream is open, so a connection that died without a word
+    (a host gone, a partition) fails its streams within keepalive_time + keepalive_timeout and they reconnect,
+    instead of hanging until TCP gives up; None: no pings. Microstate servers accept one every 10 s."""
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    """Seconds a ping may go unanswered before the connection counts as dead."""
     tracing: bool = False
     """Trace every call with OpenTelemetry's gRPC instrumentation, under the application's tracer provider,
     sending the trace context to the server (`pip install 'microstate-client[tracing]'`)."""
@@ -207,6 +215,8 @@ class ClientOptions:
         _require(self.timeout is None or self.timeout > 0, "timeout must be > 0 or None")
         _require(self.latency_budget is None or self.latency_budget > 0, "latency_budget must be > 0 or None")
         _require(self.max_reconnect_backoff > 0, "max_reconnect_backoff must be > 0")
+        _require(self.keepalive_time is None or self.keepalive_time > 0, "keepalive_time must be > 0 or None")
+        _require(self.keepalive_timeout > 0, "keepalive_timeout must be > 0")
         _require(all(key == key.lower() for key, _ in self.metadata), "metadata keys must be lowercase")
         _require(not (self.target and self.replicas), "give either target or replicas, not both")
         if self.replicas:
