@@ -124,11 +124,11 @@ async def test_a_taken_port_fails_clearly_instead_of_being_shared(sqlite_store: 
 
 
 @asynccontextmanager
-async def serving_over(redis: RedisServer) -> AsyncIterator[str]:
-    """The runtime over a store on `redis`, pinging it every 50 ms; yields the target to dial."""
+async def serving_over(redis: RedisServer, health_interval: float = 0.05) -> AsyncIterator[str]:
+    """The runtime over a store on `redis`, pinging it every `health_interval` seconds; yields the target."""
     store = await open_store(redis.url, "profile")  # opening does not contact Redis
     try:
-        async with serving(store, health_interval_seconds=0.05) as runtime:
+        async with serving(store, health_interval_seconds=health_interval) as runtime:
             yield target(runtime)
     finally:
         await store.close()
@@ -162,6 +162,18 @@ async def test_a_store_down_at_start_means_listening_but_not_serving_until_it_an
     with running_redis_server() as redis:
         redis.stop()
         async with serving_over(redis) as server:
+            assert await statuses(server) == {"NOT_SERVING"}
+            redis.start()
+            await until_status(server, "SERVING")
+
+
+@pytest.mark.redis
+async def test_a_recovered_store_shows_in_health_at_once_whatever_the_health_interval() -> None:
+    """Clients take a replica back when its health does: a store that was down is pinged often, not every
+    --health-interval-seconds (an hour here)."""
+    with running_redis_server() as redis:
+        redis.stop()
+        async with serving_over(redis, health_interval=3600) as server:
             assert await statuses(server) == {"NOT_SERVING"}
             redis.start()
             await until_status(server, "SERVING")

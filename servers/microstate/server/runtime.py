@@ -14,7 +14,8 @@ listens:
   so does a port that is taken. (A URL that cannot be used at all, such as an unknown scheme or an SQLite
   URL without a file, fails earlier, in `open_store`; so does an SQLite file that cannot be opened.)
 - the store does not answer (connection refused, timeout, Redis loading) → the server listens NOT_SERVING
-  and turns SERVING by itself once the store answers, checked every `health_interval_seconds`.
+  and turns SERVING by itself once the store answers, checked every RECOVERY_PING_SECONDS (0.5 s) while it
+  does not, every `health_interval_seconds` while it does.
 
 Health keeps following the stores from then on: SERVING while every one answers, NOT_SERVING while one
 does not, for whatever reason. We chose to start on an unreachable store over refusing to start because a
@@ -71,6 +72,8 @@ OVERALL = ""
 """The health service name that stands for the whole server."""
 PING_TIMEOUT_SECONDS = 3.0
 """A store ping slower than this counts as a failure, so a hung backend cannot freeze the health status."""
+RECOVERY_PING_SECONDS = 0.5
+"""How often a store that does not answer is pinged, whatever --health-interval-seconds says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +268,13 @@ class Runtime:
 
     async def _watch_store(self) -> None:
         while True:
-            await asyncio.sleep(self.config.health_interval_seconds)
+            interval = self.config.health_interval_seconds
+            if not self._store_answers:
+                # Health is what brings a replica back into its clients' rotation: while the store is
+                # down, look often, so a recovery shows at once (a ping to a store that is down is refused
+                # at once, or bounded by PING_TIMEOUT_SECONDS).
+                interval = min(interval, RECOVERY_PING_SECONDS)
+            await asyncio.sleep(interval)
             await self.check_store()
 
     async def drain(self, hurry: asyncio.Event | None = None) -> None:
