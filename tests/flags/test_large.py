@@ -1,11 +1,12 @@
 """A rule set of 10,000 flags and 20 MB syncs in chunks of about 1 MiB with gRPC's default limits (4 MiB
-received), and an EvaluateAll / ListFlags over it stay within them."""
+received), a ListFlags over it stays within them, and an EvaluateAll that cannot is refused as too large."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import grpc
 import pytest
 from google.protobuf import struct_pb2
 
@@ -67,5 +68,11 @@ async def test_ten_thousand_flags_sync_with_default_limits(redis_server: object)
             assert replica.flags["flag-01234"] == await stub.GetFlag(f.GetFlagRequest(key="flag-01234"))
             page = await stub.ListFlags(f.ListFlagsRequest(page_size=1000))
             assert len(page.flags) == 1000 and page.next_page_token and page.ByteSize() < 4 * 1024 * 1024
+            # With no targeting key every flag answers its default, a 1 KB object: 10 MB, more than any
+            # response may hold. The server says so itself (not the client's receive limit).
+            with pytest.raises(grpc.aio.AioRpcError) as too_large:
+                await stub.EvaluateAll(f.EvaluateAllRequest(context=f.EvaluationContext()))
+            assert too_large.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "RESPONSE_TOO_LARGE" in str(too_large.value.trailing_metadata())
     finally:
         await store.close()

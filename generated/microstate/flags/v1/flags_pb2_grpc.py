@@ -156,7 +156,10 @@ class FlagServiceServicer:
     def EvaluateAll(self, request, context):
         """Evaluates every flag for an evaluation context, at one revision.
         OK
-        INVALID_ARGUMENT  malformed context (BadRequest names the field)
+        INVALID_ARGUMENT    malformed context (BadRequest names the field)
+        RESOURCE_EXHAUSTED  the answers would exceed 4 MiB, as every response may
+        (reason RESPONSE_TOO_LARGE): evaluate from a synced
+        rule set (SyncFlags) or flag by flag instead
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

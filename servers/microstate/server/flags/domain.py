@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from microstate.client.flags.evaluation import CompiledFlag, Resolution, evaluate, flag_not_found, struct_dict
 from microstate.flags.v1 import flags_pb2 as pb
+from microstate.server.config import MAX_RESPONSE_BYTES
 from microstate.server.errors import InvalidArgument
 from microstate.server.flags import rules
 from microstate.server.flags.impact import impact
@@ -23,12 +24,11 @@ from microstate.server.flags.model import FLAG, read_form, stored_form, with_out
 from microstate.server.flags.ruleset import RuleSet, StartOver, Subscription, changes_between
 from microstate.server.kit.paging import PageTokens
 from microstate.server.kit.resources import UNCHANGED, Resources, Stored, Unchanged
+from microstate.server.responses import ResponseTooLarge
 from microstate.server.store.base import Store, revision_of
 from microstate.server.wellknown import duration, timestamp
 
 LIST_TOKENS: Final = PageTokens("ListFlags", "page_token")
-MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
-"""ListFlags stops a page before it would pass this (the default gRPC receive limit)."""
 CHUNK_BYTES: Final = 1024 * 1024 - 1024
 """A snapshot chunk holds flags up to about this many bytes (a single flag is at most 1 MiB)."""
 HEARTBEAT_INTERVAL: Final = 5.0
@@ -150,6 +150,8 @@ class FlagsDomain:
             assert compiled is not None
             result = evaluate(compiled, context.targeting_key, attributes, revision)
             response.evaluations.append(_evaluation(key, result, compiled))
+        if (size := response.ByteSize()) > MAX_RESPONSE_BYTES:  # many large object variants
+            raise ResponseTooLarge(f"the evaluations of {len(response.evaluations):,} flags", size)
         return response
 
     # -- sync ------------------------------------------------------------------------------------------
