@@ -34,7 +34,12 @@ from tests.support.processes import (
     start_listening,
     wait_for,
 )
-from tests.support.redis_server import RedisServer, redis_executable, running_redis_server
+from tests.support.redis_server import (
+    RedisServer,
+    redis_executable,
+    running_cluster_node,
+    running_redis_server,
+)
 
 UP_START_TIMEOUT = 40.0
 
@@ -248,6 +253,16 @@ def refused_start(workdir: Path, store: str) -> tuple[int, str]:
     failures = [line for line in errors.splitlines() if "error" in line.lower()]
     assert len(failures) == 1, errors
     return code, failures[0]
+
+
+@pytest.mark.process
+@pytest.mark.redis
+def test_a_redis_cluster_node_behind_a_plain_url_fails_the_start(tmp_path: Path) -> None:
+    """Not INTERNAL (MOVED) on every call: a redis:// URL speaks to one node, so a cluster node is refused."""
+    with running_cluster_node() as node:
+        exit_code, line = refused_start(tmp_path, node.url)
+    assert exit_code == 1
+    assert "is a Redis Cluster node" in line
 
 
 @pytest.mark.process

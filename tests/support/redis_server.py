@@ -151,8 +151,22 @@ def _running(kind: type[S]) -> Iterator[S]:
             server.kill()
 
 
+class ClusterNodeRedisServer(RedisServer):
+    """A redis-server in cluster mode (one node, no slots assigned): what a plain redis:// URL must refuse."""
+
+    name = "redis-server-cluster-node"
+
+    def _listen(self) -> list[str]:
+        nodes = self.data_dir / "nodes.conf"
+        return [*super()._listen(), "--cluster-enabled", "yes", "--cluster-config-file", str(nodes)]
+
+
 def running_redis_server() -> contextlib.AbstractContextManager[RedisServer]:
     return _running(RedisServer)
+
+
+def running_cluster_node() -> contextlib.AbstractContextManager[ClusterNodeRedisServer]:
+    return _running(ClusterNodeRedisServer)
 
 
 def running_tls_redis_server() -> contextlib.AbstractContextManager[TlsRedisServer]:

@@ -118,7 +118,11 @@ _MISCONFIGURED_ERRORS: tuple[type[Exception], ...] = (
     rexc.AuthorizationError,
     rexc.NoPermissionError,  # NOPERM: the URL's ACL user may not run what the store needs
 )
-_MISCONFIGURED_REPLIES = ("DB index is out of range",)  # SELECT of a database the server does not have
+_MISCONFIGURED_REPLIES = (
+    "DB index is out of range",  # SELECT of a database the server does not have
+    "MOVED ",  # a Redis Cluster node that does not own the key's slot (ping refuses cluster nodes first)
+    "CLUSTERDOWN",
+)
 
 REDIS_PY_URL_OPTIONS: Final = frozenset(
     {"db", "max_connections", "retry_on_timeout", "socket_keepalive", "socket_read_size"}
@@ -401,6 +405,7 @@ class RedisStore:
         self._list_script = client.register_script(_LIST)
         self._migrate_script = client.register_script(_MIGRATE)
         self._layout_checked = False  # set once this namespace is known to be in layout 2
+        self._single_node_checked = False  # set once a ping found a server that is not a cluster node
         self._layout_lock = asyncio.Lock()
         # Reads are idempotent: retry them on fast connection errors (a pooled connection the server
         # closed). Timeouts are not retried, so a hung server costs one socket_timeout, not several.
@@ -587,6 +592,14 @@ class RedisStore:
 
     async def ping(self) -> None:
         await self._read(lambda: self._execute("PING"))
+        if not self._single_node_checked:
+            info = await self._read(lambda: self._execute("INFO", "cluster"))
+            if b"cluster_enabled:1" in info:
+                raise StoreMisconfigured(
+                    "redis: this server is a Redis Cluster node, and a redis:// store speaks to one node"
+                    " only; Redis Cluster is not supported yet"
+                )
+            self._single_node_checked = True
 
     # --- writes ----------------------------------------------------------------------------------
 
