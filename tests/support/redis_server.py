@@ -22,7 +22,7 @@ import redis
 import trustme
 
 from tests.support import tools
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, free_port
 
 S = TypeVar("S", bound="RedisServer")
 
@@ -156,9 +156,24 @@ class ClusterNodeRedisServer(RedisServer):
 
     name = "redis-server-cluster-node"
 
+    def __init__(self, executable: str, data_dir: Path, port: int | None = None) -> None:
+        # Its cluster bus listens on port + 10000, so Redis refuses a port above 55535.
+        super().__init__(executable, data_dir, port or _free_port_below(MAX_CLUSTER_PORT + 1))
+
     def _listen(self) -> list[str]:
         nodes = self.data_dir / "nodes.conf"
         return [*super()._listen(), "--cluster-enabled", "yes", "--cluster-config-file", str(nodes)]
+
+
+MAX_CLUSTER_PORT = 55535
+
+
+def _free_port_below(limit: int) -> int:
+    """A free port under `limit`: the OS picks one until it picks one low enough (most are)."""
+    for _ in range(100):
+        if (port := free_port()) < limit:
+            return port
+    raise RuntimeError(f"no free TCP port below {limit} in 100 tries")
 
 
 def running_redis_server() -> contextlib.AbstractContextManager[RedisServer]:
