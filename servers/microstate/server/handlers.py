@@ -22,6 +22,24 @@ def wrapping(server: grpc.aio.Server, wrap: Wrap) -> grpc.aio.Server:
     return cast(grpc.aio.Server, _WrappingServer(server, wrap))
 
 
+Behaviour = Callable[..., Any]
+"""What a handler runs per call: (request or request iterator, context) -> response(s)."""
+
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def with_behaviour(
+    handler: grpc.RpcMethodHandler,
+    one_response: Callable[[Behaviour], Behaviour],
+    streamed_responses: Callable[[Behaviour], Behaviour],
+) -> grpc.RpcMethodHandler:
+    """`handler`, its behaviour wrapped by `one_response` (unary or client-streaming calls) or by
+    `streamed_responses` (server- or bidirectional-streaming calls); everything else kept."""
+    kind = next(kind for kind in _KINDS if getattr(handler, kind) is not None)
+    wrap = streamed_responses if handler.response_streaming else one_response
+    return handler._replace(**{kind: wrap(getattr(handler, kind))})
+
+
 def method_name(path: str) -> str:
     """ "/pkg.Service/Method" -> "Method"."""
     return path.rpartition("/")[2]

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from microstate.server.handlers import wrapping
+from microstate.server.handlers import with_behaviour, wrapping
 from microstate.server.store.roles import Stores
 
 log = logging.getLogger(__name__)
@@ -186,18 +186,7 @@ def _measured(metrics: ServerMetrics, path: str, handler: grpc.RpcMethodHandler)
 
         return measured
 
-    kinds = {
-        (False, False): (grpc.unary_unary_rpc_method_handler, "unary_unary", unary_response),
-        (True, False): (grpc.stream_unary_rpc_method_handler, "stream_unary", unary_response),
-        (False, True): (grpc.unary_stream_rpc_method_handler, "unary_stream", streamed_response),
-        (True, True): (grpc.stream_stream_rpc_method_handler, "stream_stream", streamed_response),
-    }
-    make, attribute, wrap = kinds[(handler.request_streaming, handler.response_streaming)]
-    return make(
-        wrap(getattr(handler, attribute)),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return with_behaviour(handler, unary_response, streamed_response)
 
 
 class _MeasuredStore:

@@ -20,6 +20,7 @@ reflection and the unserved-contract answers are added to the real server, so th
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -28,12 +29,11 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from microstate.server.errors import DomainError
-from microstate.server.handlers import method_name
+from microstate.server.handlers import method_name, with_behaviour
 from microstate.server.kit.access import PermissionDenied, Principal, Unauthenticated, set_principal
 from microstate.server.security.tokens import TokenVerifier, refused
 
 BEARER = "bearer "
-_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
 
 def missing_scopes(service_names: Iterable[str], scopes: Mapping[str, str]) -> list[str]:
@@ -112,10 +112,11 @@ class Guard:
     def wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler of `path` ("/pkg.Service/Method"), whose behaviour runs only after `admit`."""
         method = method_name(path)
-        kind = next(kind for kind in _KINDS if getattr(handler, kind) is not None)
-        behaviour = getattr(handler, kind)
-        guarded = _guarded_stream if handler.response_streaming else _guarded_unary
-        return handler._replace(**{kind: guarded(self, method, behaviour)})
+        return with_behaviour(
+            handler,
+            functools.partial(_guarded_unary, self, method),
+            functools.partial(_guarded_stream, self, method),
+        )
 
 
 def _guarded_unary(guard: Guard, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
