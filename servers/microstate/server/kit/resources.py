@@ -226,8 +226,7 @@ class Resources(Generic[T]):
                 return change(current)
             if self._applied(current, request):
                 return UNCHANGED
-            if etag and current.etag != etag:
-                raise EtagMismatch(self.kind.subject(key), etag, current.etag)
+            self._check_etag(key, etag, current)
             updated = change(current)
             if updated is UNCHANGED:
                 return updated
@@ -292,9 +291,13 @@ class Resources(Generic[T]):
     async def get_for_write(self, key: str, etag: str) -> Stored[T]:
         """The current resource, if `etag` is empty or still its etag (else ABORTED)."""
         current = await self.get(key)
+        self._check_etag(key, etag, current)
+        return current
+
+    def _check_etag(self, key: str, etag: str, current: Stored[T]) -> None:
+        """ABORTED unless `etag` is empty or still the resource's etag (AIP-154)."""
         if etag and current.etag != etag:
             raise EtagMismatch(self.kind.subject(key), etag, current.etag)
-        return current
 
     async def delete(self, key: str, *, etag: str, request: WriteRequest | None = None) -> None:
         """Delete `key` (guarded by `etag` when set). With a `request`, a resource that is not there counts as
