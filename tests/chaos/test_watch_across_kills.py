@@ -107,7 +107,6 @@ def options(replicas: list[ServerProcess]) -> ClientOptions:
         target=every_replica(replicas),
         timeout=10.0,
         max_reconnect_backoff=0.5,
-        channel_options=(("grpc.lb_policy_name", "round_robin"),),
     )
 
 

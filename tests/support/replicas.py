@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microstate.client import BreakerOptions, ClientOptions, SnapshotOptions
+from microstate.client._options import replicas_target
 from microstate.client.profile.v1 import Profile, ProfileClient
 from tests.support.hooked_server import FIRST_CALL
 from tests.support.processes import ServerProcess, start_server
@@ -116,8 +117,9 @@ def serves_our_client(replica: ServerProcess) -> bool:
 
 
 def every_replica(replicas: Sequence[ServerProcess]) -> str:
-    """The target that dials every replica: `ipv4:127.0.0.1:A,127.0.0.1:B`."""
-    return "ipv4:" + ",".join(replica.target for replica in replicas)
+    """The target that dials every replica (`ipv4:127.0.0.1:A,127.0.0.1:B`), as ClientOptions.replicas does;
+    the SDK balances such a target round_robin."""
+    return replicas_target([replica.target for replica in replicas])
 
 
 def balanced_options(
