@@ -114,7 +114,14 @@ class LogReading(abc.ABC):
     async def read(self, after: str | None = None, *, limit: int = 100) -> LogPage:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        start, entries = await self._entries_after(parse_cursor(after), limit + 1, following=False)
+        while True:
+            try:
+                start, entries = await self._entries_after(parse_cursor(after), limit + 1, following=False)
+                break
+            except CursorExpired:
+                if after is not None:
+                    raise
+                # "From the oldest retained" cannot expire: a trim overtook this read, so the oldest moved on.
         page = entries[:limit]
         return LogPage(page, page[-1].cursor if page else str(start), more=len(entries) > limit)
 
