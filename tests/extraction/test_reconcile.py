@@ -7,10 +7,7 @@ find nothing. The 1,000,000-key figure of issue 17 runs under `slow`; the defaul
 
 from __future__ import annotations
 
-import random
-import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,32 +21,23 @@ from microstate.profile.v1.profile_pb2 import Profile
 from microstate.server.profile.extraction import BINDING
 from microstate.server.reconcile import ReconcileError, Reconciler, StoreSide
 from microstate.server.store import Store, open_store
+from tests.support.reconcile_data import (
+    PERSONAL,
+    bulk_load,
+    inject,
+    key_of,
+    legacy_profile,
+    microstate_profile,
+    request_id,
+    sample,
+)
 from tests.support.redis_server import RedisServer
 
 CODEC = demo.UsersCodec()
-PERSONAL = "Person"
 
 
 def project(key: str, message: Any) -> Any:
     return CODEC.from_row(key, CODEC.to_row(message))
-
-
-def key_of(n: int) -> str:
-    return f"u{n:07d}"
-
-
-def legacy_profile(n: int) -> Profile:
-    made = Profile(user_id=key_of(n), display_name=f"{PERSONAL} {n}", locale="en-GB")
-    made.attributes["pref.theme"] = "dark" if n % 2 else "light"
-    return made
-
-
-def microstate_profile(n: int) -> Profile:
-    """The same user as the microstate holds it: plus fields legacy has no column for."""
-    made = legacy_profile(n)
-    made.attributes["ml.segment"] = "b"
-    made.embedding.extend([0.5, 0.25])
-    return made
 
 
 @dataclass
@@ -59,18 +47,14 @@ class Sides:
     microstate: StoreSide
 
     def reconciler(self, range_size: int = 100) -> Reconciler:
-        return Reconciler("profile", self.legacy, self.microstate, project, range_size=range_size)
-
-
-def rid() -> str:
-    return uuid.uuid4().hex
+        return Reconciler("profile", self.legacy, self.microstate, CODEC, range_size=range_size)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 async def sides(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sides]:
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
-        legacy: Any = RedisHashAdapter.from_url(server.url, CODEC, prefix=f"users-{rid()[:8]}:")
+        legacy: Any = RedisHashAdapter.from_url(server.url, CODEC, prefix=f"users-{request_id()[:8]}:")
     else:
         demo.create_sqlite(str(tmp_path / "monolith.db"))
         legacy = SqlAdapter.from_url(f"sqlite:///{tmp_path / 'monolith.db'}", CODEC, demo.TABLE)
@@ -83,34 +67,13 @@ async def sides(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 async def fill(sides: Sides, count: int) -> None:
     for n in range(count):
-        await sides.legacy.put(key_of(n), legacy_profile(n), request_id=rid())
+        await sides.legacy.put(key_of(n), legacy_profile(n), request_id=request_id())
         await sides.store.put(key_of(n), BINDING.to_bytes(key_of(n), microstate_profile(n), None))
-
-
-async def inject(side: Any, numbers: Iterable[int], other: Any) -> dict[str, str]:
-    """Make `side` diverge at each number, cycling through the kinds; returns key -> expected kind."""
-    expected = {}
-    for turn, n in enumerate(numbers):
-        key = key_of(n)
-        current = await side.get(key)
-        kind = ("missing", "extra", "differs", "differs")[turn % 4]
-        if kind == "missing":
-            await side.delete(key, request_id=rid())
-        elif kind == "extra":
-            await other.delete(key, request_id=rid())
-        elif turn % 8 == 2:
-            current.display_name = "Someone Else"
-            await side.put(key, current, request_id=rid())
-        else:
-            current.attributes["pref.theme"] = "neon"
-            await side.put(key, current, request_id=rid())
-        expected[key] = kind
-    return expected
 
 
 async def test_a_run_finds_every_divergence_and_repairs_the_microstate_from_legacy(sides: Sides) -> None:
     await fill(sides, 2000)
-    injected = await inject(sides.microstate, random.Random(3).sample(range(2000), 20), sides.legacy)
+    injected = await inject(sides.microstate, sample(20, 2000, seed=3), sides.legacy)
     report = await sides.reconciler().run("dual_write")
     assert {d.key: d.kind for d in report.divergences} == injected
     assert {d.outcome for d in report.divergences} == {"repaired"}
@@ -170,50 +133,22 @@ async def test_a_side_listing_keys_out_of_order_is_refused() -> None:
             for key in self.keys:
                 yield key, Profile(user_id=key)
 
-    reconciler = Reconciler("profile", Listed(["b", "a"]), Listed(["a", "b"]), project)  # type: ignore[arg-type]
+    reconciler = Reconciler("profile", Listed(["b", "a"]), Listed(["a", "b"]), CODEC)  # type: ignore[arg-type]
     with pytest.raises(ReconcileError, match="not key order"):
         await reconciler.run("shadow")
-
-
-def bulk_load(
-    path: Path, legacy_rows: Iterable[tuple[Any, ...]], records: Iterable[tuple[str, bytes]]
-) -> None:
-    """Write a million rows the fast way: the monolith's own table, and the store's records table (as a
-    store whose change log has long been trimmed). Only the setup of the slow figure does this."""
-    with sqlite3.connect(path / "monolith.db") as db:
-        db.executemany("INSERT INTO users (id, display_name, locale, theme) VALUES (?, ?, ?, ?)", legacy_rows)
-    db.close()
-    with sqlite3.connect(path / "microstate.db") as db:
-        rows = [(key, value, revision) for revision, (key, value) in enumerate(records, start=1)]
-        db.executemany('INSERT INTO "records_profile" (key, value, revision) VALUES (?, ?, ?)', rows)
-        db.execute("UPDATE microstate_namespaces SET head = ? WHERE name = 'profile'", [len(rows)])
-    db.close()
 
 
 @pytest.mark.slow
 async def test_a_hundred_divergences_among_a_million_keys_are_all_found(tmp_path: Path) -> None:
     """Issue 17's figure: reconcile finds 100% of 100 injected divergences among 1,000,000 keys."""
     count = 1_000_000
-    demo.create_sqlite(str(tmp_path / "monolith.db"))
-    store = await open_store(f"sqlite:///{tmp_path / 'microstate.db'}", "profile")
-    await store.close()
-    template = microstate_profile(0)
-    records = []
-    for n in range(count):
-        template.user_id, template.display_name = key_of(n), f"{PERSONAL} {n}"
-        template.attributes["pref.theme"] = "dark" if n % 2 else "light"
-        records.append((key_of(n), BINDING.to_bytes(key_of(n), template, None)))
-    legacy_rows = (
-        (key_of(n), f"{PERSONAL} {n}", "en-GB", "dark" if n % 2 else "light") for n in range(count)
-    )
-    bulk_load(tmp_path, legacy_rows, records)
-    del records
-    legacy = SqlAdapter.from_url(f"sqlite:///{tmp_path / 'monolith.db'}", CODEC, demo.TABLE)
+    legacy_url, store_url = await bulk_load(tmp_path, count)
+    legacy = SqlAdapter.from_url(legacy_url, CODEC, demo.TABLE)
     await legacy.ensure_outbox()
-    store = await open_store(f"sqlite:///{tmp_path / 'microstate.db'}", "profile")
+    store = await open_store(store_url, "profile")
     try:
         sides = Sides(legacy, store, StoreSide(store, BINDING))
-        injected = await inject(sides.microstate, random.Random(17).sample(range(count), 100), legacy)
+        injected = await inject(sides.microstate, sample(100, count, seed=17), legacy)
         report = await sides.reconciler(range_size=1000).run("dual_write")
         print(report.summary())
         assert {d.key: d.kind for d in report.divergences} == injected

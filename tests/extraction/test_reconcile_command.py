@@ -112,9 +112,7 @@ async def test_a_running_server_serves_the_repaired_profile(tmp_path: Path) -> N
             before = await client.get("u0003")
             await diverge(store_url, 3)
             assert (await client.get("u0003")).value.display_name == "Drifted"
-            reconciler = Reconciler(
-                "profile", legacy, StoreSide(store, BINDING), lambda k, m: codec.from_row(k, codec.to_row(m))
-            )
+            reconciler = Reconciler("profile", legacy, StoreSide(store, BINDING), codec)
             report = await reconciler.run("dual_write")
             assert [d.key for d in report.divergences] == ["u0003"]
             after = (await client.get("u0003")).value

@@ -7,9 +7,10 @@ repaired (a live write may have settled it meanwhile), then written from the sou
 phase: legacy until `primary`, the microstate from then on. Writes carry a request id made of the run and
 the key, so a repeated run or a retried write applies once.
 
-What is compared is what both sides can hold: each message is projected through the legacy codec (to the
-monolith's row and back), so fields only the microstate has (an embedding, server times, an etag) never
-count, and a repair of the microstate changes only the fields legacy owns (`overlay`).
+What is compared is what both sides can hold: the legacy codec's row of each message (`RowCodec.to_row`),
+so fields only the microstate has (an embedding, server times, an etag) never count, and a repair of the
+microstate changes only the fields legacy owns (`overlay`). Range digests hash the rows; a differing key is
+compared field by field on its projection (the row read back as a message, `RowCodec.from_row`).
 
 Every row is read once per run: the sides are read locally, page by page, so a range digest costs its rows.
 The digests keep the key-by-key work (decoding, field diffs, repairs) to the differing ranges; a side that
@@ -31,15 +32,13 @@ from typing import Any, Protocol
 from google.protobuf.message import Message
 
 from microstate.client.extraction.compare import DEFAULT_RULES
-from microstate.client.extraction.diff import CompareRules, canonical_bytes, differences
+from microstate.client.extraction.diff import CompareRules, differences
+from microstate.client.extraction.legacy import RowCodec
 from microstate.server.store.base import ABSENT, PreconditionFailed, Record, Store
 
 LEGACY, MICROSTATE = "legacy", "microstate"
 TRUTH = {"legacy": LEGACY, "shadow": LEGACY, "dual_write": LEGACY, "canary": LEGACY, "primary": MICROSTATE}
 """The source of truth in each phase (`retired` has no legacy side left to reconcile with)."""
-
-Project = Callable[[str, Message], Message]
-"""A message as the monolith can hold it: the legacy codec's row of it, read back."""
 
 
 class ReconcileError(Exception):
@@ -217,6 +216,7 @@ class _Ordered:
 @dataclass(slots=True)
 class _Range:
     records: list[tuple[str, Message, bytes]]
+    """(key, message, its legacy row as bytes) in key order."""
     digest: bytes
 
 
@@ -258,7 +258,7 @@ class Reconciler:
         name: str,
         legacy: Side,
         microstate: Side,
-        project: Project,
+        codec: RowCodec[Any],
         *,
         rules: CompareRules = DEFAULT_RULES,
         range_size: int = 1000,
@@ -267,22 +267,26 @@ class Reconciler:
             raise ValueError(f"range_size must be at least 1, not {range_size}")
         self._name = name
         self._sides = {LEGACY: legacy, MICROSTATE: microstate}
-        self._project = project
+        self._codec = codec
         self._rules = rules
         self._range_size = range_size
 
-    def _canonical(self, key: str, message: Message) -> tuple[Message, bytes]:
-        projected = self._project(key, message)
-        return projected, canonical_bytes(projected, self._rules)
+    def _row(self, message: Message) -> bytes:
+        """What the monolith holds of `message`, as bytes: its codec row's values in column order."""
+        row = self._codec.to_row(message)
+        return repr(tuple(row.get(column) for column in self._codec.columns)).encode()
+
+    def _project(self, key: str, message: Message) -> Message:
+        projected: Message = self._codec.from_row(key, self._codec.to_row(message))
+        return projected
 
     def _range(self, records: list[tuple[str, Any]]) -> _Range:
         digest = hashlib.blake2b(digest_size=16)
         kept = []
         for key, message in records:
-            projected, canonical = self._canonical(key, message)
-            digest.update(b"%d:%s%d:" % (len(key), key.encode(), len(canonical)))
-            digest.update(canonical)
-            kept.append((key, projected, canonical))
+            row = self._row(message)
+            digest.update(b"%d:%s%d:%s" % (len(key), key.encode(), len(row), row))
+            kept.append((key, message, row))
         return _Range(kept, digest.digest())
 
     async def run(self, phase: str, *, repair: bool = True) -> ReconcileReport:
@@ -320,14 +324,15 @@ class Reconciler:
         return report
 
     def _keys(self, expected: _Range, found: _Range) -> list[tuple[str, str, tuple[str, ...]]]:
-        theirs = {key: (message, canonical) for key, message, canonical in found.records}
+        theirs = {key: (message, row) for key, message, row in found.records}
         divergent: list[tuple[str, str, tuple[str, ...]]] = []
-        for key, message, canonical in expected.records:
+        for key, message, row in expected.records:
             other = theirs.pop(key, None)
             if other is None:
                 divergent.append((key, "missing", ()))
-            elif other[1] != canonical:
-                paths = tuple(d.path for d in differences(message, other[0], self._rules))
+            elif other[1] != row:
+                ours, their = self._project(key, message), self._project(key, other[0])
+                paths = tuple(d.path for d in differences(ours, their, self._rules))
                 if paths:  # equal within the float tolerance: not a divergence
                     divergent.append((key, "differs", paths))
         divergent.extend((key, "extra", ()) for key in theirs)
@@ -342,13 +347,13 @@ class Reconciler:
                     return "settled"
                 await other.delete(key, request_id=request_id)
                 return "repaired"
-            projected, canonical = self._canonical(key, wanted)
+            projected = self._project(key, wanted)
             if current is None:
                 await other.put(key, projected, request_id=request_id)
                 return "repaired"
-            owned, owned_canonical = self._canonical(key, current)
-            if owned_canonical == canonical:
+            if self._row(current) == self._row(wanted):
                 return "settled"
+            owned = self._project(key, current)
             names = {d.path.split(".")[0] for d in differences(owned, projected, self._rules)}
             if not names:
                 return "settled"

@@ -27,7 +27,6 @@ from microstate.server.reconcile import (
 from microstate.server.store import StoreError, open_store
 
 
-
 @dataclass(frozen=True)
 class Reconcilable:
     """A slice `microstate reconcile` knows: its store binding and the legacy layout it defaults to."""
@@ -133,12 +132,8 @@ async def reconcile(args: argparse.Namespace) -> int:
     try:
         await legacy.ensure_outbox()  # the adapter's request-id table, which its writes need
 
-        def project(key: str, message: Any) -> Any:
-            return codec.from_row(key, codec.to_row(message))
-
-        reconciler = Reconciler(
-            args.slice, legacy, StoreSide(store, binding), project, range_size=args.range_size
-        )
+        microstate = StoreSide(store, binding)
+        reconciler = Reconciler(args.slice, legacy, microstate, codec, range_size=args.range_size)
         last: list[ReconcileReport] = []
 
         async def once() -> None:
