@@ -120,14 +120,7 @@ def test_a_random_timestamp_field_reports_only_that_field_as_noise() -> None:
         return profile(user_id=f"u-{n}", update_time=Timestamp(seconds=rng.randrange(10**9)))
 
     for n in range(1000):
-        comparator.observe(
-            "GetProfile",
-            answer(n),
-            answer(n),
-            legacy_seconds=0.001,
-            candidate_seconds=0.002,
-            candidate_error=None,
-        )
+        seen(comparator, "GetProfile", answer(n), answer(n), (0.001, 0.002))
         if n % 10 == 0:  # legacy against itself on a 10% sample
             comparator.observe_noise("GetProfile", answer(n), answer(n))
     stats = comparator.stats()
@@ -143,9 +136,7 @@ def test_a_real_bug_stands_out_above_the_noise() -> None:
         legacy = profile(update_time=stamp)
         wrong = n % 20 == 0  # the candidate loses the locale 5% of the time
         candidate = profile(update_time=Timestamp(seconds=n + 1), locale="" if wrong else "en-GB")
-        comparator.observe(
-            "Get", legacy, candidate, legacy_seconds=0.001, candidate_seconds=0.5, candidate_error=None
-        )
+        seen(comparator, "Get", legacy, candidate, (0.001, 0.5))
         comparator.observe_noise("Get", legacy, profile(update_time=Timestamp(seconds=n + 2)))
     stats = comparator.stats()
     verdicts = {v.path: v for v in stats.fields}
@@ -160,14 +151,7 @@ def test_a_real_bug_stands_out_above_the_noise() -> None:
 
 def test_without_noise_samples_every_frequent_difference_is_real() -> None:
     comparator = Comparator()
-    comparator.observe(
-        "Get",
-        profile(),
-        profile(locale="fr"),
-        legacy_seconds=0.0,
-        candidate_seconds=0.0,
-        candidate_error=None,
-    )
+    seen(comparator, "Get", profile(), profile(locale="fr"), (0.0, 0.0))
     assert [(v.path, v.real) for v in comparator.stats().fields] == [("locale", True)]
 
 
@@ -183,22 +167,8 @@ def test_diffys_rule() -> None:
 def test_candidate_errors_are_counted_not_compared_and_samples_are_redacted() -> None:
     comparator = Comparator(samples=3, digest_key=b"k")
     for _ in range(5):
-        comparator.observe(
-            "Get",
-            profile(),
-            None,
-            legacy_seconds=0.001,
-            candidate_seconds=None,
-            candidate_error=TimeoutError(),
-        )
-        comparator.observe(
-            "Get",
-            profile(),
-            profile(display_name="Grace Hopper"),
-            legacy_seconds=0.001,
-            candidate_seconds=0.001,
-            candidate_error=None,
-        )
+        seen(comparator, "Get", profile(), None, (0.001, None), TimeoutError())
+        seen(comparator, "Get", profile(), profile(display_name="Grace Hopper"))
     stats = comparator.stats()
     [operation] = stats.operations
     assert operation.candidate_errors == {"TimeoutError": 5}
@@ -215,14 +185,7 @@ def test_counts_are_exact_across_threads() -> None:
 
     def observe() -> None:
         for _ in range(500):
-            comparator.observe(
-                "Get",
-                profile(),
-                profile(locale="x"),
-                legacy_seconds=0,
-                candidate_seconds=0,
-                candidate_error=None,
-            )
+            seen(comparator, "Get", profile(), profile(locale="x"), (0, 0))
 
     threads = [threading.Thread(target=observe) for _ in range(4)]
     for thread in threads:
