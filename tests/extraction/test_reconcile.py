@@ -139,6 +139,7 @@ async def test_a_side_listing_keys_out_of_order_is_refused() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two runs over 1,000,000 keys each side: minutes on a shared machine
 async def test_a_hundred_divergences_among_a_million_keys_are_all_found(tmp_path: Path) -> None:
     """Issue 17's figure: reconcile finds 100% of 100 injected divergences among 1,000,000 keys."""
     count = 1_000_000
