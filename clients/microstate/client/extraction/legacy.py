@@ -152,6 +152,13 @@ class OutboxStore(Protocol):
         """End `entry` with `outcome`; a dead-lettered one is kept, with `error`, for `dead_letters`."""
         ...
 
+    async def apply_reverse(self, entry: OutboxEntry, value: Message | None) -> bool:
+        """Apply a REVERSE `entry` to the legacy record (`value`, None: delete) and settle it APPLIED, in one
+        transaction, only if it is still pending; False if it was not (settled, or superseded by a newer
+        legacy write). So a relay that is slow to apply an old microstate write never overwrites a newer
+        legacy write made after a rollback."""
+        ...
+
     async def counts(self, direction: Direction) -> OutboxCounts:
         """The direction's totals."""
         ...

@@ -202,20 +202,25 @@ class SqlAdapter(Generic[M]):
         )
         return True
 
-    async def put(self, key: str, value: M, *, request_id: str, outbox: Direction | None = None) -> M:
+    def _store(self, cursor: Any, key: str, value: M) -> None:
         row = self._codec.to_row(value)
         values = [row.get(column) for column in self._columns]
+        assignments = ", ".join(f"{column} = ?" for column in self._columns)
+        sql = f"UPDATE {self._table} SET {assignments} WHERE {self._key} = ?"
+        if self._execute(cursor, sql, *values, key).rowcount == 0:
+            names = ", ".join((self._key, *self._columns))
+            marks = ", ".join("?" * (len(self._columns) + 1))
+            self._execute(cursor, f"INSERT INTO {self._table} ({names}) VALUES ({marks})", key, *values)
 
+    def _remove(self, cursor: Any, key: str) -> bool:
+        return bool(
+            self._execute(cursor, f"DELETE FROM {self._table} WHERE {self._key} = ?", key).rowcount > 0
+        )
+
+    async def put(self, key: str, value: M, *, request_id: str, outbox: Direction | None = None) -> M:
         def write(cursor: Any) -> M | None:
             if self._first_use(cursor, key, request_id):
-                assignments = ", ".join(f"{column} = ?" for column in self._columns)
-                sql = f"UPDATE {self._table} SET {assignments} WHERE {self._key} = ?"
-                if self._execute(cursor, sql, *values, key).rowcount == 0:
-                    names = ", ".join((self._key, *self._columns))
-                    marks = ", ".join("?" * (len(self._columns) + 1))
-                    self._execute(
-                        cursor, f"INSERT INTO {self._table} ({names}) VALUES ({marks})", key, *values
-                    )
+                self._store(cursor, key, value)
                 if outbox is not None:
                     self._append(cursor, outbox, key, request_id, value.SerializeToString(deterministic=True))
             return self._select(cursor, key)
@@ -228,12 +233,10 @@ class SqlAdapter(Generic[M]):
         def remove(cursor: Any) -> bool:
             if not self._first_use(cursor, key, request_id):
                 return True
-            deleted = (
-                self._execute(cursor, f"DELETE FROM {self._table} WHERE {self._key} = ?", key).rowcount > 0
-            )
+            deleted = self._remove(cursor, key)
             if outbox is not None:
                 self._append(cursor, outbox, key, request_id, None)
-            return bool(deleted)
+            return deleted
 
         return await self._run(remove)
 
@@ -323,11 +326,27 @@ class SqlAdapter(Generic[M]):
         )
         await self._run(lambda cursor: self._execute(cursor, sql, error, entry.sequence, _PENDING))
 
-    async def settle(self, entry: OutboxEntry, outcome: Outcome, error: str = "") -> None:
+    def _settle(self, cursor: Any, entry: OutboxEntry, outcome: Outcome, error: str) -> None:
         sql = f"UPDATE {self._outbox} SET state = ?, last_error = ? WHERE sequence = ? AND state = ?"
-        await self._run(
-            lambda cursor: self._execute(cursor, sql, outcome.value, error, entry.sequence, _PENDING)
-        )
+        self._execute(cursor, sql, outcome.value, error, entry.sequence, _PENDING)
+
+    async def settle(self, entry: OutboxEntry, outcome: Outcome, error: str = "") -> None:
+        await self._run(lambda cursor: self._settle(cursor, entry, outcome, error))
+
+    async def apply_reverse(self, entry: OutboxEntry, value: Any) -> bool:
+        def apply(cursor: Any) -> bool:
+            sql = f"SELECT 1 FROM {self._outbox} WHERE sequence = ? AND state = ?"
+            if not self._execute(cursor, sql, entry.sequence, _PENDING).fetchone():
+                return False
+            if self._first_use(cursor, entry.key, entry.request_id):
+                if value is None:
+                    self._remove(cursor, entry.key)
+                else:
+                    self._store(cursor, entry.key, value)
+            self._settle(cursor, entry, Outcome.APPLIED, "")
+            return True
+
+        return await self._run(apply)
 
     async def counts(self, direction: Direction) -> OutboxCounts:
         sql = f"SELECT state, COUNT(*) FROM {self._outbox} WHERE direction = ? GROUP BY state"
