@@ -29,6 +29,10 @@ class Candidate(Protocol[M]):
         """Create or replace the record (the fields the slice owns), applied once per request id."""
         ...
 
+    async def create(self, key: str, value: M, *, request_id: str) -> bool:
+        """Create the record unless one exists: True if created, False if it was there (for backfill)."""
+        ...
+
     async def delete(self, key: str, *, request_id: str) -> bool:
         """Delete the record; True once it is gone. Deleting what is not there succeeds (a retry)."""
         ...
@@ -74,6 +78,17 @@ class ProfileCandidate:
                 return await self._current(key, value)
             # created meanwhile by another writer: this write replaces it, as on legacy
             return await self._client.update(profile, self._fields, etag="", request_id=request_id + ".u")
+
+    async def create(self, key: str, value: Profile, *, request_id: str) -> bool:
+        profile = Profile()
+        profile.CopyFrom(value)
+        profile.user_id = key
+        profile.ClearField("etag")
+        try:
+            await self._client.create(profile, request_id=request_id)
+        except AlreadyExists as error:
+            return error.reason == REQUEST_ID_ALREADY_USED  # a retry of our own create did create it
+        return True
 
     async def _current(self, key: str, value: Profile) -> Profile:
         return await self.get(key) or value
