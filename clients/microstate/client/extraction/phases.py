@@ -111,6 +111,22 @@ def phase_of(flag: pb.Flag) -> Phase:
     return Phase(flag.metadata.get("phase", flag.default_variant or Phase.LEGACY.value))
 
 
+def _canary_percent(flag: pb.Flag) -> float:
+    try:
+        return float(flag.metadata.get("canary_percent", "0"))
+    except ValueError:
+        return 0.0
+
+
+def _reassigned(current: pb.Flag, previous: Phase, to: Phase, canary_percent: float) -> float:
+    """The share of subjects whose route a move changes: all of them, but for a canary resized (the
+    difference of the two shares: the gate keeps the admitted subjects admitted) or a move that keeps the
+    phase."""
+    if previous is to is Phase.CANARY:
+        return abs(canary_percent - _canary_percent(current)) / 100
+    return 0.0 if previous is to else 1.0
+
+
 class PhaseGuardError(Exception):
     """A phase move whose guard does not hold (pass force=True to override)."""
 
@@ -128,7 +144,7 @@ class Move:
     flag: pb.Flag
     """The flag as stored after the move (as it would be, for validate_only)."""
     reassigned_fraction: float
-    """The share of subjects whose route changes (1.0 for a whole-slice move; a canary change moves less)."""
+    """The share of subjects whose route changes (1.0 for a whole-slice move; a canary resize moves less)."""
     validate_only: bool
     problems: list[str] = field(default_factory=list)
     """Guards that do not hold (a validate_only move reports them instead of raising)."""
@@ -194,7 +210,7 @@ class PhaseControl:
         wanted.metadata["previous_phase"] = previous.value
         wanted.etag = current.etag if etag is None else etag
         response = await self._flags.update(wanted, validate_only=validate_only)
-        moved = response.impact.max_reassigned_fraction if previous is to else 1.0
+        moved = _reassigned(current, previous, to, canary_percent)
         if not validate_only:
             audit.info(
                 "route moved",
