@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from microstate.client.extraction.candidates import Candidate
 from microstate.client.extraction.legacy import LegacyAdapter, M
+from microstate.client.extraction.relay import PERMANENT
 
 
 @dataclass
@@ -27,6 +28,8 @@ class BackfillReport:
     """Records the microstate lacked, now copied."""
     existing: int = 0
     """Records the microstate already had (delivered by the outbox, or an earlier backfill): kept."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Records the microstate refuses (INVALID_ARGUMENT and other permanent errors): key -> error."""
 
 
 def backfill_request_id(key: str, value: bytes) -> str:
@@ -43,12 +46,19 @@ async def backfill(
     concurrency: int = 8,
     batch_size: int = 500,
 ) -> BackfillReport:
-    """Create in the microstate every legacy record in [start, end) that it lacks (see the module doc)."""
+    """Create in the microstate every legacy record in [start, end) that it lacks (see the module doc).
+    A record the microstate refuses is reported and skipped; a transient failure ends the backfill with
+    the error (re-run it: what it created is found existing)."""
     report = BackfillReport()
 
     async def copy(key: str, value: M) -> None:
         request_id = backfill_request_id(key, value.SerializeToString(deterministic=True))
-        if await candidate.create(key, value, request_id=request_id):
+        try:
+            created = await candidate.create(key, value, request_id=request_id)
+        except PERMANENT as error:
+            report.refused[key] = repr(error)
+            return
+        if created:
             report.created += 1
         else:
             report.existing += 1
