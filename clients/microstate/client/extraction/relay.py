@@ -4,7 +4,8 @@ FORWARD entries (legacy writes of dual_write and canary) go to the microstate, R
 writes of primary) to legacy. Entries of a direction are delivered one at a time in sequence order: a
 transient failure (the microstate down, slow, restarting) stops that direction, which retries the same
 entry after a backoff, so a key's writes never arrive out of order. A permanent failure (the microstate
-refuses the record: INVALID_ARGUMENT and the like) or `max_attempts` transient ones dead-letter the entry:
+refuses the record: INVALID_ARGUMENT and the like) or transient ones for `dead_letter_after` seconds
+dead-letter the entry (an outage of minutes must not, so the limit is time, not a count of attempts):
 it is kept with its last error and counted (`OutboxStore.counts`), never dropped silently. So at any time
 `appended = pending + applied + dead_lettered + superseded` per direction, and once the relay has drained,
 every acknowledged legacy write is either applied or dead-lettered.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic
@@ -42,8 +44,8 @@ PERMANENT = (
 
 @dataclass(frozen=True)
 class RelayOptions:
-    max_attempts: int = 50
-    """Transient failures of one entry before it is dead-lettered."""
+    dead_letter_after: float = 3600.0
+    """Seconds an entry may keep failing transiently (the other side down) before it is dead-lettered."""
     first_backoff: float = 0.05
     max_backoff: float = 1.0
     poll_interval: float = 0.5
@@ -72,6 +74,9 @@ class OutboxRelay(Generic[M]):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._backoff = {direction: 0.0 for direction in Direction}
+        self.retries = 0
+        self._failing_since: dict[int, float] = {}
+        """Transient delivery failures so far (each retried after a backoff)."""
 
     def start(self) -> None:
         if self._task is None:
@@ -129,9 +134,11 @@ class OutboxRelay(Generic[M]):
             await self._give_up(entry, error)
             return True
         except Exception as error:
-            if entry.attempts + 1 >= self.options.max_attempts:
+            since = self._failing_since.setdefault(entry.sequence, time.monotonic())
+            if time.monotonic() - since >= self.options.dead_letter_after:
                 await self._give_up(entry, error)
                 return True
+            self.retries += 1
             await self._outbox.retry_later(entry, repr(error))
             backoff = self._backoff[entry.direction]
             self._backoff[entry.direction] = min(
@@ -155,5 +162,6 @@ class OutboxRelay(Generic[M]):
 
     def _settled(self, entry: OutboxEntry, outcome: Outcome) -> None:
         self._backoff[entry.direction] = 0.0
+        self._failing_since.pop(entry.sequence, None)
         if self._on_settled is not None:
             self._on_settled(entry, outcome)
