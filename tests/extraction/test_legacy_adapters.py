@@ -127,3 +127,11 @@ async def test_a_reverse_entry_applies_only_while_pending(adapter: SqlAdapter[Pr
     assert (await adapter.get("u-2")) == profile("u-2", "applied")
     counts = await adapter.counts(Direction.REVERSE)
     assert (counts.appended, counts.pending, counts.applied, counts.superseded) == (2, 0, 1, 1)
+
+
+async def test_pending_for_lists_one_keys_entries_in_order(adapter: SqlAdapter[Profile]) -> None:
+    await adapter.put("u-1", profile("u-1", "a"), request_id="r1", outbox=Direction.FORWARD)
+    await adapter.put("u-2", profile("u-2", "b"), request_id="r2", outbox=Direction.FORWARD)
+    await adapter.delete("u-1", request_id="r3", outbox=Direction.FORWARD)
+    assert [entry.request_id for entry in await adapter.pending_for(Direction.FORWARD, "u-1")] == ["r1", "r3"]
+    assert await adapter.pending_for(Direction.REVERSE, "u-1") == []

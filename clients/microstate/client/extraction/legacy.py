@@ -144,6 +144,10 @@ class OutboxStore(Protocol):
         """The oldest pending entries of `direction`, in sequence order."""
         ...
 
+    async def pending_for(self, direction: Direction, key: str) -> list[OutboxEntry]:
+        """The pending entries of `direction` for one record key, in sequence order."""
+        ...
+
     async def retry_later(self, entry: OutboxEntry, error: str) -> None:
         """Count a failed attempt on `entry` (it stays pending, at its place in the order)."""
         ...

@@ -214,7 +214,11 @@ class RedisHashAdapter(Generic[M]):
         )
 
     async def _entries(self, direction: Direction, index: str, limit: int) -> list[OutboxEntry]:
-        sequences = await self._redis.zrange(self._outbox(direction.value, index), 0, limit - 1)
+        return await self._read_entries(
+            direction, await self._redis.zrange(self._outbox(direction.value, index), 0, limit - 1)
+        )
+
+    async def _read_entries(self, direction: Direction, sequences: list[bytes]) -> list[OutboxEntry]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for sequence in sequences:
                 pipe.hgetall(self._outbox("entry", sequence.decode()))
@@ -235,6 +239,10 @@ class RedisHashAdapter(Generic[M]):
 
     async def pending(self, direction: Direction, *, limit: int = 100) -> list[OutboxEntry]:
         return await self._entries(direction, "pending", limit)
+
+    async def pending_for(self, direction: Direction, key: str) -> list[OutboxEntry]:
+        members = await self._redis.smembers(self._outbox(direction.value, "keyed", key))
+        return await self._read_entries(direction, sorted(members, key=int))
 
     async def dead_letters(self, direction: Direction, *, limit: int = 100) -> list[OutboxEntry]:
         return await self._entries(direction, "dead", limit)

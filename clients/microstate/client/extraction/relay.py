@@ -119,17 +119,30 @@ class OutboxRelay(Generic[M]):
                     return False
         return True
 
-    async def _deliver(self, entry: OutboxEntry) -> bool:
+    async def _apply(self, entry: OutboxEntry) -> None:
         value = None if entry.value is None else self._parse(entry.value)
+        if entry.direction is Direction.REVERSE:
+            await self._outbox.apply_reverse(entry, value)  # settles itself (or was superseded)
+            return
+        if value is None:
+            await self._candidate.delete(entry.key, request_id=entry.request_id)
+        else:
+            await self._candidate.put(entry.key, value, request_id=entry.request_id)
+        await self._outbox.settle(entry, Outcome.APPLIED)
+
+    async def deliver_now(self, entry: OutboxEntry) -> None:
+        """Deliver one entry now, on the caller's behalf (the Router, before a primary write of the same
+        key); raises what the other side raised, unless the entry was dead-lettered for it."""
         try:
-            if entry.direction is Direction.REVERSE:
-                await self._outbox.apply_reverse(entry, value)  # settles itself (or was superseded)
-                self._settled(entry, Outcome.APPLIED)
-                return True
-            if value is None:
-                await self._candidate.delete(entry.key, request_id=entry.request_id)
-            else:
-                await self._candidate.put(entry.key, value, request_id=entry.request_id)
+            await self._apply(entry)
+        except PERMANENT as error:
+            await self._give_up(entry, error)
+            return
+        self._settled(entry, Outcome.APPLIED)
+
+    async def _deliver(self, entry: OutboxEntry) -> bool:
+        try:
+            await self._apply(entry)
         except PERMANENT as error:
             await self._give_up(entry, error)
             return True
@@ -145,7 +158,6 @@ class OutboxRelay(Generic[M]):
                 self.options.max_backoff, max(self.options.first_backoff, backoff * 2)
             )
             return False
-        await self._outbox.settle(entry, Outcome.APPLIED)
         self._settled(entry, Outcome.APPLIED)
         return True
 

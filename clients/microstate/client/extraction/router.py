@@ -285,6 +285,7 @@ class Router(Generic[M]):
         request_id = request_id or str(uuid.uuid4())
         phase = self.phase("put", key)
         if phase in (Phase.PRIMARY, Phase.RETIRED):
+            await self._forward_first(key)
             stored = await self._candidate.put(key, value, request_id=request_id)
             if phase is Phase.PRIMARY:
                 await self._outbox.append(
@@ -293,7 +294,7 @@ class Router(Generic[M]):
                 self._wake_relay()
             return stored
         if phase in (Phase.DUAL_WRITE, Phase.CANARY):
-            self._unrelayed[key] += 1
+            self._track(key)
             try:
                 stored = await self._legacy.put(key, value, request_id=request_id, outbox=Direction.FORWARD)
             except BaseException:
@@ -308,13 +309,14 @@ class Router(Generic[M]):
         request_id = request_id or str(uuid.uuid4())
         phase = self.phase("delete", key)
         if phase in (Phase.PRIMARY, Phase.RETIRED):
+            await self._forward_first(key)
             deleted = await self._candidate.delete(key, request_id=request_id)
             if phase is Phase.PRIMARY:
                 await self._outbox.append(Direction.REVERSE, key, request_id, None)
                 self._wake_relay()
             return deleted
         if phase in (Phase.DUAL_WRITE, Phase.CANARY):
-            self._unrelayed[key] += 1
+            self._track(key)
             try:
                 deleted = await self._legacy.delete(key, request_id=request_id, outbox=Direction.FORWARD)
             except BaseException:
@@ -324,15 +326,31 @@ class Router(Generic[M]):
             return deleted
         return await self._legacy.delete(key, request_id=request_id)
 
+    async def _forward_first(self, key: str) -> None:
+        """Deliver the key's pending FORWARD entries (legacy writes of dual_write, just before the move to
+        primary) before the microstate is written directly, so an older legacy write can never land on top
+        of a newer one. Delivery is idempotent by request id: if the relay delivers the same entry too,
+        whichever arrives second is a no-op."""
+        if self.relay is not None:
+            for entry in await self._outbox.pending_for(Direction.FORWARD, key):
+                await self.relay.deliver_now(entry)
+
     def _wake_relay(self) -> None:
         if self.relay is not None:
             self.relay.wake()
+
+    def _track(self, key: str) -> None:
+        """Note a FORWARD write of `key` this process's relay has yet to deliver (for canary reads)."""
+        if self.relay is not None:
+            self._unrelayed[key] += 1
 
     def _relayed(self, entry: OutboxEntry, outcome: Outcome) -> None:
         if entry.direction is Direction.FORWARD:
             self._relayed_key(entry.key)
 
     def _relayed_key(self, key: str) -> None:
+        if self.relay is None:
+            return
         if self._unrelayed[key] <= 1:
             self._unrelayed.pop(key, None)
         else:

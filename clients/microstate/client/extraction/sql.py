@@ -291,11 +291,15 @@ class SqlAdapter(Generic[M]):
     async def append(self, direction: Direction, key: str, request_id: str, value: bytes | None) -> int:
         return await self._run(lambda cursor: self._append(cursor, direction, key, request_id, value))
 
-    def _entries(self, cursor: Any, direction: Direction, state: str, limit: int) -> list[OutboxEntry]:
+    def _entries(
+        self, cursor: Any, direction: Direction, state: str, limit: int, key: str | None = None
+    ) -> list[OutboxEntry]:
+        of_key = "" if key is None else " AND record_key = ?"
         sql = (
             f"SELECT sequence, record_key, request_id, value, attempts, last_error FROM {self._outbox} "
-            f"WHERE direction = ? AND state = ? ORDER BY sequence LIMIT {int(limit)}"
+            f"WHERE direction = ? AND state = ?{of_key} ORDER BY sequence LIMIT {int(limit)}"
         )
+        params = (direction.value, state) if key is None else (direction.value, state, key)
         return [
             OutboxEntry(
                 int(sequence),
@@ -306,13 +310,14 @@ class SqlAdapter(Generic[M]):
                 attempts,
                 error,
             )
-            for sequence, key, request_id, value, attempts, error in self._execute(
-                cursor, sql, direction.value, state
-            )
+            for sequence, key, request_id, value, attempts, error in self._execute(cursor, sql, *params)
         ]
 
     async def pending(self, direction: Direction, *, limit: int = 100) -> list[OutboxEntry]:
         return await self._run(lambda cursor: self._entries(cursor, direction, _PENDING, limit))
+
+    async def pending_for(self, direction: Direction, key: str) -> list[OutboxEntry]:
+        return await self._run(lambda cursor: self._entries(cursor, direction, _PENDING, 1000, key))
 
     async def dead_letters(self, direction: Direction, *, limit: int = 100) -> list[OutboxEntry]:
         return await self._run(
