@@ -1,8 +1,8 @@
 """Extraction tests run on real parts: a flags server and a profile server in their own processes (the
-profile server behind a TCP proxy, so a test can slow it, cut it off, or kill and restart it on the same
+profile server behind a TCP proxy, so a test can slow it, cut it off, or kill and start it again on the same
 data and address), the demo monolith in a SQLite file, and the Router on the real SDKs.
 
-Servers are started once per module; each test routes its own slice (`route.<slice>`) and its own user ids.
+Servers start once for the package; each test routes its own slice (`route.<slice>`) and its own user ids.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ _slices = itertools.count()
 
 @dataclass
 class ProfileBehindProxy:
-    """A profile server over SQLite, reached through `proxy`; `restart` kills it and starts another on the
-    same store, and points the proxy at it (clients keep their target)."""
+    """A profile server over SQLite, reached through `proxy`; `kill` then `start` replace it by another on
+    the same store, and point the proxy at it (clients keep their target). Call `start` from the test's
+    own thread: a server started from a worker thread is stopped when that thread ends (it supervises it)."""
 
     workdir: Path
     proxy: TcpProxy
     server: ServerProcess
-    restarts: int = 0
 
     @property
     def target(self) -> str:
@@ -53,13 +53,8 @@ class ProfileBehindProxy:
         self.server = start_server("profile", self.workdir, "--store", store, "--drain-seconds", "0")
         self.proxy.upstream_port = int(self.server.ready["port"])
 
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-        self.restarts += 1
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def flags_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("flags")
     store = f"sqlite:///{workdir / 'flags.db'}"
@@ -67,7 +62,7 @@ def flags_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def profile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProfileBehindProxy]:
     workdir = tmp_path_factory.mktemp("profile")
     store = f"sqlite:///{workdir / 'profile.db'}"

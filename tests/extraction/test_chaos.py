@@ -15,6 +15,8 @@ import pytest
 from microstate.client.extraction.candidates import ProfileCandidate
 from microstate.client.extraction.legacy import Direction
 from microstate.client.extraction.phases import Phase
+from microstate.client.extraction.relay import OutboxRelay
+from microstate.profile.v1.profile_pb2 import Profile
 from tests.extraction.conftest import Extraction, ProfileBehindProxy
 from tests.extraction.support import monolith_view, user_profile
 from tests.support.processes import until
@@ -50,6 +52,10 @@ async def _write_until(extraction: Extraction, stop: asyncio.Event, load: Load, 
         load.acknowledged += 1
 
 
+def _beyond(relay: OutboxRelay[Profile], retries: int) -> Callable[[], bool]:
+    return lambda: relay.retries > retries
+
+
 def _more(load: Load, writes: int) -> Callable[[], bool]:
     enough = load.acknowledged + writes
     return lambda: load.acknowledged >= enough
@@ -59,17 +65,21 @@ async def _chaos(extraction: Extraction, profile: ProfileBehindProxy, kills: int
     await extraction.control.move(Phase.SHADOW)
     await extraction.control.move(Phase.DUAL_WRITE)
     await until(lambda: extraction.router.phase("put", "x") is Phase.DUAL_WRITE, within=10, what="dual_write")
+    relay = extraction.router.relay
+    assert relay is not None
     load, stop = Load(), asyncio.Event()
     writers = [asyncio.create_task(_write_until(extraction, stop, load, seed)) for seed in range(WRITERS)]
     try:
         for _ in range(kills):
             await until(_more(load, between), within=30, what=f"{between} writes between kills")
-            await asyncio.to_thread(profile.restart)  # SIGKILL, then a new server on the same data
+            met = _beyond(relay, relay.retries)
+            profile.kill()  # SIGKILL, under load
+            await until(met, within=30, what="the relay to meet the outage")
+            profile.start()  # a new server on the same data (from this thread: it supervises the server)
     finally:
         stop.set()
         await asyncio.gather(*writers)
     assert load.failed == 0  # legacy never failed: the microstate's outages are not the caller's
-    assert extraction.router.relay is not None and extraction.router.relay.retries > 0  # it met the outages
     await until(extraction.drained, within=60, what="the outbox to drain after the chaos")
     forward = await extraction.legacy.counts(Direction.FORWARD)
     assert forward.appended == load.acknowledged
