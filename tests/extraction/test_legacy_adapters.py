@@ -111,3 +111,27 @@ async def test_a_write_supersedes_the_other_directions_pending_entries(adapter: 
     reverse = await adapter.counts(Direction.REVERSE)
     assert (reverse.appended, reverse.pending, reverse.superseded) == (2, 1, 1)
     assert [entry.key for entry in await adapter.pending(Direction.REVERSE)] == ["u-2"]
+
+
+async def test_a_reverse_entry_applies_only_while_pending(adapter: SqlAdapter[Profile]) -> None:
+    from_microstate = profile("u-1", "from microstate")
+    await adapter.append(Direction.REVERSE, "u-1", "r-old", from_microstate.SerializeToString())
+    [stale] = await adapter.pending(Direction.REVERSE)
+    await adapter.put("u-1", profile("u-1", "newer legacy"), request_id="r-new", outbox=Direction.FORWARD)
+    assert await adapter.apply_reverse(stale, from_microstate) is False  # superseded: legacy keeps the newer
+    assert (await adapter.get("u-1")) == profile("u-1", "newer legacy")
+    await adapter.append(Direction.REVERSE, "u-2", "r-2", from_microstate.SerializeToString())
+    [current] = await adapter.pending(Direction.REVERSE)
+    assert await adapter.apply_reverse(current, profile("u-2", "applied")) is True
+    assert await adapter.apply_reverse(current, profile("u-2", "again")) is False
+    assert (await adapter.get("u-2")) == profile("u-2", "applied")
+    counts = await adapter.counts(Direction.REVERSE)
+    assert (counts.appended, counts.pending, counts.applied, counts.superseded) == (2, 0, 1, 1)
+
+
+async def test_pending_for_lists_one_keys_entries_in_order(adapter: SqlAdapter[Profile]) -> None:
+    await adapter.put("u-1", profile("u-1", "a"), request_id="r1", outbox=Direction.FORWARD)
+    await adapter.put("u-2", profile("u-2", "b"), request_id="r2", outbox=Direction.FORWARD)
+    await adapter.delete("u-1", request_id="r3", outbox=Direction.FORWARD)
+    assert [entry.request_id for entry in await adapter.pending_for(Direction.FORWARD, "u-1")] == ["r1", "r3"]
+    assert await adapter.pending_for(Direction.REVERSE, "u-1") == []

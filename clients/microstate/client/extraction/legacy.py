@@ -144,12 +144,23 @@ class OutboxStore(Protocol):
         """The oldest pending entries of `direction`, in sequence order."""
         ...
 
+    async def pending_for(self, direction: Direction, key: str) -> list[OutboxEntry]:
+        """The pending entries of `direction` for one record key, in sequence order."""
+        ...
+
     async def retry_later(self, entry: OutboxEntry, error: str) -> None:
         """Count a failed attempt on `entry` (it stays pending, at its place in the order)."""
         ...
 
     async def settle(self, entry: OutboxEntry, outcome: Outcome, error: str = "") -> None:
         """End `entry` with `outcome`; a dead-lettered one is kept, with `error`, for `dead_letters`."""
+        ...
+
+    async def apply_reverse(self, entry: OutboxEntry, value: Message | None) -> bool:
+        """Apply a REVERSE `entry` to the legacy record (`value`, None: delete) and settle it APPLIED, in one
+        transaction, only if it is still pending; False if it was not (settled, or superseded by a newer
+        legacy write). So a relay that is slow to apply an old microstate write never overwrites a newer
+        legacy write made after a rollback."""
         ...
 
     async def counts(self, direction: Direction) -> OutboxCounts:

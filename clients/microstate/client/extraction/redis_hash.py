@@ -45,20 +45,27 @@ end
 """
 
 # ARGV: prefix, key, request id, ttl, outbox direction ('' none), other direction, value, mode ('put' or
-# 'delete'), key column, then column/value pairs. Returns -1 for a repeated request id, else 1 if the record
+# 'delete'), reverse sequence to settle ('' none), key column, then column/value pairs. Returns -2 when the
+# reverse entry is no longer pending (nothing written), -1 for a repeated request id, else 1 if the record
 # existed before, 0 if not.
 _WRITE = (
     _APPEND
     + """
 local p, key, rid, ttl, dir, other = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local value, mode = ARGV[7], ARGV[8]
+local value, mode, settles = ARGV[7], ARGV[8], ARGV[9]
+if settles ~= '' then
+  if redis.call('ZREM', p .. '~outbox:reverse:pending', settles) == 0 then return -2 end
+  redis.call('SREM', p .. '~outbox:reverse:keyed:' .. key, settles)
+  redis.call('DEL', p .. '~outbox:entry:' .. settles)
+  redis.call('HINCRBY', p .. '~outbox:counts', 'reverse:applied', 1)
+end
 if not redis.call('SET', p .. '~request:' .. rid, key, 'NX', 'EX', ttl) then return -1 end
 local record = p .. key
 local existed = redis.call('EXISTS', record)
 redis.call('DEL', record)
 if mode == 'put' then
-  local fields = {ARGV[9], key}
-  for i = 10, #ARGV do table.insert(fields, ARGV[i]) end
+  local fields = {ARGV[10], key}
+  for i = 11, #ARGV do table.insert(fields, ARGV[i]) end
   redis.call('HSET', record, unpack(fields))
   redis.call('ZADD', p .. '~index', 0, key)
 else
@@ -144,7 +151,13 @@ class RedisHashAdapter(Generic[M]):
         return self._message(key, fields) if fields else None
 
     async def _run_write(
-        self, key: str, request_id: str, outbox: Direction | None, mode: str, value: M | None
+        self,
+        key: str,
+        request_id: str,
+        outbox: Direction | None,
+        mode: str,
+        value: M | None,
+        settles: OutboxEntry | None = None,
     ) -> int:
         pairs: list[Any] = []
         if value is not None:
@@ -154,17 +167,10 @@ class RedisHashAdapter(Generic[M]):
         direction = outbox.value if outbox is not None else ""
         other = _other(outbox).value if outbox is not None else ""
         serialized = value.SerializeToString(deterministic=True) if value is not None else b""
-        arguments: list[Any] = [
-            self._prefix,
-            key,
-            request_id,
-            self._request_ttl,
-            direction,
-            other,
-            serialized,
-            mode,
-        ]
-        return int(await self._write(args=[*arguments, self._codec.key_column, *pairs]))
+        settled = "" if settles is None else settles.sequence
+        arguments: list[Any] = [self._prefix, key, request_id, self._request_ttl, direction, other]
+        arguments += [serialized, mode, settled, self._codec.key_column, *pairs]
+        return int(await self._write(args=arguments))
 
     async def put(self, key: str, value: M, *, request_id: str, outbox: Direction | None = None) -> M:
         await self._run_write(key, request_id, outbox, "put", value)
@@ -208,7 +214,11 @@ class RedisHashAdapter(Generic[M]):
         )
 
     async def _entries(self, direction: Direction, index: str, limit: int) -> list[OutboxEntry]:
-        sequences = await self._redis.zrange(self._outbox(direction.value, index), 0, limit - 1)
+        return await self._read_entries(
+            direction, await self._redis.zrange(self._outbox(direction.value, index), 0, limit - 1)
+        )
+
+    async def _read_entries(self, direction: Direction, sequences: list[bytes]) -> list[OutboxEntry]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for sequence in sequences:
                 pipe.hgetall(self._outbox("entry", sequence.decode()))
@@ -230,6 +240,10 @@ class RedisHashAdapter(Generic[M]):
     async def pending(self, direction: Direction, *, limit: int = 100) -> list[OutboxEntry]:
         return await self._entries(direction, "pending", limit)
 
+    async def pending_for(self, direction: Direction, key: str) -> list[OutboxEntry]:
+        members = await self._redis.smembers(self._outbox(direction.value, "keyed", key))
+        return await self._read_entries(direction, sorted(members, key=int))
+
     async def dead_letters(self, direction: Direction, *, limit: int = 100) -> list[OutboxEntry]:
         return await self._entries(direction, "dead", limit)
 
@@ -238,6 +252,10 @@ class RedisHashAdapter(Generic[M]):
 
     async def settle(self, entry: OutboxEntry, outcome: Outcome, error: str = "") -> None:
         await self._settle(args=[self._prefix, entry.direction.value, entry.sequence, outcome.value, error])
+
+    async def apply_reverse(self, entry: OutboxEntry, value: Any) -> bool:
+        mode = "delete" if value is None else "put"
+        return await self._run_write(entry.key, entry.request_id, None, mode, value, settles=entry) != -2
 
     async def counts(self, direction: Direction) -> OutboxCounts:
         totals = {

@@ -202,20 +202,25 @@ class SqlAdapter(Generic[M]):
         )
         return True
 
-    async def put(self, key: str, value: M, *, request_id: str, outbox: Direction | None = None) -> M:
+    def _store(self, cursor: Any, key: str, value: M) -> None:
         row = self._codec.to_row(value)
         values = [row.get(column) for column in self._columns]
+        assignments = ", ".join(f"{column} = ?" for column in self._columns)
+        sql = f"UPDATE {self._table} SET {assignments} WHERE {self._key} = ?"
+        if self._execute(cursor, sql, *values, key).rowcount == 0:
+            names = ", ".join((self._key, *self._columns))
+            marks = ", ".join("?" * (len(self._columns) + 1))
+            self._execute(cursor, f"INSERT INTO {self._table} ({names}) VALUES ({marks})", key, *values)
 
+    def _remove(self, cursor: Any, key: str) -> bool:
+        return bool(
+            self._execute(cursor, f"DELETE FROM {self._table} WHERE {self._key} = ?", key).rowcount > 0
+        )
+
+    async def put(self, key: str, value: M, *, request_id: str, outbox: Direction | None = None) -> M:
         def write(cursor: Any) -> M | None:
             if self._first_use(cursor, key, request_id):
-                assignments = ", ".join(f"{column} = ?" for column in self._columns)
-                sql = f"UPDATE {self._table} SET {assignments} WHERE {self._key} = ?"
-                if self._execute(cursor, sql, *values, key).rowcount == 0:
-                    names = ", ".join((self._key, *self._columns))
-                    marks = ", ".join("?" * (len(self._columns) + 1))
-                    self._execute(
-                        cursor, f"INSERT INTO {self._table} ({names}) VALUES ({marks})", key, *values
-                    )
+                self._store(cursor, key, value)
                 if outbox is not None:
                     self._append(cursor, outbox, key, request_id, value.SerializeToString(deterministic=True))
             return self._select(cursor, key)
@@ -228,12 +233,10 @@ class SqlAdapter(Generic[M]):
         def remove(cursor: Any) -> bool:
             if not self._first_use(cursor, key, request_id):
                 return True
-            deleted = (
-                self._execute(cursor, f"DELETE FROM {self._table} WHERE {self._key} = ?", key).rowcount > 0
-            )
+            deleted = self._remove(cursor, key)
             if outbox is not None:
                 self._append(cursor, outbox, key, request_id, None)
-            return bool(deleted)
+            return deleted
 
         return await self._run(remove)
 
@@ -288,11 +291,15 @@ class SqlAdapter(Generic[M]):
     async def append(self, direction: Direction, key: str, request_id: str, value: bytes | None) -> int:
         return await self._run(lambda cursor: self._append(cursor, direction, key, request_id, value))
 
-    def _entries(self, cursor: Any, direction: Direction, state: str, limit: int) -> list[OutboxEntry]:
+    def _entries(
+        self, cursor: Any, direction: Direction, state: str, limit: int, key: str | None = None
+    ) -> list[OutboxEntry]:
+        of_key = "" if key is None else " AND record_key = ?"
         sql = (
             f"SELECT sequence, record_key, request_id, value, attempts, last_error FROM {self._outbox} "
-            f"WHERE direction = ? AND state = ? ORDER BY sequence LIMIT {int(limit)}"
+            f"WHERE direction = ? AND state = ?{of_key} ORDER BY sequence LIMIT {int(limit)}"
         )
+        params = (direction.value, state) if key is None else (direction.value, state, key)
         return [
             OutboxEntry(
                 int(sequence),
@@ -303,13 +310,14 @@ class SqlAdapter(Generic[M]):
                 attempts,
                 error,
             )
-            for sequence, key, request_id, value, attempts, error in self._execute(
-                cursor, sql, direction.value, state
-            )
+            for sequence, key, request_id, value, attempts, error in self._execute(cursor, sql, *params)
         ]
 
     async def pending(self, direction: Direction, *, limit: int = 100) -> list[OutboxEntry]:
         return await self._run(lambda cursor: self._entries(cursor, direction, _PENDING, limit))
+
+    async def pending_for(self, direction: Direction, key: str) -> list[OutboxEntry]:
+        return await self._run(lambda cursor: self._entries(cursor, direction, _PENDING, 1000, key))
 
     async def dead_letters(self, direction: Direction, *, limit: int = 100) -> list[OutboxEntry]:
         return await self._run(
@@ -323,11 +331,27 @@ class SqlAdapter(Generic[M]):
         )
         await self._run(lambda cursor: self._execute(cursor, sql, error, entry.sequence, _PENDING))
 
-    async def settle(self, entry: OutboxEntry, outcome: Outcome, error: str = "") -> None:
+    def _settle(self, cursor: Any, entry: OutboxEntry, outcome: Outcome, error: str) -> None:
         sql = f"UPDATE {self._outbox} SET state = ?, last_error = ? WHERE sequence = ? AND state = ?"
-        await self._run(
-            lambda cursor: self._execute(cursor, sql, outcome.value, error, entry.sequence, _PENDING)
-        )
+        self._execute(cursor, sql, outcome.value, error, entry.sequence, _PENDING)
+
+    async def settle(self, entry: OutboxEntry, outcome: Outcome, error: str = "") -> None:
+        await self._run(lambda cursor: self._settle(cursor, entry, outcome, error))
+
+    async def apply_reverse(self, entry: OutboxEntry, value: Any) -> bool:
+        def apply(cursor: Any) -> bool:
+            sql = f"SELECT 1 FROM {self._outbox} WHERE sequence = ? AND state = ?"
+            if not self._execute(cursor, sql, entry.sequence, _PENDING).fetchone():
+                return False
+            if self._first_use(cursor, entry.key, entry.request_id):
+                if value is None:
+                    self._remove(cursor, entry.key)
+                else:
+                    self._store(cursor, entry.key, value)
+            self._settle(cursor, entry, Outcome.APPLIED, "")
+            return True
+
+        return await self._run(apply)
 
     async def counts(self, direction: Direction) -> OutboxCounts:
         sql = f"SELECT state, COUNT(*) FROM {self._outbox} WHERE direction = ? GROUP BY state"
