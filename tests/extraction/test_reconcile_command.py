@@ -7,9 +7,12 @@ import json
 import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 from microstate.client.extraction import demo
+from microstate.client.extraction.phases import Phase, PhaseControl
 from microstate.client.extraction.sql import SqlAdapter
+from microstate.client.flags import FlagsClient
 from microstate.client.profile.v1 import ProfileClient
 from microstate.profile.v1.profile_pb2 import Profile
 from microstate.server.profile import MICROSTATE
@@ -18,7 +21,7 @@ from microstate.server.reconcile import Reconciler, StoreSide
 from microstate.server.store import open_store
 from tests.client.conftest import fast_options
 from tests.support.inproc import serve_in_process
-from tests.support.processes import json_lines, launch, wait_for
+from tests.support.processes import ServerProcess, json_lines, launch, wait_for
 
 
 def profile(n: int, name: str = "") -> Profile:
@@ -121,3 +124,49 @@ async def test_a_running_server_serves_the_repaired_profile(tmp_path: Path) -> N
     finally:
         await legacy.close()
         await store.close()
+
+
+async def test_the_phase_comes_from_the_route_flag_before_each_run(
+    tmp_path: Path, flags_server: ServerProcess
+) -> None:
+    """Before primary legacy repairs the microstate; once the flag says primary, the microstate repairs
+    legacy: a scheduled reconcile follows a phase move without a restart."""
+    legacy_url, store_url = await monolith_and_store(tmp_path, 30)
+    route = f"profile-reconcile-{uuid.uuid4().hex[:6]}"
+    async with FlagsClient(flags_server.target) as flags:
+        control = PhaseControl(flags, route)
+        await control.move(Phase.SHADOW)
+        await control.move(Phase.DUAL_WRITE)
+        await diverge(store_url, 4)
+        base = ["reconcile", "profile", "--store", store_url, "--legacy", legacy_url, "--json"]
+        base += ["--flags-target", flags_server.target, "--route", route]
+        scheduled = launch([*base, "--interval", "0.2"], tmp_path)
+
+        def reports() -> list[dict[str, Any]]:
+            return json_lines(scheduled.output())
+
+        try:
+            wait_for(
+                lambda: any(r["repaired"] for r in json_lines(scheduled.output())),
+                within=30,
+                what="the dual_write run repairing the microstate",
+            )
+            await control.move(Phase.PRIMARY, force=True)
+            await diverge(store_url, 9)  # now the microstate is right: legacy gets "Drifted"
+            wait_for(
+                lambda: any(r["truth"] == "microstate" and r["repaired"] for r in reports()),
+                within=30,
+                what="a primary run repairing legacy",
+            )
+            scheduled.send(signal.SIGTERM)
+            assert scheduled.wait() == 0, scheduled.describe()
+        finally:
+            scheduled.stop()
+    legacy = SqlAdapter.from_url(legacy_url, demo.UsersCodec(), demo.TABLE)
+    try:
+        assert (await legacy.get("u0009")).display_name == "Drifted"
+        assert (await legacy.get("u0004")).display_name == "User 4"
+    finally:
+        await legacy.close()
+    phases = [r["phase"] for r in json_lines(scheduled.output())]
+    assert phases[0] == "dual_write" and phases[-1] == "primary"

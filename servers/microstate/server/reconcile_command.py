@@ -12,9 +12,11 @@ import asyncio
 import importlib
 import json
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+from microstate.client.errors import MicrostateError
 from microstate.server.config import ConfigError
 from microstate.server.reconcile import (
     TRUTH,
@@ -73,11 +75,19 @@ def add_parser(commands: Any) -> None:
         metavar="URL",
         help="the monolith: sqlite:///path or another SQLAlchemy URL (a table), or redis://... (hashes)",
     )
-    reconcile.add_argument(
+    phase = reconcile.add_mutually_exclusive_group(required=True)
+    phase.add_argument(
         "--phase",
-        required=True,
         choices=list(TRUTH),
         help="the slice's phase: legacy is the source of truth before primary, the microstate from then on",
+    )
+    phase.add_argument(
+        "--flags-target",
+        metavar="HOST:PORT",
+        help="read the phase from the route flag in this flags microstate before each run",
+    )
+    reconcile.add_argument(
+        "--route", metavar="NAME", help="the route flag is route.NAME (default: the slice's name)"
     )
     reconcile.add_argument("--legacy-table", metavar="NAME", help="SQL table (default: the slice's demo one)")
     reconcile.add_argument("--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the demo's)")
@@ -105,6 +115,14 @@ def _legacy_adapter(args: argparse.Namespace, known: Reconcilable, codec: Any) -
     return SqlAdapter.from_url(url, codec, args.legacy_table or known.table)
 
 
+FAILURES = (ReconcileError, StoreError, MicrostateError, OSError)
+"""What ends a run (not the command, on a schedule): the sides or the flags microstate cannot be read."""
+
+
+def _failed(exc: BaseException) -> None:
+    print(f"microstate reconcile: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
 def _print(report: ReconcileReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.to_json()), flush=True)
@@ -114,6 +132,19 @@ def _print(report: ReconcileReport, as_json: bool) -> None:
         paths = f" [{', '.join(divergence.paths)}]" if divergence.paths else ""
         print(f"  {divergence.kind:8} {divergence.key}{paths}: {divergence.outcome}")
     print(end="", flush=True)
+
+
+async def current_phase(flags_target: str, route: str) -> str:
+    """The phase the route flag `route.<route>` is in now (legacy when there is no such flag yet)."""
+    from microstate.client.errors import NotFound
+    from microstate.client.extraction.phases import Phase, flag_key, phase_of
+    from microstate.client.flags import FlagsClient
+
+    async with FlagsClient(flags_target) as flags:
+        try:
+            return phase_of((await flags.get(flag_key(route))).value).value
+        except NotFound:
+            return Phase.LEGACY.value
 
 
 async def reconcile(args: argparse.Namespace) -> int:
@@ -137,9 +168,16 @@ async def reconcile(args: argparse.Namespace) -> int:
         last: list[ReconcileReport] = []
 
         async def once() -> None:
-            report = await reconciler.run(args.phase, repair=not args.dry_run)
+            phase = args.phase or await current_phase(args.flags_target, args.route or args.slice)
+            report = await reconciler.run(phase, repair=not args.dry_run)
             _print(report, args.json)
             last[:] = [report]
+
+        async def scheduled() -> None:  # a failed run is reported; the next one comes all the same
+            try:
+                await once()
+            except FAILURES as exc:
+                _failed(exc)
 
         if args.interval is None:
             await once()
@@ -148,10 +186,10 @@ async def reconcile(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        await run_every(args.interval, once, stopping)
+        await run_every(args.interval, scheduled, stopping)
         return 0
-    except (ReconcileError, StoreError, OSError) as exc:
-        print(f"microstate reconcile: {type(exc).__name__}: {exc}", flush=True)
+    except FAILURES as exc:
+        _failed(exc)
         return 1
     finally:
         await legacy.close()
