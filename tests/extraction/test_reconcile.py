@@ -159,3 +159,46 @@ async def test_a_hundred_divergences_among_a_million_keys_are_all_found(tmp_path
     finally:
         await legacy.close()
         await store.close()
+
+
+class WrittenMeanwhile(StoreSide):
+    """The store side, with a live write landing on one key at a chosen moment of the run: after the scan
+    read it (the write settles the divergence) or right after the repair read it (the repair's
+    compare-and-set must lose)."""
+
+    def __init__(self, sides: Sides, key: str, value: Profile, *, after: str) -> None:
+        super().__init__(sides.store, BINDING)
+        self._store_of, self._key, self._value, self._after = sides.store, key, value, after
+
+    async def _write(self) -> None:
+        current = await self._store_of.get(self._key)
+        await self._store_of.put(self._key, BINDING.to_bytes(self._key, self._value, current))
+
+    async def scan(self, start: str = "", end: str = "", *, batch_size: int = 500) -> AsyncIterator[Any]:
+        async for record in super().scan(start, end, batch_size=batch_size):
+            yield record
+            if self._after == "scan" and record[0] == self._key:
+                await self._write()
+
+    async def get(self, key: str) -> Profile | None:
+        found = await super().get(key)
+        if self._after == "get" and key == self._key:
+            await self._write()
+        return found  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("after", ["scan", "get"])
+async def test_a_live_write_during_the_run_settles_a_key_or_wins_its_race(sides: Sides, after: str) -> None:
+    await fill(sides, 40)
+    await inject(sides.microstate, [6, 7, 8], sides.legacy)  # a missing key, an extra key, a changed name
+    fixed = microstate_profile(8)  # the legacy name, as the outbox would deliver it
+    racing = WrittenMeanwhile(sides, key_of(8), fixed, after=after)
+    report = await Reconciler("profile", sides.legacy, racing, CODEC, range_size=10).run("dual_write")
+    outcomes = {d.key: d.outcome for d in report.divergences}
+    assert outcomes == {
+        key_of(6): "repaired",
+        key_of(7): "repaired",
+        key_of(8): "settled" if after == "scan" else "conflict",
+    }
+    assert report.unresolved == (after == "get")
+    assert project(key_of(8), await sides.microstate.get(key_of(8))) == legacy_profile(8)

@@ -34,7 +34,14 @@ from google.protobuf.message import Message
 from microstate.client.extraction.compare import DEFAULT_RULES
 from microstate.client.extraction.diff import CompareRules, differences
 from microstate.client.extraction.legacy import RowCodec
-from microstate.server.store.base import ABSENT, PreconditionFailed, Record, Store
+from microstate.server.store.base import (
+    ABSENT,
+    IfMatch,
+    PreconditionFailed,
+    Record,
+    Store,
+    require_precondition,
+)
 
 LEGACY, MICROSTATE = "legacy", "microstate"
 TRUTH = {"legacy": LEGACY, "shadow": LEGACY, "dual_write": LEGACY, "canary": LEGACY, "primary": MICROSTATE}
@@ -76,27 +83,36 @@ class StoreSide:
     """The microstate's side read and written through its store URL: pages of `store.list`, no server.
 
     Read this way, not over gRPC, because a scan is the store's own ordered paging (a page of 1,000 records
-    is one query) with no per-call server cost and needs no running server or credentials; a repair is one
-    compare-and-set `put` on the revision just read, so a write that lands meanwhile wins and the key is
-    reported as a conflict for the next run. The store appends each repair to its change log as any write,
+    is one query) with no per-call server cost and needs no running server or credentials. A write after a
+    `get` of the same key is a compare-and-set on the revision that get saw, so a live write landing in
+    between wins (PreconditionFailed: the reconciler reports a conflict, for the next run) and is never
+    overwritten with what was read before it. The store appends each repair to its change log as any write,
     so watchers and near-caches see it."""
 
     def __init__(self, store: Store, binding: StoreBinding) -> None:
         self._store = store
         self._binding = binding
+        self._seen: dict[str, IfMatch] = {}
+        """Per key, what the last `get` saw (a revision, or ABSENT), until a write uses it."""
 
     async def get(self, key: str) -> Message | None:
         record = await self._store.get(key)
+        self._seen[key] = ABSENT if record is None else record.revision
         return None if record is None else self._binding.to_message(record)
 
     async def put(self, key: str, value: Message, *, request_id: str) -> Message:
         current = await self._store.get(key)
+        expected = self._seen.pop(key, ABSENT if current is None else current.revision)
+        require_precondition(key, expected, current)
         raw = self._binding.to_bytes(key, value, current)
-        written = await self._store.put(key, raw, if_match=ABSENT if current is None else current.revision)
+        written = await self._store.put(key, raw, if_match=expected)
         return self._binding.to_message(written)
 
     async def delete(self, key: str, *, request_id: str) -> bool:
-        return await self._store.delete(key)
+        expected = self._seen.pop(key, None)
+        if expected is ABSENT:  # nothing was there to delete: whatever is there now was written since
+            return False
+        return await self._store.delete(key, if_match=expected)
 
     async def scan(
         self, start: str = "", end: str = "", *, batch_size: int = 500
