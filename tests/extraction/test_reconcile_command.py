@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from microstate.server.reconcile import Reconciler, StoreSide
 from microstate.server.store import open_store
 from tests.client.conftest import fast_options
 from tests.support.inproc import serve_in_process
-from tests.support.processes import ServerProcess, json_lines, launch, wait_for
+from tests.support.processes import MicrostateProcess, ServerProcess, json_lines, launch, wait_for
 
 
 def profile(n: int, name: str = "") -> Profile:
@@ -51,6 +52,17 @@ async def diverge(store_url: str, n: int) -> None:
         f"u{n:04d}", BINDING.to_bytes(f"u{n:04d}", profile(n, "Drifted"), await store.get(f"u{n:04d}"))
     )
     await store.close()
+
+
+def reported(process: MicrostateProcess, what: str, matches: Callable[[dict[str, Any]], object]) -> None:
+    """Wait until one of the JSON reports `process` printed matches."""
+    wait_for(lambda: any(matches(report) for report in json_lines(process.output())), within=30, what=what)
+
+
+def stopped(process: MicrostateProcess) -> None:
+    """SIGTERM ends a scheduled reconcile, with status 0."""
+    process.send(signal.SIGTERM)
+    assert process.wait() == 0, process.describe()
 
 
 async def test_the_command_reports_repairs_and_runs_on_a_schedule(tmp_path: Path) -> None:
@@ -84,15 +96,10 @@ async def test_the_command_reports_repairs_and_runs_on_a_schedule(tmp_path: Path
 
     scheduled = launch([*base, "--interval", "0.2"], tmp_path)
     try:
-        wait_for(lambda: json_lines(scheduled.output()), within=30, what="the first scheduled report")
+        reported(scheduled, "the first scheduled report", lambda report: True)
         await diverge(store_url, 42)
-        wait_for(
-            lambda: any(r["repaired"] for r in json_lines(scheduled.output())),
-            within=30,
-            what="a later run repairing the new divergence",
-        )
-        scheduled.send(signal.SIGTERM)
-        assert scheduled.wait() == 0, scheduled.describe()
+        reported(scheduled, "a later run repairing the new divergence", lambda report: report["repaired"])
+        stopped(scheduled)
     finally:
         scheduled.stop()
     repairs = [d["key"] for r in json_lines(scheduled.output()) for d in r["divergences"]]
@@ -142,24 +149,18 @@ async def test_the_phase_comes_from_the_route_flag_before_each_run(
         base += ["--flags-target", flags_server.target, "--route", route]
         scheduled = launch([*base, "--interval", "0.2"], tmp_path)
 
-        def reports() -> list[dict[str, Any]]:
-            return json_lines(scheduled.output())
-
         try:
-            wait_for(
-                lambda: any(r["repaired"] for r in json_lines(scheduled.output())),
-                within=30,
-                what="the dual_write run repairing the microstate",
+            reported(
+                scheduled, "the dual_write run repairing the microstate", lambda report: report["repaired"]
             )
             await control.move(Phase.PRIMARY, force=True)
             await diverge(store_url, 9)  # now the microstate is right: legacy gets "Drifted"
-            wait_for(
-                lambda: any(r["truth"] == "microstate" and r["repaired"] for r in reports()),
-                within=30,
-                what="a primary run repairing legacy",
+            reported(
+                scheduled,
+                "a primary run repairing legacy",
+                lambda report: report["truth"] == "microstate" and report["repaired"],
             )
-            scheduled.send(signal.SIGTERM)
-            assert scheduled.wait() == 0, scheduled.describe()
+            stopped(scheduled)
         finally:
             scheduled.stop()
     legacy = SqlAdapter.from_url(legacy_url, demo.UsersCodec(), demo.TABLE)
