@@ -1,4 +1,4 @@
-"""The `microstate` command (also `python -m microstate.server`): serve, up, health, list.
+"""The `microstate` command (also `python -m microstate.server`): serve, up, health, list, reconcile.
 
 Exit codes: 0 success, 1 a server or check failed, 2 bad usage or configuration.
 """
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from microstate.server import logs, probe, registry
+from microstate.server import logs, probe, reconcile_command, registry
 from microstate.server.config import ConfigError, ServerConfig, add_arguments, load
 from microstate.server.store.base import StoreError
 from microstate.server.table import format_table
@@ -115,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("list", help="print the known microstates")
+    reconcile_command.add_parser(commands)
     commands.add_parser(
         "models",
         help="push, pull, list and alias model versions (the models client; `microstate models -h`)",
@@ -198,7 +199,11 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "up": _up, "health": _health, "list": _list}
+def _reconcile(args: argparse.Namespace) -> int:
+    return asyncio.run(reconcile_command.reconcile(args))
+
+
+COMMANDS = {"serve": _serve, "up": _up, "health": _health, "list": _list, "reconcile": _reconcile}
 
 
 def _models(argv: Sequence[str]) -> int:

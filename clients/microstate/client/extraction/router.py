@@ -1,0 +1,357 @@
+"""`Router`: one slice's calls sent to legacy, the microstate or both, by the phase its route flag holds.
+
+    router = Router("profile", flags=flags, legacy=adapter, outbox=adapter,
+                    candidate=ProfileCandidate(client), parse=Profile.FromString, observer=comparison)
+    await router.start()
+    profile = await router.get("u-1")
+    await router.put("u-1", profile, request_id=request_id)
+
+The phase is evaluated per call from the flags SDK's local rule set (no RPC), with the record's key as the
+targeting key, so a canary split is sticky per subject. What each phase does (phases.py names them):
+
+- legacy: legacy only.
+- shadow: legacy answers. A sampled share of reads also reads the microstate, started concurrently with the
+  legacy read (not after it, as Scientist does), and the caller gets legacy's answer as soon as it is there:
+  the candidate is awaited off the request path, within a budget (max(budget_ms, 2 x legacy's latency)), then
+  cancelled. Its answer, latency or error goes to the `observer`; no candidate error ever reaches the caller.
+  At most `max_shadow_in_flight` candidate reads run at once: beyond that a read is simply not sampled, so a
+  slow microstate cannot pile up work on the caller's loop. A `noise_sample` share gets a second legacy read
+  for the observer's `observe_noise` (Diffy's noise estimate).
+- dual_write: as shadow for reads; legacy stays authoritative, and each legacy write appends its FORWARD
+  outbox entry in the same transaction, which the `OutboxRelay` delivers to the microstate.
+- canary: writes as dual_write; subjects the flag's gate admits read the microstate, within budget_ms, and
+  fall back to legacy on any error or overrun (and while this process has a write of that key not yet
+  relayed, so a canary user reads their own writes). Others read as in dual_write.
+- primary: the microstate answers and is written first; each acknowledged microstate write then appends a
+  REVERSE outbox entry (the write is acknowledged to the caller only once both are done; a retry with the
+  same request id is safe), which keeps legacy current so a rollback loses nothing.
+- retired: the microstate only.
+
+Rollback from any phase is one write of the route flag (PhaseControl.move). Nothing acknowledged is lost
+across it: entries already in the outbox are still delivered whatever the phase, and a legacy write after a
+rollback supersedes the key's older pending REVERSE entries atomically (legacy.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol
+
+from google.protobuf.message import Message
+
+from microstate.client.extraction.candidates import Candidate
+from microstate.client.extraction.legacy import Direction, LegacyAdapter, M, OutboxEntry, OutboxStore, Outcome
+from microstate.client.extraction.phases import Phase, RouteSettings, flag_key
+from microstate.client.extraction.relay import OutboxRelay, RelayOptions
+from microstate.client.flags import FlagsClient
+
+log = logging.getLogger("microstate.extraction")
+
+MAX_SHADOW_IN_FLIGHT = 64
+
+
+class ComparisonObserver(Protocol):
+    """Receives what the Router's off-path reads found (implemented by compare.py). Called on the Router's
+    loop, after the caller has its answer; it must not block. An exception it raises is logged, never
+    passed on."""
+
+    def observe(
+        self,
+        operation: str,
+        legacy: Message | None,
+        candidate: Message | None,
+        *,
+        legacy_seconds: float,
+        candidate_seconds: float | None,
+        candidate_error: BaseException | None,
+    ) -> None:
+        """One shadow read: legacy's answer and the candidate's (None: no record, or it failed, then
+        `candidate_error` says why and `candidate_seconds` is None if it ran out of budget)."""
+        ...
+
+    def observe_noise(self, operation: str, first: Message | None, second: Message | None) -> None:
+        """Two legacy reads of the same key (legacy against itself): what differs is noise."""
+        ...
+
+
+class CandidateBudgetExceeded(TimeoutError):
+    """The microstate did not answer within the read's budget."""
+
+
+@dataclass
+class RouterStats:
+    """Counters of one Router (this process only)."""
+
+    shadow_reads: int = 0
+    shadow_skipped: int = 0
+    """Sampled reads not shadowed because `max_shadow_in_flight` candidate reads were already running."""
+    candidate_errors: int = 0
+    candidate_overruns: int = 0
+    canary_reads: int = 0
+    canary_fallbacks: int = 0
+    noise_reads: int = 0
+    observer_errors: int = 0
+
+
+class Router(Generic[M]):
+    """Routes one slice's get/put/delete by its route flag (see the module docstring)."""
+
+    def __init__(
+        self,
+        slice_name: str,
+        *,
+        flags: FlagsClient,
+        legacy: LegacyAdapter[M],
+        outbox: OutboxStore,
+        candidate: Candidate[M],
+        parse: Callable[[bytes], M],
+        observer: ComparisonObserver | None = None,
+        relay: bool | RelayOptions = True,
+        max_shadow_in_flight: int = MAX_SHADOW_IN_FLIGHT,
+        sample: Callable[[], float] = random.random,
+    ) -> None:
+        self.slice_name = slice_name
+        self._flags = flags
+        self._legacy = legacy
+        self._outbox = outbox
+        self._candidate = candidate
+        self._observer = observer
+        self._max_in_flight = max_shadow_in_flight
+        self._sample = sample
+        self._background: set[asyncio.Task[None]] = set()
+        self._unrelayed: collections.Counter[str] = collections.Counter()
+        self.stats = RouterStats()
+        self.relay: OutboxRelay[M] | None = None
+        if relay:
+            options = relay if isinstance(relay, RelayOptions) else None
+            self.relay = OutboxRelay(
+                outbox,
+                candidate,
+                parse,
+                options,
+                on_settled=self._relayed,
+            )
+
+    async def start(self) -> None:
+        """Start the outbox relay (if this Router runs one)."""
+        if self.relay is not None:
+            self.relay.start()
+
+    async def close(self) -> None:
+        """Stop the relay and cancel the off-path reads still running."""
+        if self.relay is not None:
+            await self.relay.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- phase ---------------------------------------------------------------------------------------------
+
+    def _route_key(self, operation: str) -> str:
+        specific = flag_key(self.slice_name, operation)
+        return specific if self._flags.local_flag(specific) is not None else flag_key(self.slice_name)
+
+    def phase(self, operation: str, key: str) -> Phase:
+        """The phase `operation` on `key` runs in (from the local rule set; legacy before there is one)."""
+        variant = self._flags.evaluate_string(
+            self._route_key(operation), Phase.LEGACY.value, targeting_key=key
+        )
+        try:
+            return Phase(variant)
+        except ValueError:
+            return Phase.LEGACY
+
+    def _settings(self, operation: str) -> RouteSettings:
+        flag = self._flags.local_flag(self._route_key(operation))
+        return RouteSettings() if flag is None else RouteSettings.of(flag.metadata)
+
+    # -- reads ---------------------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> M | None:
+        """The record under `key` from the side the phase says (None: no record)."""
+        phase = self.phase("get", key)
+        if phase in (Phase.PRIMARY, Phase.RETIRED):
+            return await self._candidate.get(key)
+        if phase is Phase.LEGACY:
+            return await self._legacy.get(key)
+        settings = self._settings("get")
+        if phase is Phase.CANARY and not self._unrelayed[key]:
+            return await self._canary_read(key, settings)
+        return await self._legacy_read_with_shadow(key, settings)
+
+    async def _canary_read(self, key: str, settings: RouteSettings) -> M | None:
+        self.stats.canary_reads += 1
+        try:
+            async with asyncio.timeout(settings.budget_ms / 1000):
+                return await self._candidate.get(key)
+        except Exception as error:  # any candidate failure: legacy answers
+            self.stats.canary_fallbacks += 1
+            log.debug("canary read of %r fell back to legacy: %r", key, error)
+        return await self._legacy.get(key)
+
+    async def _legacy_read_with_shadow(self, key: str, settings: RouteSettings) -> M | None:
+        observer = self._observer
+        shadow = (
+            observer is not None and settings.shadow_sample > 0 and self._sample() < settings.shadow_sample
+        )
+        if shadow and len(self._background) >= self._max_in_flight:
+            self.stats.shadow_skipped += 1
+            shadow = False
+        if not shadow:
+            value = await self._legacy.get(key)
+            if observer is not None and settings.noise_sample > 0 and self._sample() < settings.noise_sample:
+                self._spawn(self._noise(key, value))
+            return value
+        started = time.monotonic()
+        candidate = asyncio.ensure_future(self._candidate.get(key))
+        try:
+            value = await self._legacy.get(key)
+        except BaseException:
+            candidate.cancel()
+            raise
+        legacy_seconds = time.monotonic() - started
+        budget = max(settings.budget_ms / 1000, 2 * legacy_seconds)
+        self._spawn(self._judge(key, value, legacy_seconds, candidate, started, budget))
+        return value
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _judge(
+        self,
+        key: str,
+        legacy: M | None,
+        legacy_seconds: float,
+        candidate: asyncio.Future[M | None],
+        started: float,
+        budget: float,
+    ) -> None:
+        self.stats.shadow_reads += 1
+        answer: M | None = None
+        error: BaseException | None = None
+        seconds: float | None = None
+        try:
+            async with asyncio.timeout(max(0.0, started + budget - time.monotonic())):
+                answer = await candidate
+            seconds = time.monotonic() - started
+        except TimeoutError:
+            error = CandidateBudgetExceeded(f"no answer for {key!r} within {budget:.3f}s")
+            self.stats.candidate_overruns += 1
+        except Exception as failure:  # for the observer, never the caller
+            error, seconds = failure, time.monotonic() - started
+            self.stats.candidate_errors += 1
+        self._tell(
+            lambda observer: observer.observe(
+                "get",
+                legacy,
+                answer,
+                legacy_seconds=legacy_seconds,
+                candidate_seconds=seconds,
+                candidate_error=error,
+            )
+        )
+
+    async def _noise(self, key: str, first: M | None) -> None:
+        self.stats.noise_reads += 1
+        with contextlib.suppress(Exception):
+            second = await self._legacy.get(key)
+            self._tell(lambda observer: observer.observe_noise("get", first, second))
+
+    def _tell(self, call: Callable[[ComparisonObserver], None]) -> None:
+        if self._observer is None:
+            return
+        try:
+            call(self._observer)
+        except Exception:
+            self.stats.observer_errors += 1
+            log.exception("the comparison observer failed")
+
+    # -- writes --------------------------------------------------------------------------------------------
+
+    async def put(self, key: str, value: M, *, request_id: str | None = None) -> M:
+        """Write `value` under `key` where the phase says; returns the record as the authoritative side
+        stored it. Acknowledged (returned) only once the write and its outbox entry are durable. Retrying
+        with the same `request_id` applies once."""
+        request_id = request_id or str(uuid.uuid4())
+        phase = self.phase("put", key)
+        if phase in (Phase.PRIMARY, Phase.RETIRED):
+            await self._forward_first(key)
+            stored = await self._candidate.put(key, value, request_id=request_id)
+            if phase is Phase.PRIMARY:
+                await self._outbox.append(
+                    Direction.REVERSE, key, request_id, stored.SerializeToString(deterministic=True)
+                )
+                self._wake_relay()
+            return stored
+        if phase in (Phase.DUAL_WRITE, Phase.CANARY):
+            self._track(key)
+            try:
+                stored = await self._legacy.put(key, value, request_id=request_id, outbox=Direction.FORWARD)
+            except BaseException:
+                self._relayed_key(key)
+                raise
+            self._wake_relay()
+            return stored
+        return await self._legacy.put(key, value, request_id=request_id)
+
+    async def delete(self, key: str, *, request_id: str | None = None) -> bool:
+        """Delete the record under `key` where the phase says, as `put`."""
+        request_id = request_id or str(uuid.uuid4())
+        phase = self.phase("delete", key)
+        if phase in (Phase.PRIMARY, Phase.RETIRED):
+            await self._forward_first(key)
+            deleted = await self._candidate.delete(key, request_id=request_id)
+            if phase is Phase.PRIMARY:
+                await self._outbox.append(Direction.REVERSE, key, request_id, None)
+                self._wake_relay()
+            return deleted
+        if phase in (Phase.DUAL_WRITE, Phase.CANARY):
+            self._track(key)
+            try:
+                deleted = await self._legacy.delete(key, request_id=request_id, outbox=Direction.FORWARD)
+            except BaseException:
+                self._relayed_key(key)
+                raise
+            self._wake_relay()
+            return deleted
+        return await self._legacy.delete(key, request_id=request_id)
+
+    async def _forward_first(self, key: str) -> None:
+        """Deliver the key's pending FORWARD entries (legacy writes of dual_write, just before the move to
+        primary) before the microstate is written directly, so an older legacy write can never land on top
+        of a newer one. Delivery is idempotent by request id: if the relay delivers the same entry too,
+        whichever arrives second is a no-op."""
+        if self.relay is not None:
+            for entry in await self._outbox.pending_for(Direction.FORWARD, key):
+                await self.relay.deliver_now(entry)
+
+    def _wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    def _track(self, key: str) -> None:
+        """Note a FORWARD write of `key` this process's relay has yet to deliver (for canary reads)."""
+        if self.relay is not None:
+            self._unrelayed[key] += 1
+
+    def _relayed(self, entry: OutboxEntry, outcome: Outcome) -> None:
+        if entry.direction is Direction.FORWARD:
+            self._relayed_key(entry.key)
+
+    def _relayed_key(self, key: str) -> None:
+        if self.relay is None:
+            return
+        if self._unrelayed[key] <= 1:
+            self._unrelayed.pop(key, None)
+        else:
+            self._unrelayed[key] -= 1

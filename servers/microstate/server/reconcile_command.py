@@ -1,0 +1,196 @@
+"""`microstate reconcile SLICE`: open the slice's store and its legacy side, reconcile once or on a schedule.
+
+Exit status: 0 the sides agree at the end of the run (nothing differed, or every divergence was repaired or
+had settled), 1 divergences remain (a dry run, a conflict with a live write, a failed repair) or a side could
+not be read, 2 bad usage. With `--interval` it runs until SIGTERM or SIGINT and then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from microstate.client.errors import MicrostateError
+from microstate.server.config import ConfigError
+from microstate.server.reconcile import (
+    TRUTH,
+    ReconcileError,
+    Reconciler,
+    ReconcileReport,
+    StoreSide,
+    run_every,
+)
+from microstate.server.store import StoreError, open_store
+
+
+@dataclass(frozen=True)
+class Reconcilable:
+    """A slice `microstate reconcile` knows: its store binding and the legacy layout it defaults to."""
+
+    binding: str
+    """"module:attribute" of its StoreBinding (imported only when reconciling it)."""
+    codec: str
+    """"module:attribute" of the default legacy RowCodec class (the demo monolith's, for profile)."""
+    table: str
+    """The default legacy SQL table."""
+    prefix: str
+    """The default legacy Redis key prefix."""
+
+
+SLICES = {
+    "profile": Reconcilable(
+        "microstate.server.profile.extraction:BINDING",
+        "microstate.client.extraction.demo:UsersCodec",
+        "users",
+        "users:",
+    )
+}
+
+
+def _load(reference: str) -> Any:
+    module, _, attribute = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load {reference!r}: {exc}") from None
+
+
+def add_parser(commands: Any) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare a slice's microstate with its legacy side and repair from the source of truth",
+        description=__doc__.split("\n\n")[1],
+    )
+    reconcile.add_argument("slice", choices=sorted(SLICES), help="the slice being extracted")
+    reconcile.add_argument("--store", required=True, metavar="URL", help="the microstate's records store")
+    reconcile.add_argument(
+        "--legacy",
+        required=True,
+        metavar="URL",
+        help="the monolith: sqlite:///path or another SQLAlchemy URL (a table), or redis://... (hashes)",
+    )
+    phase = reconcile.add_mutually_exclusive_group(required=True)
+    phase.add_argument(
+        "--phase",
+        choices=list(TRUTH),
+        help="the slice's phase: legacy is the source of truth before primary, the microstate from then on",
+    )
+    phase.add_argument(
+        "--flags-target",
+        metavar="HOST:PORT",
+        help="read the phase from the route flag in this flags microstate before each run",
+    )
+    reconcile.add_argument(
+        "--route", metavar="NAME", help="the route flag is route.NAME (default: the slice's name)"
+    )
+    reconcile.add_argument("--legacy-table", metavar="NAME", help="SQL table (default: the slice's demo one)")
+    reconcile.add_argument("--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the demo's)")
+    reconcile.add_argument(
+        "--codec", metavar="MODULE:CLASS", help="the legacy RowCodec (default: the demo's)"
+    )
+    reconcile.add_argument(
+        "--range-size", type=int, default=1000, metavar="N", help="keys per compared range (default 1000)"
+    )
+    reconcile.add_argument("--dry-run", action="store_true", help="report what differs, repair nothing")
+    reconcile.add_argument(
+        "--interval", type=float, metavar="S", help="run again every S seconds until SIGTERM/SIGINT"
+    )
+    reconcile.add_argument("--json", action="store_true", help="print each report as one JSON line")
+
+
+def _legacy_adapter(args: argparse.Namespace, known: Reconcilable, codec: Any) -> Any:
+    url: str = args.legacy
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from microstate.client.extraction.redis_hash import RedisHashAdapter
+
+        return RedisHashAdapter.from_url(url, codec, prefix=args.legacy_prefix or known.prefix)
+    from microstate.client.extraction.sql import SqlAdapter
+
+    return SqlAdapter.from_url(url, codec, args.legacy_table or known.table)
+
+
+FAILURES = (ReconcileError, StoreError, MicrostateError, OSError)
+"""What ends a run (not the command, on a schedule): the sides or the flags microstate cannot be read."""
+
+
+def _failed(exc: BaseException) -> None:
+    print(f"microstate reconcile: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
+def _print(report: ReconcileReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json()), flush=True)
+        return
+    print(report.summary())
+    for divergence in report.divergences:
+        paths = f" [{', '.join(divergence.paths)}]" if divergence.paths else ""
+        print(f"  {divergence.kind:8} {divergence.key}{paths}: {divergence.outcome}")
+    print(end="", flush=True)
+
+
+async def current_phase(flags_target: str, route: str) -> str:
+    """The phase the route flag `route.<route>` is in now (legacy when there is no such flag yet)."""
+    from microstate.client.errors import NotFound
+    from microstate.client.extraction.phases import Phase, flag_key, phase_of
+    from microstate.client.flags import FlagsClient
+
+    async with FlagsClient(flags_target) as flags:
+        try:
+            return phase_of((await flags.get(flag_key(route))).value).value
+        except NotFound:
+            return Phase.LEGACY.value
+
+
+async def reconcile(args: argparse.Namespace) -> int:
+    if args.range_size < 1:
+        raise ConfigError("--range-size must be at least 1")
+    if args.interval is not None and not args.interval > 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    known = SLICES[args.slice]
+    binding = _load(known.binding)
+    codec = _load(args.codec or known.codec)()
+    try:
+        store = await open_store(args.store, binding.namespace)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    legacy = _legacy_adapter(args, known, codec)
+    try:
+        await legacy.ensure_outbox()  # the adapter's request-id table, which its writes need
+
+        microstate = StoreSide(store, binding)
+        reconciler = Reconciler(args.slice, legacy, microstate, codec, range_size=args.range_size)
+        last: list[ReconcileReport] = []
+
+        async def once() -> None:
+            phase = args.phase or await current_phase(args.flags_target, args.route or args.slice)
+            report = await reconciler.run(phase, repair=not args.dry_run)
+            _print(report, args.json)
+            last[:] = [report]
+
+        async def scheduled() -> None:  # a failed run is reported; the next one comes all the same
+            try:
+                await once()
+            except FAILURES as exc:
+                _failed(exc)
+
+        if args.interval is None:
+            await once()
+            return 0 if last[0].unresolved == 0 else 1
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await run_every(args.interval, scheduled, stopping)
+        return 0
+    except FAILURES as exc:
+        _failed(exc)
+        return 1
+    finally:
+        await legacy.close()
+        await store.close()
