@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.support import tools
@@ -103,6 +104,15 @@ class RedisCluster:
             client.close()
         return len(myself.split()) > 8  # slot ranges follow the eight fixed fields
 
+    def restart(self) -> None:
+        """Stop every node cleanly and start them again (their nodes.conf keeps the cluster); return once
+        the cluster is ok again."""
+        for node in self.nodes:
+            node.stop()
+        for node in self.nodes:
+            node.start()
+        self.wait_until_ok()
+
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
@@ -126,3 +136,10 @@ def running_redis_cluster(masters: int = 3, replicas_per_master: int = 0) -> Ite
             yield cluster
         finally:
             cluster.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One 3-master cluster (no replicas) for the whole session; tests isolate themselves by namespace."""
+    with running_redis_cluster() as cluster:
+        yield cluster
