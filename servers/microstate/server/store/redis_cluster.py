@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import math
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -88,20 +89,26 @@ from microstate.server.store.redis import (
 
 T = TypeVar("T")
 
+# next_revision(): the partition's clock (microseconds) moves to max(TIME, its last + 1, the caller's floor),
+# and the revision is that clock with the partition's number (ARGV[7], three digits) appended, so no two
+# partitions ever share a revision. Lua's doubles hold the clock exactly; the revision only as a string.
 _NEXT_REVISION = """
 local function next_revision()
   local last = redis.call('HGET', KEYS[2], 'last')
   if not last then
     local entry = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-    last = entry[1] and string.match(entry[1][1], '^(%d+)') or '0'
+    last = entry[1] and string.sub(string.match(entry[1][1], '^(%d+)'), 1, -4) or '0'
   end
-  local rev = math.max(now, tonumber(last) + 1, tonumber(ARGV[6]))
-  redis.call('HSET', KEYS[2], 'last', int(rev))
-  return rev, last
+  local clock = math.max(now, tonumber(last) + 1, tonumber(ARGV[6]))
+  redis.call('HSET', KEYS[2], 'last', int(clock))
+  local prev = '0'
+  if last ~= '0' then prev = last .. ARGV[7] end
+  return int(clock) .. ARGV[7], prev
 end
 """
 # KEYS: record, meta, index, log, expiries. ARGV: key, mode, expected revision, log retention (exact), record
-# prefix, revision floor, then value and ttl in microseconds or ''. Returns {1, revision, expires, commit_us}.
+# prefix, clock floor, partition suffix, then value and ttl in microseconds or ''.
+# Returns {1, revision, expires, commit_us}.
 _PUT = (
     _PROLOGUE
     + _CONDITION
@@ -110,12 +117,12 @@ _PUT = (
     + """
 local rev, prev = next_revision()
 local expires = ''
-if ARGV[8] ~= '' then expires = int(now + tonumber(ARGV[8])) end
+if ARGV[9] ~= '' then expires = int(now + tonumber(ARGV[9])) end
 local kind = 'c'
 if is_live then kind = 'u' end
-redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], int(rev) .. '-0',
-  'k', ARGV[1], 'o', kind, 'v', ARGV[7], 'x', expires, 't', int(now), 'p', prev)
-write(KEYS[1], int(rev), expires, ARGV[7])
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], rev .. '-0',
+  'k', ARGV[1], 'o', kind, 'v', ARGV[8], 'x', expires, 't', int(now), 'p', prev)
+write(KEYS[1], rev, expires, ARGV[8])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 if expires == '' then
   redis.call('ZREM', KEYS[5], ARGV[1])
@@ -123,7 +130,7 @@ else
   redis.call('ZADD', KEYS[5], expires, ARGV[1])
 end
 purge_expired()
-return {1, int(rev), expires, int(now)}
+return {1, rev, expires, int(now)}
 """
 )
 # As _PUT without value and ttl. Returns {1, revision} when deleted, {2} when absent.
@@ -138,11 +145,11 @@ if not is_live then
   return {2}
 end
 local rev, prev = next_revision()
-redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], int(rev) .. '-0',
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], rev .. '-0',
   'k', ARGV[1], 'o', 'd', 't', int(now), 'p', prev)
 forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
 purge_expired()
-return {1, int(rev)}
+return {1, rev}
 """
 )
 # KEYS: record keys of one partition. Returns the live ones' record strings (false for the others), judged
@@ -162,8 +169,16 @@ return out
 DEFAULT_PARTITIONS = 32
 """Enough that evenly spread tags put each of 3 to 8 masters within ~10% of an even share of the keys; few
 enough that a List or a watch round (one command per partition) stays cheap."""
-MAX_PARTITIONS = 1024
+MAX_PARTITIONS = 1000
+"""A revision ends in the partition's number, three digits."""
+SUFFIX = 1000
 WATCH_BATCH = 256
+IN_FLIGHT = 64
+"""Calls of one store at once; each holds at most one connection per node (a pipeline, TIME on every
+master), so a node's pool (MAX_CONNECTIONS) never runs out."""
+MAX_CONNECTIONS = 4 * IN_FLIGHT
+WRITE_RETRY_BUDGET = 10.0
+"""Seconds a write keeps retrying while the cluster refuses it unexecuted (a migration, an election)."""
 _READ_ATTEMPTS = 8
 
 
@@ -210,13 +225,18 @@ Keys = list[str]
 def _classify(exc: Exception) -> StoreUnavailable | None:
     if isinstance(exc, rexc.RedisClusterException):
         if "Cluster mode is not enabled" in str(exc):
-            return StoreMisconfigured(
-                f"redis: the store URL names a server that is not a cluster node: {exc}"
-            )
+            return StoreMisconfigured(f"redis: the store URL names a server outside any cluster: {exc}")
         return StoreUnavailable(f"redis cluster: {type(exc).__name__}: {exc}")
     if isinstance(exc, rexc.ClusterError | rexc.TryAgainError | rexc.MovedError):
         return StoreUnavailable(f"redis cluster: {type(exc).__name__}: {exc}")
     return _unavailable(exc)
+
+
+def _unexecuted(exc: Exception) -> bool:
+    """Whether `exc` shows that the cluster refused a command before running it."""
+    if isinstance(exc, rexc.TryAgainError | rexc.AskError | rexc.ClusterDownError | rexc.SlotNotCoveredError):
+        return True  # MovedError is an AskError
+    return isinstance(exc, rexc.ClusterError) and "TTL exhausted" in str(exc)  # redirects or TRYAGAINs
 
 
 async def _guard(call: Awaitable[T]) -> T:
@@ -272,7 +292,7 @@ class RedisClusterStore:
         self._partitions: Partitions = []
         self._descriptor = f"msc:{{{namespace}}}:partitions"
         self._wait = wait
-        self._wait_ms = max(1, int(socket_timeout * 1000))
+        self._wait_ms = max(1, int(socket_timeout * 500))  # WAIT must answer well within the socket timeout
         self._watch_poll = watch_poll
         self._watch_outage_budget = watch_outage_budget
         self._put_script = client.register_script(_PUT)
@@ -280,6 +300,8 @@ class RedisClusterStore:
         self._list_script = client.register_script(_LIST)
         self._read_live_script = client.register_script(_READ_LIVE)
         self._ready_lock = asyncio.Lock()
+        # redis-py's cluster pools fail a command (MaxConnectionsError) rather than queue it: calls wait here.
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._seen = 0  # the highest revision this store wrote or read: its next write goes above it
         self._closed = False
 
@@ -321,6 +343,8 @@ class RedisClusterStore:
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             retry=Retry(NoBackoff(), 0),  # never resend a write; reads retry in _read
+            max_connections=MAX_CONNECTIONS,
+            reinitialize_steps=0,  # a MOVED patches the slot map (a full refresh closes connections in use)
             client_name=f"microstate-{namespace}",
         )
         return cls(
@@ -364,13 +388,33 @@ class RedisClusterStore:
         idempotent); the last error as StoreUnavailable."""
         for attempt in range(_READ_ATTEMPTS):
             try:
-                return await _guard(call())
+                async with self._in_flight:
+                    return await _guard(call())
             except StoreMisconfigured:
                 raise
             except StoreUnavailable:
                 if attempt == _READ_ATTEMPTS - 1 or self._closed:
                     raise
                 await asyncio.sleep(backoff(attempt, base=0.02, cap=0.5))
+        raise AssertionError("unreachable")
+
+    async def _unexecuted_retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A write, retried only on errors that prove the node did not run it (a slot mid-migration, a
+        redirect loop, a cluster still electing a master), for up to `WRITE_RETRY_BUDGET` seconds: a slot
+        migration or a failover costs a write some delay, not a failure. Never on a lost connection or a
+        timeout, after which the write may have committed."""
+        deadline = asyncio.get_running_loop().time() + WRITE_RETRY_BUDGET
+        for attempt in itertools.count():
+            try:
+                async with self._in_flight:
+                    return await call()
+            except Exception as exc:
+                if not _unexecuted(exc) or asyncio.get_running_loop().time() > deadline or self._closed:
+                    unavailable = _classify(exc)
+                    if unavailable is None:
+                        raise
+                    raise unavailable from exc
+            await asyncio.sleep(backoff(attempt, base=0.02, cap=0.25))
         raise AssertionError("unreachable")
 
     def _saw(self, revision: int) -> None:
@@ -456,7 +500,8 @@ class RedisClusterStore:
         return Page(records, records[-1].key if len(first) > limit else None)
 
     async def _primaries_time(self) -> int:
-        """The lowest TIME of the masters, in microseconds: the watermark below which changes are final."""
+        """The lowest TIME of the masters as a revision (microseconds * SUFFIX): the watermark below which
+        changes are final."""
         primaries = self._client.get_primaries()
         if not primaries:
             await self._client.initialize()
@@ -464,7 +509,7 @@ class RedisClusterStore:
         times = await asyncio.gather(
             *(self._client.execute_command("TIME", target_nodes=node) for node in primaries)
         )
-        return min(int(seconds) * MICROS + int(micros) for seconds, micros in times)
+        return min(int(seconds) * MICROS + int(micros) for seconds, micros in times) * SUFFIX
 
     async def head_cursor(self) -> str:
         """The latest change below the watermark: everything at or below it is final."""
@@ -493,30 +538,31 @@ class RedisClusterStore:
             condition = ("absent", "")
         else:
             condition = ("rev", str(expected_revision(if_match)))
-        prefix = self._partition(partitions, key).record_prefix
-        return (key, *condition, self._log_length(partitions), prefix, self._seen + 1)
+        number = partition_of(key, len(partitions))
+        prefix = partitions[number].record_prefix
+        floor = self._seen // SUFFIX + 1  # the clock part of the highest revision seen, + 1
+        return (key, *condition, self._log_length(partitions), prefix, floor, f"{number:03d}")
 
     async def _write(self, script: Any, keys: tuple[str, ...], args: tuple[Any, ...]) -> Replies:
-        reply: Replies = await _guard(script(keys=keys, args=args))
+        reply: Replies = await self._unexecuted_retried(lambda: script(keys=keys, args=args))
         if reply[0] == 1 and len(reply) > 1:
             self._saw(int(reply[1]))
             if self._wait:
-                await self._replicated(keys[0])
+                await self._replicated(keys[1])
         return reply
 
-    async def _replicated(self, key: str) -> None:
+    async def _replicated(self, meta: str) -> None:
         """WAIT on the node that took the write (see the module docstring); StoreUnavailable if fewer than
-        `wait` replicas acknowledged it in time. WAIT counts the writes of its own connection, so it rides
-        one more script on the same connection: a no-op EVAL that touches the key's slot."""
-        node = self._client.get_node_from_key(key)
+        `wait` replicas acknowledged it in time. WAIT covers the writes of its own connection only, and the
+        write went over another one: so this connection first writes too (a mark in the partition's meta,
+        after the write in the node's replication stream) and WAIT then covers both."""
+        node = self._client.get_node_from_key(meta)
         if node is None:
             raise StoreUnavailable("redis cluster: no node serves the slot of the write")
         connection = node.acquire_connection()
         try:
             await connection.send_packed_command(
-                connection.pack_commands(
-                    [("EVAL", "return redis.call('TIME')", "1", key), ("WAIT", self._wait, self._wait_ms)]
-                )
+                connection.pack_commands([("HSET", meta, "waited", "1"), ("WAIT", self._wait, self._wait_ms)])
             )
             await connection.read_response()
             acknowledged = await connection.read_response()
@@ -608,7 +654,8 @@ class RedisClusterStore:
                 pipeline.hget(partition.meta, "last")
             return await pipeline.execute()
 
-        head = max((int(last) for last in await self._read(lasts) if last), default=0)
+        clocks = await self._read(lasts)
+        head = max((int(last) * SUFFIX + number for number, last in enumerate(clocks) if last), default=0)
         if cursor > head:
             raise CursorExpired(f"cursor {cursor} is ahead of the change log head {head}")
 
