@@ -54,7 +54,7 @@ class RedisCluster:
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         replicas = str(self.replicas_per_master)
         self.cli("--cluster", "create", *addresses, "--cluster-replicas", replicas, "--cluster-yes")
-        self.wait_until_ok()
+        self.wait_until_ok(replicas_listed=self.replicas_per_master)
 
     def info(self, node: ClusterNodeRedisServer, section: str = "cluster") -> dict[str, str]:
         client = self.client(node)
@@ -67,20 +67,29 @@ class RedisCluster:
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return dict(line.split(":", 1) for line in text.split() if ":" in line)
 
-    def _ok(self, node: ClusterNodeRedisServer) -> bool:
+    def _ok(self, node: ClusterNodeRedisServer, replicas_listed: int) -> bool:
         try:
             info = self.info(node)
             if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
                 return False
             replication = self.info(node, "replication")
+            client = self.client(node)
+            try:
+                ranges = client.execute_command("CLUSTER", "SLOTS")
+            finally:
+                client.close()
         except redis.RedisError:
             return False
-        return replication.get("role") == "master" or replication.get("master_link_status") == "up"
+        # Clients map the replicas from CLUSTER SLOTS: a node must list them, not just have them.
+        listed = all(len(served) - 3 >= replicas_listed for served in ranges)
+        linked = replication.get("role") == "master" or replication.get("master_link_status") == "up"
+        return listed and linked
 
-    def wait_until_ok(self, within: float = READY_WITHIN) -> None:
-        """Every running node agrees the cluster is ok, every slot served, every replica linked."""
+    def wait_until_ok(self, within: float = READY_WITHIN, *, replicas_listed: int = 0) -> None:
+        """Every running node agrees the cluster is ok, every slot served, every replica linked, and lists
+        at least `replicas_listed` replicas for each slot range."""
         wait_for(
-            lambda: all(self._ok(node) for node in self.nodes if node.running),
+            lambda: all(self._ok(node, replicas_listed) for node in self.nodes if node.running),
             within=within,
             what="the Redis Cluster reports cluster_state:ok on every node",
         )

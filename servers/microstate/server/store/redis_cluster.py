@@ -39,6 +39,7 @@ replicates asynchronously, so without it a master that dies loses the writes its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
@@ -52,6 +53,7 @@ from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.cluster import LoadBalancingStrategy
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from microstate.server.cancellation import end_if_cancelled
@@ -177,9 +179,6 @@ IN_FLIGHT = 64
 """Calls of one store at once; each holds at most one connection per node (a pipeline, TIME on every
 master), so a node's pool (MAX_CONNECTIONS) never runs out."""
 MAX_CONNECTIONS = 4 * IN_FLIGHT
-WRITE_RETRY_BUDGET = 10.0
-"""Seconds a write keeps retrying while the cluster refuses it unexecuted (a migration, an election)."""
-_READ_ATTEMPTS = 8
 
 
 def partition_tags(namespace: str, partitions: int) -> list[str]:
@@ -233,9 +232,12 @@ def _classify(exc: Exception) -> StoreUnavailable | None:
 
 
 def _unexecuted(exc: Exception) -> bool:
-    """Whether `exc` shows that the cluster refused a command before running it."""
+    """Whether `exc` shows that the command never ran: the cluster refused it, or it was never sent (no
+    connection could be made: redis-py says "Error 111 connecting to host:port")."""
     if isinstance(exc, rexc.TryAgainError | rexc.AskError | rexc.ClusterDownError | rexc.SlotNotCoveredError):
         return True  # MovedError is an AskError
+    if isinstance(exc, rexc.ConnectionError) and " connecting to " in str(exc):
+        return True
     return isinstance(exc, rexc.ClusterError) and "TTL exhausted" in str(exc)  # redirects or TRYAGAINs
 
 
@@ -274,6 +276,7 @@ class RedisClusterStore:
     def __init__(
         self,
         client: RedisCluster,
+        replicas: RedisCluster,
         namespace: str,
         *,
         partitions: int,
@@ -283,8 +286,10 @@ class RedisClusterStore:
         socket_timeout: float,
         watch_poll: float,
         watch_outage_budget: float,
+        failover_budget: float,
     ) -> None:
         self._client = client
+        self._replicas = replicas  # record reads the masters cannot answer (see _read)
         self.namespace = namespace
         self.retention = retention
         self.capabilities = Capabilities(durable=durable, shared=True, native_ttl=True)
@@ -295,6 +300,7 @@ class RedisClusterStore:
         self._wait_ms = max(1, int(socket_timeout * 500))  # WAIT must answer well within the socket timeout
         self._watch_poll = watch_poll
         self._watch_outage_budget = watch_outage_budget
+        self._failover_budget = failover_budget
         self._put_script = client.register_script(_PUT)
         self._delete_script = client.register_script(_DELETE)
         self._list_script = client.register_script(_LIST)
@@ -320,6 +326,7 @@ class RedisClusterStore:
         wait: int = 0,
         watch_poll: float = 0.05,
         watch_outage_budget: float = 30.0,
+        failover_budget: float = 10.0,
     ) -> RedisClusterStore:
         """A store for `namespace` on the Redis Cluster the URL's nodes belong to.
 
@@ -336,7 +343,8 @@ class RedisClusterStore:
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
         nodes, username, password = startup_nodes(url)
-        client = RedisCluster(
+        connect = partial(
+            RedisCluster,
             startup_nodes=nodes,
             username=username,
             password=password,
@@ -347,8 +355,11 @@ class RedisClusterStore:
             reinitialize_steps=0,  # a MOVED patches the slot map (a full refresh closes connections in use)
             client_name=f"microstate-{namespace}",
         )
+        client = connect()
+        replicas = connect(load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS)
         return cls(
             client,
+            replicas,
             namespace,
             partitions=partitions,
             retention=retention,
@@ -357,6 +368,7 @@ class RedisClusterStore:
             socket_timeout=socket_timeout,
             watch_poll=watch_poll,
             watch_outage_budget=watch_outage_budget,
+            failover_budget=failover_budget,
         )
 
     # --- partitions --------------------------------------------------------------------------------
@@ -372,6 +384,9 @@ class RedisClusterStore:
                 record = partial(self._client.set, self._descriptor, wanted, nx=True, get=True)
                 recorded: Any = await self._read(record)
                 count = wanted if recorded is None else int(recorded)
+                # Map the replicas now, while the masters answer: a client that first meets the cluster
+                # during a failover cannot map it (redis-py asks the dead master for COMMAND).
+                await self._read(self._replicas.initialize)
                 self._partitions = [_Partition(tag) for tag in partition_tags(self.namespace, count)]
         return self._partitions
 
@@ -383,27 +398,38 @@ class RedisClusterStore:
 
     # --- reads -------------------------------------------------------------------------------------
 
-    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _read(
+        self, call: Callable[[], Awaitable[T]], *, on_replicas: Callable[[], Awaitable[T]] | None = None
+    ) -> T:
         """A read, retried with backoff on errors a failover or a slot migration causes (reads are
-        idempotent); the last error as StoreUnavailable."""
-        for attempt in range(_READ_ATTEMPTS):
+        idempotent); the last error as StoreUnavailable. A record read (`on_replicas`) that the masters
+        cannot answer is asked of the replicas in between: a master that died answers from its replica,
+        which may lag it by the writes it had not yet received, until the replica has taken over."""
+        # A cluster never reached yet (a wrong address, a cluster down) fails at once, not after the budget.
+        budget = self._failover_budget if self._partitions else 0.0
+        deadline = asyncio.get_running_loop().time() + budget
+        for attempt in itertools.count():
             try:
                 async with self._in_flight:
                     return await _guard(call())
             except StoreMisconfigured:
                 raise
             except StoreUnavailable:
-                if attempt == _READ_ATTEMPTS - 1 or self._closed:
+                if on_replicas is not None:
+                    with contextlib.suppress(StoreUnavailable):
+                        async with self._in_flight:
+                            return await _guard(on_replicas())
+                if asyncio.get_running_loop().time() > deadline or self._closed:
                     raise
-                await asyncio.sleep(backoff(attempt, base=0.02, cap=0.5))
+                await asyncio.sleep(backoff(attempt, base=0.02, cap=0.25))
         raise AssertionError("unreachable")
 
     async def _unexecuted_retried(self, call: Callable[[], Awaitable[T]]) -> T:
         """A write, retried only on errors that prove the node did not run it (a slot mid-migration, a
-        redirect loop, a cluster still electing a master), for up to `WRITE_RETRY_BUDGET` seconds: a slot
-        migration or a failover costs a write some delay, not a failure. Never on a lost connection or a
-        timeout, after which the write may have committed."""
-        deadline = asyncio.get_running_loop().time() + WRITE_RETRY_BUDGET
+        redirect loop, a cluster still electing a master, a dead master refusing connections), for up to
+        `failover_budget` seconds: a slot migration or a failover costs a write some delay, not a failure.
+        Never on a lost connection or a timeout, after which the write may have committed."""
+        deadline = asyncio.get_running_loop().time() + self._failover_budget
         for attempt in itertools.count():
             try:
                 async with self._in_flight:
@@ -423,7 +449,10 @@ class RedisClusterStore:
     async def get(self, key: str) -> Record | None:
         partitions = await self._ready()
         record_key = self._partition(partitions, key).record_prefix + key
-        raw: bytes | None = await self._read(lambda: self._client.execute_command("GET", record_key))
+        raw: bytes | None = await self._read(
+            lambda: self._client.execute_command("GET", record_key),
+            on_replicas=lambda: self._replicas.execute_command("GET", record_key),
+        )
         if raw is None:
             return None
         record = _record(key, raw)
@@ -443,14 +472,16 @@ class RedisClusterStore:
         for key in unique:
             by_partition.setdefault(partition_of(key, len(partitions)), []).append(key)
 
-        async def mget_all() -> Replies:
-            pipeline = self._client.pipeline()
+        async def mget_all(client: RedisCluster) -> Replies:
+            pipeline = client.pipeline()
             for number, members in by_partition.items():
                 prefix = partitions[number].record_prefix
                 pipeline.execute_command("MGET", *[prefix + key for key in members])
             return await pipeline.execute()
 
-        replies = await self._read(mget_all)
+        replies = await self._read(
+            partial(mget_all, self._client), on_replicas=partial(mget_all, self._replicas)
+        )
         records: dict[str, Record] = {}
         timed: dict[int, Keys] = {}
         for (number, members), raws in zip(by_partition.items(), replies, strict=True):
@@ -682,3 +713,4 @@ class RedisClusterStore:
     async def close(self) -> None:
         self._closed = True
         await self._client.aclose()
+        await self._replicas.aclose()
