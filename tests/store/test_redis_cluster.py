@@ -16,7 +16,12 @@ import pytest
 from redis.crc import key_slot
 
 from microstate.server.store import Record, StoreMisconfigured, StoreUnavailable, open_store
-from microstate.server.store.redis_cluster import RedisClusterStore, partition_of, partition_tags
+from microstate.server.store.redis_cluster import (
+    WATCH_BATCH,
+    RedisClusterStore,
+    partition_of,
+    partition_tags,
+)
 from tests.conformance.waiting import take, watching
 from tests.support.redis_cluster import RedisCluster, running_redis_cluster
 from tests.support.redis_server import RedisServer
@@ -144,6 +149,21 @@ async def test_concurrent_writes_over_every_partition_are_watched_once_in_revisi
         (last,) = await take(changes, 1)
     assert [change.cursor for change in rest] == [change.cursor for change in seen[150:]]
     assert last.record == sentinel
+
+
+async def test_a_catch_up_past_a_full_batch_of_one_partition_keeps_revision_order(
+    store: RedisClusterStore,
+) -> None:
+    """One hot partition holds more changes than a watch reads from it at once (WATCH_BATCH): the changes of
+    the other partitions must wait for the rest of it, not overtake it."""
+    start = await store.head_cursor()
+    written = []
+    for i in range(WATCH_BATCH + 50):
+        written += await asyncio.gather(store.put("hot", str(i).encode()), store.put(f"cold{i}", b"v"))
+
+    async with watching(store, after=start) as changes:
+        seen = await take(changes, len(written), within=30)
+    assert [c.record for c in seen] == sorted(written, key=lambda record: record.revision)
 
 
 async def test_wait_for_a_replica_the_cluster_does_not_have_fails_the_write_as_unavailable(

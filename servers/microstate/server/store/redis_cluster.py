@@ -88,6 +88,7 @@ from microstate.server.store.redis import (
     _record,
     _unavailable,
 )
+from microstate.server.store.redis_cluster_nodes import MasterConnections, Redirected
 
 T = TypeVar("T")
 
@@ -209,6 +210,7 @@ class _Partition:
         self.index = f"{base}idx"
         self.log = f"{base}log"
         self.expiries = f"{base}exp"
+        self.slot = key_slot(tag.encode())
 
     def write_keys(self, key: str) -> tuple[str, ...]:
         return self.record_prefix + key, self.meta, self.index, self.log, self.expiries
@@ -277,6 +279,7 @@ class RedisClusterStore:
         self,
         client: RedisCluster,
         replicas: RedisCluster,
+        masters: MasterConnections,
         namespace: str,
         *,
         partitions: int,
@@ -290,6 +293,7 @@ class RedisClusterStore:
     ) -> None:
         self._client = client
         self._replicas = replicas  # record reads the masters cannot answer (see _read)
+        self._masters = masters  # the fast path of the hot commands (redis_cluster_nodes.py)
         self.namespace = namespace
         self.retention = retention
         self.capabilities = Capabilities(durable=durable, shared=True, native_ttl=True)
@@ -357,9 +361,18 @@ class RedisClusterStore:
         )
         client = connect()
         replicas = connect(load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS)
+        masters = MasterConnections(
+            client,
+            username=username,
+            password=password,
+            client_name=f"microstate-{namespace}-pipeline",
+            timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+        )
         return cls(
             client,
             replicas,
+            masters,
             namespace,
             partitions=partitions,
             retention=retention,
@@ -448,11 +461,16 @@ class RedisClusterStore:
 
     async def get(self, key: str) -> Record | None:
         partitions = await self._ready()
-        record_key = self._partition(partitions, key).record_prefix + key
-        raw: bytes | None = await self._read(
-            lambda: self._client.execute_command("GET", record_key),
-            on_replicas=lambda: self._replicas.execute_command("GET", record_key),
-        )
+        partition = self._partition(partitions, key)
+        record_key = partition.record_prefix + key
+        raw: bytes | None
+        try:
+            raw = await _guard(self._masters.execute(partition.slot, "GET", record_key))
+        except (Redirected, StoreUnavailable):  # a read may go again: through redis-py, with its retries
+            raw = await self._read(
+                lambda: self._client.execute_command("GET", record_key),
+                on_replicas=lambda: self._replicas.execute_command("GET", record_key),
+            )
         if raw is None:
             return None
         record = _record(key, raw)
@@ -462,8 +480,8 @@ class RedisClusterStore:
         return record
 
     async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
-        """One MGET per partition, sent per node in parallel (redis-py's cluster pipeline); records with a
-        TTL are read again with the node's clock."""
+        """One MGET per partition, all at once over the masters' connections (redis-py's cluster pipeline
+        where the fast path was redirected); records with a TTL are read again with the node's clock."""
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
@@ -479,9 +497,22 @@ class RedisClusterStore:
                 pipeline.execute_command("MGET", *[prefix + key for key in members])
             return await pipeline.execute()
 
-        replies = await self._read(
-            partial(mget_all, self._client), on_replicas=partial(mget_all, self._replicas)
-        )
+        async def mget_fast() -> Replies:
+            def mget(number: int, members: Keys) -> Awaitable[Any]:
+                partition = partitions[number]
+                return self._masters.execute(
+                    partition.slot, "MGET", *[partition.record_prefix + key for key in members]
+                )
+
+            return await asyncio.gather(*(mget(number, members) for number, members in by_partition.items()))
+
+        replies: Replies
+        try:
+            replies = await _guard(mget_fast())
+        except (Redirected, StoreUnavailable):
+            replies = await self._read(
+                partial(mget_all, self._client), on_replicas=partial(mget_all, self._replicas)
+            )
         records: dict[str, Record] = {}
         timed: dict[int, Keys] = {}
         for (number, members), raws in zip(by_partition.items(), replies, strict=True):
@@ -574,8 +605,13 @@ class RedisClusterStore:
         floor = self._seen // SUFFIX + 1  # the clock part of the highest revision seen, + 1
         return (key, *condition, self._log_length(partitions), prefix, floor, f"{number:03d}")
 
-    async def _write(self, script: Any, keys: tuple[str, ...], args: tuple[Any, ...]) -> Replies:
-        reply: Replies = await self._unexecuted_retried(lambda: script(keys=keys, args=args))
+    async def _write(self, script: Any, slot: int, keys: tuple[str, ...], args: tuple[Any, ...]) -> Replies:
+        """The write script on the partition's master: the fast path, or redis-py where it was redirected."""
+        reply: Replies
+        try:
+            reply = await _guard(self._masters.run_script(slot, script.sha, script.script, keys, args))
+        except Redirected:
+            reply = await self._unexecuted_retried(lambda: script(keys=keys, args=args))
         if reply[0] == 1 and len(reply) > 1:
             self._saw(int(reply[1]))
             if self._wait:
@@ -615,8 +651,8 @@ class RedisClusterStore:
         partitions = await self._ready()
         ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
         args = (*self._write_args(key, if_match, partitions), value, ttl_micros)
-        keys = self._partition(partitions, key).write_keys(key)
-        reply = await self._write(self._put_script, keys, args)
+        partition = self._partition(partitions, key)
+        reply = await self._write(self._put_script, partition.slot, partition.write_keys(key), args)
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return Record(key, value, int(reply[1]), _expiry(reply[2]))
@@ -624,8 +660,8 @@ class RedisClusterStore:
     async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
         partitions = await self._ready()
         args = self._write_args(key, if_match, partitions)
-        keys = self._partition(partitions, key).write_keys(key)
-        reply = await self._write(self._delete_script, keys, args)
+        partition = self._partition(partitions, key)
+        reply = await self._write(self._delete_script, partition.slot, partition.write_keys(key), args)
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return bool(reply[0] == 1)
@@ -655,17 +691,20 @@ class RedisClusterStore:
                 await outage.retry_or_raise(exc)
                 continue
             outage.reset()
-            full = False
+            # Changes below the watermark are final, but a partition whose batch came back full may hold
+            # more below it than was read: nothing past its last read change goes out before the rest.
+            limit = watermark
             entries: Replies
             for number, entries in enumerate(batches):
-                full = full or len(entries) == WATCH_BATCH
                 for entry_id, fields in entries:
                     revision = int(entry_id.partition(b"-")[0])
                     if int(fields[b"p"]) > positions[number]:
                         raise CursorExpired(f"the change log no longer holds the change after {cursor}")
                     positions[number] = revision
                     heapq.heappush(pending, (revision, number, self._change(revision, fields)))
-            while pending and pending[0][0] < watermark:
+                if len(entries) == WATCH_BATCH:
+                    limit = min(limit, positions[number] + 1)
+            while pending and pending[0][0] < limit:
                 revision, _, change = heapq.heappop(pending)
                 if revision <= cursor:
                     raise CursorExpired(
@@ -674,7 +713,7 @@ class RedisClusterStore:
                 cursor = revision
                 if change.key.startswith(prefix):
                     yield change
-            if not full:
+            if limit == watermark:
                 await asyncio.sleep(self._watch_poll)  # the poll interval: nothing more to read yet
         raise StoreUnavailable("the store is closed")
 
@@ -714,3 +753,4 @@ class RedisClusterStore:
         self._closed = True
         await self._client.aclose()
         await self._replicas.aclose()
+        await self._masters.close()
