@@ -480,7 +480,7 @@ class RedisClusterStore:
         return record
 
     async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
-        """One MGET per partition, all at once over the masters' connections (redis-py's cluster pipeline
+        """One MGET per partition, one write per master, all masters at once (redis-py's cluster pipeline
         where the fast path was redirected); records with a TTL are read again with the node's clock."""
         unique = list(dict.fromkeys(keys))
         if not unique:
@@ -497,18 +497,14 @@ class RedisClusterStore:
                 pipeline.execute_command("MGET", *[prefix + key for key in members])
             return await pipeline.execute()
 
-        async def mget_fast() -> Replies:
-            def mget(number: int, members: Keys) -> Awaitable[Any]:
-                partition = partitions[number]
-                return self._masters.execute(
-                    partition.slot, "MGET", *[partition.record_prefix + key for key in members]
-                )
+        def mget(number: int, members: Keys) -> tuple[int, tuple[str, ...]]:
+            prefix = partitions[number].record_prefix
+            return partitions[number].slot, ("MGET", *[prefix + key for key in members])
 
-            return await asyncio.gather(*(mget(number, members) for number, members in by_partition.items()))
-
+        mgets = [mget(number, members) for number, members in by_partition.items()]
         replies: Replies
         try:
-            replies = await _guard(mget_fast())
+            replies = await _guard(self._masters.execute_each(mgets))
         except (Redirected, StoreUnavailable):
             replies = await self._read(
                 partial(mget_all, self._client), on_replicas=partial(mget_all, self._replicas)

@@ -11,6 +11,7 @@ corrects its slot map, so the next fast command goes to the right master.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +75,31 @@ class MasterConnections:
             if _never_ran(exc):
                 raise Redirected(str(exc)) from exc
             raise
+
+    async def execute_each(self, commands: Sequence[tuple[int, tuple[Arg, ...]]]) -> list[Any]:
+        """Each (slot, command): one write per master, to every master at once; the replies in order."""
+        by_master: dict[RedisPipeline, list[int]] = {}
+        for index, (slot, _) in enumerate(commands):
+            by_master.setdefault(self._for_slot(slot), []).append(index)
+        replies: list[Any] = [None] * len(commands)
+
+        async def one(pipeline: RedisPipeline, indexes: list[int]) -> None:
+            answers = await pipeline.execute_many([commands[index][1] for index in indexes])
+            for index, answer in zip(indexes, answers, strict=True):
+                replies[index] = answer
+
+        try:
+            await asyncio.gather(*(one(pipeline, indexes) for pipeline, indexes in by_master.items()))
+        except rexc.ConnectionError as exc:
+            if _never_ran(exc):
+                raise Redirected(str(exc)) from exc
+            raise
+        for reply in replies:
+            if isinstance(reply, rexc.RedisError):
+                if _never_ran(reply):
+                    raise Redirected(str(reply)) from reply
+                raise reply
+        return replies
 
     async def run_script(
         self, slot: int, sha: str, source: str, keys: Sequence[str], args: Sequence[Any]
