@@ -605,7 +605,7 @@ class RedisStore:
             if b"cluster_enabled:1" in info:
                 raise StoreMisconfigured(
                     "redis: this server is a Redis Cluster node, and a redis:// store speaks to one node"
-                    " only; Redis Cluster is not supported yet"
+                    " only; name the cluster's nodes in a redis+cluster://host1:port,host2:port URL"
                 )
             self._single_node_checked = True
 
