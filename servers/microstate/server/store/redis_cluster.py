@@ -57,13 +57,12 @@ from redis.cluster import LoadBalancingStrategy
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import Outage, backoff, require_positive
+from microstate.server.store._shared import Outage, backoff, guard, require_positive
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
     Capabilities,
     Change,
-    ChangeKind,
     CursorExpired,
     IfMatch,
     Page,
@@ -76,7 +75,6 @@ from microstate.server.store.base import (
 )
 from microstate.server.store.redis import (
     _CONDITION,
-    _KIND_CODES,
     _LIST,
     _PROLOGUE,
     _PURGE,
@@ -244,13 +242,7 @@ def _unexecuted(exc: Exception) -> bool:
 
 
 async def _guard(call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except Exception as exc:
-        unavailable = _classify(exc)
-        if unavailable is None:
-            raise
-        raise unavailable from exc
+    return await guard(call, _classify)
 
 
 def startup_nodes(url: str) -> tuple[list[ClusterNode], str | None, str | None]:
@@ -737,13 +729,7 @@ class RedisClusterStore:
 
         return await self._read(read)
 
-    @staticmethod
-    def _change(revision: int, fields: dict[bytes, bytes]) -> Change:
-        key = fields[b"k"].decode()
-        kind = _KIND_CODES[fields[b"o"]]
-        value = None if kind is ChangeKind.DELETED else fields[b"v"]
-        record = None if value is None else Record(key, value, revision, _expiry(fields[b"x"]))
-        return Change(kind, key, record, str(revision), int(fields[b"t"]) / MICROS)
+    _change = staticmethod(RedisStore._change)  # the same log entry fields as the single-node store
 
     async def close(self) -> None:
         self._closed = True
