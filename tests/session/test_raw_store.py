@@ -67,7 +67,19 @@ def mongo_dump(url: str) -> Iterator[bytes]:
         client.close()
 
 
-DUMPS = {"sqlite": sqlite_dump, "redis": redis_dump, "mongo": mongo_dump, "mongo-external": mongo_dump}
+def redis_cluster_dump(url: str) -> Iterator[bytes]:
+    """Every node's keys (the URL lists them all: the test cluster's redis+cluster://host:port,...)."""
+    for address in url.removeprefix("redis+cluster://").split(","):
+        yield from redis_dump(f"redis://{address}/0")
+
+
+DUMPS = {
+    "sqlite": sqlite_dump,
+    "redis": redis_dump,
+    "redis-cluster": redis_cluster_dump,
+    "mongo": mongo_dump,
+    "mongo-external": mongo_dump,
+}
 
 
 def encodings(secret: bytes) -> list[bytes]:
