@@ -9,12 +9,14 @@ Layout of a namespace `ns` with P partitions (P fixed when the namespace is crea
 belongs to partition crc32(key) % P; partition p has a hash tag `{ns:p:n}`, n picked so that the tags' slots
 spread evenly over the 16384 slots (so over the masters, whatever their number), and holds the same keys as a
 single-node namespace (redis.py): `r:<key>` records, `idx` and `exp` sorted sets, `log` the stream of its
-changes, and `meta` (a hash: `last`, the partition's latest revision). Every write is one Lua script on one
+changes, and `meta` (a hash: `last`, the partition's clock). Every write is one Lua script on one
 partition, so on one node: check `if_match`, pick the revision, XADD the change, write the record.
 
 Revisions: a partition cannot share one counter with the others without a hot slot every write goes
-through, so a revision is a hybrid logical clock in microseconds: max(the node's TIME, the partition's last
-revision + 1, the store's highest revision seen + 1). It is exact per key (a key's partition is fixed, and a
+through, so a revision is a hybrid logical clock: the partition's clock moves to max(the node's TIME in
+microseconds, its last value + 1, the clock of the highest revision the store has seen + 1), and the revision
+is that clock with the partition's number appended in three digits, so no two partitions share one (two
+masters can commit in the same microsecond). It is exact per key (a key's partition is fixed, and a
 partition's revisions strictly increase), so etags stay exact; it increases across the namespace in the
 order of the calls of one store object, and across processes as far as the masters' clocks agree (NTP: well
 under the time one call takes to cause another). The Store protocol's cursor stays what it is for every
@@ -30,10 +32,13 @@ revision, so a trimmed log is detected exactly (CursorExpired). A master whose c
 than the watch lag can break this; the watch then reports CursorExpired instead of skipping a change.
 Watches poll (`watch_poll`): a blocking XREAD cannot span slots.
 
-Writes are never resent (as redis.py: a lost reply may have committed); reads retry briefly through a
-failover or a migration. `wait=N` makes every write wait for N replicas to acknowledge it (WAIT on the
-write's own connection) and fails it as unavailable if they do not within `socket_timeout`: Redis Cluster
-replicates asynchronously, so without it a master that dies loses the writes its replicas had not received.
+Get, BatchGet and the writes go over one multiplexed connection per master (redis_cluster_nodes.py), the
+rest, and whatever meets a redirect there, through redis-py. Writes are resent only when the cluster refused
+them unexecuted (TRYAGAIN, ASK/MOVED, CLUSTERDOWN, no connection), never after a lost reply, which may have
+committed; reads retry within `failover_budget` and ask the replicas in between. `wait=N` makes every write
+wait for N replicas to acknowledge it (WAIT, after a mark written on WAIT's own connection) and fails it as
+unavailable if they do not within half of `socket_timeout`: Redis Cluster replicates asynchronously, so
+without it a master that dies loses the writes its replicas had not received.
 """
 
 from __future__ import annotations
