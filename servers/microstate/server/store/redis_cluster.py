@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import math
@@ -185,15 +186,18 @@ master), so a node's pool (MAX_CONNECTIONS) never runs out."""
 MAX_CONNECTIONS = 4 * IN_FLIGHT
 
 
+@functools.cache
 def partition_tags(namespace: str, partitions: int) -> list[str]:
-    """The hash tag of each partition: `ns:p:n`, the first n whose slot lies in the p-th of `partitions`
-    equal slices of the slot space, so the partitions spread over the masters as evenly as slots do."""
+    """The hash tag of each partition: `ns:p:n`, the first n whose slot lies near the middle of the p-th of
+    `partitions` equal slices of the slot space, so the partitions spread over the masters as evenly as
+    slots do, and a partition whose slice straddles two masters' ranges still lands on one predictably."""
     tags = []
+    width = REDIS_CLUSTER_HASH_SLOTS / partitions
+    near = min(width, max(32.0, width / 8)) / 2
     for partition in range(partitions):
-        low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
-        high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+        middle = (partition + 0.5) * width
         n = 0
-        while not low <= key_slot(f"{namespace}:{partition}:{n}".encode()) < high:
+        while abs(key_slot(f"{namespace}:{partition}:{n}".encode()) + 0.5 - middle) > near:
             n += 1
         tags.append(f"{namespace}:{partition}:{n}")
     return tags
