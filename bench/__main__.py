@@ -3,9 +3,10 @@
 Sections: P1 P2 P3 P4 P5 P6 (the figures of issue 5), S1 S2 S3 (the session figures of issue 11), NC (the
 profile near-cache of issue 12), FL (the flags SDK of issue 12), T1-T4 (telemetry, issue 14: one scenario),
 A1 (what a bearer-token check costs GetProfile), M1 (what --metrics-port costs GetProfile), RC (reconcile,
-issue 17), LAT (Get/Update latency per backend) and PROF (py-spy profiles of the hot paths). P3 and P4
-come from one scenario, and S1-S3 from another, so asking for one of them runs its whole scenario. The JSON
-goes to bench/results/latest.json unless --json says otherwise, with a markdown twin beside it (.md).
+issue 17), SC (the Redis Cluster store against a single Redis, issue 18), LAT (Get/Update latency per
+backend) and PROF (py-spy profiles of the hot paths). P3 and P4 come from one scenario, and S1-S3 from
+another, so asking for one of them runs its whole scenario. The JSON goes to bench/results/latest.json
+unless --json says otherwise, with a markdown twin beside it (.md).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ SECTIONS = (
     "A1",
     "M1",
     "RC",
+    "SC",
     "LAT",
     "PROF",
 )
@@ -95,6 +97,7 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
     from bench import (
         auth,
         backends,
+        cluster,
         fallback,
         flags,
         models,
@@ -133,6 +136,8 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         jobs.append(("T1", "telemetry", lambda: telemetry.telemetry(settings)))
     if "RC" in sections:
         jobs.append(("RC", "reconciliation", lambda: reconcile.reconcile(settings)))
+    if "SC" in sections:
+        jobs.append(("SC", "Redis Cluster store vs single Redis", lambda: cluster.cluster(settings)))
     if "LAT" in sections:
         for backend in BACKENDS:
             jobs.append(("LAT", f"{backend} latency", functools.partial(backends.latency, settings, backend)))

@@ -12,7 +12,7 @@ import pytest
 from microstate.flags.v1 import flags_pb2 as f
 from microstate.flags.v1 import flags_pb2_grpc
 from microstate.server.store import Store
-from tests.conformance.conftest import StoreFactory
+from tests.conformance.conftest import Backend, StoreFactory
 
 from .builders import COLORS, cond, string_flag
 from .conftest import Serve
@@ -90,7 +90,7 @@ async def test_resume_sends_only_the_delta(store: Store, serve: Serve) -> None:
         assert resumed.bytes * 20 < first.bytes, (resumed.bytes, first.bytes)
 
 
-@pytest.mark.parametrize("since", [10**9, -1])
+@pytest.mark.parametrize("since", [2**62, -1])  # ahead of every backend's revisions (a cluster's are ~1.8e18)
 async def test_revisions_it_cannot_continue_from(stub: Stub, since: int) -> None:
     await stub.CreateFlag(f.CreateFlagRequest(flag=flag("a")))
     replica = Replica()
@@ -123,9 +123,15 @@ async def test_trimmed_revision_gets_a_snapshot(store_factory: StoreFactory, ser
         assert replica.flags["a"].description == "299"
 
 
-async def test_no_change_lost_or_doubled_under_concurrent_writes(store: Store, serve: Serve) -> None:
+async def test_no_change_lost_or_doubled_under_concurrent_writes(
+    store: Store, serve: Serve, backend: Backend
+) -> None:
     """Writers keep writing while streams start, and while a second server bootstraps its rule set from the
     store: every replica ends equal to the store, each delta above the revision before it."""
+    if backend.name == "redis-cluster":
+        # Each write waits until its server's rule set has seen it, one watch poll (50 ms) on the cluster:
+        # too few writes land while the second server bootstraps for the premise (deltas after its snapshot).
+        pytest.skip("the premise needs writes faster than the cluster store's watch poll")
     keys = [f"k{i}" for i in range(20)]
     async with serve(store) as stub:
         for key in keys:

@@ -162,7 +162,16 @@ class ClusterNodeRedisServer(RedisServer):
 
     def _listen(self) -> list[str]:
         nodes = self.data_dir / "nodes.conf"
-        return [*super()._listen(), "--cluster-enabled", "yes", "--cluster-config-file", str(nodes)]
+        return [
+            *super()._listen(),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(nodes),
+            # A dead master is failed over within ~2 s, not the default 15 s (the failover tests wait on it).
+            "--cluster-node-timeout", "2000",
+            # While a dead master's slots await their replica's promotion, the replica may still serve reads
+            # (the setting docs/scaling.md recommends for a microstate).
+            "--cluster-allow-reads-when-down", "yes",
+        ]  # fmt: skip
 
 
 MAX_CLUSTER_PORT = 55535

@@ -179,8 +179,9 @@ class FlagsDomain:
         """What brings a replica at `since` to the subscription's revision: deltas if the feed still holds
         them and they are fewer than the flags, else a snapshot."""
         revision = subscription.revision
-        if 0 < since <= revision and revision - since <= max(MIN_CATCH_UP, len(subscription.flags)):
-            deltas = await changes_between(self._store, since, revision)
+        if 0 < since <= revision:
+            limit = max(MIN_CATCH_UP, len(subscription.flags))
+            deltas = await changes_between(self._store, since, revision, limit=limit)
             if deltas is not None:
                 return deltas
         return snapshot_chunks(subscription.flags, revision)

@@ -264,9 +264,13 @@ def _apply_if_newer(flags: dict[str, pb.Flag], change: Change) -> None:
         flags[change.key] = read_form(FLAG.from_bytes(change.record.value), change.record.revision)
 
 
-async def changes_between(store: Store, after: int, through: int) -> list[pb.SyncFlagsResponse] | None:
+async def changes_between(
+    store: Store, after: int, through: int, *, limit: int | None = None
+) -> list[pb.SyncFlagsResponse] | None:
     """The deltas of the revisions after `after` through `through`, read from the store's change feed;
-    None when the feed no longer holds them (trimmed, or `after` is not a revision of this store)."""
+    None when the feed no longer holds them (trimmed, or `after` is not a revision of this store), or holds
+    more than `limit` of them. Counted, not computed from the revisions: a store's revisions increase but
+    need not be consecutive (the Redis Cluster store's are clock readings)."""
     deltas: list[pb.SyncFlagsResponse] = []
     if after >= through:
         return deltas
@@ -279,6 +283,8 @@ async def changes_between(store: Store, after: int, through: int) -> list[pb.Syn
             else:
                 delta.upserts.append(read_form(FLAG.from_bytes(change.record.value), change.record.revision))
             deltas.append(pb.SyncFlagsResponse(delta=delta))
+            if limit is not None and len(deltas) > limit:
+                return None
             if revision >= through:
                 return deltas
     except (CursorExpired, InvalidCursor):

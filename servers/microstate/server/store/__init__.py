@@ -30,6 +30,7 @@ BACKENDS: dict[str, str] = {
     "sqlite": "microstate.server.store.sqlite:SqliteStore",
     "redis": "microstate.server.store.redis:RedisStore",
     "rediss": "microstate.server.store.redis:RedisStore",
+    "redis+cluster": "microstate.server.store.redis_cluster:RedisClusterStore",
     "mongodb": "microstate.server.store.mongo:MongoStore",
     "mongodb+srv": "microstate.server.store.mongo:MongoStore",
 }

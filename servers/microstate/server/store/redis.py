@@ -179,22 +179,17 @@ end
 # XADD's explicit IDs keep increasing; and purge_expired(), which forgets a few records whose TTL passed, so a
 # namespace of short-lived records that nobody lists does not grow its index forever (each write cleans up
 # more than it can leave behind).
-_WRITE_PROLOGUE = (
-    _PROLOGUE
-    + """
+# The precondition check of both write scripts (KEYS[1] the record; ARGV[2], ARGV[3] mode and revision).
+_CONDITION = """
 local h = parse(redis.call('GET', KEYS[1]))
 local is_live = live(h)
 if (ARGV[2] == 'absent' and is_live) or (ARGV[2] == 'rev' and not (is_live and h[1] == ARGV[3])) then
   if is_live then return {0, h[1], h[2], h[3]} end
   return {0}
 end
-local function next_revision()
-  if redis.call('HEXISTS', KEYS[2], 'n') == 0 then
-    local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-    if last[1] then redis.call('HSET', KEYS[2], 'n', string.match(last[1][1], '^(%d+)')) end
-  end
-  return redis.call('HINCRBY', KEYS[2], 'n', 1)
-end
+"""
+# purge_expired() of both write scripts (KEYS[3] the index, KEYS[5] the expiries, ARGV[5] the record prefix).
+_PURGE = """
 local function purge_expired()
   for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', int(now), 'LIMIT', 0, 8)) do
     local record = ARGV[5] .. key
@@ -204,6 +199,19 @@ local function purge_expired()
       forget(KEYS[3], KEYS[5], record, key)
     end
   end
+end
+"""
+_WRITE_PROLOGUE = (
+    _PROLOGUE
+    + _CONDITION
+    + _PURGE
+    + """
+local function next_revision()
+  if redis.call('HEXISTS', KEYS[2], 'n') == 0 then
+    local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+    if last[1] then redis.call('HSET', KEYS[2], 'n', string.match(last[1][1], '^(%d+)')) end
+  end
+  return redis.call('HINCRBY', KEYS[2], 'n', 1)
 end
 """
 )
@@ -597,7 +605,7 @@ class RedisStore:
             if b"cluster_enabled:1" in info:
                 raise StoreMisconfigured(
                     "redis: this server is a Redis Cluster node, and a redis:// store speaks to one node"
-                    " only; Redis Cluster is not supported yet"
+                    " only; name the cluster's nodes in a redis+cluster://host1:port,host2:port URL"
                 )
             self._single_node_checked = True
 

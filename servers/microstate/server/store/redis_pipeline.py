@@ -76,8 +76,11 @@ class _Connection(asyncio.Protocol):
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
         self._parser = hiredis.Reader()
-        # (waiter, deadline, replies still to come): a transaction's waiter takes its last reply only.
-        self._waiters: collections.deque[tuple[asyncio.Future[Any], float, int]] = collections.deque()
+        # (waiter, deadline, replies still to come, the replies so far or None): a transaction's waiter takes
+        # its last reply only (None), a batch's all of them (a list).
+        self._waiters: collections.deque[tuple[asyncio.Future[Any], float, int, list[Any] | None]] = (
+            collections.deque()
+        )
         self._transport: asyncio.Transport | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -86,15 +89,16 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
-    def send(self, packed: bytes, replies: int = 1) -> asyncio.Future[Any]:
-        """Write `packed` (one or more commands); the future gets the last of their `replies`."""
+    def send(self, packed: bytes, replies: int = 1, *, every: bool = False) -> asyncio.Future[Any]:
+        """Write `packed` (one or more commands); the future gets the last of their `replies`, or with
+        `every` the list of them all (error replies as hiredis.ReplyError)."""
         assert self._transport is not None
         waiter = self._loop.create_future()
         if self.closed:  # lost between the caller's check and now: never write into a dead connection
             waiter.set_exception(rexc.ConnectionError("connection to redis lost"))
             return waiter
         deadline = self._loop.time() + self._timeout
-        self._waiters.append((waiter, deadline, replies))
+        self._waiters.append((waiter, deadline, replies, [] if every else None))
         if self._watchdog is None:
             self._watchdog = self._loop.call_at(deadline, self._check_late)
         self._transport.write(packed)
@@ -104,14 +108,18 @@ class _Connection(asyncio.Protocol):
         self._parser.feed(data)
         try:
             while (reply := self._parser.gets()) is not False:
-                waiter, deadline, replies = self._waiters[0]
+                waiter, deadline, replies, collected = self._waiters[0]
+                if collected is not None:
+                    collected.append(reply)
                 if replies > 1:  # MULTI's OK and the QUEUEDs; EXEC's reply (or EXECABORT) comes last
-                    self._waiters[0] = (waiter, deadline, replies - 1)
+                    self._waiters[0] = (waiter, deadline, replies - 1, collected)
                     continue
                 self._waiters.popleft()
                 if waiter.done():  # its caller gave up (cancelled); the reply still had to be consumed
                     continue
-                if isinstance(reply, hiredis.ReplyError):
+                if collected is not None:
+                    waiter.set_result(collected)
+                elif isinstance(reply, hiredis.ReplyError):
                     waiter.set_exception(_error(reply))
                 else:
                     waiter.set_result(reply)
@@ -220,6 +228,15 @@ class RedisPipeline:
             if isinstance(reply, hiredis.ReplyError):
                 raise _error(reply)
         return replies
+
+    async def execute_many(self, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
+        """`commands` in one write, not a transaction: each one's reply, an error reply as its redis-py
+        exception (not raised: the others' replies stand)."""
+        connection = await self._connection_for_use()
+        replies: list[Any] = await connection.send(
+            b"".join(_pack(command) for command in commands), replies=len(commands), every=True
+        )
+        return [_error(reply) if isinstance(reply, hiredis.ReplyError) else reply for reply in replies]
 
     async def run_script(
         self, sha: str, source: str | bytes | memoryview, keys: Sequence[str], args: Sequence[Any] = ()

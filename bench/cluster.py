@@ -1,0 +1,131 @@
+"""SC: the Redis Cluster store against the single-node Redis store (issue 18), store calls only.
+
+Subject: a `redis+cluster://` store on a local 3-master, 3-replica cluster (32 partitions); baseline: a
+`redis://` store on one redis-server. Both called from this process, 16 calls in flight; the figure is this
+process's CPU per call (what a microstate server spends in its store layer), so the ratio is what the
+cluster client costs over the single-node path. Then: keys and writes spread over the masters (the largest
+and smallest share against an even one), and what `wait=1` costs an Update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench import load, services
+from bench.report import Row, at_most
+from bench.stack import BATCH, Settings
+from microstate.server.store import Store, open_store
+
+IN_FLIGHT = 16
+VALUE = b"x" * 380  # the size of a typical profile record
+
+
+async def _cpu_per_call(call: Callable[[int], Awaitable[Any]], calls: int) -> float:
+    """CPU seconds of this process per call, `IN_FLIGHT` calls at a time."""
+    counter = iter(range(calls))
+
+    async def worker() -> None:
+        for n in counter:
+            await call(n)
+
+    started = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    return (time.process_time() - started) / calls
+
+
+async def _operations(store: Store, calls: int) -> dict[str, Callable[[], Awaitable[float]]]:
+    keys = [f"user-{i:04d}" for i in range(1000)]
+    for chunk in range(0, len(keys), 100):
+        await asyncio.gather(*(store.put(key, VALUE) for key in keys[chunk : chunk + 100]))
+    return {
+        "Get": lambda: _cpu_per_call(lambda n: store.get(keys[n % 1000]), calls),
+        f"BatchGet({BATCH})": lambda: _cpu_per_call(
+            lambda n: store.batch_get(keys[(n * BATCH) % 900 : (n * BATCH) % 900 + BATCH]), calls // 10
+        ),
+        "Update": lambda: _cpu_per_call(lambda n: store.put(keys[n % 1000], VALUE), calls),
+    }
+
+
+def _spread(counts: Counter[int]) -> float:
+    """The largest deviation of a master's share from an even share, as a fraction of the even share."""
+    even = sum(counts.values()) / len(counts)
+    return max(abs(count - even) for count in counts.values()) / even
+
+
+async def cluster(settings: Settings) -> list[Row]:
+    services.require("redis-cli", "apt-get install redis-tools")
+    from tests.support.redis_cluster import running_redis_cluster
+
+    calls = settings.samples * 4
+    rows: list[Row] = []
+    with (
+        services.redis(settings.cores.server) as single_url,
+        running_redis_cluster(replicas_per_master=1) as nodes,
+    ):
+        single = await open_store(single_url, "benchsc")
+        clustered = await open_store(nodes.url, "benchsc")
+        waiting = await open_store(f"{nodes.url}?wait=1", "benchscwait")
+        try:
+            subject, baseline = await _operations(clustered, calls), await _operations(single, calls)
+            waited = (await _operations(waiting, calls))["Update"]
+            for op in subject:
+                value, base = await load.interleaved(settings.rounds, subject[op], baseline[op])
+                ratio = load.paired_ratio(value, base)
+                rows.append(
+                    Row(
+                        "SC",
+                        f"{op}: redis+cluster:// vs redis:// store, CPU per call, {IN_FLIGHT} in flight",
+                        sorted(value)[len(value) // 2],
+                        sorted(base)[len(base) // 2],
+                        "s",
+                        ratio,
+                        note="3 masters + 3 replicas, 32 partitions; this process's CPU (the store layer)",
+                    )
+                )
+            with_wait, without = await load.interleaved(settings.rounds, waited, subject["Update"])
+            rows.append(
+                Row(
+                    "SC",
+                    "Update with wait=1 (WAIT for a replica) vs without, CPU per call",
+                    sorted(with_wait)[len(with_wait) // 2],
+                    sorted(without)[len(without) // 2],
+                    "s",
+                    load.paired_ratio(with_wait, without),
+                )
+            )
+            rows += await _spread_rows(clustered, nodes)
+        finally:
+            for store in (single, clustered, waiting):
+                await store.close()
+    return rows
+
+
+async def _spread_rows(store: Any, nodes: Any) -> list[Row]:
+    from redis.crc import key_slot
+
+    from microstate.server.store.redis_cluster import partition_of, partition_tags
+
+    client = nodes.client(nodes.nodes[0])
+    try:
+        ranges = client.execute_command("CLUSTER", "SLOTS")
+    finally:
+        client.close()
+    owner = {slot: int(master[1]) for low, high, master, *_ in ranges for slot in range(low, high + 1)}
+    tags = partition_tags(store.namespace, 32)
+    keys = [f"key-{i}" for i in range(100_000)]
+    placed = Counter(owner[key_slot(tags[partition_of(key, 32)].encode())] for key in keys)
+    return [
+        Row(
+            "SC",
+            "keys per master: largest deviation from an even share (100,000 keys, 3 masters, 32 partitions)",
+            100 * _spread(placed),
+            None,
+            "%",
+            target=at_most(10, on="value", text="≤ 10%"),
+            note=", ".join(f"{count:,}" for count in sorted(placed.values())),
+        )
+    ]

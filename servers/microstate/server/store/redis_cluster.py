@@ -1,0 +1,747 @@
+"""The Redis Cluster store: one microstate spread over P partitions, each a hash tag of its own.
+
+URL: `redis+cluster://[user:password@]host1:port,host2:port[/0][?settings]`. The listed nodes are only where
+discovery starts: redis-py's asyncio RedisCluster learns the slot map from them, follows MOVED and ASK, and
+maps the slot map again after a failover or a slot migration.
+
+Layout of a namespace `ns` with P partitions (P fixed when the namespace is created, recorded in
+`msc:{ns}:partitions`; the `partitions` setting only matters for a namespace that does not exist yet). A key
+belongs to partition crc32(key) % P; partition p has a hash tag `{ns:p:n}`, n picked so that the tags' slots
+spread evenly over the 16384 slots (so over the masters, whatever their number), and holds the same keys as a
+single-node namespace (redis.py): `r:<key>` records, `idx` and `exp` sorted sets, `log` the stream of its
+changes, and `meta` (a hash: `last`, the partition's clock). Every write is one Lua script on one
+partition, so on one node: check `if_match`, pick the revision, XADD the change, write the record.
+
+Revisions: a partition cannot share one counter with the others without a hot slot every write goes
+through, so a revision is a hybrid logical clock: the partition's clock moves to max(the node's TIME in
+microseconds, its last value + 1, the clock of the highest revision the store has seen + 1), and the revision
+is that clock with the partition's number appended in three digits, so no two partitions share one (two
+masters can commit in the same microsecond). It is exact per key (a key's partition is fixed, and a
+partition's revisions strictly increase), so etags stay exact; it increases across the namespace in the
+order of the calls of one store object, and across processes as far as the masters' clocks agree (NTP: well
+under the time one call takes to cause another). The Store protocol's cursor stays what it is for every
+backend: the revision in decimal.
+
+Watch merges the partitions' logs by revision behind a watermark: it reads TIME from every master first,
+then each partition's entries after its position; any change committed later gets a revision at least its
+node's TIME, so every change below the lowest of those times is final and is delivered, in revision order.
+So one integer is a complete resume position (every change at or below it was delivered, every change above
+it will be), and a resume delivers every change exactly once with no gap, whatever the skew between the
+masters' clocks (the skew only delays delivery). Each log entry carries `p`, the partition's previous
+revision, so a trimmed log is detected exactly (CursorExpired). A master whose clock steps backwards by more
+than the watch lag can break this; the watch then reports CursorExpired instead of skipping a change.
+Watches poll (`watch_poll`): a blocking XREAD cannot span slots.
+
+Get, BatchGet and the writes go over one multiplexed connection per master (redis_cluster_nodes.py), the
+rest, and whatever meets a redirect there, through redis-py. Writes are resent only when the cluster refused
+them unexecuted (TRYAGAIN, ASK/MOVED, CLUSTERDOWN, no connection), never after a lost reply, which may have
+committed; reads retry within `failover_budget` and ask the replicas in between. `wait=N` makes every write
+wait for N replicas to acknowledge it (WAIT, after a mark written on WAIT's own connection) and fails it as
+unavailable if they do not within half of `socket_timeout`: Redis Cluster replicates asynchronously, so
+without it a master that dies loses the writes its replicas had not received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import heapq
+import itertools
+import math
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from redis import exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.cluster import LoadBalancingStrategy
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from microstate.server.cancellation import end_if_cancelled
+from microstate.server.store._shared import Outage, backoff, guard, require_positive
+from microstate.server.store._url_settings import settings_from_url
+from microstate.server.store.base import (
+    ABSENT,
+    Capabilities,
+    Change,
+    CursorExpired,
+    IfMatch,
+    Page,
+    PreconditionFailed,
+    Record,
+    StoreMisconfigured,
+    StoreUnavailable,
+    check_namespace,
+    expected_revision,
+)
+from microstate.server.store.redis import (
+    _CONDITION,
+    _LIST,
+    _PROLOGUE,
+    _PURGE,
+    MICROS,
+    RedisStore,
+    _current,
+    _expiry,
+    _parse_cursor,
+    _record,
+    _unavailable,
+)
+from microstate.server.store.redis_cluster_nodes import MasterConnections, Redirected
+
+T = TypeVar("T")
+
+# next_revision(): the partition's clock (microseconds) moves to max(TIME, its last + 1, the caller's floor),
+# and the revision is that clock with the partition's number (ARGV[7], three digits) appended, so no two
+# partitions ever share a revision. Lua's doubles hold the clock exactly; the revision only as a string.
+_NEXT_REVISION = """
+local function next_revision()
+  local last = redis.call('HGET', KEYS[2], 'last')
+  if not last then
+    local entry = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+    last = entry[1] and string.sub(string.match(entry[1][1], '^(%d+)'), 1, -4) or '0'
+  end
+  local clock = math.max(now, tonumber(last) + 1, tonumber(ARGV[6]))
+  redis.call('HSET', KEYS[2], 'last', int(clock))
+  local prev = '0'
+  if last ~= '0' then prev = last .. ARGV[7] end
+  return int(clock) .. ARGV[7], prev
+end
+"""
+# KEYS: record, meta, index, log, expiries. ARGV: key, mode, expected revision, log retention (exact), record
+# prefix, clock floor, partition suffix, then value and ttl in microseconds or ''.
+# Returns {1, revision, expires, commit_us}.
+_PUT = (
+    _PROLOGUE
+    + _CONDITION
+    + _PURGE
+    + _NEXT_REVISION
+    + """
+local rev, prev = next_revision()
+local expires = ''
+if ARGV[9] ~= '' then expires = int(now + tonumber(ARGV[9])) end
+local kind = 'c'
+if is_live then kind = 'u' end
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], rev .. '-0',
+  'k', ARGV[1], 'o', kind, 'v', ARGV[8], 'x', expires, 't', int(now), 'p', prev)
+write(KEYS[1], rev, expires, ARGV[8])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+if expires == '' then
+  redis.call('ZREM', KEYS[5], ARGV[1])
+else
+  redis.call('ZADD', KEYS[5], expires, ARGV[1])
+end
+purge_expired()
+return {1, rev, expires, int(now)}
+"""
+)
+# As _PUT without value and ttl. Returns {1, revision} when deleted, {2} when absent.
+_DELETE = (
+    _PROLOGUE
+    + _CONDITION
+    + _PURGE
+    + _NEXT_REVISION
+    + """
+if not is_live then
+  forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
+  return {2}
+end
+local rev, prev = next_revision()
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], rev .. '-0',
+  'k', ARGV[1], 'o', 'd', 't', int(now), 'p', prev)
+forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
+purge_expired()
+return {1, rev}
+"""
+)
+# KEYS: record keys of one partition. Returns the live ones' record strings (false for the others), judged
+# by the node's own clock: for records with a TTL only (the others take a plain MGET).
+_READ_LIVE = (
+    _PROLOGUE
+    + """
+local out = {}
+for i, record in ipairs(KEYS) do
+  local raw = redis.call('GET', record)
+  if live(parse(raw)) then out[i] = raw else out[i] = false end
+end
+return out
+"""
+)
+
+DEFAULT_PARTITIONS = 32
+"""Enough that evenly spread tags put each of 3 to 8 masters within ~10% of an even share of the keys; few
+enough that a List or a watch round (one command per partition) stays cheap."""
+MAX_PARTITIONS = 1000
+"""A revision ends in the partition's number, three digits."""
+SUFFIX = 1000
+WATCH_BATCH = 256
+IN_FLIGHT = 64
+"""Calls of one store at once; each holds at most one connection per node (a pipeline, TIME on every
+master), so a node's pool (MAX_CONNECTIONS) never runs out."""
+MAX_CONNECTIONS = 4 * IN_FLIGHT
+
+
+@functools.cache
+def partition_tags(namespace: str, partitions: int) -> list[str]:
+    """The hash tag of each partition: `ns:p:n`, the first n whose slot lies near the middle of the p-th of
+    `partitions` equal slices of the slot space, so the partitions spread over the masters as evenly as
+    slots do, and a partition whose slice straddles two masters' ranges still lands on one predictably."""
+    tags = []
+    width = REDIS_CLUSTER_HASH_SLOTS / partitions
+    near = min(width, max(32.0, width / 8)) / 2
+    for partition in range(partitions):
+        middle = (partition + 0.5) * width
+        n = 0
+        while abs(key_slot(f"{namespace}:{partition}:{n}".encode()) + 0.5 - middle) > near:
+            n += 1
+        tags.append(f"{namespace}:{partition}:{n}")
+    return tags
+
+
+def partition_of(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
+
+
+class _Partition:
+    """The keys of one partition (see the module docstring)."""
+
+    def __init__(self, tag: str) -> None:
+        base = f"msc:{{{tag}}}:"
+        self.record_prefix = f"{base}r:"
+        self.meta = f"{base}meta"
+        self.index = f"{base}idx"
+        self.log = f"{base}log"
+        self.expiries = f"{base}exp"
+        self.slot = key_slot(tag.encode())
+
+    def write_keys(self, key: str) -> tuple[str, ...]:
+        return self.record_prefix + key, self.meta, self.index, self.log, self.expiries
+
+
+Partitions = list[_Partition]
+Positions = list[int]
+Replies = list[Any]
+Keys = list[str]
+"""Aliases for annotations inside RedisClusterStore, whose `list` method hides the builtin there."""
+
+
+def _classify(exc: Exception) -> StoreUnavailable | None:
+    if isinstance(exc, rexc.RedisClusterException):
+        if "Cluster mode is not enabled" in str(exc):
+            return StoreMisconfigured(f"redis: the store URL names a server outside any cluster: {exc}")
+        return StoreUnavailable(f"redis cluster: {type(exc).__name__}: {exc}")
+    if isinstance(exc, rexc.ClusterError | rexc.TryAgainError | rexc.MovedError):
+        return StoreUnavailable(f"redis cluster: {type(exc).__name__}: {exc}")
+    return _unavailable(exc)
+
+
+def _unexecuted(exc: Exception) -> bool:
+    """Whether `exc` shows that the command never ran: the cluster refused it, or it was never sent (no
+    connection could be made: redis-py says "Error 111 connecting to host:port")."""
+    if isinstance(exc, rexc.TryAgainError | rexc.AskError | rexc.ClusterDownError | rexc.SlotNotCoveredError):
+        return True  # MovedError is an AskError
+    if isinstance(exc, rexc.ConnectionError) and " connecting to " in str(exc):
+        return True
+    return isinstance(exc, rexc.ClusterError) and "TTL exhausted" in str(exc)  # redirects or TRYAGAINs
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    return await guard(call, _classify)
+
+
+def startup_nodes(url: str) -> tuple[list[ClusterNode], str | None, str | None]:
+    """The nodes a redis+cluster:// URL lists, and its username and password; ValueError if malformed."""
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = credentials.partition(":")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("bad Redis Cluster store URL: a cluster has database 0 only")
+    nodes = []
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(
+                "bad Redis Cluster store URL: list the nodes as host:port,host:port"
+                " (redis+cluster://10.0.0.1:7000,10.0.0.2:7000)"
+            )
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    return nodes, unquote(username) or None, unquote(password) or None
+
+
+class RedisClusterStore:
+    """A Store on a Redis Cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: RedisCluster,
+        replicas: RedisCluster,
+        masters: MasterConnections,
+        namespace: str,
+        *,
+        partitions: int,
+        retention: int,
+        durable: bool,
+        wait: int,
+        socket_timeout: float,
+        watch_poll: float,
+        watch_outage_budget: float,
+        failover_budget: float,
+    ) -> None:
+        self._client = client
+        self._replicas = replicas  # record reads the masters cannot answer (see _read)
+        self._masters = masters  # the fast path of the hot commands (redis_cluster_nodes.py)
+        self.namespace = namespace
+        self.retention = retention
+        self.capabilities = Capabilities(durable=durable, shared=True, native_ttl=True)
+        self._requested_partitions = partitions
+        self._partitions: Partitions = []
+        self._descriptor = f"msc:{{{namespace}}}:partitions"
+        self._wait = wait
+        self._wait_ms = max(1, int(socket_timeout * 500))  # WAIT must answer well within the socket timeout
+        self._watch_poll = watch_poll
+        self._watch_outage_budget = watch_outage_budget
+        self._failover_budget = failover_budget
+        self._put_script = client.register_script(_PUT)
+        self._delete_script = client.register_script(_DELETE)
+        self._list_script = client.register_script(_LIST)
+        self._read_live_script = client.register_script(_READ_LIVE)
+        self._ready_lock = asyncio.Lock()
+        # redis-py's cluster pools fail a command (MaxConnectionsError) rather than queue it: calls wait here.
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        self._seen = 0  # the highest revision this store wrote or read: its next write goes above it
+        self._closed = False
+
+    @classmethod
+    @settings_from_url("redis-py")
+    async def open(
+        cls,
+        url: str,
+        namespace: str,
+        *,
+        partitions: int = DEFAULT_PARTITIONS,
+        retention: int = 100_000,
+        socket_timeout: float = 1.0,
+        connect_timeout: float = 1.0,
+        durable: bool = False,
+        wait: int = 0,
+        watch_poll: float = 0.05,
+        watch_outage_budget: float = 30.0,
+        failover_budget: float = 10.0,
+    ) -> RedisClusterStore:
+        """A store for `namespace` on the Redis Cluster the URL's nodes belong to.
+
+        Does not contact the cluster (`ping()` does). `partitions` applies when the namespace is created;
+        `retention` is how many changes the logs keep in all, at least (each partition keeps its share);
+        `wait` how many replicas must acknowledge each write."""
+        check_namespace(namespace)
+        require_positive(
+            retention=retention,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            watch_poll=watch_poll,
+        )
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
+        nodes, username, password = startup_nodes(url)
+        connect = partial(
+            RedisCluster,
+            startup_nodes=nodes,
+            username=username,
+            password=password,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),  # never resend a write; reads retry in _read
+            max_connections=MAX_CONNECTIONS,
+            reinitialize_steps=0,  # a MOVED patches the slot map (a full refresh closes connections in use)
+            client_name=f"microstate-{namespace}",
+        )
+        client = connect()
+        replicas = connect(load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS)
+        masters = MasterConnections(
+            client,
+            username=username,
+            password=password,
+            client_name=f"microstate-{namespace}-pipeline",
+            timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+        )
+        return cls(
+            client,
+            replicas,
+            masters,
+            namespace,
+            partitions=partitions,
+            retention=retention,
+            durable=durable,
+            wait=wait,
+            socket_timeout=socket_timeout,
+            watch_poll=watch_poll,
+            watch_outage_budget=watch_outage_budget,
+            failover_budget=failover_budget,
+        )
+
+    # --- partitions --------------------------------------------------------------------------------
+
+    async def _ready(self) -> Partitions:
+        """The partitions, the namespace's P read (or recorded, for a new namespace) on first use."""
+        if self._partitions:
+            return self._partitions
+        async with self._ready_lock:
+            if not self._partitions:
+                wanted = self._requested_partitions
+                # SET NX GET: records P if the namespace is new, and answers the recorded P if it is not.
+                record = partial(self._client.set, self._descriptor, wanted, nx=True, get=True)
+                recorded: Any = await self._read(record)
+                count = wanted if recorded is None else int(recorded)
+                # Map the replicas now, while the masters answer: a client that first meets the cluster
+                # during a failover cannot map it (redis-py asks the dead master for COMMAND).
+                await self._read(self._replicas.initialize)
+                self._partitions = [_Partition(tag) for tag in partition_tags(self.namespace, count)]
+        return self._partitions
+
+    def _partition(self, partitions: Partitions, key: str) -> _Partition:
+        return partitions[partition_of(key, len(partitions))]
+
+    def _log_length(self, partitions: Partitions) -> int:
+        return max(1, math.ceil(self.retention / len(partitions)))
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    async def _read(
+        self, call: Callable[[], Awaitable[T]], *, on_replicas: Callable[[], Awaitable[T]] | None = None
+    ) -> T:
+        """A read, retried with backoff on errors a failover or a slot migration causes (reads are
+        idempotent); the last error as StoreUnavailable. A record read (`on_replicas`) that the masters
+        cannot answer is asked of the replicas in between: a master that died answers from its replica,
+        which may lag it by the writes it had not yet received, until the replica has taken over."""
+        # A cluster never reached yet (a wrong address, a cluster down) fails at once, not after the budget.
+        budget = self._failover_budget if self._partitions else 0.0
+        deadline = asyncio.get_running_loop().time() + budget
+        for attempt in itertools.count():
+            try:
+                async with self._in_flight:
+                    return await _guard(call())
+            except StoreMisconfigured:
+                raise
+            except StoreUnavailable:
+                if on_replicas is not None:
+                    with contextlib.suppress(StoreUnavailable):
+                        async with self._in_flight:
+                            return await _guard(on_replicas())
+                if asyncio.get_running_loop().time() > deadline or self._closed:
+                    raise
+                await asyncio.sleep(backoff(attempt, base=0.02, cap=0.25))
+        raise AssertionError("unreachable")
+
+    async def _unexecuted_retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A write, retried only on errors that prove the node did not run it (a slot mid-migration, a
+        redirect loop, a cluster still electing a master, a dead master refusing connections), for up to
+        `failover_budget` seconds: a slot migration or a failover costs a write some delay, not a failure.
+        Never on a lost connection or a timeout, after which the write may have committed."""
+        deadline = asyncio.get_running_loop().time() + self._failover_budget
+        for attempt in itertools.count():
+            try:
+                async with self._in_flight:
+                    return await call()
+            except Exception as exc:
+                if not _unexecuted(exc) or asyncio.get_running_loop().time() > deadline or self._closed:
+                    unavailable = _classify(exc)
+                    if unavailable is None:
+                        raise
+                    raise unavailable from exc
+            await asyncio.sleep(backoff(attempt, base=0.02, cap=0.25))
+        raise AssertionError("unreachable")
+
+    def _saw(self, revision: int) -> None:
+        self._seen = max(self._seen, revision)
+
+    async def get(self, key: str) -> Record | None:
+        partitions = await self._ready()
+        partition = self._partition(partitions, key)
+        record_key = partition.record_prefix + key
+        raw: bytes | None
+        try:
+            raw = await _guard(self._masters.execute(partition.slot, "GET", record_key))
+        except (Redirected, StoreUnavailable):  # a read may go again: through redis-py, with its retries
+            raw = await self._read(
+                lambda: self._client.execute_command("GET", record_key),
+                on_replicas=lambda: self._replicas.execute_command("GET", record_key),
+            )
+        if raw is None:
+            return None
+        record = _record(key, raw)
+        if record.expires_at is not None:
+            return (await self.batch_get([key])).get(key)
+        self._saw(record.revision)
+        return record
+
+    async def batch_get(self, keys: Sequence[str]) -> dict[str, Record]:
+        """One MGET per partition, one write per master, all masters at once (redis-py's cluster pipeline
+        where the fast path was redirected); records with a TTL are read again with the node's clock."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        partitions = await self._ready()
+        by_partition: dict[int, Keys] = {}
+        for key in unique:
+            by_partition.setdefault(partition_of(key, len(partitions)), []).append(key)
+
+        async def mget_all(client: RedisCluster) -> Replies:
+            pipeline = client.pipeline()
+            for number, members in by_partition.items():
+                prefix = partitions[number].record_prefix
+                pipeline.execute_command("MGET", *[prefix + key for key in members])
+            return await pipeline.execute()
+
+        def mget(number: int, members: Keys) -> tuple[int, tuple[str, ...]]:
+            prefix = partitions[number].record_prefix
+            return partitions[number].slot, ("MGET", *[prefix + key for key in members])
+
+        mgets = [mget(number, members) for number, members in by_partition.items()]
+        replies: Replies
+        try:
+            replies = await _guard(self._masters.execute_each(mgets))
+        except (Redirected, StoreUnavailable):
+            replies = await self._read(
+                partial(mget_all, self._client), on_replicas=partial(mget_all, self._replicas)
+            )
+        records: dict[str, Record] = {}
+        timed: dict[int, Keys] = {}
+        for (number, members), raws in zip(by_partition.items(), replies, strict=True):
+            for key, raw in zip(members, raws, strict=True):
+                if raw is not None:
+                    record = _record(key, raw)
+                    if record.expires_at is None:
+                        records[key] = record
+                    else:
+                        timed.setdefault(number, []).append(key)
+        if timed:
+            records.update(await self._read_live(partitions, timed))
+        if records:
+            self._saw(max(record.revision for record in records.values()))
+        return records
+
+    async def _read_live(self, partitions: Partitions, timed: dict[int, Keys]) -> dict[str, Record]:
+        async def one(number: int, members: list[str]) -> Replies:
+            prefix = partitions[number].record_prefix
+            script = self._read_live_script
+            return await self._read(lambda: script(keys=[prefix + key for key in members]))
+
+        replies = await asyncio.gather(*(one(number, members) for number, members in timed.items()))
+        return {
+            key: _record(key, raw)
+            for members, raws in zip(timed.values(), replies, strict=True)
+            for key, raw in zip(members, raws, strict=True)
+            if raw
+        }
+
+    async def list(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page:
+        """Each partition's first `limit + 1` records after `after`, in parallel, merged in key order; the
+        page ends at its last key, which is where every partition resumes (`after` stays the token)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        partitions = await self._ready()
+        low, high = RedisStore._lex_range(prefix, after)
+
+        async def one(partition: _Partition) -> Replies:
+            keys = (partition.index, partition.expiries)
+            args = (partition.record_prefix, low, high, limit + 1)
+            return await self._read(lambda: self._list_script(keys=keys, args=args))
+
+        rows = heapq.merge(*await asyncio.gather(*map(one, partitions)), key=lambda row: row[0])
+        first = [row for _, row in zip(range(limit + 1), rows, strict=False)]
+        records = [_record(member.decode(), raw) for member, raw in first[:limit]]
+        return Page(records, records[-1].key if len(first) > limit else None)
+
+    async def _primaries_time(self) -> int:
+        """The lowest TIME of the masters as a revision (microseconds * SUFFIX): the watermark below which
+        changes are final."""
+        primaries = self._client.get_primaries()
+        if not primaries:
+            await self._client.initialize()
+            primaries = self._client.get_primaries()
+        times = await asyncio.gather(
+            *(self._client.execute_command("TIME", target_nodes=node) for node in primaries)
+        )
+        return min(int(seconds) * MICROS + int(micros) for seconds, micros in times) * SUFFIX
+
+    async def head_cursor(self) -> str:
+        """The latest change below the watermark: everything at or below it is final."""
+        partitions = await self._ready()
+
+        async def head() -> int:
+            watermark = await self._primaries_time()
+            pipeline = self._client.pipeline()
+            for partition in partitions:
+                pipeline.xrevrange(partition.log, f"({watermark}-0", "-", count=1)
+            latest = await pipeline.execute()
+            return max((int(entries[0][0].partition(b"-")[0]) for entries in latest if entries), default=0)
+
+        return str(await self._read(head))
+
+    async def ping(self) -> None:
+        await self._read(lambda: self._client.execute_command("PING"))
+        await self._ready()
+
+    # --- writes ------------------------------------------------------------------------------------
+
+    def _write_args(self, key: str, if_match: IfMatch, partitions: Partitions) -> tuple[Any, ...]:
+        if if_match is None:
+            condition = ("any", "")
+        elif if_match is ABSENT:
+            condition = ("absent", "")
+        else:
+            condition = ("rev", str(expected_revision(if_match)))
+        number = partition_of(key, len(partitions))
+        prefix = partitions[number].record_prefix
+        floor = self._seen // SUFFIX + 1  # the clock part of the highest revision seen, + 1
+        return (key, *condition, self._log_length(partitions), prefix, floor, f"{number:03d}")
+
+    async def _write(self, script: Any, slot: int, keys: tuple[str, ...], args: tuple[Any, ...]) -> Replies:
+        """The write script on the partition's master: the fast path, or redis-py where it was redirected."""
+        reply: Replies
+        try:
+            reply = await _guard(self._masters.run_script(slot, script.sha, script.script, keys, args))
+        except Redirected:
+            reply = await self._unexecuted_retried(lambda: script(keys=keys, args=args))
+        if reply[0] == 1 and len(reply) > 1:
+            self._saw(int(reply[1]))
+            if self._wait:
+                await self._replicated(keys[1])
+        return reply
+
+    async def _replicated(self, meta: str) -> None:
+        """WAIT on the node that took the write (see the module docstring); StoreUnavailable if fewer than
+        `wait` replicas acknowledged it in time. WAIT covers the writes of its own connection only, and the
+        write went over another one: so this connection first writes too (a mark in the partition's meta,
+        after the write in the node's replication stream) and WAIT then covers both."""
+        node = self._client.get_node_from_key(meta)
+        if node is None:
+            raise StoreUnavailable("redis cluster: no node serves the slot of the write")
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([("HSET", meta, "waited", "1"), ("WAIT", self._wait, self._wait_ms)])
+            )
+            await connection.read_response()
+            acknowledged = await connection.read_response()
+        except Exception as exc:
+            await connection.disconnect()
+            raise StoreUnavailable(f"redis cluster: WAIT failed: {exc}") from exc
+        finally:
+            node.release(connection)
+        if int(acknowledged) < self._wait:
+            raise StoreUnavailable(
+                f"redis cluster: {acknowledged} of the {self._wait} replicas asked for acknowledged the write"
+            )
+
+    async def put(
+        self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
+    ) -> Record:
+        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        partitions = await self._ready()
+        ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
+        args = (*self._write_args(key, if_match, partitions), value, ttl_micros)
+        partition = self._partition(partitions, key)
+        reply = await self._write(self._put_script, partition.slot, partition.write_keys(key), args)
+        if reply[0] == 0:
+            raise PreconditionFailed(key, _current(key, reply))
+        return Record(key, value, int(reply[1]), _expiry(reply[2]))
+
+    async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
+        partitions = await self._ready()
+        args = self._write_args(key, if_match, partitions)
+        partition = self._partition(partitions, key)
+        reply = await self._write(self._delete_script, partition.slot, partition.write_keys(key), args)
+        if reply[0] == 0:
+            raise PreconditionFailed(key, _current(key, reply))
+        return bool(reply[0] == 1)
+
+    # --- watch -------------------------------------------------------------------------------------
+
+    async def watch(self, prefix: str = "", *, after: str | None = None) -> AsyncIterator[Change]:
+        """Changes strictly after `after` in revision order (see the module docstring for the watermark);
+        CursorExpired when a partition's log no longer holds a change after the cursor, or the cursor is
+        ahead of every partition (the cluster lost data); InvalidCursor for a malformed cursor."""
+        cursor = None if after is None else _parse_cursor(after)
+        partitions = await self._ready()
+        positions: Positions | None = None
+        pending: list[tuple[int, int, Change]] = []
+        outage = Outage(self._watch_outage_budget)
+        while not self._closed:
+            end_if_cancelled()
+            try:
+                if cursor is None:
+                    cursor = int(await self.head_cursor())
+                if positions is None:
+                    if after is not None:
+                        await self._check_not_ahead(partitions, cursor)
+                    positions = [cursor] * len(partitions)
+                watermark, batches = await self._read_logs(partitions, positions)
+            except StoreUnavailable as exc:
+                await outage.retry_or_raise(exc)
+                continue
+            outage.reset()
+            # Changes below the watermark are final, but a partition whose batch came back full may hold
+            # more below it than was read: nothing past its last read change goes out before the rest.
+            limit = watermark
+            entries: Replies
+            for number, entries in enumerate(batches):
+                for entry_id, fields in entries:
+                    revision = int(entry_id.partition(b"-")[0])
+                    if int(fields[b"p"]) > positions[number]:
+                        raise CursorExpired(f"the change log no longer holds the change after {cursor}")
+                    positions[number] = revision
+                    heapq.heappush(pending, (revision, number, self._change(revision, fields)))
+                if len(entries) == WATCH_BATCH:
+                    limit = min(limit, positions[number] + 1)
+            while pending and pending[0][0] < limit:
+                revision, _, change = heapq.heappop(pending)
+                if revision <= cursor:
+                    raise CursorExpired(
+                        f"a change below cursor {cursor} appeared late (a clock stepped back)"
+                    )
+                cursor = revision
+                if change.key.startswith(prefix):
+                    yield change
+            if limit == watermark:
+                await asyncio.sleep(self._watch_poll)  # the poll interval: nothing more to read yet
+        raise StoreUnavailable("the store is closed")
+
+    async def _check_not_ahead(self, partitions: Partitions, cursor: int) -> None:
+        async def lasts() -> Replies:
+            pipeline = self._client.pipeline()
+            for partition in partitions:
+                pipeline.hget(partition.meta, "last")
+            return await pipeline.execute()
+
+        clocks = await self._read(lasts)
+        head = max((int(last) * SUFFIX + number for number, last in enumerate(clocks) if last), default=0)
+        if cursor > head:
+            raise CursorExpired(f"cursor {cursor} is ahead of the change log head {head}")
+
+    async def _read_logs(self, partitions: Partitions, positions: Positions) -> tuple[int, Replies]:
+        """(watermark, each partition's entries after its position): TIME first, then the logs."""
+
+        async def read() -> tuple[int, Replies]:
+            watermark = await self._primaries_time()
+            pipeline = self._client.pipeline()
+            for partition, position in zip(partitions, positions, strict=True):
+                pipeline.xrange(partition.log, f"({position}-0", "+", count=WATCH_BATCH)
+            return watermark, await pipeline.execute()
+
+        return await self._read(read)
+
+    _change = staticmethod(RedisStore._change)  # the same log entry fields as the single-node store
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._client.aclose()
+        await self._replicas.aclose()
+        await self._masters.close()
