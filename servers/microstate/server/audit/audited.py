@@ -69,9 +69,9 @@ class AuditedStore:
         return await self.inner.delete(key, if_match=if_match, audit=entry)
 
     def entry(self, call: AuditCall, key: str, operation: str, before: str, after: str) -> bytes:
-        subject = call.subject
-        if subject is None and self._subject_of is not None:
-            subject = self._subject_of(key)
+        subject = self._subject_of(key) if self._subject_of is not None else None
+        if subject is None:
+            subject = call.subject
         return Entry(
             time_ns=time.time_ns(),
             principal=call.principal(),

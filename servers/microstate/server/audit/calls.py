@@ -26,7 +26,8 @@ class AuditCall:
     actor: str = ""
     """Who asks; "" means the call's authenticated principal (kit/access.py), read at each write."""
     subject: str | None = None
-    """The data subject id the writes concern; None lets the slice's declared `audit_subject` decide."""
+    """The data subject id the writes concern when the slice's declared `audit_subject` names none for the
+    key written (the runtime takes a request's `user_id` field)."""
     status: str = "OK"
     """What the entries say of the call: "OK" for an RPC's committed writes; a coordinator names its step's
     outcome ("STARTED", "DONE", "FAILED")."""

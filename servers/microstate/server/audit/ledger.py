@@ -188,7 +188,10 @@ class Sealer:
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
         checkpoint_file: Path | None = None,
+        batch: int = BATCH,
     ) -> None:
+        self.batch = batch
+        """Journal entries sealed per ledger record."""
         self.journal = journal
         self.ledger = ledger
         self.log_id = log_id
@@ -211,7 +214,7 @@ class Sealer:
         """Seal the journal entries not yet in the ledger (at most BATCH) and write a checkpoint when one is
         due; the number sealed by this call (0 when another sealer got there first)."""
         state = await self.state()
-        pending = await self.journal.audit_journal(state.revision, BATCH)
+        pending = await self.journal.audit_journal(state.revision, self.batch)
         sealed_now = 0
         if pending:
             key_id = self.keys.current_key_id
@@ -272,10 +275,13 @@ class Sealer:
         """Seal every `interval` seconds until `stopping` is set; a failed round is logged and retried."""
         while not stopping.is_set():
             try:
-                while await self.seal() == BATCH:
+                while await self.seal() == self.batch:
                     pass
-            except Exception:  # the store is down: the journal keeps the entries, seal them later
-                log.warning("audit sealing failed; retrying", exc_info=True)
+            except Exception as exc:  # the store is down: the journal keeps the entries, seal them later
+                log.warning(
+                    "audit: sealing failed; retrying",
+                    extra={"phase": "audit", "error": f"{type(exc).__name__}: {exc}"},
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
 
