@@ -91,7 +91,8 @@ def verify(
     stored: list[Checkpoint] = []
     wanted = {checkpoint.size}
     previous_mac, previous_revision = ZERO_MAC, 0
-    entries: list[Sealed] = []
+    # One pass, holding no entry: the export lists the ledger's checkpoints first, so the sizes whose roots
+    # are wanted are known before the entries stream by.
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -99,15 +100,16 @@ def verify(
             data = json.loads(line)
             if "checkpoint" in data:
                 stored.append(Checkpoint.from_json(json.dumps(data["checkpoint"])))
+                wanted.add(stored[-1].size)
                 continue
             if "unreadable" in data:
                 integrity.add(f"line {number}: a ledger record that does not decode")
                 continue
-            entries.append(Sealed.from_json(data))
+            sealed = Sealed.from_json(data)
         except (ValueError, KeyError, TypeError) as exc:
             integrity.add(f"line {number}: not a ledger line ({exc})")
-    wanted.update(each.size for each in stored)
-    for position, sealed in enumerate(entries):
+            continue
+        position = frontier.size
         if sealed.index != position:
             integrity.add(f"entry {position}: holds index {sealed.index} (inserted, deleted or reordered)")
         if sealed.revision <= previous_revision:
@@ -123,17 +125,17 @@ def verify(
         previous_mac, previous_revision = sealed.mac, sealed.revision
         if frontier.size in wanted:
             roots[frontier.size] = (frontier.root(), sealed.mac)
-    report.entries = len(entries)
+    report.entries = frontier.size
     _against(checkpoint, roots, integrity, "the outside checkpoint")
-    if len(entries) < checkpoint.size:
+    if frontier.size < checkpoint.size:
         completeness.add(
-            f"the checkpoint vouches for {checkpoint.size} entries, the ledger holds {len(entries)}:"
+            f"the checkpoint vouches for {checkpoint.size} entries, the ledger holds {frontier.size}:"
             " entries were truncated or deleted"
         )
     for each in stored:
         if each.log_id != log_id or not each.verifies(public_key):
             integrity.add(f"the ledger's checkpoint of size {each.size} is not signed by this key")
-        elif each.size <= len(entries):
+        elif each.size <= frontier.size:
             _against(each, roots, integrity, f"the ledger's checkpoint of size {each.size}")
     newest_stored = max((each.size for each in stored), default=0)
     if newest_stored < checkpoint.size:
