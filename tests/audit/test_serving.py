@@ -38,7 +38,6 @@ async def audited(name: str, data_dir: Path, **settings: Any) -> AsyncIterator[t
     """Microstate `name` served on SQLite in this process, audited as `microstate serve` audits it."""
     microstate = registry.get(name)
     config = ServerConfig(port=0, drain_seconds=0.0, grace_seconds=0.0, data_dir=data_dir, **settings)
-    data_dir.mkdir(parents=True, exist_ok=True)
     with _environment(microstate.prepare(data_dir) if microstate.prepare else {}):
         urls = store_urls(microstate, config)
         stores = await open_stores(microstate.name, microstate.stores, urls)
@@ -60,6 +59,7 @@ async def audited(name: str, data_dir: Path, **settings: Any) -> AsyncIterator[t
 async def test_every_registered_slice_gets_only_audited_records_stores(tmp_path: Path) -> None:
     for name in registry.names():
         microstate = registry.get(name)
+        (tmp_path / name).mkdir()
         async with audited(name, tmp_path / name) as (_, auditing):
             for role, store in auditing.stores:
                 if role.kind is StoreKind.RECORDS:
