@@ -211,8 +211,9 @@ class Sealer:
         return state
 
     async def seal(self, *, force_checkpoint: bool = False) -> int:
-        """Seal the journal entries not yet in the ledger (at most BATCH) and write a checkpoint when one is
-        due; the number sealed by this call (0 when another sealer got there first)."""
+        """Seal the journal entries not yet in the ledger (at most `batch`) and write a checkpoint when one is
+        due; the number of entries found pending (another sealer may have sealed them first: then the next
+        call adopts its batch), 0 when the journal is sealed."""
         state = await self.state()
         pending = await self.journal.audit_journal(state.revision, self.batch)
         sealed_now = 0
@@ -231,7 +232,7 @@ class Sealer:
             try:
                 await self.ledger.put(batch_key(first), encode_fields(batch), if_match=ABSENT)
             except PreconditionFailed:
-                return 0  # another sealer sealed these; the next round adopts its batch
+                return len(pending)  # another sealer sealed these; the next round adopts its batch
             sealed_now = len(pending)
         now = time.time_ns()
         due = state.size - state.checkpointed >= self.checkpoint_every or (
