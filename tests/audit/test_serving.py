@@ -19,11 +19,11 @@ from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
 from microstate.profile.v2 import profile_pb2 as v2
 from microstate.profile.v2 import profile_pb2_grpc as v2_grpc
 from microstate.server import registry
-from microstate.server.audit import AuditedStore
+from microstate.server.audit.audited import AuditedLog, AuditedStore
 from microstate.server.audit.checkpoints import newest_in_file
 from microstate.server.audit.entries import digest
 from microstate.server.audit.ledger import export_lines
-from microstate.server.audit.serving import Auditing, checkpoint_file
+from microstate.server.audit.serving import AUDITED_KINDS, Auditing, checkpoint_file
 from microstate.server.audit.verify import verify
 from microstate.server.config import ServerConfig
 from microstate.server.runtime import Runtime
@@ -64,9 +64,11 @@ async def test_every_registered_slice_gets_only_audited_records_stores(tmp_path:
             for role, store in auditing.stores:
                 if role.kind is StoreKind.RECORDS:
                     assert isinstance(store, AuditedStore), (name, role.name)
-                else:  # blobs and logs are not records: the slice must say why they need no entries
+                elif role.kind is StoreKind.LOG:
+                    assert isinstance(store, AuditedLog), (name, role.name)
+                else:  # blobs: the slice must say why their writes need no entries of their own
                     assert microstate.unaudited_roles.get(role.name), (name, role.name)
-            assert len(auditing.sealers) == sum(role.kind is StoreKind.RECORDS for role in microstate.stores)
+            assert len(auditing.sealers) == sum(role.kind in AUDITED_KINDS for role in microstate.stores)
 
 
 async def test_profile_calls_leave_verifiable_entries_naming_who_what_and_which_contract(
@@ -97,7 +99,7 @@ async def test_profile_calls_leave_verifiable_entries_naming_who_what_and_which_
         keys = auditing.keys
     # drained: the sealer sealed and checkpointed everything at the stop
     async with audited("profile", tmp_path) as (_, auditing):
-        lines = [line async for line in export_lines(auditing.sealers[0].ledger)]
+        lines = [line async for line in export_lines(auditing.sealers[0].ledger, readable=True)]
     checkpoint = newest_in_file(checkpoint_file(tmp_path / "audit", "profile"))
     assert checkpoint is not None
     report = verify(lines, checkpoint, keys.public_key, keys.chain_keys)

@@ -24,8 +24,7 @@ from microstate.server.audit.calls import AuditCall, audit_call, contract_of, cu
 from microstate.server.audit.checkpoints import Checkpoint
 from microstate.server.audit.entries import Entry, subject_ref
 from microstate.server.audit.keys import AuditKeys
-from microstate.server.audit.ledger import Sealer, ledger_namespace
-from microstate.server.store.base import Store
+from microstate.server.audit.ledger import Journal, Sealer, ledger_namespace
 
 __all__ = [
     "AuditCall",
@@ -46,10 +45,11 @@ __all__ = [
 
 
 async def sealer_for(
-    store: Store, url: str, namespace: str, keys: AuditKeys, *, checkpoint_file: Path | None = None
+    store: Journal, url: str, namespace: str, keys: AuditKeys, *, checkpoint_file: Path | None = None
 ) -> Sealer:
-    """The Sealer of `store` (namespace `namespace`, opened from `url`): it opens the ledger's store
-    (namespace ledger_namespace(namespace), same URL); `Sealer.run` it in the background, `close` it after."""
+    """The Sealer of `store`'s journal (a records or log store opened from `url`): it opens the ledger, a
+    records store of namespace ledger_namespace(namespace) at the same URL; `Sealer.run` it in the
+    background, `close` it after."""
     from microstate.server.store import open_store  # the store package imports backends: keep it lazy
 
     ledger = await open_store(url, ledger_namespace(namespace))

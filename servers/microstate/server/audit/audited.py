@@ -7,6 +7,8 @@ MongoDB: the same transaction). So no acknowledged write lacks its entry, and a 
 written fails the write. The journal is sealed into the ledger (HMAC chain, Merkle tree, checkpoints) in
 the background by `ledger.Sealer`.
 
+Appends to a log store (telemetry's events) are audited the same way, one entry per append (`AuditedLog`).
+
 Writes outside an audited call (a server's own background upkeep: telemetry's fold, expiry sweeps) are
 derived state, not a caller's change, and are not audited.
 """
@@ -18,7 +20,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from microstate.server.audit.calls import AuditCall, current_call
-from microstate.server.audit.entries import ABSENT_DIGEST, UNKNOWN_DIGEST, Entry, digest, subject_ref
+from microstate.server.audit.entries import (
+    ABSENT_DIGEST,
+    UNKNOWN_DIGEST,
+    Entry,
+    digest,
+    encode_fields,
+    subject_ref,
+)
 from microstate.server.store.base import ABSENT, IfMatch, Record, Store
 
 SubjectOf = Callable[[str], str | None]
@@ -70,21 +79,49 @@ class AuditedStore:
 
     def entry(self, call: AuditCall, key: str, operation: str, before: str, after: str) -> bytes:
         subject = self._subject_of(key) if self._subject_of is not None else None
-        if subject is None:
-            subject = call.subject
-        return Entry(
-            time_ns=time.time_ns(),
-            principal=call.principal(),
-            method=call.method,
-            contract=call.contract,
-            resource=key,
-            operation=operation,
-            before=before,
-            after=after,
-            request_id=call.request_id,
-            status=call.status,
-            subject=subject_ref(subject or "", self._subject_key),
-        ).encode()
+        return entry_of(
+            call, key, operation, before, after, subject_ref(subject or call.subject or "", self._subject_key)
+        )
+
+
+class AuditedLog:
+    """A log store (store/log/) whose appends inside an audited call carry one entry per append into the
+    backend's atomic append: resource = the dedupe key (e.g. "producer:batch"), after = the sha256 of the
+    batch (each entry length-prefixed). A duplicate append writes nothing, so no entry."""
+
+    def __init__(self, log: Any, subject_key: bytes) -> None:
+        self.inner = log
+        self.capabilities = log.capabilities
+        self._subject_key = subject_key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def append(self, entries: Sequence[bytes], *, dedupe_key: str | None = None) -> Any:
+        call = current_call()
+        if call is None:
+            return await self.inner.append(entries, dedupe_key=dedupe_key)
+        batch = digest(encode_fields(list(entries)))
+        subject = subject_ref(call.subject or "", self._subject_key)
+        entry = entry_of(call, dedupe_key or "", "append", ABSENT_DIGEST, batch, subject)
+        return await self.inner.append(entries, dedupe_key=dedupe_key, audit=entry)
+
+
+def entry_of(call: AuditCall, resource: str, operation: str, before: str, after: str, subject: str) -> bytes:
+    """The encoded Entry of one write made in `call`, now."""
+    return Entry(
+        time_ns=time.time_ns(),
+        principal=call.principal(),
+        method=call.method,
+        contract=call.contract,
+        resource=resource,
+        operation=operation,
+        before=before,
+        after=after,
+        request_id=call.request_id,
+        status=call.status,
+        subject=subject,
+    ).encode()
 
 
 def _before(call: AuditCall, key: str, if_match: IfMatch) -> str:

@@ -34,6 +34,7 @@ def add_parser(commands: Any) -> None:
     export.add_argument("name", help="the microstate (its store namespace)")
     export.add_argument("--store", required=True, metavar="URL", help="its records store URL")
     export.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
+    export.add_argument("--readable", action="store_true", help="add each entry's fields, decoded")
     check = actions.add_parser("verify", help="check an exported ledger offline against a checkpoint")
     check.add_argument("ledger", type=Path, help="the export (JSON Lines)")
     check.add_argument(
@@ -95,7 +96,7 @@ async def _ledger(name: str, url: str) -> AsyncIterator[Store]:
 
 async def _export(args: argparse.Namespace, out: TextIO) -> int:
     async with _ledger(args.name, args.store) as ledger:
-        async for line in export_lines(ledger):
+        async for line in export_lines(ledger, readable=args.readable):
             out.write(line + "\n")
     return 0
 

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from microstate.server.audit import sealer_for
-from microstate.server.audit.audited import AuditedStore, SubjectOf
+from microstate.server.audit.audited import AuditedLog, AuditedStore, SubjectOf
 from microstate.server.audit.calls import AuditCall, _current, contract_of
 from microstate.server.audit.keys import AuditKeys
 from microstate.server.audit.ledger import Sealer
@@ -29,6 +29,9 @@ from microstate.server.store.roles import StoreKind, Stores
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+AUDITED_KINDS = (StoreKind.RECORDS, StoreKind.LOG)
+"""The store kinds whose writes are audited (a records write, a log append); blobs are named by digest in a
+records write instead (models)."""
 
 
 def checkpoint_file(directory: Path, namespace: str) -> Path:
@@ -57,13 +60,15 @@ class Auditing:
         checkpoint_every: int | None = None,
         checkpoint_seconds: float | None = None,
     ) -> Auditing:
-        """Audit the records roles of `stores` (opened from `urls`, by role) with the keys in `directory`."""
+        """Audit the records and log roles of `stores` (opened from `urls`, by role) with the keys in
+        `directory`: each gets its own journal, sealer and ledger (log id `namespace`, or
+        `namespace-role` for a role other than records)."""
         keys = await asyncio.to_thread(AuditKeys.load, directory)
         opened: dict[str, tuple[Any, Any]] = {}
         sealers: list[Sealer] = []
         try:
             for role, store in stores:
-                if role.kind is not StoreKind.RECORDS:
+                if role.kind not in AUDITED_KINDS:
                     opened[role.name] = (role, store)
                     continue
                 log_id = namespace if role.name == "records" else f"{namespace}-{role.name}"
@@ -75,7 +80,12 @@ class Auditing:
                     sealer.checkpoint_every = checkpoint_every
                 if checkpoint_seconds is not None:
                     sealer.checkpoint_seconds = checkpoint_seconds
-                opened[role.name] = (role, AuditedStore(store, keys.subject_key, subject_of))
+                audited = (
+                    AuditedStore(store, keys.subject_key, subject_of)
+                    if role.kind is StoreKind.RECORDS
+                    else AuditedLog(store, keys.subject_key)
+                )
+                opened[role.name] = (role, audited)
         except BaseException:
             for sealer in sealers:
                 await sealer.close()

@@ -88,9 +88,5 @@ MICROSTATE = Microstate(
     attach=attach,
     stores=(RECORDS, LOG),
     scopes=SCOPES,
-    unaudited_roles={
-        "log": "raw events, high volume, appended once per (producer, batch) and trimmed by age; a ledger"
-        " entry per batch would be a second write per RecordEvents and outlive the events it describes",
-    },
     settles_within=2 * (folder.ROUND_SECONDS + folder.POLL_SECONDS),
 )
