@@ -45,7 +45,7 @@ import aiosqlite
 
 from microstate.server.cancellation import end_if_cancelled
 from microstate.server.store._shared import prefix_end, require_positive, set_up
-from microstate.server.store._sqlite import Database, open_database
+from microstate.server.store._sqlite import Database, open_database, read_journal
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     Capabilities,
@@ -174,8 +174,7 @@ class SqliteStore:
                 " key TEXT NOT NULL, value BLOB, expires_at REAL, commit_time REAL NOT NULL)"
             )
             await conn.execute_fetchall(
-                f"CREATE TABLE IF NOT EXISTS {self._audit}"
-                " (revision INTEGER PRIMARY KEY, entry BLOB NOT NULL)"
+                f"CREATE TABLE IF NOT EXISTS {self._audit} (key INTEGER PRIMARY KEY, entry BLOB NOT NULL)"
             )
             await conn.execute_fetchall(
                 "INSERT OR IGNORE INTO microstate_namespaces (name) VALUES (?)", [self._namespace]
@@ -269,19 +268,10 @@ class SqliteStore:
 
     async def _journal(self, conn: aiosqlite.Connection, seq: int, audit: bytes | None) -> None:
         if audit is not None:
-            await conn.execute_fetchall(
-                f"INSERT INTO {self._audit} (revision, entry) VALUES (?, ?)", [seq, audit]
-            )
+            await conn.execute_fetchall(f"INSERT INTO {self._audit} (key, entry) VALUES (?, ?)", [seq, audit])
 
     async def audit_journal(self, after: int, limit: int) -> builtins.list[tuple[int, bytes]]:
-        async def work(conn: aiosqlite.Connection) -> builtins.list[tuple[int, bytes]]:
-            rows = await conn.execute_fetchall(
-                f"SELECT revision, entry FROM {self._audit} WHERE revision > ? ORDER BY revision LIMIT ?",
-                [after, limit],
-            )
-            return [(int(row[0]), bytes(row[1])) for row in rows]
-
-        return await self._run(None, work)
+        return await read_journal(self._db, self._audit, after, limit)
 
     async def put(
         self,

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 import aiosqlite
 
 from microstate.server.store._shared import set_up
-from microstate.server.store._sqlite import Database, open_database
+from microstate.server.store._sqlite import Database, open_database, read_journal
 from microstate.server.store.base import check_namespace
 from microstate.server.store.log._shared import (
     DEFAULT_FOLLOW_OUTAGE_BUDGET,
@@ -116,7 +116,7 @@ class SqliteLog(LogReading):
             " commit_time REAL NOT NULL)"
         )
         await conn.execute_fetchall(
-            f"CREATE TABLE IF NOT EXISTS {self._audit} (position INTEGER PRIMARY KEY, entry BLOB NOT NULL)"
+            f"CREATE TABLE IF NOT EXISTS {self._audit} (key INTEGER PRIMARY KEY, entry BLOB NOT NULL)"
         )
         await conn.execute_fetchall(
             f"CREATE TABLE IF NOT EXISTS {self._keys} (dedupe_key TEXT PRIMARY KEY, first INTEGER NOT NULL,"
@@ -180,14 +180,7 @@ class SqliteLog(LogReading):
         return appended
 
     async def audit_journal(self, after: int, limit: int) -> builtins.list[tuple[int, bytes]]:
-        async def work(conn: aiosqlite.Connection) -> builtins.list[tuple[int, bytes]]:
-            rows = await conn.execute_fetchall(
-                f"SELECT position, entry FROM {self._audit} WHERE position > ? ORDER BY position LIMIT ?",
-                [after, limit],
-            )
-            return [(int(row[0]), bytes(row[1])) for row in rows]
-
-        return await self._db.run(None, work)
+        return await read_journal(self._db, self._audit, after, limit)
 
     async def _entries_after(
         self, after: int | None, count: int, *, following: bool
