@@ -29,10 +29,20 @@ PUBLIC_KEY = "checkpoint.pub"
 SUBJECT_KEY = "subject.key"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
+def _create(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create `path` holding `data`, whole or not at all: written beside it, then linked into place, so
+    servers starting together (`microstate up`) never read a half-written key. FileExistsError if it
+    exists (another process made it first: use that one)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(partial, path)
+    finally:
+        partial.unlink()
 
 
 def public_key_pem(key: Ed25519PublicKey) -> bytes:
@@ -91,13 +101,12 @@ class AuditKeys:
         }
         for name, make in makers.items():
             with contextlib.suppress(FileExistsError):
-                _write_private(directory / name, make())
+                _create(directory / name, make())
         signing = serialization.load_pem_private_key((directory / SIGNING_KEY).read_bytes(), None)
         if not isinstance(signing, Ed25519PrivateKey):
             raise ValueError(f"{directory / SIGNING_KEY} is not an Ed25519 private key")
-        public = directory / PUBLIC_KEY
-        if not public.exists():
-            public.write_bytes(public_key_pem(signing.public_key()))
+        with contextlib.suppress(FileExistsError):
+            _create(directory / PUBLIC_KEY, public_key_pem(signing.public_key()), 0o644)
         return cls(
             chain_keys=read_chain_keys(directory / CHAIN_KEYS),
             signing_key=signing,
