@@ -55,9 +55,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from microstate.server.audit.service import SCOPES as AUDIT_SCOPES
+from microstate.server.audit.service import SERVICE as AUDIT_SERVICE
+from microstate.server.audit.service import AuditServicer
 from microstate.server.audit.serving import Auditing
 from microstate.server.config import ServerConfig
 from microstate.server.handlers import wrapping
+from microstate.server.kit import wire
 from microstate.server.metrics import ServerMetrics
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
@@ -136,7 +140,9 @@ class Runtime:
         With `auditing`, the slice gets its audited stores and every call is an audited call (audit/)."""
         self.microstate = microstate
         self.security = security if security is not None else Security.from_config(config)
-        self._guard = self.security.guard(microstate.scopes, microstate.service_names, microstate.name)
+        # A server keeping a ledger also serves it (audit/service.py), behind the guard like the slice.
+        scopes = microstate.scopes if auditing is None else {**microstate.scopes, **AUDIT_SCOPES}
+        self._guard = self.security.guard(scopes, microstate.service_names, microstate.name)
         self.stores = stores
         self.auditing = auditing
         self.config = config
@@ -171,11 +177,14 @@ class Runtime:
             self.microstate.attach(guarded, self.stores, stopping=self.stopping)
         else:
             self.microstate.attach(wrapping(guarded, auditing.wrap), auditing.stores, stopping=self.stopping)
+            wire.add_service(guarded, AUDIT_SERVICE, AuditServicer(auditing.sealers, self.stopping))
         # Health and reflection are added past the guard: open to every caller.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, measured)
         if self.config.reflection == "on":
+            audit = () if auditing is None else (AUDIT_SERVICE.full_name,)
             reflection.enable_server_reflection(
-                (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), measured
+                (*self.microstate.service_names, *audit, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                measured,
             )
         # Last: it answers only what no service added above does, for any path, so past every wrapper (whose
         # caches and metric labels must stay bounded).
