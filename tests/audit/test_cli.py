@@ -1,19 +1,23 @@
 """`microstate audit export` then `verify`, offline, with the files an auditor holds (the checkpoint file,
 checkpoint.pub, chain-keys): both verdicts printed, exit 0 when both hold and 1 when one fails; entries
-chained after a key rotation verify with the rotated key file."""
+chained after a key rotation verify with the rotated key file; `follow` prints checkpoints as they come."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
 from microstate.server.audit import AuditKeys, open_audited
+from microstate.server.audit import cli as audit_cli
 from microstate.server.audit.keys import CHAIN_KEYS, PUBLIC_KEY
 from microstate.server.cli import main
 from tests.audit.conftest import write_some
+from tests.support.processes import until
 
 
 async def write_and_seal(url: str, key_dir: Path, count: int) -> None:
@@ -81,3 +85,25 @@ def test_verify_without_a_checkpoint_is_a_usage_error(
     (tmp_path / "ledger.jsonl").write_text("")
     assert main(verify_args(tmp_path / "ledger.jsonl", key_dir)) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+async def test_follow_prints_the_newest_checkpoint_then_each_new_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, key_dir = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "audit"
+    await write_and_seal(url, key_dir, 4)
+    printed: list[int] = []
+
+    def sizes() -> list[int]:
+        printed.extend(json.loads(line)["size"] for line in capsys.readouterr().out.splitlines())
+        return printed
+
+    follow = asyncio.create_task(audit_cli._follow(argparse.Namespace(name="profile", store=url)))
+    try:
+        await until(lambda: sizes() == [4], within=20, what="the newest checkpoint printed")
+        await write_and_seal(url, key_dir, 3)
+        await until(lambda: sizes() == [4, 7], within=20, what="the new checkpoint printed")
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
