@@ -160,7 +160,8 @@ class Runtime:
 
     @property
     def health_names(self) -> tuple[str, ...]:
-        return (OVERALL, *self.microstate.service_names)
+        audit = () if self.auditing is None else (AUDIT_SERVICE.full_name,)
+        return (OVERALL, *self.microstate.service_names, *audit)
 
     def _build(self) -> grpc.aio.Server:
         options = [*server_options(self.config), *self.microstate.server_options]
@@ -181,10 +182,8 @@ class Runtime:
         # Health and reflection are added past the guard: open to every caller.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, measured)
         if self.config.reflection == "on":
-            audit = () if auditing is None else (AUDIT_SERVICE.full_name,)
             reflection.enable_server_reflection(
-                (*self.microstate.service_names, *audit, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                measured,
+                (*self.health_names[1:], health.SERVICE_NAME, reflection.SERVICE_NAME), measured
             )
         # Last: it answers only what no service added above does, for any path, so past every wrapper (whose
         # caches and metric labels must stay bounded).
