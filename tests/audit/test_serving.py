@@ -29,6 +29,8 @@ from microstate.server.config import ServerConfig
 from microstate.server.runtime import Runtime
 from microstate.server.serve import store_urls
 from microstate.server.store.roles import StoreKind, open_stores
+from microstate.session.v1 import session_pb2 as session_pb
+from microstate.session.v1 import session_pb2_grpc as session_grpc
 from tests.security.conftest import _environment, issuer  # noqa: F401  (issuer: a fixture)
 from tests.support.issuer import ISSUER, Issuer
 
@@ -118,3 +120,18 @@ async def test_profile_calls_leave_verifiable_entries_naming_who_what_and_which_
     assert [e["subject"] for e in entries] == [keys.subject_ref(u) for u in ("u1", "u1", "u2", "u1")]
     assert all(e["status"] == "OK" for e in entries)
     assert "fr-FR" not in "".join(lines) and digest(b"") not in {e["after"] for e in entries}
+
+
+async def test_a_session_create_names_its_user_in_every_entry_it_writes(tmp_path: Path) -> None:
+    async with audited("session", tmp_path) as (runtime, auditing):
+        async with grpc.aio.insecure_channel(str(runtime.endpoint)) as channel:
+            stub = session_grpc.SessionServiceStub(channel)
+            await stub.CreateSession(session_pb.CreateSessionRequest(user_id="alice", request_id="r-9"))
+        keys, sealer = auditing.keys, auditing.sealers[0]
+        await sealer.seal_all()
+        lines = [line async for line in export_lines(sealer.ledger, readable=True)]
+    entries = [json.loads(line)["entry"] for line in lines if "checkpoint" not in line]
+    assert entries and {e["subject"] for e in entries} == {keys.subject_ref("alice")}
+    assert {e["contract"] for e in entries} == {"microstate.session.v1"}
+    assert {e["request_id"] for e in entries} == {"r-9"}
+    assert any(e["resource"].startswith("u/alice/") for e in entries)  # the user's index entry
