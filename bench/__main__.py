@@ -2,11 +2,12 @@
 
 Sections: P1 P2 P3 P4 P5 P6 (the figures of issue 5), S1 S2 S3 (the session figures of issue 11), NC (the
 profile near-cache of issue 12), FL (the flags SDK of issue 12), T1-T4 (telemetry, issue 14: one scenario),
-A1 (what a bearer-token check costs GetProfile), M1 (what --metrics-port costs GetProfile), RC (reconcile,
-issue 17), SC (the Redis Cluster store against a single Redis, issue 18), LAT (Get/Update latency per
-backend) and PROF (py-spy profiles of the hot paths). P3 and P4 come from one scenario, and S1-S3 from
-another, so asking for one of them runs its whole scenario. The JSON goes to bench/results/latest.json
-unless --json says otherwise, with a markdown twin beside it (.md).
+A1 (what a bearer-token check costs GetProfile), AU (what the audit ledger costs an Update; verifying
+1,000,000 entries offline), M1 (what --metrics-port costs GetProfile), RC (reconcile, issue 17), SC (the
+Redis Cluster store against a single Redis, issue 18), LAT (Get/Update latency per backend) and PROF
+(py-spy profiles of the hot paths). P3 and P4 come from one scenario, and S1-S3 from another, so asking
+for one of them runs its whole scenario. The JSON goes to bench/results/latest.json unless --json says
+otherwise, with a markdown twin beside it (.md).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ SECTIONS = (
     "T3",
     "T4",
     "A1",
+    "AU",
     "M1",
     "RC",
     "SC",
@@ -95,6 +97,7 @@ def _sections(only: str | None) -> list[str]:
 async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list[Profile]]:
     # Imported here, after this process was pinned: grpc's threads inherit the affinity of their creator.
     from bench import (
+        audit,
         auth,
         backends,
         cluster,
@@ -132,6 +135,8 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         jobs.append(("FL", "flags SDK", lambda: flags.flags(settings)))
     if "A1" in sections:
         jobs.append(("A1", "authentication", lambda: auth.auth(settings)))
+    if "AU" in sections:
+        jobs.append(("AU", "audit ledger", lambda: audit.audit(settings)))
     if {"T1", "T2", "T3", "T4"} & set(sections):
         jobs.append(("T1", "telemetry", lambda: telemetry.telemetry(settings)))
     if "RC" in sections:
@@ -165,7 +170,12 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
                 traceback.print_exc()
             rows.append(skipped("PROF", "py-spy profiles of the hot paths", f"skipped: {exc}"))
     order = {name: index for index, name in enumerate(SECTIONS)}
-    rows.sort(key=lambda row: order.get(row.figure if row.figure != "P4" else "P3", 99))
+
+    def section(figure: str) -> int:  # P4 comes with P3; AU1, AU2 with AU
+        figure = figure if figure != "P4" else "P3"
+        return order.get(figure, order.get(figure.rstrip("0123456789"), 99))
+
+    rows.sort(key=lambda row: section(row.figure))
     return rows, profiles
 
 

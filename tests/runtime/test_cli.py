@@ -68,7 +68,8 @@ def test_health_prints_each_service_and_fails_once_the_server_is_gone(
     with running_server("profile", tmp_path, "--drain-seconds", "0") as server:
         assert main(["health", "--target", server.target]) == 0
         rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-        assert rows == [[name, "SERVING"] for name in ("(server)", *MICROSTATE.service_names)]
+        served = sorted([*MICROSTATE.service_names, "microstate.audit.v1.AuditService"])  # the ledger's too
+        assert rows == [[name, "SERVING"] for name in ("(server)", *served)]
         server.send(signal.SIGTERM)
         assert server.wait() == 0, server.describe()
         assert main(["health", "--target", server.target, "--timeout", "0.5"]) == 2

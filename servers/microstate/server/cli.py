@@ -1,4 +1,4 @@
-"""The `microstate` command (also `python -m microstate.server`): serve, up, health, list, reconcile.
+"""The `microstate` command (also `python -m microstate.server`): serve, up, health, list, reconcile, audit.
 
 Exit codes: 0 success, 1 a server or check failed, 2 bad usage or configuration.
 """
@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from microstate.server import logs, probe, reconcile_command, registry
+from microstate.server.audit import cli as audit_cli
 from microstate.server.config import ConfigError, ServerConfig, add_arguments, load
 from microstate.server.store.base import StoreError
 from microstate.server.table import format_table
@@ -116,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="print the known microstates")
     reconcile_command.add_parser(commands)
+    audit_cli.add_parser(commands)
     commands.add_parser(
         "models",
         help="push, pull, list and alias model versions (the models client; `microstate models -h`)",
@@ -203,7 +205,18 @@ def _reconcile(args: argparse.Namespace) -> int:
     return asyncio.run(reconcile_command.reconcile(args))
 
 
-COMMANDS = {"serve": _serve, "up": _up, "health": _health, "list": _list, "reconcile": _reconcile}
+def _audit(args: argparse.Namespace) -> int:
+    return audit_cli.run(args)
+
+
+COMMANDS = {
+    "serve": _serve,
+    "up": _up,
+    "health": _health,
+    "list": _list,
+    "reconcile": _reconcile,
+    "audit": _audit,
+}
 
 
 def _models(argv: Sequence[str]) -> int:

@@ -265,6 +265,29 @@ class ServerConfig:
     reflection: str = field(
         default="on", metadata=_meta(_choice(("on", "off")), "serve gRPC reflection (open to every caller)")
     )
+    audit: str = field(
+        default="on",
+        metadata=_meta(
+            _choice(("on", "off")),
+            "keep the tamper-evident audit ledger of every state-changing call (see SECURITY.md)",
+        ),
+    )
+    audit_dir: Path | None = field(
+        default=None,
+        metadata=_meta(
+            Path,
+            "the audit keys and checkpoint files (keep the checkpoint files where the store's admins cannot"
+            " rewrite them); default: DATA_DIR/audit",
+            "DIR",
+        ),
+    )
+    audit_checkpoint_every: int = field(
+        default=1024, metadata=_meta(_parse_positive_int, "sign an audit checkpoint every N entries", "N")
+    )
+    audit_checkpoint_seconds: float = field(
+        default=60.0,
+        metadata=_meta(_parse_seconds, "and at least this often while entries arrive", "S"),
+    )
     insecure: bool = field(
         default=False,
         metadata=_meta(

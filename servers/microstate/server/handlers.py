@@ -8,7 +8,9 @@ are kept per path, so a catch-all that answers any path goes to the real server.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import grpc
@@ -38,6 +40,39 @@ def with_behaviour(
     kind = next(kind for kind in _KINDS if getattr(handler, kind) is not None)
     wrap = streamed_responses if handler.response_streaming else one_response
     return handler._replace(**{kind: wrap(getattr(handler, kind))})
+
+
+First = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]
+"""What runs before a call's behaviour, given its request (an iterator for client streaming) and context."""
+
+
+def preceded(handler: grpc.RpcMethodHandler, first: First) -> grpc.RpcMethodHandler:
+    """`handler`, with `first` awaited in each call's task before its behaviour runs (the guard's check, the
+    audit call's opening); `first` may abort the call."""
+    return with_behaviour(
+        handler, functools.partial(_first_unary, first), functools.partial(_first_stream, first)
+    )
+
+
+def _first_unary(first: First, behaviour: Behaviour) -> Behaviour:
+    async def preceded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await first(request, context)
+        return await behaviour(request, context)
+
+    return preceded
+
+
+def _first_stream(first: First, behaviour: Behaviour) -> Behaviour:
+    async def preceded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await first(request, context)
+        responses = behaviour(request, context)
+        if inspect.isasyncgen(responses):
+            async for response in responses:
+                yield response
+        else:  # a coroutine that writes with context.write
+            await responses
+
+    return preceded
 
 
 def method_name(path: str) -> str:

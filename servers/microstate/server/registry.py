@@ -51,6 +51,13 @@ class Microstate:
     """Seconds within which its background work (e.g. telemetry's fold) has written what a call it
     answered set going; 0: every call has written all it writes before it answers. Tests that compare
     stored state around a call first wait for the state to hold still this long."""
+    audit_subject: Callable[[str], str | None] | None = None
+    """The data subject (e.g. a user id) a record key of its records store concerns, for the audit ledger's
+    pseudonymous subject reference (audit/); None: its records concern no person. Every write a call makes
+    is audited whatever this says (audit/serving.py)."""
+    unaudited_roles: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Why the writes to each of its store roles that are not records stores make no ledger entry, by role
+    name (the registry test requires one reason per such role), e.g. {"blobs": "..."}."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""

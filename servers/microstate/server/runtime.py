@@ -55,8 +55,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from microstate.server.audit.service import SCOPES as AUDIT_SCOPES
+from microstate.server.audit.service import SERVICE as AUDIT_SERVICE
+from microstate.server.audit.service import AuditServicer
+from microstate.server.audit.serving import Auditing
 from microstate.server.config import ServerConfig
 from microstate.server.handlers import wrapping
+from microstate.server.kit import wire
 from microstate.server.metrics import ServerMetrics
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
@@ -129,12 +134,17 @@ class Runtime:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         metrics: ServerMetrics | None = None,
         security: Security | None = None,
+        auditing: Auditing | None = None,
     ) -> None:
-        """`security` defaults to the one `config` describes (ConfigError if its settings do not fit)."""
+        """`security` defaults to the one `config` describes (ConfigError if its settings do not fit).
+        With `auditing`, the slice gets its audited stores and every call is an audited call (audit/)."""
         self.microstate = microstate
         self.security = security if security is not None else Security.from_config(config)
-        self._guard = self.security.guard(microstate.scopes, microstate.service_names, microstate.name)
+        # A server keeping a ledger also serves it (audit/service.py), behind the guard like the slice.
+        scopes = microstate.scopes if auditing is None else {**microstate.scopes, **AUDIT_SCOPES}
+        self._guard = self.security.guard(scopes, microstate.service_names, microstate.name)
         self.stores = stores
+        self.auditing = auditing
         self.config = config
         self.health = health.aio.HealthServicer()
         self.endpoint: Endpoint | None = None
@@ -150,7 +160,8 @@ class Runtime:
 
     @property
     def health_names(self) -> tuple[str, ...]:
-        return (OVERALL, *self.microstate.service_names)
+        audit = () if self.auditing is None else (AUDIT_SERVICE.full_name,)
+        return (OVERALL, *self.microstate.service_names, *audit)
 
     def _build(self) -> grpc.aio.Server:
         options = [*server_options(self.config), *self.microstate.server_options]
@@ -160,12 +171,19 @@ class Runtime:
         measured = grpc_server if self._metrics is None else self._metrics.serving(grpc_server)
         guard = self._guard
         guarded = measured if guard is None else wrapping(measured, guard.wrap)
-        self.microstate.attach(guarded, self.stores, stopping=self.stopping)
+        # Every call to the slice's methods is an audited call: its writes through the audited stores carry
+        # their ledger entries (audit/serving.py).
+        auditing = self.auditing
+        if auditing is None:
+            self.microstate.attach(guarded, self.stores, stopping=self.stopping)
+        else:
+            self.microstate.attach(wrapping(guarded, auditing.wrap), auditing.stores, stopping=self.stopping)
+            wire.add_service(guarded, AUDIT_SERVICE, AuditServicer(auditing.sealers, self.stopping))
         # Health and reflection are added past the guard: open to every caller.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, measured)
         if self.config.reflection == "on":
             reflection.enable_server_reflection(
-                (*self.microstate.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), measured
+                (*self.health_names[1:], health.SERVICE_NAME, reflection.SERVICE_NAME), measured
             )
         # Last: it answers only what no service added above does, for any path, so past every wrapper (whose
         # caches and metric labels must stay bounded).
@@ -204,6 +222,8 @@ class Runtime:
         self._server = server
         self.endpoint = Endpoint(self.config.host, port)
         await self._show_store_health(failure)
+        if self.auditing is not None:
+            self.auditing.start()
         self._monitor = asyncio.create_task(self._watch_store(), name=f"{self.microstate.name}-store-health")
         if tls is not None:
             self._tls_watch = asyncio.create_task(tls.watch(self.config.tls_reload_seconds), name="tls-files")
@@ -305,6 +325,8 @@ class Runtime:
         self.stopping.set()
         await server.stop(self.config.grace_seconds)
         log.info("stopped: all calls finished or cancelled", extra={"phase": "stopped"})
+        if self.auditing is not None:
+            await self.auditing.stop()
 
 
 async def _wait_or_timeout(event: asyncio.Event, seconds: float) -> None:

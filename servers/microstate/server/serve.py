@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import grpc
 
 from microstate.server import supervision
+from microstate.server.audit.serving import Auditing
 from microstate.server.config import ConfigError, ServerConfig
 from microstate.server.metrics import ServerMetrics
 from microstate.server.registry import Microstate
@@ -126,12 +127,29 @@ async def serve(
             log.info("store opened", extra={"phase": "store", "role": role, "store": redacted(url)})
         url = urls[microstate.stores[0].name]
         metrics = ServerMetrics() if config.metrics_port is not None else None
+        auditing: Auditing | None = None
         try:
             if metrics is not None:
                 stores = metrics.measure(stores)
+            if config.audit == "on":
+                auditing = await Auditing.open(
+                    microstate.name,
+                    stores,
+                    urls,
+                    config.audit_dir or config.data_dir / "audit",
+                    subject_of=microstate.audit_subject,
+                    checkpoint_every=config.audit_checkpoint_every,
+                    checkpoint_seconds=config.audit_checkpoint_seconds,
+                )
             interceptors = (*traces.interceptors, *interceptors)
             runtime = Runtime(
-                microstate, stores, config, interceptors=interceptors, metrics=metrics, security=security
+                microstate,
+                stores,
+                config,
+                interceptors=interceptors,
+                metrics=metrics,
+                security=security,
+                auditing=auditing,
             )
             endpoint = await runtime.start()
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, runtime.reload_tls)
@@ -150,6 +168,8 @@ async def serve(
             if metrics is not None:
                 metrics.close()
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if auditing is not None:
+                await auditing.stop()  # at once if the runtime's drain did already
             await stores.close()
             log.info("stores closed", extra={"phase": "closed"})
             if config.ready_file is not None:

@@ -65,6 +65,10 @@ MICROSTATE = Microstate(
     attach=attach,
     stores=(RECORDS, BLOBS),
     scopes=SCOPES,
+    unaudited_roles={
+        "blobs": "immutable bytes named by their sha256; the version record that names a blob (and so its"
+        " digest) is a records write, audited; upload chunks change nothing anyone can read until then",
+    },
     # With BDP probing gRPC grows a fast uploader's HTTP/2 window, and the bytes it lets in wait in the
     # server's memory: +16 to +37 MiB of peak RSS for a 256 MiB upload to a busy server (bench P5). A fixed
     # 1 MiB window keeps a 1 GiB upload to +6 to +8 MiB (4 MiB: +13 to +22) for about a tenth of the upload

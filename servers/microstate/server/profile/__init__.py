@@ -39,4 +39,5 @@ MICROSTATE = Microstate(
     service_names=tuple(codec.service_name for codec in CODECS),
     attach=attach,
     scopes=SCOPES,
+    audit_subject=lambda user_id: user_id,  # a profile's key is its user's id
 )

@@ -20,16 +20,13 @@ reflection and the unserved-contract answers are added to the real server, so th
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import grpc
 from google.protobuf import descriptor_pool
 
 from microstate.server.errors import DomainError
-from microstate.server.handlers import method_name, with_behaviour
+from microstate.server.handlers import method_name, preceded
 from microstate.server.kit.access import PermissionDenied, Principal, Unauthenticated, set_principal
 from microstate.server.security.tokens import TokenVerifier, refused
 
@@ -112,29 +109,4 @@ class Guard:
     def wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler of `path` ("/pkg.Service/Method"), whose behaviour runs only after `admit`."""
         method = method_name(path)
-        return with_behaviour(
-            handler,
-            functools.partial(_guarded_unary, self, method),
-            functools.partial(_guarded_stream, self, method),
-        )
-
-
-def _guarded_unary(guard: Guard, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await guard.admit(method, context)
-        return await behaviour(request, context)
-
-    return guarded
-
-
-def _guarded_stream(guard: Guard, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await guard.admit(method, context)
-        responses = behaviour(request, context)
-        if inspect.isasyncgen(responses):
-            async for response in responses:
-                yield response
-        else:  # a coroutine that writes with context.write
-            await responses
-
-    return guarded
+        return preceded(handler, lambda _request, context: self.admit(method, context))

@@ -22,6 +22,7 @@ from microstate.server.config import ConfigError
 from microstate.server.kit import wire
 from microstate.server.registry import Attach, Microstate
 from microstate.server.session.domain import SessionDomain
+from microstate.server.session.model import INDEX_PREFIX
 from microstate.server.session.servicer import SERVICE, SessionServicer
 from microstate.server.session.tokens import ServerKey, create_key_file
 from microstate.server.store.roles import Stores
@@ -82,6 +83,14 @@ def prepare(data_dir: Path) -> dict[str, str]:
     return {KEY_FILE_ENV: str(path)}
 
 
+def audit_subject(key: str) -> str | None:
+    """The user a record key names: a user index entry (u/<user>/<session>); a session record's own key names
+    none (its audit entry takes the call's user_id, when the request has one)."""
+    if key.startswith(INDEX_PREFIX):
+        return key[len(INDEX_PREFIX) :].rpartition("/")[0] or None
+    return None
+
+
 MICROSTATE = Microstate(
     name="session",
     default_port=50052,
@@ -89,4 +98,5 @@ MICROSTATE = Microstate(
     attach=attach,
     scopes=SCOPES,
     prepare=prepare,
+    audit_subject=audit_subject,
 )

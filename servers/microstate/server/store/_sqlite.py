@@ -132,3 +132,16 @@ async def _durable_wal(conn: aiosqlite.Connection) -> None:
             backoff = 0.01 * (attempt + 1)  # between attempts, not synchronisation
             await asyncio.sleep(backoff)
     await conn.execute_fetchall("PRAGMA synchronous=FULL")
+
+
+async def read_journal(db: Database, table: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """(key, entry) rows of an audit journal table (`key INTEGER PRIMARY KEY, entry BLOB`) after `after`,
+    in key order, at most `limit`: what the records and log stores' `audit_journal` return."""
+
+    async def work(conn: aiosqlite.Connection) -> list[tuple[int, bytes]]:
+        rows = await conn.execute_fetchall(
+            f"SELECT key, entry FROM {table} WHERE key > ? ORDER BY key LIMIT ?", [after, limit]
+        )
+        return [(int(row[0]), bytes(row[1])) for row in rows]
+
+    return await db.run(None, work)

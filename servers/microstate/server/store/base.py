@@ -177,15 +177,29 @@ class Store(Protocol):
         ...
 
     async def put(
-        self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        if_match: IfMatch = None,
+        ttl: float | None = None,
+        audit: bytes | None = None,
     ) -> Record:
         """Write atomically if `if_match` holds (an expired record counts as absent).
 
+        With `audit`, the bytes are appended to the namespace's audit journal under the write's revision in
+        the same atomic step (audit/audited.py): both are written or neither.
         Raises PreconditionFailed; ValueError for ttl <= 0."""
         ...
 
-    async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
-        """Delete if `if_match` holds; True if a live record was deleted, False if it was absent."""
+    async def delete(self, key: str, *, if_match: IfMatch = None, audit: bytes | None = None) -> bool:
+        """Delete if `if_match` holds; True if a live record was deleted, False if it was absent (nothing is
+        written then, not even `audit`, which is journaled as in `put`)."""
+        ...
+
+    async def audit_journal(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(revision, audit bytes) of the journaled writes after revision `after`, in revision order, at most
+        `limit`. The journal is never trimmed by change-log retention."""
         ...
 
     async def list(self, prefix: str = "", *, after: str | None = None, limit: int = 100) -> Page:

@@ -343,6 +343,7 @@ class MongoStore:
         """For get, batch_get and list: the read preference of the URL."""
         self._primary_records = primary[f"records.{namespace}"]
         self._changes = primary[f"changes.{namespace}"]
+        self._audit = primary[f"audit.{namespace}"]
         self._namespaces = primary[_NAMESPACES_COLLECTION]
         self._write_concern = write_concern
         self.retention = retention
@@ -410,7 +411,7 @@ class MongoStore:
         async with self._prepare_lock:
             if self._prepared:
                 return
-            await create_collections(self._records, self._changes, self._namespaces)
+            await create_collections(self._records, self._changes, self._audit, self._namespaces)
             index = self._records.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0)
             await _guard(index)
             await create_bookkeeping(self._transact, self._namespaces, self.namespace)
@@ -515,8 +516,24 @@ class MongoStore:
         it again atomically. Losers of a race then cost one read instead of an aborted transaction."""
         require_precondition(key, if_match, await self._current(key))
 
+    async def _journal(self, session: AsyncClientSession, revision: int, audit: bytes | None) -> None:
+        if audit is not None:
+            await self._audit.insert_one({"_id": Int64(revision), "entry": audit}, session=session)
+
+    async def audit_journal(self, after: int, limit: int) -> builtins.list[tuple[int, bytes]]:
+        docs = await _guard(
+            self._audit.find({"_id": {"$gt": after}}).sort("_id", 1).limit(limit).to_list(None)
+        )
+        return [(int(doc["_id"]), bytes(doc["entry"])) for doc in docs]
+
     async def put(
-        self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        if_match: IfMatch = None,
+        ttl: float | None = None,
+        audit: bytes | None = None,
     ) -> Record:
         if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
@@ -531,6 +548,7 @@ class MongoStore:
             fields = {"value": value, "revision": Int64(revision), "expires_at": expires_at}
             kind = await self._write_record(session, key, fields, if_match, now_ms)
             await self._log(session, revision, kind, key, value, expires_at, now)
+            await self._journal(session, revision, audit)
             return Record(key=key, value=value, revision=revision, expires_at=_expiry(expires_at))
 
         try:
@@ -567,7 +585,7 @@ class MongoStore:
             raise _Conflict
         return ChangeKind.UPDATED
 
-    async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
+    async def delete(self, key: str, *, if_match: IfMatch = None, audit: bytes | None = None) -> bool:
         if if_match is ABSENT:  # nothing to write: only "is it absent now?"
             await self._require(key, ABSENT)
             return False
@@ -584,6 +602,7 @@ class MongoStore:
                 raise _Conflict
             revision = await self._next_revision(session)
             await self._log(session, revision, ChangeKind.DELETED, key, None, None, now)
+            await self._journal(session, revision, audit)
             return True
 
         try:

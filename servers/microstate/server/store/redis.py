@@ -59,6 +59,7 @@ it defaults to False. Eviction policies other than `noeviction` can drop records
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import inspect
 import math
@@ -216,7 +217,9 @@ end
 """
 )
 
-# ARGV 6, 7: value, ttl in microseconds or ''. Returns {1, revision, expires_us or '', commit_us}.
+# KEYS[6]: the audit journal, a stream never trimmed, its IDs the revisions. ARGV 6, 7, 8: value, ttl in
+# microseconds or '', audit entry or ''. Returns {1, revision, expires_us or '', commit_us}. The journal is
+# written before the record: a script that fails part-way has not changed the record without its entry.
 _PUT = (
     _WRITE_PROLOGUE
     + """
@@ -225,6 +228,7 @@ local expires = ''
 if ARGV[7] ~= '' then expires = int(now + tonumber(ARGV[7])) end
 local kind = 'c'
 if is_live then kind = 'u' end
+if ARGV[8] ~= '' then redis.call('XADD', KEYS[6], int(rev) .. '-0', 'a', ARGV[8]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], int(rev) .. '-0',
   'k', ARGV[1], 'o', kind, 'v', ARGV[6], 'x', expires, 't', int(now))
 write(KEYS[1], int(rev), expires, ARGV[6])
@@ -239,7 +243,7 @@ return {1, int(rev), expires, int(now)}
 """
 )
 
-# Returns {1, revision} when deleted, {2} when absent (and if_match allowed that).
+# ARGV 6: audit entry or ''. Returns {1, revision} when deleted, {2} when absent (and if_match allowed that).
 _DELETE = (
     _WRITE_PROLOGUE
     + """
@@ -249,6 +253,7 @@ if not is_live then
   return {2}
 end
 local rev = next_revision()
+if ARGV[6] ~= '' then redis.call('XADD', KEYS[6], int(rev) .. '-0', 'a', ARGV[6]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], int(rev) .. '-0', 'k', ARGV[1], 'o', 'd', 't', int(now))
 forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
 purge_expired()
@@ -408,6 +413,7 @@ class RedisStore:
         self._index_key = f"{base}idx"
         self._log_key = f"{base}log"
         self._expiries_key = f"{base}exp"
+        self._audit_key = f"{base}audit"
         self._put_script = client.register_script(_PUT)
         self._delete_script = client.register_script(_DELETE)
         self._list_script = client.register_script(_LIST)
@@ -612,7 +618,14 @@ class RedisStore:
     # --- writes ----------------------------------------------------------------------------------
 
     def _write_keys(self, key: str) -> tuple[str, ...]:
-        return self._record_key(key), self._counter_key, self._index_key, self._log_key, self._expiries_key
+        return (
+            self._record_key(key),
+            self._counter_key,
+            self._index_key,
+            self._log_key,
+            self._expiries_key,
+            self._audit_key,
+        )
 
     def _write_args(self, key: str, if_match: IfMatch) -> tuple[str | int, ...]:
         """The ARGV both write scripts start with: key, mode, expected revision, retention, record prefix."""
@@ -625,27 +638,44 @@ class RedisStore:
         return (key, *condition, self.retention, self._record_prefix)
 
     async def put(
-        self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        if_match: IfMatch = None,
+        ttl: float | None = None,
+        audit: bytes | None = None,
     ) -> Record:
         if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         if not self._layout_checked:
             await self._check_layout()
         ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
-        args = (*self._write_args(key, if_match), value, ttl_micros)
+        args = (*self._write_args(key, if_match), value, ttl_micros, audit or b"")
         reply: list[Any] = await _guard(self._run_script(self._put_script, self._write_keys(key), args))
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return Record(key, value, int(reply[1]), _expiry(reply[2]))
 
-    async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
+    async def delete(self, key: str, *, if_match: IfMatch = None, audit: bytes | None = None) -> bool:
         if not self._layout_checked:
             await self._check_layout()
-        args = self._write_args(key, if_match)
+        args = (*self._write_args(key, if_match), audit or b"")
         reply: list[Any] = await _guard(self._run_script(self._delete_script, self._write_keys(key), args))
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return bool(reply[0] == 1)
+
+    async def audit_journal(self, after: int, limit: int) -> builtins.list[tuple[int, bytes]]:
+        reply: Any = await self._read(
+            lambda: self._execute("XRANGE", self._audit_key, f"{after + 1}-0", "+", "COUNT", str(limit))
+        )
+        journal: builtins.list[tuple[int, bytes]] = []
+        for entry_id, fields in reply:
+            values = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+            revision = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            journal.append((int(revision.partition("-")[0]), bytes(values[b"a"])))
+        return journal
 
     # --- watch -----------------------------------------------------------------------------------
 

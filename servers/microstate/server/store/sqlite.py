@@ -45,7 +45,7 @@ import aiosqlite
 
 from microstate.server.cancellation import end_if_cancelled
 from microstate.server.store._shared import prefix_end, require_positive, set_up
-from microstate.server.store._sqlite import Database, open_database
+from microstate.server.store._sqlite import Database, open_database, read_journal
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     Capabilities,
@@ -120,6 +120,7 @@ class SqliteStore:
         self._namespace = namespace
         self._records = _quote(f"records_{namespace}")
         self._changes = _quote(f"changes_{namespace}")
+        self._audit = _quote(f"audit_{namespace}")
         self._retention = retention
         self._poll_interval = poll_interval
         self._watchers: set[asyncio.Event] = set()
@@ -171,6 +172,9 @@ class SqliteStore:
             await conn.execute_fetchall(
                 f"CREATE TABLE IF NOT EXISTS {self._changes} (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
                 " key TEXT NOT NULL, value BLOB, expires_at REAL, commit_time REAL NOT NULL)"
+            )
+            await conn.execute_fetchall(
+                f"CREATE TABLE IF NOT EXISTS {self._audit} (key INTEGER PRIMARY KEY, entry BLOB NOT NULL)"
             )
             await conn.execute_fetchall(
                 "INSERT OR IGNORE INTO microstate_namespaces (name) VALUES (?)", [self._namespace]
@@ -262,8 +266,21 @@ class SqliteStore:
         # Several chunks are read in one transaction, so the result is one consistent snapshot.
         return await self._run("BEGIN" if len(unique) > _BATCH_GET_CHUNK else None, work)
 
+    async def _journal(self, conn: aiosqlite.Connection, seq: int, audit: bytes | None) -> None:
+        if audit is not None:
+            await conn.execute_fetchall(f"INSERT INTO {self._audit} (key, entry) VALUES (?, ?)", [seq, audit])
+
+    async def audit_journal(self, after: int, limit: int) -> builtins.list[tuple[int, bytes]]:
+        return await read_journal(self._db, self._audit, after, limit)
+
     async def put(
-        self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        if_match: IfMatch = None,
+        ttl: float | None = None,
+        audit: bytes | None = None,
     ) -> Record:
         if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
@@ -283,11 +300,12 @@ class SqliteStore:
             )
             kind = ChangeKind.CREATED if current is None else ChangeKind.UPDATED
             await self._log(conn, seq, kind, key, value, expires_at, now)
+            await self._journal(conn, seq, audit)
             return Record(key=key, value=value, revision=seq, expires_at=expires_at)
 
         return await self._write(work)
 
-    async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
+    async def delete(self, key: str, *, if_match: IfMatch = None, audit: bytes | None = None) -> bool:
         async def work(conn: aiosqlite.Connection) -> bool:
             now = time.time()
             stored = await self._stored(conn, key)
@@ -298,7 +316,9 @@ class SqliteStore:
             await conn.execute_fetchall(f"DELETE FROM {self._records} WHERE key = ?", [key])
             if current is None:  # it had expired: a lazy purge, not a change
                 return False
-            await self._log(conn, await self._next_seq(conn), ChangeKind.DELETED, key, None, None, now)
+            seq = await self._next_seq(conn)
+            await self._log(conn, seq, ChangeKind.DELETED, key, None, None, now)
+            await self._journal(conn, seq, audit)
             return True
 
         return await self._write(work)

@@ -78,8 +78,13 @@ class LogStore(Protocol):
 
     capabilities: LogCapabilities
 
-    async def append(self, entries: Sequence[bytes], *, dedupe_key: str | None = None) -> Appended:
+    async def append(
+        self, entries: Sequence[bytes], *, dedupe_key: str | None = None, audit: bytes | None = None
+    ) -> Appended:
         """Append `entries` atomically: all of them, at contiguous positions, or none.
+
+        With `audit`, the bytes are appended to the log's audit journal under the append's first position in
+        the same atomic step (audit/audited.py); a duplicate writes neither.
 
         With `dedupe_key` (e.g. ``f"{producer_id}:{batch_seq}"``): if an append with the same key committed
         within the store's dedupe window (`dedupe_window` seconds, DEFAULT_DEDUPE_WINDOW unless opened with
@@ -91,6 +96,11 @@ class LogStore(Protocol):
         Raises ValueError for no entries; StoreUnavailable when the store cannot be reached (the append may
         or may not have committed: resend it with the same `dedupe_key`).
         """
+        ...
+
+    async def audit_journal(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(first position, audit bytes) of the journaled appends after position `after`, in order, at most
+        `limit`. Never trimmed with the log."""
         ...
 
     async def read(self, after: str | None = None, *, limit: int = 100) -> LogPage:

@@ -109,6 +109,7 @@ class MongoLog(LogReading):
         self.capabilities = LogCapabilities(durable=durable, shared=True)
         self._entries = db[f"logentries.{namespace}"]
         self._keys = db[f"logkeys.{namespace}"]
+        self._audit = db[f"logaudit.{namespace}"]
         self._logs = db["microstate_logs"]
         self._dedupe_window_ms = round(dedupe_window * 1000)
         self._poll_interval = poll_interval
@@ -162,7 +163,7 @@ class MongoLog(LogReading):
         return await set_up(log_store, log_store._setup())
 
     async def _setup(self) -> None:
-        await create_collections(self._entries, self._keys, self._logs)
+        await create_collections(self._entries, self._keys, self._audit, self._logs)
         await _guard(self._keys.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0))
         await create_bookkeeping(self._transact, self._logs, self.namespace)
 
@@ -178,7 +179,9 @@ class MongoLog(LogReading):
 
     # -- the LogStore protocol ---------------------------------------------------------------------------
 
-    async def append(self, entries: Sequence[bytes], *, dedupe_key: str | None = None) -> Appended:
+    async def append(
+        self, entries: Sequence[bytes], *, dedupe_key: str | None = None, audit: bytes | None = None
+    ) -> Appended:
         batch = check_append(entries, dedupe_key)
 
         async def work(session: AsyncClientSession) -> Appended:
@@ -204,6 +207,8 @@ class MongoLog(LogReading):
                 [{"_id": Int64(first + i), "t": now, "d": data} for i, data in enumerate(batch)],
                 session=session,
             )
+            if audit is not None:
+                await self._audit.insert_one({"_id": Int64(first), "entry": audit}, session=session)
             if dedupe_key is not None:  # replaces an expired key's document
                 await self._keys.replace_one(
                     {"_id": dedupe_key},
@@ -221,6 +226,12 @@ class MongoLog(LogReading):
         appended = await self._transact(work)
         self._wake_followers()
         return appended
+
+    async def audit_journal(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        docs = await _guard(
+            self._audit.find({"_id": {"$gt": after}}).sort("_id", 1).limit(limit).to_list(None)
+        )
+        return [(int(doc["_id"]), bytes(doc["entry"])) for doc in docs]
 
     async def _bookkeeping(self) -> tuple[int, int]:
         """(head, trimmed_through)."""

@@ -66,15 +66,16 @@ _T = TypeVar("_T")
 _TRIM_STEP: Final = 1_000
 """Entries one trim script drops at most: XRANGE copies each into Lua, and Redis serves nobody meanwhile."""
 
-# KEYS: meta, entries[, dedupe key]. ARGV: dedupe window in ms, then the entries.
+# KEYS: meta, entries, audit journal[, dedupe key]. ARGV: dedupe window in ms, the audit entry or '', then
+# the entries. The audit entry goes to the journal stream under the first position, never trimmed.
 # Returns {0, 'first:count:commit_us'} for a duplicate, else {1, first position, commit_us}.
 # If the bookkeeping hash is gone (deleted, evicted) while the stream is not, positions continue after the
 # stream's last ID (XADD refuses smaller IDs, and that refusal would come before anything was written).
 _APPEND = """
 local t = redis.call('TIME')
 local now = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-if KEYS[3] then
-  local seen = redis.call('GET', KEYS[3])
+if KEYS[4] then
+  local seen = redis.call('GET', KEYS[4])
   if seen then return {0, seen} end
 end
 local head = tonumber(redis.call('HGET', KEYS[1], 'n'))
@@ -87,13 +88,14 @@ if not head then
     end
   end
 end
-for i = 2, #ARGV do
-  redis.call('XADD', KEYS[2], string.format('%.0f-0', head + i - 1), 't', now, 'd', ARGV[i])
-end
-redis.call('HSET', KEYS[1], 'n', string.format('%.0f', head + #ARGV - 1))
 local first = string.format('%.0f', head + 1)
-if KEYS[3] then
-  redis.call('SET', KEYS[3], first .. ':' .. (#ARGV - 1) .. ':' .. now, 'PX', ARGV[1])
+if ARGV[2] ~= '' then redis.call('XADD', KEYS[3], first .. '-0', 'a', ARGV[2]) end
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[2], string.format('%.0f-0', head + i - 2), 't', now, 'd', ARGV[i])
+end
+redis.call('HSET', KEYS[1], 'n', string.format('%.0f', head + #ARGV - 2))
+if KEYS[4] then
+  redis.call('SET', KEYS[4], first .. ':' .. (#ARGV - 2) .. ':' .. now, 'PX', ARGV[1])
 end
 return {1, first, now}
 """
@@ -147,6 +149,7 @@ class RedisLog(LogReading):
         self._meta_key = f"{base}meta"
         self._entries_key = f"{base}entries"
         self._dedupe_prefix = f"{base}key:"
+        self._audit_key = f"{base}audit"
         self._append_script = self._client.register_script(_APPEND)
         self._trim_script = self._client.register_script(_TRIM)
         # Reads are idempotent: retry them on fast connection errors (a pooled connection the server closed,
@@ -199,19 +202,28 @@ class RedisLog(LogReading):
 
     # -- the LogStore protocol ---------------------------------------------------------------------------
 
-    async def append(self, entries: Sequence[bytes], *, dedupe_key: str | None = None) -> Appended:
+    async def append(
+        self, entries: Sequence[bytes], *, dedupe_key: str | None = None, audit: bytes | None = None
+    ) -> Appended:
         batch = check_append(entries, dedupe_key)
         if self._closed:
             raise StoreUnavailable("the redis log store is closed")
-        keys = [self._meta_key, self._entries_key]
+        keys = [self._meta_key, self._entries_key, self._audit_key]
         if dedupe_key is not None:
             keys.append(self._dedupe_prefix + dedupe_key)
-        reply = await _guard(self._append_script(keys=keys, args=[self._dedupe_window_ms, *batch]))
+        args: list[bytes | int] = [self._dedupe_window_ms, audit or b"", *batch]
+        reply = await _guard(self._append_script(keys=keys, args=args))
         if reply[0] == 0:
             first, count, commit_us = (int(part) for part in reply[1].split(b":"))
             return Appended(range(first, first + count), commit_us / MICROS, duplicate=True)
         first = int(reply[1])
         return Appended(range(first, first + len(batch)), int(reply[2]) / MICROS, duplicate=False)
+
+    async def audit_journal(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        rows: Any = await self._read(
+            lambda: self._client.xrange(self._audit_key, f"{after + 1}-0", "+", count=limit)
+        )
+        return [(int(entry_id.partition(b"-")[0]), bytes(fields[b"a"])) for entry_id, fields in rows]
 
     async def _entries_after(
         self, after: int | None, count: int, *, following: bool

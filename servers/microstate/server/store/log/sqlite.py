@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 import aiosqlite
 
 from microstate.server.store._shared import set_up
-from microstate.server.store._sqlite import Database, open_database
+from microstate.server.store._sqlite import Database, open_database, read_journal
 from microstate.server.store.base import check_namespace
 from microstate.server.store.log._shared import (
     DEFAULT_FOLLOW_OUTAGE_BUDGET,
@@ -75,6 +75,7 @@ class SqliteLog(LogReading):
         self._namespace = namespace
         self._entries = _quote(f"logentries_{namespace}")
         self._keys = _quote(f"logkeys_{namespace}")
+        self._audit = _quote(f"logaudit_{namespace}")
         self._dedupe_window = dedupe_window
         self._poll_interval = poll_interval
         self._follow_outage_budget = follow_outage_budget
@@ -115,6 +116,9 @@ class SqliteLog(LogReading):
             " commit_time REAL NOT NULL)"
         )
         await conn.execute_fetchall(
+            f"CREATE TABLE IF NOT EXISTS {self._audit} (key INTEGER PRIMARY KEY, entry BLOB NOT NULL)"
+        )
+        await conn.execute_fetchall(
             f"CREATE TABLE IF NOT EXISTS {self._keys} (dedupe_key TEXT PRIMARY KEY, first INTEGER NOT NULL,"
             " count INTEGER NOT NULL, commit_time REAL NOT NULL)"
         )
@@ -136,7 +140,9 @@ class SqliteLog(LogReading):
 
     # -- the LogStore protocol ---------------------------------------------------------------------------
 
-    async def append(self, entries: Sequence[bytes], *, dedupe_key: str | None = None) -> Appended:
+    async def append(
+        self, entries: Sequence[bytes], *, dedupe_key: str | None = None, audit: bytes | None = None
+    ) -> Appended:
         batch = check_append(entries, dedupe_key)
 
         async def work(conn: aiosqlite.Connection) -> Appended:
@@ -159,6 +165,8 @@ class SqliteLog(LogReading):
                 [(first + offset, data, now) for offset, data in enumerate(batch)],
             ):
                 pass
+            if audit is not None:
+                await conn.execute_fetchall(f"INSERT INTO {self._audit} VALUES (?, ?)", [first, audit])
             if dedupe_key is not None:  # replaces an expired key's row
                 await conn.execute_fetchall(
                     f"INSERT OR REPLACE INTO {self._keys} (dedupe_key, first, count, commit_time)"
@@ -170,6 +178,9 @@ class SqliteLog(LogReading):
         appended = await self._db.run("BEGIN IMMEDIATE", work)
         self._wake_followers()
         return appended
+
+    async def audit_journal(self, after: int, limit: int) -> builtins.list[tuple[int, bytes]]:
+        return await read_journal(self._db, self._audit, after, limit)
 
     async def _entries_after(
         self, after: int | None, count: int, *, following: bool

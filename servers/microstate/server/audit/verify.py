@@ -1,0 +1,176 @@
+"""Offline verification of an exported ledger (JSON Lines, ledger.export_lines) against a checkpoint kept
+outside the store and the server's public key; `microstate audit verify` prints the report.
+
+Two verdicts, because they fail for different reasons and call for different responses:
+
+- integrity: every entry present is what was sealed — indexes run 0, 1, 2, … in order, revisions increase,
+  each HMAC link verifies (when the chain keys are given), the RFC 6962 root of the first `size` entries
+  and the chain head equal the checkpoint's, and every checkpoint in the ledger is signed and agrees with
+  the entries. Edits, insertions, deletions, reordering, and a rewrite re-chained by someone holding the
+  HMAC key all break it (the checkpoint's root was signed with a key they do not hold).
+- completeness: nothing the checkpoint vouches for is missing — the ledger holds at least `size` entries,
+  and its own newest checkpoint is not older than the outside one. Truncating the tail or deleting the
+  whole ledger (chain and in-store checkpoints included) breaks it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+import json
+from binascii import a2b_base64
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from hashlib import sha256
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from microstate.server.audit import merkle
+from microstate.server.audit.checkpoints import Checkpoint
+from microstate.server.audit.entries import encode_fields
+from microstate.server.audit.ledger import ZERO_MAC
+
+MAX_PROBLEMS = 20
+"""Problems listed per verdict; the rest are counted."""
+
+
+@dataclass
+class Verdict:
+    problems: list[str] = field(default_factory=list)
+    count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.count == 0
+
+    def add(self, problem: str) -> None:
+        self.count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+
+@dataclass
+class Report:
+    checkpoint: Checkpoint
+    entries: int = 0
+    integrity: Verdict = field(default_factory=Verdict)
+    completeness: Verdict = field(default_factory=Verdict)
+    chain_checked: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.integrity.ok and self.completeness.ok
+
+    def lines(self) -> list[str]:
+        out = [
+            f"ledger {self.checkpoint.log_id}: {self.entries} entries;"
+            f" checkpoint of {self.checkpoint.size} entries",
+            f"integrity: {'OK' if self.integrity.ok else 'FAILED'}"
+            + ("" if self.chain_checked else " (HMAC chain not checked: no chain keys given)"),
+            *(f"  - {problem}" for problem in self.integrity.problems),
+            f"completeness: {'OK' if self.completeness.ok else 'FAILED'}",
+            *(f"  - {problem}" for problem in self.completeness.problems),
+        ]
+        for verdict in (self.integrity, self.completeness):
+            if verdict.count > len(verdict.problems):
+                out.append(f"  ({verdict.count - len(verdict.problems)} more problems not listed)")
+        return out
+
+
+def verify(
+    lines: Iterable[str],
+    checkpoint: Checkpoint,
+    public_key: Ed25519PublicKey,
+    chain_keys: dict[str, bytes] | None = None,
+) -> Report:
+    """Check the exported ledger `lines` against `checkpoint` (the newest one kept outside the store)."""
+    report = Report(checkpoint, chain_checked=chain_keys is not None)
+    integrity, completeness = report.integrity, report.completeness
+    if not checkpoint.verifies(public_key):
+        integrity.add("the outside checkpoint's signature does not verify with this public key")
+    log_id = checkpoint.log_id
+    frontier = merkle.Frontier()
+    roots: dict[int, tuple[bytes, bytes]] = {}  # size -> (root, head) at each size a checkpoint names
+    stored: list[Checkpoint] = []
+    wanted = {checkpoint.size}
+    previous_mac, previous_revision = ZERO_MAC, 0
+    leaf_prefix = b"\x00" + encode_fields([log_id])  # RFC 6962's leaf prefix, then the leaf's first field
+    # One pass, holding no entry: the export lists the ledger's checkpoints first, so the sizes whose roots
+    # are wanted are known before the entries stream by.
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if "checkpoint" in data:
+                stored.append(Checkpoint.from_json(json.dumps(data["checkpoint"])))
+                wanted.add(stored[-1].size)
+                continue
+            if "unreadable" in data:
+                integrity.add(f"line {number}: a ledger record that does not decode")
+                continue
+            index, revision, key_id = data["index"], data["revision"], data["key_id"]
+            entry, mac = a2b_base64(data["entry_b64"]), bytes.fromhex(data["mac"])
+            if type(index) is not int or type(revision) is not int or type(key_id) is not str:
+                raise TypeError("index, revision and key_id must be two integers and a string")
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            integrity.add(f"line {number}: not a ledger line ({exc})")
+            continue
+        position = frontier.size
+        if index != position:
+            integrity.add(f"entry {position}: holds index {index} (inserted, deleted or reordered)")
+        if revision <= previous_revision:
+            integrity.add(f"entry {position}: revision {revision} does not follow {previous_revision}")
+        # leaf_of(log_id, index, revision, key_id, entry), inlined: this loop is the verifier's whole cost
+        hashed = sha256(
+            b"".join((leaf_prefix, _field(str(index).encode()), _field(str(revision).encode()),
+                      _field(key_id.encode()), _field(entry)))
+        ).digest()  # fmt: skip
+        if chain_keys is not None:
+            key = chain_keys.get(key_id)
+            if key is None:
+                integrity.add(f"entry {position}: chained with unknown key {key_id!r}")
+            elif not hmac.compare_digest(hmac.digest(key, previous_mac + hashed, "sha256"), mac):
+                integrity.add(f"entry {position}: its HMAC link does not verify")
+        frontier.append(hashed)
+        previous_mac, previous_revision = mac, revision
+        if frontier.size in wanted:
+            roots[frontier.size] = (frontier.root(), mac)
+    report.entries = frontier.size
+    _against(checkpoint, roots, integrity, "the outside checkpoint")
+    if frontier.size < checkpoint.size:
+        completeness.add(
+            f"the checkpoint vouches for {checkpoint.size} entries, the ledger holds {frontier.size}:"
+            " entries were truncated or deleted"
+        )
+    for each in stored:
+        if each.log_id != log_id or not each.verifies(public_key):
+            integrity.add(f"the ledger's checkpoint of size {each.size} is not signed by this key")
+        elif each.size <= frontier.size:
+            _against(each, roots, integrity, f"the ledger's checkpoint of size {each.size}")
+    newest_stored = max((each.size for each in stored), default=0)
+    if newest_stored < checkpoint.size:
+        completeness.add(
+            f"the ledger's newest checkpoint is of size {newest_stored}, older than the outside one"
+            f" ({checkpoint.size}): checkpoints were deleted"
+        )
+    return report
+
+
+def _field(raw: bytes) -> bytes:
+    return len(raw).to_bytes(4, "big") + raw
+
+
+def _against(
+    checkpoint: Checkpoint, roots: dict[int, tuple[bytes, bytes]], verdict: Verdict, name: str
+) -> None:
+    found = roots.get(checkpoint.size) if checkpoint.size else (merkle.EMPTY_ROOT, ZERO_MAC)
+    if found is None:
+        return  # fewer entries than it covers: a completeness problem, reported as such
+    root, head = found
+    if root != checkpoint.root:
+        verdict.add(
+            f"{name}: the Merkle root of the first {checkpoint.size} entries differs (entries changed)"
+        )
+    if head != checkpoint.head:
+        verdict.add(f"{name}: the chain head after entry {checkpoint.size - 1} differs")
