@@ -15,11 +15,14 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from microstate.server.store.roles import RECORDS, StoreRole, Stores
+
+if TYPE_CHECKING:
+    from microstate.server.kit.subjects import Declaration
 
 
 class Attach(Protocol):
@@ -51,6 +54,10 @@ class Microstate:
     """Seconds within which its background work (e.g. telemetry's fold) has written what a call it
     answered set going; 0: every call has written all it writes before it answers. Tests that compare
     stored state around a call first wait for the state to hold still this long."""
+    subjects: Declaration | None = None
+    """Where it keeps a data subject's data (kit/subjects.py), for GDPR export and erase; the runtime then
+    serves microstate.subjects.v1 next to its own contract, which it lists in `service_names`. Every
+    registered slice declares it (`kit.subjects.NOTHING` when it keeps nothing about a subject)."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""

@@ -57,6 +57,7 @@ from grpc_reflection.v1alpha import reflection
 
 from microstate.server.config import ServerConfig
 from microstate.server.handlers import wrapping
+from microstate.server.kit import subjects
 from microstate.server.metrics import ServerMetrics
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
@@ -161,6 +162,8 @@ class Runtime:
         guard = self._guard
         guarded = measured if guard is None else wrapping(measured, guard.wrap)
         self.microstate.attach(guarded, self.stores, stopping=self.stopping)
+        if self.microstate.subjects is not None:
+            subjects.attach(guarded, self.microstate.name, self.microstate.subjects, self.stores)
         # Health and reflection are added past the guard: open to every caller.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, measured)
         if self.config.reflection == "on":

@@ -15,7 +15,7 @@ import os
 import grpc
 
 from microstate.server.config import ConfigError
-from microstate.server.kit import wire
+from microstate.server.kit import subjects, wire
 from microstate.server.models.domain import UPLOAD_TTL, ModelsDomain
 from microstate.server.models.servicer import SERVICE, ModelServicer
 from microstate.server.registry import Microstate
@@ -61,10 +61,11 @@ SCOPES = {  # what each method needs when authentication is on
 MICROSTATE = Microstate(
     name="models",
     default_port=50054,
-    service_names=(SERVICE.full_name,),
+    service_names=(SERVICE.full_name, subjects.SERVICE_NAME),
     attach=attach,
     stores=(RECORDS, BLOBS),
-    scopes=SCOPES,
+    scopes={**SCOPES, **subjects.SCOPES},
+    subjects=subjects.NOTHING,
     # With BDP probing gRPC grows a fast uploader's HTTP/2 window, and the bytes it lets in wait in the
     # server's memory: +16 to +37 MiB of peak RSS for a 256 MiB upload to a busy server (bench P5). A fixed
     # 1 MiB window keeps a 1 GiB upload to +6 to +8 MiB (4 MiB: +13 to +22) for about a tenth of the upload
