@@ -16,6 +16,7 @@ from pathlib import Path
 
 from microstate.server import logs, probe, registry
 from microstate.server.config import ConfigError, ServerConfig, add_arguments, load
+from microstate.server.gdpr import cli as gdpr_cli
 from microstate.server.store.base import StoreError
 from microstate.server.table import format_table
 
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-server-name", metavar="NAME", help="the name to expect in the server's certificate"
     )
 
+    gdpr_cli.add_parser(commands)
     commands.add_parser("list", help="print the known microstates")
     commands.add_parser(
         "models",
@@ -198,7 +200,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "up": _up, "health": _health, "list": _list}
+COMMANDS = {"serve": _serve, "up": _up, "health": _health, "list": _list, "gdpr": gdpr_cli.run}
 
 
 def _models(argv: Sequence[str]) -> int:
