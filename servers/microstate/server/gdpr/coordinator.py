@@ -117,7 +117,7 @@ class Coordinator:
         kind = record["kind"]
         revision = await self._save(record, revision, f"gdpr.{kind}/complete", subject, DONE)
         if isinstance(self._store, Forgetting):
-            await self._store.forget([PREFIX + record["request_id"]])
+            await self._store.forget([PREFIX + record["request_id"]], keep_deletions=False)
         return revision
 
     # -- erase -----------------------------------------------------------------------------------------------

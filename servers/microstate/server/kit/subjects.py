@@ -103,17 +103,20 @@ def NOTHING(stores: Stores) -> SubjectData:
 class Forgetting(Protocol):
     """A records store that can forget deleted keys' history (store/sqlite.py)."""
 
-    async def forget(self, keys: Sequence[str]) -> None: ...
+    async def forget(self, keys: Sequence[str], *, keep_deletions: bool = True) -> None: ...
 
 
-async def erase_records(store: Store, keys: Iterable[str]) -> int:
-    """Delete `keys` and have the store forget their history; how many existed."""
+async def erase_records(store: Store, keys: Iterable[str], *, announced: bool = True) -> int:
+    """Delete `keys` and have the store forget their history; how many existed. `announced`: the change
+    log keeps each key's deletion, so watchers (SDK caches) drop it — the key itself (often the subject's
+    id) then stays in the log until its retention trims it; pass False for keys no watcher needs to hear
+    of (an index entry)."""
     doomed = list(dict.fromkeys(keys))
     erased = 0
     for key in doomed:
         erased += await store.delete(key)
     if isinstance(store, Forgetting):
-        await store.forget(doomed)
+        await store.forget(doomed, keep_deletions=announced)
     return erased
 
 

@@ -64,7 +64,8 @@ class SessionSubjects:
     async def erase(self, subject: str) -> Erased:
         sessions = [data.session_id for data in await self._sessions(subject)]
         index = await keys_with_prefix(self._store, index_prefix(subject))
-        erased = await erase_records(self._store, [*sessions, *index])
+        erased = await erase_records(self._store, sessions)  # announced: validators drop them
+        erased += await erase_records(self._store, index, announced=False)  # keys naming the user
         return Erased(erased + await self._erase_mark(subject))
 
     async def _erase_mark(self, subject: str) -> int:
@@ -77,7 +78,7 @@ class SessionSubjects:
             return 0
         others = {user: mark for user, mark in marks.by_user.items() if user != subject}
         if not others:
-            return await erase_records(self._store, [key])
+            return await erase_records(self._store, [key], announced=False)
         # Another user shares the tag: keep its mark, in a record that no longer names the subject.
         last = marks.last_user_id if marks.last_user_id != subject else next(iter(others))
         await self._store.put(key, type(marks)(others, last).to_bytes(), if_match=record.revision)

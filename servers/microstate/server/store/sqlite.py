@@ -308,18 +308,19 @@ class SqliteStore:
 
         return await self._write(work)
 
-    async def forget(self, keys: Sequence[str]) -> None:
-        """Remove every change-log row of `keys` but their deletions, and leave no copy of what the removed
-        rows held in the file or its WAL (see the module docstring). The keys must be deleted first."""
+    async def forget(self, keys: Sequence[str], *, keep_deletions: bool = True) -> None:
+        """Remove the change-log rows of `keys` — but their deletions with `keep_deletions`, so watchers
+        still learn that the keys went — and leave no copy of what the removed rows held in the file or its
+        WAL (see the module docstring). Meant for keys just deleted."""
         doomed = list(keys)
+        spared = ChangeKind.DELETED.value if keep_deletions else ""
 
         async def scrub(conn: aiosqlite.Connection) -> None:
             for start in range(0, len(doomed), _BATCH_GET_CHUNK):
                 chunk = doomed[start : start + _BATCH_GET_CHUNK]
                 marks = ", ".join("?" * len(chunk))
                 await conn.execute_fetchall(
-                    f"DELETE FROM {self._changes} WHERE kind != ? AND key IN ({marks})",
-                    [ChangeKind.DELETED.value, *chunk],
+                    f"DELETE FROM {self._changes} WHERE kind != ? AND key IN ({marks})", [spared, *chunk]
                 )
 
         if doomed:

@@ -1,0 +1,141 @@
+"""Export and erase of one subject across every microstate, in-process servers on SQLite files, the SDK
+following with snapshots on disk: after the erase, no file holds the subject's data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from microstate.client import SnapshotOptions
+from microstate.client.errors import Unauthenticated
+from microstate.client.profile import v1
+from microstate.client.session.v1 import SessionClient
+from microstate.server.gdpr.bundle import verify_bundle, write_bundle
+from microstate.server.gdpr.coordinator import Coordinator, Target
+from microstate.server.store import open_store
+from microstate.server.store.base import Store
+from microstate.subjects.v1 import subjects_pb2 as pb
+from tests.client.conftest import fast_options
+from tests.gdpr.harness import MARKER, SUBJECT, occurrences, serve_all, session_key_env
+
+WITHIN = 20.0
+
+
+@contextlib.asynccontextmanager
+async def coordinator(data: Path, targets: dict[str, str]) -> AsyncIterator[Coordinator]:
+    store: Store = await open_store(f"sqlite:///{data / 'gdpr.db'}", "gdpr")
+    channels = {name: grpc.aio.insecure_channel(target) for name, target in targets.items()}
+    try:
+        yield Coordinator(store, [Target(name, channel) for name, channel in channels.items()])
+    finally:
+        await store.close()
+        for channel in channels.values():
+            await channel.close()
+
+
+async def eventually_refused(client: SessionClient, token: str) -> None:
+    deadline = time.monotonic() + WITHIN
+    while time.monotonic() < deadline:
+        try:
+            await client.validate(token, accept_cached_for=30)
+        except Unauthenticated:
+            return
+        await asyncio.sleep(0.02)  # between checks of the condition
+    raise AssertionError("the erased session was still accepted")
+
+
+async def test_erase_leaves_no_plaintext_in_stores_snapshots_or_sdk_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, value in session_key_env(data).items():
+        monkeypatch.setenv(name, value)
+    async with serve_all(data) as targets:
+        snapshots = SnapshotOptions(path=str(data / "sdk") + "/", flush_interval=0.05)
+        profiles = v1.ProfileClient(options=fast_options(targets["profile"], snapshot=snapshots))
+        sessions = SessionClient(options=fast_options(targets["session"]))
+        async with profiles, sessions:
+            await profiles.create(v1.Profile(user_id=SUBJECT, display_name=f"Ada {MARKER}"))
+            await profiles.update(
+                v1.Profile(user_id=SUBJECT, display_name=f"Ada L. {MARKER}"), ["display_name"]
+            )
+            await profiles.create(v1.Profile(user_id="bystander", display_name="Bob"))
+            issued = [
+                await sessions.create(SUBJECT, attributes={"device": f"phone {MARKER}"}) for _ in range(2)
+            ]
+            await sessions.revoke_user(SUBJECT, except_session_id=issued[1].session.session_id)
+            other = await sessions.create("bystander", attributes={"device": "laptop"})
+            assert (await profiles.get(SUBJECT)).value.display_name.endswith(MARKER)  # into the snapshot
+            await sessions.validate(issued[1].token, accept_cached_for=30)  # into the validation cache
+            watch = profiles.watch()
+            deleted = asyncio.ensure_future(_first_deletion(watch, SUBJECT))
+
+            async with coordinator(data, targets) as coordinate:
+                record, lines = await coordinate.export(SUBJECT)
+                bundle = write_bundle(tmp_path / "bundles", record, lines)
+                assert verify_bundle(bundle) == []
+                assert "subject" not in record
+                exported = {name: (bundle / f"{name}.jsonl").read_text() for name in targets}
+                assert MARKER in exported["profile"] and len(lines["session"]) == 2
+                assert all(json.loads(line)["data"] for line in lines["session"])
+                assert not lines["models"] and not lines["flags"]
+
+                erased = await coordinate.erase(SUBJECT)
+                parts = erased["microstates"]
+                assert parts["profile"]["erased"] == 1 and parts["session"]["erased"] == 2 + 2 + 1
+                assert all(part["state"] == "DONE" for part in parts.values()), parts
+                _, after = await coordinate.export(SUBJECT)
+                assert not any(after.values()), after
+
+            await asyncio.wait_for(deleted, WITHIN)  # the watch told the SDK, which dropped its snapshot
+            await eventually_refused(sessions, issued[1].token)  # the ERASED revocation emptied the cache
+            assert (await profiles.get("bystander")).value.display_name == "Bob"
+            assert (await sessions.validate(other.token)).value.user_id == "bystander"
+        # Every store file, WAL, receipt, coordinator record and SDK snapshot file, once the clients closed.
+        assert occurrences(data, MARKER) == {}
+        assert occurrences(data / "sdk", SUBJECT) == {}
+        session_files = {path for path in occurrences(data, SUBJECT) if path.startswith("session")}
+        assert session_files == set(), "the session store still names the subject"
+
+
+async def _first_deletion(watch: AsyncIterator[v1.ProfileChange[v1.Profile]], user_id: str) -> None:
+    async for change in watch:
+        if change.change_type is v1.ChangeType.DELETED and change.user_id == user_id:
+            return
+
+
+async def test_a_repeated_erase_request_is_answered_from_its_receipt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in session_key_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    async with serve_all(tmp_path) as targets, grpc.aio.insecure_channel(targets["profile"]) as channel:
+        profiles = v1.ProfileClient(options=fast_options(targets["profile"]))
+        async with profiles:
+            await profiles.create(v1.Profile(user_id=SUBJECT, display_name="Ada"))
+            erase = channel.unary_unary(
+                "/microstate.subjects.v1.SubjectService/EraseSubject",
+                request_serializer=pb.EraseSubjectRequest.SerializeToString,
+                response_deserializer=pb.EraseSubjectResponse.FromString,
+            )
+            request = pb.EraseSubjectRequest(subject_id=SUBJECT, request_id="r-1")
+            first = await erase(request)
+            await profiles.create(v1.Profile(user_id=SUBJECT, display_name="Ada, again"))  # signs up again
+            again = await erase(request)
+            assert (first.erased_count, first.replayed) == (1, False)
+            assert (again.erased_count, again.replayed) == (1, True)
+            assert (await profiles.get(SUBJECT)).value.display_name == "Ada, again"  # not erased twice
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await erase(pb.EraseSubjectRequest(subject_id="someone-else", request_id="r-1"))
+            assert refused.value.code() is grpc.StatusCode.ALREADY_EXISTS
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await erase(pb.EraseSubjectRequest(subject_id="", request_id="r-2"))
+            assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
