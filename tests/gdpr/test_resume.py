@@ -1,0 +1,130 @@
+"""A coordinator process killed in the middle of an erase finishes it when run again, with no double effect.
+
+The kill comes at a condition, not after a sleep: the session microstate has carried out its erase and holds
+its answer back, so the dead coordinator never learnt of it — the hardest case for a resume. The subject
+then signs in again, before the rerun: the rerun must not erase that new session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from microstate.client.profile import v1
+from microstate.client.session.v1 import SessionClient
+from microstate.server.store import open_store
+from microstate.subjects.v1 import subjects_pb2 as pb
+from tests.client.conftest import fast_options
+from tests.gdpr.harness import SUBJECT, serve_all, session_key_env
+from tests.support.processes import MicrostateProcess, launch, until
+
+WITHIN = 30.0
+
+
+class HoldErase(grpc.aio.ServerInterceptor):
+    """Counts EraseSubject calls per microstate; the one named by `hold` answers only once released."""
+
+    def __init__(self, hold: str) -> None:
+        self.hold = hold
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.applied = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or not details.method.endswith("/EraseSubject"):  # type: ignore[attr-defined]
+            return handler
+        inner = handler.unary_unary
+
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            response = await inner(request, context)
+            answer = response if isinstance(response, pb.EraseSubjectResponse) else None
+            name = answer.microstate if answer else pb.EraseSubjectResponse.FromString(response).microstate
+            self.calls[name] += 1
+            if name == self.hold and not self.release.is_set():
+                self.applied.set()
+                await self.release.wait()
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def erase(workdir: Path, targets: dict[str, str]) -> MicrostateProcess:
+    given = [f"--target={name}={target}" for name, target in targets.items()]
+    return launch(["gdpr", "erase", SUBJECT, f"--state=sqlite:///{workdir / 'gdpr.db'}", *given], workdir)
+
+
+async def stored_requests(workdir: Path) -> list[dict[str, Any]]:
+    store = await open_store(f"sqlite:///{workdir / 'gdpr.db'}", "gdpr")
+    try:
+        page = await store.list("requests/")
+        return [json.loads(record.value) for record in page.records]
+    finally:
+        await store.close()
+
+
+async def test_a_coordinator_killed_mid_erase_finishes_on_rerun_without_double_effect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in session_key_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    hold = HoldErase("session")
+    async with serve_all(tmp_path, interceptors=[hold]) as targets:
+        profiles = v1.ProfileClient(options=fast_options(targets["profile"]))
+        sessions = SessionClient(options=fast_options(targets["session"]))
+        async with profiles, sessions:
+            await profiles.create(v1.Profile(user_id=SUBJECT, display_name="Ada"))
+            for _ in range(2):
+                await sessions.create(SUBJECT)
+
+            first = erase(tmp_path, targets)
+            try:
+                await until(hold.applied.is_set, within=WITHIN, what="the session erase to be carried out")
+                first.send(signal.SIGKILL)
+                assert await asyncio.to_thread(first.wait) == -signal.SIGKILL
+            finally:
+                first.stop()
+            [killed] = await stored_requests(tmp_path)
+            assert killed["state"] == "OPEN" and killed["subject"] == SUBJECT
+            assert {name: part["state"] for name, part in killed["microstates"].items()} == {
+                "profile": "DONE",
+                "session": "PENDING",
+                "flags": "PENDING",
+                "models": "PENDING",
+                "telemetry": "PENDING",
+            }
+
+            again = await sessions.create(SUBJECT)  # the subject signs in again before the rerun
+            hold.release.set()
+            second = erase(tmp_path, targets)
+            try:
+                code = await asyncio.to_thread(second.wait, WITHIN)
+            finally:
+                second.stop()
+            assert code == 0, second.describe()
+
+            record = json.loads(second.output())
+            parts = record["microstates"]
+            assert record["request_id"] == killed["request_id"] and record["state"] == "DONE"
+            assert parts["profile"] == killed["microstates"]["profile"]  # not asked again
+            assert (parts["session"]["erased"], parts["session"]["replayed"]) == (2 + 2, True)
+            assert hold.calls == {"profile": 1, "session": 2, "flags": 1, "models": 1, "telemetry": 1}
+            assert (await sessions.validate(again.token)).value.user_id == SUBJECT  # no double effect
+            [done] = await stored_requests(tmp_path)
+            assert done["state"] == "DONE" and "subject" not in done
