@@ -11,7 +11,6 @@ import asyncio
 import collections
 import json
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +24,24 @@ from microstate.subjects.v1 import subjects_pb2 as pb
 from tests.client.conftest import fast_options
 from tests.gdpr.harness import SUBJECT, serve_all, session_key_env
 from tests.support.processes import MicrostateProcess, launch, until
+from tests.support.unary_hooks import Behaviour, UnaryHook
 
 WITHIN = 30.0
 
 
-class HoldErase(grpc.aio.ServerInterceptor):
+class HoldErase(UnaryHook):
     """Counts EraseSubject calls per microstate; the one named by `hold` answers only once released."""
 
     def __init__(self, hold: str) -> None:
+        super().__init__(["/microstate.subjects.v1.SubjectService/EraseSubject"])
         self.hold = hold
         self.calls: collections.Counter[str] = collections.Counter()
         self.applied = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or not details.method.endswith("/EraseSubject"):  # type: ignore[attr-defined]
-            return handler
-        inner = handler.unary_unary
-
+    def around(self, method: str, handler: Behaviour) -> Behaviour:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            response = await inner(request, context)
+            response = await handler(request, context)
             answer = response if isinstance(response, pb.EraseSubjectResponse) else None
             name = answer.microstate if answer else pb.EraseSubjectResponse.FromString(response).microstate
             self.calls[name] += 1
@@ -58,11 +50,7 @@ class HoldErase(grpc.aio.ServerInterceptor):
                 await self.release.wait()
             return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return behaviour
 
 
 def erase(workdir: Path, targets: dict[str, str]) -> MicrostateProcess:
