@@ -69,7 +69,10 @@ class Failed(Exception):
 
 class Coordinator:
     def __init__(self, store: Store, targets: Sequence[Target], audit: Audit | None = None) -> None:
+        if not isinstance(store, Forgetting):  # a finished request would still name its subject
+            raise TypeError(f"{type(store).__name__} cannot forget history: the coordinator needs it")
         self._store = store
+        self._forgetting: Forgetting = store
         self._targets = {target.name: target for target in targets}
         self._audit = audit or NoAudit()
 
@@ -116,8 +119,7 @@ class Coordinator:
         del record["subject"]
         kind = record["kind"]
         revision = await self._save(record, revision, f"gdpr.{kind}/complete", subject, DONE)
-        if isinstance(self._store, Forgetting):
-            await self._store.forget([PREFIX + record["request_id"]], keep_deletions=False)
+        await self._forgetting.forget([PREFIX + record["request_id"]], keep_deletions=False)
         return revision
 
     # -- erase -----------------------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ def NOTHING(stores: Stores) -> SubjectData:
 
 @runtime_checkable
 class Forgetting(Protocol):
-    """A records store that can forget deleted keys' history (store/sqlite.py)."""
+    """A records store that can forget deleted keys' history: every backend (store/sqlite.py, redis.py,
+    mongo.py); a wrapper of a store must pass it on."""
 
     async def forget(self, keys: Sequence[str], *, keep_deletions: bool = True) -> None: ...
 
@@ -111,12 +112,13 @@ async def erase_records(store: Store, keys: Iterable[str], *, announced: bool = 
     log keeps each key's deletion, so watchers (SDK caches) drop it — the key itself (often the subject's
     id) then stays in the log until its retention trims it; pass False for keys no watcher needs to hear
     of (an index entry)."""
+    if not isinstance(store, Forgetting):  # e.g. a wrapper that does not pass `forget` on: fail, not leak
+        raise TypeError(f"{type(store).__name__} cannot forget history: an erase would leave it behind")
     doomed = list(dict.fromkeys(keys))
     erased = 0
     for key in doomed:
         erased += await store.delete(key)
-    if isinstance(store, Forgetting):
-        await store.forget(doomed, keep_deletions=announced)
+    await store.forget(doomed, keep_deletions=announced)
     return erased
 
 
