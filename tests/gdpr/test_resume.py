@@ -19,6 +19,7 @@ import pytest
 
 from microstate.client.profile import v1
 from microstate.client.session.v1 import SessionClient
+from microstate.server.gdpr.bundle import verify_bundle
 from microstate.server.store import open_store
 from microstate.subjects.v1 import subjects_pb2 as pb
 from tests.client.conftest import fast_options
@@ -116,3 +117,28 @@ async def test_a_coordinator_killed_mid_erase_finishes_on_rerun_without_double_e
             assert (await sessions.validate(again.token)).value.user_id == SUBJECT  # no double effect
             [done] = await stored_requests(tmp_path)
             assert done["state"] == "DONE" and "subject" not in done
+
+
+async def test_the_export_command_writes_a_bundle_its_manifest_vouches_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in session_key_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    async with serve_all(tmp_path) as targets:
+        async with v1.ProfileClient(options=fast_options(targets["profile"])) as profiles:
+            await profiles.create(v1.Profile(user_id=SUBJECT, display_name="Ada"))
+        given = [f"--target={name}={target}" for name, target in targets.items()]
+        state = f"--state=sqlite:///{tmp_path / 'gdpr.db'}"
+        export = launch(["gdpr", "export", SUBJECT, state, "--out=bundles", *given], tmp_path)
+        bad = launch(["gdpr", "erase", SUBJECT, state, "--target=nosuch=127.0.0.1:1"], tmp_path)
+        try:
+            assert await asyncio.to_thread(export.wait, WITHIN) == 0, export.describe()
+            assert await asyncio.to_thread(bad.wait, WITHIN) == 2, bad.describe()
+        finally:
+            export.stop()
+            bad.stop()
+        bundle = tmp_path / export.output().strip()
+        assert verify_bundle(bundle) == []
+        [line] = (bundle / "profile.jsonl").read_text().splitlines()
+        assert json.loads(line)["data"]["name"]["display_name"] == "Ada"  # in the newest contract's form
+        assert "no microstate nosuch" in bad.errors()

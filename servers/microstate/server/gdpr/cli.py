@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from microstate.server import probe, registry
+from microstate.server.config import ConfigError
 from microstate.server.gdpr.bundle import write_bundle
 from microstate.server.gdpr.coordinator import Coordinator, Failed, Target
 from microstate.server.store import open_store
@@ -57,10 +58,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _targets(args: argparse.Namespace) -> list[Target]:
-    given = dict(entry.split("=", 1) for entry in args.target)
+    given: dict[str, str] = {}
+    for entry in args.target:
+        name, sep, address = entry.partition("=")
+        if not sep or not address:
+            raise ConfigError(f"--target {entry!r} is not NAME=HOST:PORT")
+        given[name] = address
     unknown = set(given) - set(registry.names())
     if unknown:
-        raise SystemExit(f"microstate gdpr: unknown microstate {', '.join(sorted(unknown))}")
+        known = ", ".join(registry.names())
+        raise ConfigError(f"--target: no microstate {', '.join(sorted(unknown))} (known: {known})")
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MICROSTATE_TOKEN")
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     tls = probe.ProbeTls(ca=args.tls_ca) if args.tls_ca else None
