@@ -29,6 +29,7 @@ UP = {
     "": "SERVING",
     "microstate.profile.v1.ProfileService": "SERVING",
     "microstate.profile.v2.ProfileService": "SERVING",
+    "microstate.subjects.v1.SubjectService": "SERVING",
 }
 
 
