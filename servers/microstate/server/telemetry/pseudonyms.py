@@ -38,9 +38,10 @@ def key_name(subject: str) -> str:
 class Pseudonyms:
     def __init__(self, records: Store) -> None:
         self._records = records
-        self._cached: LatestPerKey[tuple[float, bytes]] = LatestPerKey(MAX_CACHED)
+        self._cached: LatestPerKey[tuple[float, str]] = LatestPerKey(MAX_CACHED)
+        """subject -> (when its key was read, its pseudonym): the hot path hashes nothing."""
 
-    async def _key(self, subject: str, *, create: bool) -> bytes | None:
+    async def _pseudonym(self, subject: str, *, create: bool) -> str | None:
         now = time.monotonic()
         hit = self._cached.get(subject)
         if hit is not None and now - hit[0] < CACHE_SECONDS:
@@ -55,20 +56,21 @@ class Pseudonyms:
             except PreconditionFailed as lost:  # another call made the subject's key first
                 assert lost.current is not None
                 key = lost.current.value
-        if key is not None:
-            self._cached.put(subject, (now, key))
-        return key
+        if key is None:
+            return None
+        pseudonym = PSEUDONYM_PREFIX + hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()[:32]
+        self._cached.put(subject, (now, pseudonym))
+        return pseudonym
 
     async def of(self, subject: str) -> str:
         """The pseudonym of `subject` in events, making its key the first time."""
-        key = await self._key(subject, create=True)
-        assert key is not None
-        return _pseudonym(key, subject)
+        pseudonym = await self._pseudonym(subject, create=True)
+        assert pseudonym is not None
+        return pseudonym
 
     async def existing(self, subject: str) -> str | None:
         """The pseudonym of `subject`, None once its key was erased (or if it never had one)."""
-        key = await self._key(subject, create=False)
-        return None if key is None else _pseudonym(key, subject)
+        return await self._pseudonym(subject, create=False)
 
     async def erase(self, subject: str) -> int:
         """Delete the subject's key, and the store's history of it; 1 if it had one."""
@@ -86,7 +88,3 @@ def pseudonyms_of(records: Store) -> Pseudonyms:
     if found is None:
         found = _shared[records] = Pseudonyms(records)
     return found
-
-
-def _pseudonym(key: bytes, subject: str) -> str:
-    return PSEUDONYM_PREFIX + hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()[:32]
