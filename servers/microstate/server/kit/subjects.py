@@ -7,8 +7,8 @@ erase. The runtime serves `SubjectService` from it next to the slice's own contr
 keeps nothing about a subject declares `NOTHING`.
 
 Erasing a keyed record goes through `erase_records`: the record is deleted (watchers see the deletion, so
-SDK caches and snapshots drop it) and the store forgets its history (`forget`, where the backend has it: the
-older change-log entries and the bytes a deletion leaves in the store's files).
+SDK caches and snapshots drop it) and the store forgets its history (`forget`, which every backend has: the
+older change-log entries, and on SQLite the bytes a deletion leaves in the file and its WAL).
 
 EraseSubject is applied once per request id: a receipt (`<request digest>` → what was erased) is kept for
 `RECEIPT_TTL` in the `receipts` store the runtime opens next to the slice's own, and a repeat answers it
