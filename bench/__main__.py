@@ -47,6 +47,7 @@ SECTIONS = (
     "T2",
     "T3",
     "T4",
+    "T5",
     "A1",
     "M1",
     "LAT",
@@ -127,7 +128,7 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         jobs.append(("FL", "flags SDK", lambda: flags.flags(settings)))
     if "A1" in sections:
         jobs.append(("A1", "authentication", lambda: auth.auth(settings)))
-    if {"T1", "T2", "T3", "T4"} & set(sections):
+    if {"T1", "T2", "T3", "T4", "T5"} & set(sections):
         jobs.append(("T1", "telemetry", lambda: telemetry.telemetry(settings)))
     if "LAT" in sections:
         for backend in BACKENDS:
