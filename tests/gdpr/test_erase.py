@@ -18,13 +18,14 @@ from microstate.client.errors import Unauthenticated
 from microstate.client.profile import v1
 from microstate.client.session.v1 import SessionClient
 from microstate.server.gdpr.bundle import verify_bundle, write_bundle
-from microstate.server.gdpr.coordinator import Coordinator, Target
+from microstate.server.gdpr.coordinator import Coordinator, Failed, Target
 from microstate.server.store import open_store
 from microstate.server.store.base import Store
 from microstate.subjects.v1 import subjects_pb2 as pb
 from microstate.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
 from tests.client.conftest import fast_options
 from tests.gdpr.harness import MARKER, SUBJECT, occurrences, serve_all, session_key_env
+from tests.support.server_process import free_port
 
 WITHIN = 20.0
 
@@ -155,3 +156,27 @@ async def test_a_repeated_erase_request_is_answered_from_its_receipt(
             with pytest.raises(grpc.aio.AioRpcError) as bad:
                 await erase(pb.EraseSubjectRequest(subject_id="", request_id="r-2"))
             assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_failed_microstate_leaves_the_request_open_and_a_rerun_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in session_key_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    async with serve_all(tmp_path) as targets:
+        async with v1.ProfileClient(options=fast_options(targets["profile"])) as profiles:
+            await profiles.create(v1.Profile(user_id=SUBJECT, display_name="Ada"))
+        unreachable = {**targets, "session": f"127.0.0.1:{free_port()}"}
+        async with coordinator(tmp_path, unreachable) as coordinate:
+            with pytest.raises(Failed, match="session: UNAVAILABLE"):
+                await coordinate.erase(SUBJECT)
+        async with coordinator(tmp_path, targets) as coordinate:
+            record = await coordinate.erase(SUBJECT)
+        parts = record["microstates"]
+        assert record["state"] == "DONE" and parts["session"] == {
+            "state": "DONE",
+            "erased": 0,
+            "retained": [],
+            "replayed": False,
+        }
+        assert parts["profile"]["erased"] == 1 and not parts["profile"]["replayed"]  # asked once

@@ -131,7 +131,10 @@ class Coordinator:
         for name, part in record["microstates"].items():
             if part["state"] == DONE:
                 continue
-            target = self._targets[name]
+            target = self._targets.get(name)
+            if target is None:  # a rerun not given this microstate's address
+                part.update(state=FAILED, error="no target given")
+                continue
             try:
                 answer = await target.channel.unary_unary(
                     f"/{CONTRACT}.SubjectService/EraseSubject",
@@ -165,9 +168,13 @@ class Coordinator:
         records as JSON Lines. Raises Failed (request left open) if a microstate fails."""
         record, revision = await self._open_request("export", subject)
         lines: dict[str, list[str]] = {}
-        for name, part in record["microstates"].items():
+        for name, part in record["microstates"].items():  # all again on a resume: the lines are not kept
+            target = self._targets.get(name)
+            if target is None:
+                part.update(state=FAILED, error="no target given")
+                continue
             try:
-                lines[name] = [line async for line in self._export_lines(self._targets[name], subject)]
+                lines[name] = [line async for line in self._export_lines(target, subject)]
             except grpc.aio.AioRpcError as error:
                 part.update(state=FAILED, error=f"{error.code().name}: {error.details()}")
             else:
