@@ -24,7 +24,7 @@ from microstate.server.store.base import Store
 from microstate.subjects.v1 import subjects_pb2 as pb
 from microstate.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
 from tests.client.conftest import fast_options
-from tests.gdpr.harness import MARKER, SUBJECT, occurrences, serve_all, session_key_env
+from tests.gdpr.harness import MARKER, SUBJECT, occurrences, serve_all
 from tests.support.server_process import free_port
 
 WITHIN = 20.0
@@ -53,13 +53,9 @@ async def eventually_refused(client: SessionClient, token: str) -> None:
     raise AssertionError("the erased session was still accepted")
 
 
-async def test_erase_leaves_no_plaintext_in_stores_snapshots_or_sdk_caches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_erase_leaves_no_plaintext_in_stores_snapshots_or_sdk_caches(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    for name, value in session_key_env(data).items():
-        monkeypatch.setenv(name, value)
     async with serve_all(data) as targets:
         snapshots = SnapshotOptions(path=str(data / "sdk") + "/", flush_interval=0.05)
         profiles = v1.ProfileClient(options=fast_options(targets["profile"], snapshot=snapshots))
@@ -129,11 +125,7 @@ async def _first_deletion(watch: AsyncIterator[v1.ProfileChange[v1.Profile]], us
             return
 
 
-async def test_a_repeated_erase_request_is_answered_from_its_receipt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in session_key_env(tmp_path).items():
-        monkeypatch.setenv(name, value)
+async def test_a_repeated_erase_request_is_answered_from_its_receipt(tmp_path: Path) -> None:
     async with serve_all(tmp_path) as targets, grpc.aio.insecure_channel(targets["profile"]) as channel:
         profiles = v1.ProfileClient(options=fast_options(targets["profile"]))
         async with profiles:
@@ -158,11 +150,7 @@ async def test_a_repeated_erase_request_is_answered_from_its_receipt(
             assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_a_failed_microstate_leaves_the_request_open_and_a_rerun_finishes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in session_key_env(tmp_path).items():
-        monkeypatch.setenv(name, value)
+async def test_a_failed_microstate_leaves_the_request_open_and_a_rerun_finishes_it(tmp_path: Path) -> None:
     async with serve_all(tmp_path) as targets:
         async with v1.ProfileClient(options=fast_options(targets["profile"])) as profiles:
             await profiles.create(v1.Profile(user_id=SUBJECT, display_name="Ada"))

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
 from microstate.client.profile import v1
 from microstate.client.session.v1 import SessionClient
@@ -23,7 +22,7 @@ from microstate.server.gdpr.bundle import verify_bundle
 from microstate.server.store import open_store
 from microstate.subjects.v1 import subjects_pb2 as pb
 from tests.client.conftest import fast_options
-from tests.gdpr.harness import SUBJECT, serve_all, session_key_env
+from tests.gdpr.harness import SUBJECT, serve_all
 from tests.support.processes import MicrostateProcess, launch, until
 from tests.support.unary_hooks import Behaviour, UnaryHook
 
@@ -68,11 +67,7 @@ async def stored_requests(workdir: Path) -> list[dict[str, Any]]:
         await store.close()
 
 
-async def test_a_coordinator_killed_mid_erase_finishes_on_rerun_without_double_effect(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in session_key_env(tmp_path).items():
-        monkeypatch.setenv(name, value)
+async def test_a_coordinator_killed_mid_erase_finishes_on_rerun_without_double_effect(tmp_path: Path) -> None:
     hold = HoldErase("session")
     async with serve_all(tmp_path, interceptors=[hold]) as targets:
         profiles = v1.ProfileClient(options=fast_options(targets["profile"]))
@@ -119,11 +114,7 @@ async def test_a_coordinator_killed_mid_erase_finishes_on_rerun_without_double_e
             assert done["state"] == "DONE" and "subject" not in done
 
 
-async def test_the_export_command_writes_a_bundle_its_manifest_vouches_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in session_key_env(tmp_path).items():
-        monkeypatch.setenv(name, value)
+async def test_the_export_command_writes_a_bundle_its_manifest_vouches_for(tmp_path: Path) -> None:
     async with serve_all(tmp_path) as targets:
         async with v1.ProfileClient(options=fast_options(targets["profile"])) as profiles:
             await profiles.create(v1.Profile(user_id=SUBJECT, display_name="Ada"))
