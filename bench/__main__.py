@@ -49,6 +49,7 @@ SECTIONS = (
     "T2",
     "T3",
     "T4",
+    "T5",
     "A1",
     "AU",
     "M1",
@@ -137,7 +138,7 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         jobs.append(("A1", "authentication", lambda: auth.auth(settings)))
     if "AU" in sections:
         jobs.append(("AU", "audit ledger", lambda: audit.audit(settings)))
-    if {"T1", "T2", "T3", "T4"} & set(sections):
+    if {"T1", "T2", "T3", "T4", "T5"} & set(sections):
         jobs.append(("T1", "telemetry", lambda: telemetry.telemetry(settings)))
     if "RC" in sections:
         jobs.append(("RC", "reconciliation", lambda: reconcile.reconcile(settings)))

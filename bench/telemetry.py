@@ -6,6 +6,8 @@ T2: RSS growth over many records with the server down (10 million in a full run)
 T3: RecordEvents ingest, batches of 512, 4 in flight, into one server process on Redis, vs the same entries
     appended straight to the Redis log store from this process (the raw writes, no gRPC, checks or fold).
 T4: QueryAggregates over an hour of minute rollups vs the raw batch_get of those 60 records.
+T5: RecordEvents ingest with a subject id on every event (64 subjects per batch, pseudonymised by the server
+    under per-subject keys, issue 15) vs the same batches without subject ids.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import functools
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -174,6 +176,35 @@ async def _ingest_rows(settings: Settings, url: str, target: str) -> list[Row]:
     ]  # fmt: skip
 
 
+async def _pseudonym_rows(settings: Settings, target: str) -> list[Row]:
+    plain = _batch(0)
+    named = [pb.Event(name=e.name, value=e.value, time_unix_nano=e.time_unix_nano, attributes=e.attributes,
+                      subject_id=f"user-{i % 64}") for i, e in enumerate(plain)]  # fmt: skip
+    sequence = itertools.count(1)
+    producer = uuid.uuid4().hex
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = telemetry_pb2_grpc.TelemetryServiceStub(channel)
+
+        def window(events: list[pb.Event]) -> Callable[[], Awaitable[load.Throughput]]:
+            async def once() -> None:
+                request = pb.RecordEventsRequest(
+                    producer_id=producer, batch_seq=next(sequence), events=events
+                )
+                await stub.RecordEvents(request, timeout=10)
+
+            return lambda: load.closed_loop([once] * IN_FLIGHT, settings.window)
+
+        subject, baseline = await load.interleaved(settings.rounds, window(named), window(plain))
+    rates = [w.calls * BATCH / w.seconds for w in subject]
+    raw = [w.calls * BATCH / w.seconds for w in baseline]
+    median_rate, median_raw = sorted(rates)[len(rates) // 2], sorted(raw)[len(raw) // 2]
+    return [
+        Row("T5", "RecordEvents events/s with subject ids (64 per batch, pseudonymised) vs without",
+            median_rate, median_raw, "events/s", load.paired_ratio(rates, raw), None,
+            "batches of 512, 4 in flight, one server on Redis; the baseline also sends no ids"),
+    ]  # fmt: skip
+
+
 async def _fold_caught_up(url: str) -> float:
     """Seconds until the server's fold checkpoint reaches its log's head (at most a few minutes)."""
     store, log = await open_store(url, "telemetry"), await open_log(url, "telemetry")
@@ -241,5 +272,6 @@ async def telemetry(settings: Settings) -> list[Row]:
         rows = _record_rows(settings, server.target)
         rows.append(_rss_row(settings))
         rows += await _ingest_rows(settings, url, server.target)
+        rows += await _pseudonym_rows(settings, server.target)
         rows += await _query_rows(settings, url, server.target)
     return rows

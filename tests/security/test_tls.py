@@ -29,6 +29,7 @@ UP = {
     "": "SERVING",
     "microstate.profile.v1.ProfileService": "SERVING",
     "microstate.profile.v2.ProfileService": "SERVING",
+    "microstate.subjects.v1.SubjectService": "SERVING",
 }
 AUDIT = {"microstate.audit.v1.AuditService": "SERVING"}
 """What `microstate serve` adds: it keeps an audit ledger and serves it (the in-process Runtime does not)."""

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 
+from microstate.server.kit import subjects
 from microstate.server.registry import Microstate
 from microstate.server.store.base import Store
 from microstate.server.store.roles import Stores
@@ -26,7 +27,10 @@ async def serve_in_process(
     does, so the slice's background tasks and streams end."""
     server = grpc.aio.server(interceptors=interceptors)
     stopping = stopping or asyncio.Event()
-    microstate.attach(server, store if isinstance(store, Stores) else Stores.of(store), stopping=stopping)
+    stores = store if isinstance(store, Stores) else Stores.of(store)
+    microstate.attach(server, stores, stopping=stopping)
+    if microstate.subjects is not None:
+        subjects.attach(server, microstate.name, microstate.subjects, stores)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from microstate.server import logs, probe, reconcile_command, registry
 from microstate.server.audit import cli as audit_cli
 from microstate.server.config import ConfigError, ServerConfig, add_arguments, load
+from microstate.server.gdpr import cli as gdpr_cli
 from microstate.server.store.base import StoreError
 from microstate.server.table import format_table
 
@@ -115,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-server-name", metavar="NAME", help="the name to expect in the server's certificate"
     )
 
+    gdpr_cli.add_parser(commands)
     commands.add_parser("list", help="print the known microstates")
     reconcile_command.add_parser(commands)
     audit_cli.add_parser(commands)
@@ -216,6 +218,7 @@ COMMANDS = {
     "list": _list,
     "reconcile": _reconcile,
     "audit": _audit,
+    "gdpr": gdpr_cli.run,
 }
 
 

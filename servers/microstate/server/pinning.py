@@ -68,7 +68,11 @@ class UnservedContracts(grpc.GenericRpcHandler):
         if contract in self._served:
             status = MethodNotImplemented(service_name, method_name).to_status()
         else:
-            status = ContractNotServed(contract, self._served).to_status()
+            # The versions of the contract asked for (a profile server also serves microstate.subjects.v1,
+            # which a profile client has no use for); every served contract when none of it is.
+            family = contract.rpartition(".")[0]
+            versions = [served for served in self._served if served.rpartition(".")[0] == family]
+            status = ContractNotServed(contract, versions or self._served).to_status()
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
             await context.abort_with_status(status)

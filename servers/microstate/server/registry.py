@@ -15,11 +15,14 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from microstate.server.store.roles import RECORDS, StoreRole, Stores
+
+if TYPE_CHECKING:
+    from microstate.server.kit.subjects import Declaration
 
 
 class Attach(Protocol):
@@ -58,6 +61,10 @@ class Microstate:
     unaudited_roles: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Why the writes to each of its store roles that are not records stores make no ledger entry, by role
     name (the registry test requires one reason per such role), e.g. {"blobs": "..."}."""
+    subjects: Declaration | None = None
+    """Where it keeps a data subject's data (kit/subjects.py), for GDPR export and erase; the runtime then
+    serves microstate.subjects.v1 next to its own contract, which it lists in `service_names`. Every
+    registered slice declares it (`kit.subjects.NOTHING` when it keeps nothing about a subject)."""
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""

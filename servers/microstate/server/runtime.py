@@ -61,7 +61,7 @@ from microstate.server.audit.service import AuditServicer
 from microstate.server.audit.serving import Auditing
 from microstate.server.config import ServerConfig
 from microstate.server.handlers import wrapping
-from microstate.server.kit import wire
+from microstate.server.kit import subjects, wire
 from microstate.server.metrics import ServerMetrics
 from microstate.server.pinning import refuse_unserved_contracts
 from microstate.server.registry import Microstate
@@ -172,13 +172,15 @@ class Runtime:
         guard = self._guard
         guarded = measured if guard is None else wrapping(measured, guard.wrap)
         # Every call to the slice's methods is an audited call: its writes through the audited stores carry
-        # their ledger entries (audit/serving.py).
+        # their ledger entries (audit/serving.py). Subject erasure is such a call too.
         auditing = self.auditing
-        if auditing is None:
-            self.microstate.attach(guarded, self.stores, stopping=self.stopping)
-        else:
-            self.microstate.attach(wrapping(guarded, auditing.wrap), auditing.stores, stopping=self.stopping)
+        served, stores = guarded, self.stores
+        if auditing is not None:
+            served, stores = wrapping(guarded, auditing.wrap), auditing.stores
             wire.add_service(guarded, AUDIT_SERVICE, AuditServicer(auditing.sealers, self.stopping))
+        self.microstate.attach(served, stores, stopping=self.stopping)
+        if self.microstate.subjects is not None:
+            subjects.attach(served, self.microstate.name, self.microstate.subjects, stores)
         # Health and reflection are added past the guard: open to every caller.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, measured)
         if self.config.reflection == "on":

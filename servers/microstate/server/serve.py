@@ -24,6 +24,7 @@ import grpc
 from microstate.server import supervision
 from microstate.server.audit.serving import Auditing
 from microstate.server.config import ConfigError, ServerConfig
+from microstate.server.kit import subjects
 from microstate.server.metrics import ServerMetrics
 from microstate.server.registry import Microstate
 from microstate.server.runtime import Endpoint, Runtime
@@ -123,6 +124,8 @@ async def serve(
             raise ConfigError(
                 f"--store: {exc}" if primary else f"--role-stores: {exc.role.name}: {exc}"
             ) from None
+        if microstate.subjects is not None:
+            stores = await subjects.with_receipts(stores, microstate.name, urls[microstate.stores[0].name])
         for role, url in urls.items():
             log.info("store opened", extra={"phase": "store", "role": role, "store": redacted(url)})
         url = urls[microstate.stores[0].name]

@@ -23,6 +23,7 @@ class RevokeReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REVOKE_REASON_REVOKED: _ClassVar[RevokeReason]
     REVOKE_REASON_USER_REVOKED: _ClassVar[RevokeReason]
     REVOKE_REASON_REFRESH_TOKEN_REUSED: _ClassVar[RevokeReason]
+    REVOKE_REASON_ERASED: _ClassVar[RevokeReason]
 
 class RevocationType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -37,6 +38,7 @@ REVOKE_REASON_UNSPECIFIED: RevokeReason
 REVOKE_REASON_REVOKED: RevokeReason
 REVOKE_REASON_USER_REVOKED: RevokeReason
 REVOKE_REASON_REFRESH_TOKEN_REUSED: RevokeReason
+REVOKE_REASON_ERASED: RevokeReason
 REVOCATION_TYPE_UNSPECIFIED: RevocationType
 REVOCATION_TYPE_SESSION: RevocationType
 REVOCATION_TYPE_USER: RevocationType

@@ -8,9 +8,10 @@ import asyncio
 
 import grpc
 
+from microstate.server.flags import subject_data
 from microstate.server.flags.domain import HEARTBEAT_INTERVAL, FlagsDomain
 from microstate.server.flags.servicer import SERVICE, FlagServicer
-from microstate.server.kit import wire
+from microstate.server.kit import subjects, wire
 from microstate.server.registry import Attach, Microstate
 from microstate.server.store.roles import Stores
 
@@ -41,7 +42,8 @@ SCOPES = {  # what each method needs when authentication is on
 MICROSTATE = Microstate(
     name="flags",
     default_port=50053,
-    service_names=(SERVICE.full_name,),
+    service_names=(SERVICE.full_name, subjects.SERVICE_NAME),
     attach=attach_with(),
-    scopes=SCOPES,
+    scopes={**SCOPES, **subjects.SCOPES},
+    subjects=subject_data.declaration,
 )

@@ -15,7 +15,7 @@ import os
 import grpc
 
 from microstate.server.config import ConfigError
-from microstate.server.kit import wire
+from microstate.server.kit import subjects, wire
 from microstate.server.models.domain import UPLOAD_TTL, ModelsDomain
 from microstate.server.models.servicer import SERVICE, ModelServicer
 from microstate.server.registry import Microstate
@@ -61,10 +61,11 @@ SCOPES = {  # what each method needs when authentication is on
 MICROSTATE = Microstate(
     name="models",
     default_port=50054,
-    service_names=(SERVICE.full_name,),
+    service_names=(SERVICE.full_name, subjects.SERVICE_NAME),
     attach=attach,
     stores=(RECORDS, BLOBS),
-    scopes=SCOPES,
+    scopes={**SCOPES, **subjects.SCOPES},
+    subjects=subjects.NOTHING,
     unaudited_roles={
         "blobs": "immutable bytes named by their sha256; the version record that names a blob (and so its"
         " digest) is a records write, audited; upload chunks change nothing anyone can read until then",

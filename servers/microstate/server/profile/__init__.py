@@ -6,8 +6,8 @@ import asyncio
 
 import grpc
 
-from microstate.server.kit import wire
-from microstate.server.profile import v1, v2
+from microstate.server.kit import subjects, wire
+from microstate.server.profile import subject_data, v1, v2
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.registry import Microstate
@@ -36,8 +36,9 @@ def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event |
 MICROSTATE = Microstate(
     name="profile",
     default_port=50051,
-    service_names=tuple(codec.service_name for codec in CODECS),
+    service_names=(*(codec.service_name for codec in CODECS), subjects.SERVICE_NAME),
     attach=attach,
-    scopes=SCOPES,
+    scopes={**SCOPES, **subjects.SCOPES},
+    subjects=subject_data.declaration,
     audit_subject=lambda user_id: user_id,  # a profile's key is its user's id
 )

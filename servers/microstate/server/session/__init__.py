@@ -19,8 +19,9 @@ from pathlib import Path
 import grpc
 
 from microstate.server.config import ConfigError
-from microstate.server.kit import wire
+from microstate.server.kit import subjects, wire
 from microstate.server.registry import Attach, Microstate
+from microstate.server.session import subject_data
 from microstate.server.session.domain import SessionDomain
 from microstate.server.session.model import INDEX_PREFIX
 from microstate.server.session.servicer import SERVICE, SessionServicer
@@ -94,9 +95,10 @@ def audit_subject(key: str) -> str | None:
 MICROSTATE = Microstate(
     name="session",
     default_port=50052,
-    service_names=(SERVICE.full_name,),
+    service_names=(SERVICE.full_name, subjects.SERVICE_NAME),
     attach=attach,
-    scopes=SCOPES,
+    scopes={**SCOPES, **subjects.SCOPES},
+    subjects=subject_data.declaration,
     prepare=prepare,
     audit_subject=audit_subject,
 )

@@ -564,8 +564,19 @@ class SessionDomain:
 
     def _revocation(self, change: Change) -> Revocation | None:
         record = change.record
+        if record is None and is_session_key(change.key):
+            # Sessions are deleted only when their user's data is erased (subject_data.py): the event names
+            # the session id alone, so validators drop it without the stream repeating whose it was.
+            return Revocation(
+                RevocationType.SESSION,
+                change.cursor,
+                change.commit_time,
+                session_id=change.key,
+                revoke_time_ns=int(change.commit_time * 1e9),
+                revoke_reason=RevokeReason.ERASED,
+            )
         if record is None:
-            return None  # a deletion (of an index entry): nothing revoked
+            return None  # a deletion (of an index entry or of erased marks): nothing revoked
         if is_session_key(change.key):
             data = SESSION.from_bytes(record.value)
             if not data.revoke_time_ns:

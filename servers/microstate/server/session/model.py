@@ -51,6 +51,7 @@ class RevokeReason(enum.IntEnum):
     REVOKED = 1
     USER_REVOKED = 2
     REFRESH_TOKEN_REUSED = 3
+    ERASED = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from microstate.server.store._shared import guard, set_up
 from microstate.server.store.base import StoreMisconfigured, StoreUnavailable
 
 WAL_SWITCH_ATTEMPTS: Final = 50
+CHECKPOINT_ATTEMPTS: Final = 40
 """Tries at switching a new file to WAL while another process holds the lock (see `open_database`)."""
 
 _T = TypeVar("_T")
@@ -66,6 +67,21 @@ class Database:
             if conn is None:
                 raise StoreUnavailable("the sqlite store is closed")
             return await guard(_transaction(conn, begin, work), _classify)
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it to nothing, so no older image of a page
+        (a row since deleted) stays in the -wal file. Another connection reading at that moment keeps the
+        WAL busy: tried again for about a second, then StoreUnavailable (the caller may retry later)."""
+
+        async def truncate(conn: aiosqlite.Connection) -> bool:
+            rows = await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            return bool(next(iter(rows))[0] == 0)
+
+        for attempt in range(CHECKPOINT_ATTEMPTS):
+            if await self.run(None, truncate):
+                return
+            await asyncio.sleep(0.01 * (attempt + 1))  # backoff while a reader finishes, not synchronisation
+        raise StoreUnavailable("the SQLite WAL stayed busy: another connection kept reading")
 
     async def close(self) -> None:
         """Close the connection once the running transaction is done; safe to call twice."""
@@ -132,6 +148,9 @@ async def _durable_wal(conn: aiosqlite.Connection) -> None:
             backoff = 0.01 * (attempt + 1)  # between attempts, not synchronisation
             await asyncio.sleep(backoff)
     await conn.execute_fetchall("PRAGMA synchronous=FULL")
+    # Deleted rows are overwritten with zeros, not left in free space: an erased subject's data must not
+    # survive in the file (kit/subjects.py). It costs a write of the freed bytes per delete.
+    await conn.execute_fetchall("PRAGMA secure_delete=ON")
 
 
 async def read_journal(db: Database, table: str, after: int, limit: int) -> list[tuple[int, bytes]]:

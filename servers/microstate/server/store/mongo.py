@@ -585,6 +585,16 @@ class MongoStore:
             raise _Conflict
         return ChangeKind.UPDATED
 
+    async def forget(self, keys: Sequence[str], *, keep_deletions: bool = True) -> None:
+        """Remove the change-log entries of `keys` — but their deletions with `keep_deletions`, so watchers
+        still learn that the keys went (a watch reads the log by revision range: a removed entry is no gap).
+        Meant for keys just deleted. The storage engine may keep the removed bytes in free space until it
+        reuses or compacts it (SECURITY.md)."""
+        query: _Doc = {"key": {"$in": list(keys)}}
+        if keep_deletions:
+            query["kind"] = {"$ne": ChangeKind.DELETED.value}
+        await _guard(self._changes.delete_many(query))
+
     async def delete(self, key: str, *, if_match: IfMatch = None, audit: bytes | None = None) -> bool:
         if if_match is ABSENT:  # nothing to write: only "is it absent now?"
             await self._require(key, ABSENT)

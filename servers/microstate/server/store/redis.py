@@ -243,6 +243,45 @@ return {1, int(rev), expires, int(now)}
 """
 )
 
+# forget(): KEYS log, forgotten, counter; ARGV keep_deletions ("1"/"0"), rebuild limit, retention, then the
+# keys. Each change-log entry of those keys (but deletions, when kept) leaves the stream and its revision
+# joins the forgotten set, in one atomic step, so a watch that meets the hole finds it there; the stream is then
+# rebuilt without the removed entries' bytes. Forgotten revisions older than the retained log's length are
+# dropped: a cursor that old is expired anyway.
+_FORGET = """
+local doomed = {}
+for i = 4, #ARGV do doomed[ARGV[i]] = true end
+local removed = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  local fields, key, op = entry[2], nil, nil
+  for j = 1, #fields, 2 do
+    if fields[j] == 'k' then key = fields[j + 1] elseif fields[j] == 'o' then op = fields[j + 1] end
+  end
+  if doomed[key] and (ARGV[1] == '0' or op ~= 'd') then
+    local rev = tonumber(string.match(entry[1], '^(%d+)'))
+    redis.call('ZADD', KEYS[2], rev, rev)
+    redis.call('XDEL', KEYS[1], entry[1])
+    removed = removed + 1
+  end
+end
+if removed > 0 and redis.call('XLEN', KEYS[1]) <= tonumber(ARGV[2]) then
+  -- XDEL only flags an entry: its bytes stay in the stream's node, and an RDB (or an AOF's RDB preamble)
+  -- would write them out. Rebuild the stream from its live entries, with their own ids (a short log only:
+  -- Redis serves nobody else meanwhile).
+  local live = redis.call('XRANGE', KEYS[1], '-', '+')
+  redis.call('DEL', KEYS[1])
+  for _, entry in ipairs(live) do
+    redis.call('XADD', KEYS[1], entry[1], unpack(entry[2]))
+  end
+end
+local head = tonumber(redis.call('HGET', KEYS[3], 'n') or '0')
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (head - tonumber(ARGV[3])))
+return removed
+"""
+
+FORGET_REBUILD_LIMIT = 10_000
+"""Entries up to which forget rebuilds the change-log stream (~0.1 s of Redis's time on a loaded machine)."""
+
 # ARGV 6: audit entry or ''. Returns {1, revision} when deleted, {2} when absent (and if_match allowed that).
 _DELETE = (
     _WRITE_PROLOGUE
@@ -414,10 +453,12 @@ class RedisStore:
         self._log_key = f"{base}log"
         self._expiries_key = f"{base}exp"
         self._audit_key = f"{base}audit"
+        self._forgotten_key = f"{base}forgot"
         self._put_script = client.register_script(_PUT)
         self._delete_script = client.register_script(_DELETE)
         self._list_script = client.register_script(_LIST)
         self._migrate_script = client.register_script(_MIGRATE)
+        self._forget_script = client.register_script(_FORGET)
         self._layout_checked = False  # set once this namespace is known to be in layout 2
         self._single_node_checked = False  # set once a ping found a server that is not a cluster node
         self._layout_lock = asyncio.Lock()
@@ -677,6 +718,26 @@ class RedisStore:
             journal.append((int(revision.partition("-")[0]), bytes(values[b"a"])))
         return journal
 
+    async def forget(self, keys: Sequence[str], *, keep_deletions: bool = True) -> None:
+        """Remove the change-log entries of `keys` — but their deletions with `keep_deletions`, so watchers
+        still learn that the keys went — remembering their revisions as forgotten, so a watch passes the hole
+        instead of taking it for a trimmed log. A log of at most FORGET_REBUILD_LIMIT entries is rebuilt
+        without the removed entries' bytes; in a longer one they stay in their stream node (unreadable, but
+        in memory and in an RDB) until retention trims the node. One script: Redis pauses while it scans the
+        log (~0.2 s per 50,000 entries on a loaded 2-core machine). What Redis persisted (AOF, RDB) keeps
+        the old values until it is rewritten (SECURITY.md)."""
+        if not self._layout_checked:
+            await self._check_layout()
+        args = ["1" if keep_deletions else "0", FORGET_REBUILD_LIMIT, self.retention, *keys]
+        script_keys = [self._log_key, self._forgotten_key, self._counter_key]
+        await _guard(self._run_script(self._forget_script, script_keys, args))
+
+    async def _forgotten(self, cursor: int, revision: int) -> bool:
+        """Whether every revision between `cursor` and `revision` was forgotten (not trimmed, not lost)."""
+        low, high = str(cursor + 1), str(revision - 1)
+        count = await self._read(lambda: self._execute("ZCOUNT", self._forgotten_key, low, high))
+        return int(count) == revision - cursor - 1
+
     # --- watch -----------------------------------------------------------------------------------
 
     async def watch(self, prefix: str = "", *, after: str | None = None) -> AsyncIterator[Change]:
@@ -712,7 +773,7 @@ class RedisStore:
                 down_since, failures, after = None, 0, None
                 for entry_id, fields in entries:
                     revision = int(entry_id.partition(b"-")[0])
-                    if revision != cursor + 1:
+                    if revision != cursor + 1 and not await self._forgotten(cursor, revision):
                         raise CursorExpired(
                             f"the change log no longer holds the change after cursor {cursor}"
                         )

@@ -127,6 +127,13 @@ class Stores:
     def __iter__(self) -> Iterator[tuple[StoreRole, Any]]:
         return iter(self._opened.values())
 
+    def has(self, role: str) -> bool:
+        return role in self._opened
+
+    def with_role(self, role: StoreRole, store: Any) -> Stores:
+        """These stores and `store` as `role`."""
+        return Stores({**self._opened, role.name: (role, store)})
+
     def _get(self, role: str, kind: StoreKind) -> Any:
         declared, store = self._opened[role]
         if declared.kind is not kind:

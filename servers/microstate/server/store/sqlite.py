@@ -22,6 +22,11 @@ TTL: expiry is enforced on every read and precondition (expired = absent). Expir
 by the next write of the key and by a periodic purge. Expiry is not a change, so it is not in the log
 (watchers get ``expires_at`` with each record).
 
+Erasure (`forget`): a deleted key's older change-log rows are removed with it, every connection runs with
+``secure_delete`` so removed rows are overwritten with zeros in the file, and a TRUNCATE checkpoint empties
+the WAL, which still holds older images of the pages. A key can survive as a divider in an interior b-tree
+page until the next VACUUM (SECURITY.md).
+
 Watch wakes at once on this object's own commits and polls every ``poll_interval`` seconds for commits
 made by other connections or processes sharing the file.
 """
@@ -322,6 +327,25 @@ class SqliteStore:
             return True
 
         return await self._write(work)
+
+    async def forget(self, keys: Sequence[str], *, keep_deletions: bool = True) -> None:
+        """Remove the change-log rows of `keys` — but their deletions with `keep_deletions`, so watchers
+        still learn that the keys went — and leave no copy of what the removed rows held in the file or its
+        WAL (see the module docstring). Meant for keys just deleted."""
+        doomed = list(keys)
+        spared = ChangeKind.DELETED.value if keep_deletions else ""
+
+        async def scrub(conn: aiosqlite.Connection) -> None:
+            for start in range(0, len(doomed), _BATCH_GET_CHUNK):
+                chunk = doomed[start : start + _BATCH_GET_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                await conn.execute_fetchall(
+                    f"DELETE FROM {self._changes} WHERE kind != ? AND key IN ({marks})", [spared, *chunk]
+                )
+
+        if doomed:
+            await self._run("BEGIN IMMEDIATE", scrub)
+        await self._db.checkpoint()
 
     async def head_cursor(self) -> str:
         return str(await self._run(None, self._head))

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 import grpc
 
 from microstate.server.config import ConfigError
-from microstate.server.kit import wire
+from microstate.server.kit import subjects, wire
 from microstate.server.registry import Microstate
 from microstate.server.store.roles import RECORDS, StoreKind, StoreRole, Stores
-from microstate.server.telemetry import folder, rules
+from microstate.server.telemetry import folder, rules, subject_data
 from microstate.server.telemetry.domain import TelemetryDomain
 from microstate.server.telemetry.servicer import SERVICE, TelemetryServicer
 
@@ -84,9 +84,10 @@ SCOPES = {  # what each method needs when authentication is on
 MICROSTATE = Microstate(
     name="telemetry",
     default_port=50055,
-    service_names=(SERVICE.full_name,),
+    service_names=(SERVICE.full_name, subjects.SERVICE_NAME),
     attach=attach,
     stores=(RECORDS, LOG),
-    scopes=SCOPES,
+    scopes={**SCOPES, **subjects.SCOPES},
+    subjects=subject_data.declaration,
     settles_within=2 * (folder.ROUND_SECONDS + folder.POLL_SECONDS),
 )

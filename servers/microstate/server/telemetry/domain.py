@@ -9,7 +9,7 @@ answer (storage.StoredBatch shares RecordEventsRequest's field numbers 1-3 for t
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 
 from microstate.server.kit import wire
@@ -19,6 +19,7 @@ from microstate.server.store.base import CursorExpired, Record, Store
 from microstate.server.store.log import LogStore
 from microstate.server.telemetry import rules
 from microstate.server.telemetry.folder import Folder, decode_batch
+from microstate.server.telemetry.pseudonyms import pseudonyms_of
 from microstate.server.telemetry.rollups import Rollup, minute_of_key, name_prefix, rollup_key, series
 from microstate.telemetry.storage.v1 import record_pb2 as storage
 from microstate.telemetry.v1 import telemetry_pb2 as pb
@@ -76,6 +77,7 @@ class TelemetryDomain:
     ) -> None:
         self._log = log_store
         self._records = records
+        self._pseudonyms = pseudonyms_of(records)
         self._folder = folder
         self._rollup_ttl_ns = int(rollup_ttl * rules.SECOND_NS)
         self._clock = clock
@@ -107,6 +109,7 @@ class TelemetryDomain:
                 error = error or f"events[{index}].{problem}"
         for index in reversed(refused):
             del events[index]
+        await self._pseudonymise(events)
         entry = request.SerializeToString() + _varint_field(4, accepted) + _varint_field(5, rejected)
         if error:
             entry += wire.field(6, error.encode())
@@ -117,6 +120,15 @@ class TelemetryDomain:
         if appended.duplicate:
             return await self._first_answer(appended.positions[0], slow_down)
         return Recorded(accepted, rejected, error, slow_down=slow_down)
+
+    async def _pseudonymise(self, events: Iterable[pb.Event]) -> None:
+        """Replace each subject id with its pseudonym (pseudonyms.py): the log never holds a subject id."""
+        known: dict[str, str] = {}
+        for event in events:
+            if subject := event.subject_id:
+                if (pseudonym := known.get(subject)) is None:
+                    pseudonym = known[subject] = await self._pseudonyms.of(subject)
+                event.subject_id = pseudonym
 
     async def _first_answer(self, position: int, slow_down: float) -> Recorded:
         try:
