@@ -245,9 +245,9 @@ return {1, int(rev), expires, int(now)}
 
 # forget(): KEYS log, forgotten, counter; ARGV keep_deletions ("1"/"0"), rebuild limit, retention, then the
 # keys. Each change-log entry of those keys (but deletions, when kept) leaves the stream and its revision
-# joins the forgotten set, in one atomic step, so a watch that meets the hole finds it there; the stream is then
-# rebuilt without the removed entries' bytes. Forgotten revisions older than the retained log's length are
-# dropped: a cursor that old is expired anyway.
+# joins the forgotten set, in one atomic step, so a watch that meets the hole finds it there; the stream is
+# then rebuilt without the removed entries' bytes. Forgotten revisions older than the retained log's length
+# are dropped: a cursor that old is expired anyway.
 _FORGET = """
 local doomed = {}
 for i = 4, #ARGV do doomed[ARGV[i]] = true end
