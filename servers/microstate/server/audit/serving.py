@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,17 @@ class Auditing:
         subject_of: SubjectOf | None = None,
         checkpoint_every: int | None = None,
         checkpoint_seconds: float | None = None,
+        unaudited: Collection[str] = (),
     ) -> Auditing:
         """Audit the records and log roles of `stores` (opened from `urls`, by role) with the keys in
         `directory`: each gets its own journal, sealer and ledger (log id `namespace`, or
-        `namespace-role` for a role other than records)."""
+        `namespace-role` for a role other than records); the roles named in `unaudited` stay as they are."""
         keys = await asyncio.to_thread(AuditKeys.load, directory)
         opened: dict[str, tuple[Any, Any]] = {}
         sealers: list[Sealer] = []
         try:
             for role, store in stores:
-                if role.kind not in AUDITED_KINDS:
+                if role.kind not in AUDITED_KINDS or role.name in unaudited:
                     opened[role.name] = (role, store)
                     continue
                 log_id = namespace if role.name == "records" else f"{namespace}-{role.name}"
