@@ -18,7 +18,11 @@ import grpc
 
 from microstate.client.profile import v1
 from microstate.client.session.v1 import SessionClient
+from microstate.server.audit.keys import CHAIN_KEYS, PUBLIC_KEY
+from microstate.server.audit.serving import checkpoint_file
+from microstate.server.cli import main
 from microstate.server.gdpr.bundle import verify_bundle
+from microstate.server.gdpr.coordinator import ACTOR
 from microstate.server.store import open_store
 from microstate.subjects.v1 import subjects_pb2 as pb
 from tests.client.conftest import fast_options
@@ -112,6 +116,26 @@ async def test_a_coordinator_killed_mid_erase_finishes_on_rerun_without_double_e
             assert (await sessions.validate(again.token)).value.user_id == SUBJECT  # no double effect
             [done] = await stored_requests(tmp_path)
             assert done["state"] == "DONE" and "subject" not in done
+    await asyncio.to_thread(assert_steps_audited, tmp_path, done["request_id"])
+
+
+def assert_steps_audited(workdir: Path, request_id: str) -> None:
+    """Both runs' steps are in the coordinator's ledger, which verifies against its outside checkpoint."""
+    url, audit_dir, export = (
+        f"sqlite:///{workdir / 'gdpr.db'}",
+        workdir / ".microstate" / "audit",
+        workdir / "l",
+    )
+    assert main(["audit", "export", "gdpr", "--store", url, "--out", str(export), "--readable"]) == 0
+    checkpoints = str(checkpoint_file(audit_dir, "gdpr"))
+    keys = ["--public-key", str(audit_dir / PUBLIC_KEY), "--chain-keys", str(audit_dir / CHAIN_KEYS)]
+    assert main(["audit", "verify", str(export), "--checkpoints", checkpoints, *keys]) == 0
+    entries = [line["entry"] for line in map(json.loads, export.read_text().splitlines()) if "entry" in line]
+    steps = [(entry["method"], entry["status"]) for entry in entries if entry["request_id"] == request_id]
+    assert steps[0] == ("gdpr.erase/start", "STARTED") and steps[-1] == ("gdpr.erase/complete", "DONE")
+    assert len(steps) == 1 + 5 + 1  # start, one result per microstate (the killed run saved profile's), end
+    assert {entry["principal"] for entry in entries} == {ACTOR}
+    assert SUBJECT not in export.read_text()  # pseudonymous subject references only
 
 
 async def test_the_export_command_writes_a_bundle_its_manifest_vouches_for(tmp_path: Path) -> None:

@@ -12,12 +12,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 from microstate.server import probe, registry
+from microstate.server.audit import AuditKeys, open_audited
+from microstate.server.audit.serving import checkpoint_file
 from microstate.server.config import ConfigError
 from microstate.server.gdpr.bundle import write_bundle
-from microstate.server.gdpr.coordinator import Coordinator, Failed, Target
-from microstate.server.store import open_store
+from microstate.server.gdpr.coordinator import Coordinator, Failed, LedgerAudit, Target
+from microstate.server.store.base import Store
 
 NAMESPACE = "gdpr"
 
@@ -43,6 +46,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="store URL of the coordinator's request records (default: sqlite under --data-dir)",
     )
     gdpr.add_argument("--data-dir", type=Path, default=Path(".microstate"), metavar="DIR")
+    gdpr.add_argument(
+        "--audit-dir",
+        type=Path,
+        metavar="DIR",
+        help="audit keys and the checkpoint file of the coordinator's ledger (default: DATA_DIR/audit,"
+        " as `microstate serve` and `up`)",
+    )
     gdpr.add_argument(
         "--out", type=Path, default=Path("."), metavar="DIR", help="where an export's bundle goes"
     )
@@ -90,9 +100,15 @@ async def _run(args: argparse.Namespace) -> int:
     else:
         args.data_dir.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(args.data_dir / 'gdpr.db').resolve()}"
-    store = await open_store(url, NAMESPACE)
+    # Start, each result and completion are audited in the coordinator's own ledger (namespace "gdpr"),
+    # with the servers' keys when it shares their data dir, so its subject references match theirs.
+    audit_dir = args.audit_dir or args.data_dir / "audit"
+    keys = await asyncio.to_thread(AuditKeys.load, audit_dir)
+    checkpoints = checkpoint_file(audit_dir, NAMESPACE)
+    store, sealer = await open_audited(url, NAMESPACE, keys, checkpoint_file=checkpoints)
     try:
-        coordinator = Coordinator(store, targets)
+        # An AuditedStore is a Store to its callers; only its put/delete make their audit payload themselves.
+        coordinator = Coordinator(cast(Store, store), targets, LedgerAudit())
         if args.action == "erase":
             record = await coordinator.erase(args.subject)
             print(json.dumps(record, indent=2, sort_keys=True))
@@ -103,7 +119,11 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"microstate gdpr {args.action}: {failed}; run it again to resume", file=sys.stderr)
         return 1
     finally:
-        await store.close()
+        try:
+            await sealer.seal_all()
+        finally:
+            await sealer.close()
+            await store.close()
         for target in targets:
             await target.channel.close()
     return 0

@@ -24,11 +24,14 @@ from typing import Any, Protocol
 
 import grpc
 
+from microstate.server.audit import audit_call
 from microstate.server.kit.subjects import Forgetting
 from microstate.server.store.base import ABSENT, Store
 from microstate.subjects.v1 import subjects_pb2 as pb
 
 CONTRACT = "microstate.subjects.v1"
+ACTOR = "gdpr-coordinator"
+"""The principal the ledger names for the coordinator's own steps."""
 PREFIX = "requests/"
 CALL_TIMEOUT = 60.0
 """Seconds one microstate has to answer an erase, or to finish streaming an export."""
@@ -48,10 +51,20 @@ class Audit(Protocol):
 
 
 class NoAudit:
-    """The default until the audit ledger is wired in: steps are recorded in the request record only."""
+    """Steps recorded in the request record only (a coordinator over a store that is not audited)."""
 
     def step(self, method: str, *, request_id: str, subject: str, status: str) -> Step:
         return contextlib.nullcontext()
+
+
+class LedgerAudit:
+    """Steps as audit-ledger calls: the request record's write inside one commits its entry with it (the
+    coordinator's store must be an AuditedStore, see audit.open_audited)."""
+
+    def step(self, method: str, *, request_id: str, subject: str, status: str) -> Step:
+        return audit_call(
+            method, CONTRACT, request_id=request_id, actor=ACTOR, subject=subject, status=status
+        )
 
 
 @dataclass(frozen=True)
