@@ -9,8 +9,10 @@ Layout of a namespace `ns` with P partitions (P fixed when the namespace is crea
 belongs to partition crc32(key) % P; partition p has a hash tag `{ns:p:n}`, n picked so that the tags' slots
 spread evenly over the 16384 slots (so over the masters, whatever their number), and holds the same keys as a
 single-node namespace (redis.py): `r:<key>` records, `idx` and `exp` sorted sets, `log` the stream of its
-changes, and `meta` (a hash: `last`, the partition's clock). Every write is one Lua script on one
-partition, so on one node: check `if_match`, pick the revision, XADD the change, write the record.
+changes, `meta` (a hash: `last`, the partition's clock) and `audit`, its audit journal (audit/: the
+entries of audited writes, keyed by revision, never trimmed). Every write is one Lua script on one
+partition, so on one node: check `if_match`, pick the revision, XADD the audit entry and the change, write
+the record. `audit_journal` merges the journals behind the same watermark as the watch (below).
 
 Revisions: a partition cannot share one counter with the others without a hot slot every write goes
 through, so a revision is a hybrid logical clock: the partition's clock moves to max(the node's TIME in
