@@ -30,9 +30,12 @@ from microstate.server.audit.ledger import (
 )
 from microstate.server.audit.verify import Report, verify
 from microstate.server.store.base import ABSENT, Store
+from microstate.server.store.redis import MICROS
+from microstate.server.store.redis_cluster import SUFFIX, partition_of
 from microstate.server.store.sqlite import database_path
 from tests.audit.conftest import Ledger, write_some
 from tests.conformance.conftest import Backend
+from tests.support.processes import until
 
 ENTRY_COUNT = 30
 
@@ -161,11 +164,18 @@ async def test_a_rewrite_re_chained_with_the_hmac_key_is_detected_by_the_outside
     assert not any("HMAC link" in problem for problem in report.integrity.problems)  # the chain itself holds
 
 
-async def plant_journal_entry(backend: Backend, store: Store, revision: int) -> None:
-    """Put an entry in the audit journal at `revision` behind the store's back, so the audited write that
-    takes that revision cannot append its own."""
+async def plant_journal_entry(backend: Backend, store: Store, key: str) -> None:
+    """Put an entry in the audit journal behind the store's back at the revision the next write of `key`
+    takes (the cluster: in its partition's journal, a few seconds of its clock ahead), so that write cannot
+    append its own."""
     inner: Any = store
-    if backend.name == "sqlite":
+    revision = int(await store.head_cursor()) + 1
+    if backend.name == "redis-cluster":
+        partitions = await inner._ready()
+        number = partition_of(key, len(partitions))
+        ahead = (await inner._primaries_time() // SUFFIX + 3 * MICROS) * SUFFIX + number
+        await inner._client.xadd(partitions[number].audit, {"a": b"planted"}, id=f"{ahead}-0")
+    elif backend.name == "sqlite":
         with contextlib.closing(sqlite3.connect(database_path(backend.url))) as db, db:
             db.execute(f'INSERT INTO "audit_{inner._namespace}" VALUES (?, ?)', (revision, b"planted"))
     elif backend.name == "redis":  # a stream ID at or after the next revision's makes its XADD fail
@@ -178,11 +188,15 @@ async def test_a_failed_journal_append_fails_the_write_and_leaves_no_record(
     ledger: Ledger, backend: Backend
 ) -> None:
     await write_some(ledger.store, 3)
-    head = int(await ledger.store.head_cursor())
-    await plant_journal_entry(backend, ledger.store.inner, head + 1)
+    await plant_journal_entry(backend, ledger.store.inner, "planted-over")
     call = audit_call("/microstate.profile.v2.ProfileService/CreateProfile", "microstate.profile.v2")
     with call, pytest.raises(Exception):  # noqa: B017 (each backend fails in its own words; that it fails is the point)
         await ledger.store.put("planted-over", b"value", if_match=ABSENT)
     assert await ledger.store.get("planted-over") is None
-    journal = await ledger.store.inner.audit_journal(0, 100)
-    assert [entry for _, entry in journal].count(b"planted") == 1 and len(journal) == 4
+
+    async def journal_of_four() -> bool:  # the cluster's planted entry is final only once its time has come
+        return len(await ledger.store.inner.audit_journal(0, 100)) == 4
+
+    await until(journal_of_four, within=20, what="the journal to hold the three entries and the planted one")
+    entries = await ledger.store.inner.audit_journal(0, 100)
+    assert [entry for _, entry in entries].count(b"planted") == 1

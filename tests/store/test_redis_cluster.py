@@ -11,17 +11,20 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from redis.crc import key_slot
 
 from microstate.server.store import Record, StoreMisconfigured, StoreUnavailable, open_store
+from microstate.server.store.log import open_log
 from microstate.server.store.redis_cluster import (
     WATCH_BATCH,
     RedisClusterStore,
     partition_of,
     partition_tags,
 )
+from microstate.server.store.roles import RECORDS, StoreKind, StoreRole, role_urls
 from tests.conformance.waiting import take, watching
 from tests.support.redis_cluster import RedisCluster, running_redis_cluster
 from tests.support.redis_server import RedisServer
@@ -75,6 +78,17 @@ async def test_a_cluster_url_naming_a_plain_redis_is_misconfigured(redis_server:
             await store.ping()
     finally:
         await store.close()
+
+
+async def test_a_log_store_on_a_cluster_url_is_refused_and_a_log_role_keeps_its_default(
+    tmp_path: Path,
+) -> None:
+    """redis+cluster:// is a records store only: the log role says so instead of failing to import."""
+    with pytest.raises(ValueError, match=r"unsupported log store URL \(scheme 'redis\+cluster'\)"):
+        await open_log("redis+cluster://127.0.0.1:7000", "ns")
+    events = StoreRole("events", StoreKind.LOG)
+    urls = role_urls("telemetry", [RECORDS, events], "redis+cluster://127.0.0.1:7000", {}, tmp_path)
+    assert urls["records"].startswith("redis+cluster://") and urls["events"].startswith("sqlite:///")
 
 
 def test_partition_tags_spread_evenly_over_the_slots() -> None:

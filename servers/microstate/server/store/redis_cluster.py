@@ -9,8 +9,10 @@ Layout of a namespace `ns` with P partitions (P fixed when the namespace is crea
 belongs to partition crc32(key) % P; partition p has a hash tag `{ns:p:n}`, n picked so that the tags' slots
 spread evenly over the 16384 slots (so over the masters, whatever their number), and holds the same keys as a
 single-node namespace (redis.py): `r:<key>` records, `idx` and `exp` sorted sets, `log` the stream of its
-changes, and `meta` (a hash: `last`, the partition's clock). Every write is one Lua script on one
-partition, so on one node: check `if_match`, pick the revision, XADD the change, write the record.
+changes, `meta` (a hash: `last`, the partition's clock) and `audit`, its audit journal (audit/: the
+entries of audited writes, keyed by revision, never trimmed). Every write is one Lua script on one
+partition, so on one node: check `if_match`, pick the revision, XADD the audit entry and the change, write
+the record. `audit_journal` merges the journals behind the same watermark as the watch (below).
 
 Revisions: a partition cannot share one counter with the others without a hot slot every write goes
 through, so a revision is a hybrid logical clock: the partition's clock moves to max(the node's TIME in
@@ -113,8 +115,9 @@ local function next_revision()
   return int(clock) .. ARGV[7], prev
 end
 """
-# KEYS: record, meta, index, log, expiries. ARGV: key, mode, expected revision, log retention (exact), record
-# prefix, clock floor, partition suffix, then value and ttl in microseconds or ''.
+# KEYS: record, meta, index, log, expiries, audit journal (as redis.py's: never trimmed, its IDs the
+# revisions). ARGV: key, mode, expected revision, log retention (exact), record prefix, clock floor, partition
+# suffix, then value, ttl in microseconds or '', and the audit entry or ''.
 # Returns {1, revision, expires, commit_us}.
 _PUT = (
     _PROLOGUE
@@ -127,6 +130,7 @@ local expires = ''
 if ARGV[9] ~= '' then expires = int(now + tonumber(ARGV[9])) end
 local kind = 'c'
 if is_live then kind = 'u' end
+if ARGV[10] ~= '' then redis.call('XADD', KEYS[6], rev .. '-0', 'a', ARGV[10]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], rev .. '-0',
   'k', ARGV[1], 'o', kind, 'v', ARGV[8], 'x', expires, 't', int(now), 'p', prev)
 write(KEYS[1], rev, expires, ARGV[8])
@@ -140,7 +144,8 @@ purge_expired()
 return {1, rev, expires, int(now)}
 """
 )
-# As _PUT without value and ttl. Returns {1, revision} when deleted, {2} when absent.
+# As _PUT without value and ttl (the audit entry is ARGV[8]). Returns {1, revision} when deleted, {2} when
+# absent.
 _DELETE = (
     _PROLOGUE
     + _CONDITION
@@ -152,6 +157,7 @@ if not is_live then
   return {2}
 end
 local rev, prev = next_revision()
+if ARGV[8] ~= '' then redis.call('XADD', KEYS[6], rev .. '-0', 'a', ARGV[8]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], rev .. '-0',
   'k', ARGV[1], 'o', 'd', 't', int(now), 'p', prev)
 forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
@@ -207,6 +213,21 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+def _revision(entry_id: bytes) -> int:
+    return int(entry_id.partition(b"-")[0])
+
+
+def _final_below(watermark: int, batches: list[Any], count: int) -> int:
+    """The revision below which the entries of `batches` (each stream's entries after a position, in
+    order, at most `count`) are final and complete: the watermark, lowered to just past the last entry of
+    any stream whose batch came back full, which may hold more below the watermark than was read."""
+    limit = watermark
+    for entries in batches:
+        if len(entries) == count:
+            limit = min(limit, _revision(entries[-1][0]) + 1)
+    return limit
+
+
 class _Partition:
     """The keys of one partition (see the module docstring)."""
 
@@ -217,16 +238,18 @@ class _Partition:
         self.index = f"{base}idx"
         self.log = f"{base}log"
         self.expiries = f"{base}exp"
+        self.audit = f"{base}audit"
         self.slot = key_slot(tag.encode())
 
     def write_keys(self, key: str) -> tuple[str, ...]:
-        return self.record_prefix + key, self.meta, self.index, self.log, self.expiries
+        return self.record_prefix + key, self.meta, self.index, self.log, self.expiries, self.audit
 
 
 Partitions = list[_Partition]
 Positions = list[int]
 Replies = list[Any]
 Keys = list[str]
+Journaled = list[tuple[int, bytes]]
 """Aliases for annotations inside RedisClusterStore, whose `list` method hides the builtin there."""
 
 
@@ -641,22 +664,28 @@ class RedisClusterStore:
             )
 
     async def put(
-        self, key: str, value: bytes, *, if_match: IfMatch = None, ttl: float | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        if_match: IfMatch = None,
+        ttl: float | None = None,
+        audit: bytes | None = None,
     ) -> Record:
         if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         partitions = await self._ready()
         ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
-        args = (*self._write_args(key, if_match, partitions), value, ttl_micros)
+        args = (*self._write_args(key, if_match, partitions), value, ttl_micros, audit or b"")
         partition = self._partition(partitions, key)
         reply = await self._write(self._put_script, partition.slot, partition.write_keys(key), args)
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return Record(key, value, int(reply[1]), _expiry(reply[2]))
 
-    async def delete(self, key: str, *, if_match: IfMatch = None) -> bool:
+    async def delete(self, key: str, *, if_match: IfMatch = None, audit: bytes | None = None) -> bool:
         partitions = await self._ready()
-        args = self._write_args(key, if_match, partitions)
+        args = (*self._write_args(key, if_match, partitions), audit or b"")
         partition = self._partition(partitions, key)
         reply = await self._write(self._delete_script, partition.slot, partition.write_keys(key), args)
         if reply[0] == 0:
@@ -671,6 +700,7 @@ class RedisClusterStore:
         ahead of every partition (the cluster lost data); InvalidCursor for a malformed cursor."""
         cursor = None if after is None else _parse_cursor(after)
         partitions = await self._ready()
+        logs = [partition.log for partition in partitions]
         positions: Positions | None = None
         pending: list[tuple[int, int, Change]] = []
         outage = Outage(self._watch_outage_budget)
@@ -683,24 +713,20 @@ class RedisClusterStore:
                     if after is not None:
                         await self._check_not_ahead(partitions, cursor)
                     positions = [cursor] * len(partitions)
-                watermark, batches = await self._read_logs(partitions, positions)
+                watermark, batches = await self._read_after(logs, positions, WATCH_BATCH)
             except StoreUnavailable as exc:
                 await outage.retry_or_raise(exc)
                 continue
             outage.reset()
-            # Changes below the watermark are final, but a partition whose batch came back full may hold
-            # more below it than was read: nothing past its last read change goes out before the rest.
-            limit = watermark
             entries: Replies
             for number, entries in enumerate(batches):
                 for entry_id, fields in entries:
-                    revision = int(entry_id.partition(b"-")[0])
+                    revision = _revision(entry_id)
                     if int(fields[b"p"]) > positions[number]:
                         raise CursorExpired(f"the change log no longer holds the change after {cursor}")
                     positions[number] = revision
                     heapq.heappush(pending, (revision, number, self._change(revision, fields)))
-                if len(entries) == WATCH_BATCH:
-                    limit = min(limit, positions[number] + 1)
+            limit = _final_below(watermark, batches, WATCH_BATCH)
             while pending and pending[0][0] < limit:
                 revision, _, change = heapq.heappop(pending)
                 if revision <= cursor:
@@ -726,17 +752,39 @@ class RedisClusterStore:
         if cursor > head:
             raise CursorExpired(f"cursor {cursor} is ahead of the change log head {head}")
 
-    async def _read_logs(self, partitions: Partitions, positions: Positions) -> tuple[int, Replies]:
-        """(watermark, each partition's entries after its position): TIME first, then the logs."""
+    async def _read_after(self, streams: Keys, positions: Positions, count: int) -> tuple[int, Replies]:
+        """(watermark, each stream's first `count` entries after its position): the masters' lowest TIME
+        first, then the streams, so whatever commits after the read lands at or above the watermark."""
 
         async def read() -> tuple[int, Replies]:
             watermark = await self._primaries_time()
             pipeline = self._client.pipeline()
-            for partition, position in zip(partitions, positions, strict=True):
-                pipeline.xrange(partition.log, f"({position}-0", "+", count=WATCH_BATCH)
+            for stream, position in zip(streams, positions, strict=True):
+                pipeline.xrange(stream, f"({position}-0", "+", count=count)
             return watermark, await pipeline.execute()
 
         return await self._read(read)
+
+    # --- audit journal -----------------------------------------------------------------------------
+
+    async def audit_journal(self, after: int, limit: int) -> Journaled:
+        """The audit entries after revision `after`, at most `limit`, merged from the partitions' journals
+        in revision order behind the watch's watermark: only entries that no later commit can precede, so
+        a reader that goes on after the last one never skips an entry. Entries read but not yet final (a
+        commit in the last microseconds, a master whose clock is ahead) are waited for, for up to
+        `failover_budget`: [] means none were committed when the call began, or they are still not final."""
+        partitions = await self._ready()
+        journals = [partition.audit for partition in partitions]
+        deadline = asyncio.get_running_loop().time() + self._failover_budget
+        while True:
+            watermark, batches = await self._read_after(journals, [after] * len(partitions), limit)
+            final = _final_below(watermark, batches, limit)
+            merged = heapq.merge(*([(_revision(i), fields[b"a"]) for i, fields in each] for each in batches))
+            entries = [entry for entry in itertools.islice(merged, limit) if entry[0] < final]
+            if entries or not any(batches) or asyncio.get_running_loop().time() > deadline:
+                return entries
+            ahead = min(_revision(each[0][0]) for each in batches if each) - watermark
+            await asyncio.sleep(ahead / SUFFIX / MICROS + 0.001)  # till the watermark has passed the lowest
 
     _change = staticmethod(RedisStore._change)  # the same log entry fields as the single-node store
 

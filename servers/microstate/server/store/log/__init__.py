@@ -7,6 +7,7 @@ keys and collections), so one URL can serve both roles.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, cast
 
 from microstate.server.store import BACKENDS
@@ -28,9 +29,15 @@ def _log_backend(records_backend: str) -> str:
     return f"microstate.server.store.log.{module}:{module.capitalize()}Log"
 
 
-LOG_BACKENDS: dict[str, str] = {scheme: _log_backend(target) for scheme, target in BACKENDS.items()}
-"""URL scheme -> "module:class": the records store's schemes, each served by the same backend's log module;
-each class has `async classmethod open(url, namespace, **options) -> LogStore`."""
+LOG_BACKENDS: dict[str, str] = {
+    scheme: _log_backend(target)
+    for scheme, target in BACKENDS.items()
+    if importlib.util.find_spec(_log_backend(target).partition(":")[0]) is not None
+}
+"""URL scheme -> "module:class": the records store's schemes whose backend has a log module (not
+redis+cluster://), each served by it; each class has `async classmethod open(url, namespace, **options) ->
+LogStore`. A scheme left out is refused by `open_log` as unsupported, and a microstate's log role does not
+follow a primary URL of that scheme (roles.py)."""
 
 
 async def open_log(url: str, namespace: str, **options: Any) -> LogStore:
