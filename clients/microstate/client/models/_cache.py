@@ -27,6 +27,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +36,9 @@ from microstate.client.errors import DataLoss
 
 ENV_CACHE: Final = "MICROSTATE_MODELS_CACHE"
 REHASH_BLOCK: Final = 1024 * 1024
+SYNC_EVERY: Final = 8 * 1024 * 1024
+"""Bytes written between two fdatasyncs started in the background during a download, so the fsync before
+the rename finds little left to write (bench P5: a 64 MiB fetch ~630 -> ~750 MiB/s)."""
 
 
 def default_root() -> Path:
@@ -110,7 +114,9 @@ class Partial:
         self._file.seek(0)
         while block := self._file.read(REHASH_BLOCK):  # what an earlier attempt or process left
             self._hasher.update(block)
-        self.offset = self._file.tell()
+        self.offset = self._synced = self._file.tell()
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="microstate-models-sync")
+        self._syncing: Future[None] | None = None
         self.received = 0
         """Bytes this object wrote (not the ones it found)."""
 
@@ -119,6 +125,9 @@ class Partial:
         self._hasher.update(data)
         self.offset += len(data)
         self.received += len(data)
+        if self.offset - self._synced >= SYNC_EVERY and (self._syncing is None or self._syncing.done()):
+            self._synced = self.offset
+            self._syncing = self._flusher.submit(os.fdatasync, self._file.fileno())
 
     def discard(self) -> None:
         self.close()
@@ -126,6 +135,10 @@ class Partial:
             self.path.unlink()
 
     def close(self) -> None:
+        if self._syncing is not None:
+            with contextlib.suppress(OSError):
+                self._syncing.result()
+        self._flusher.shutdown()
         self._file.close()
 
     def finish(self, size: int, target: Path) -> None:
