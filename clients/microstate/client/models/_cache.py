@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from microstate.client.errors import DataLoss
+from microstate.client.models.files import fsync_directory
 
 ENV_CACHE: Final = "MICROSTATE_MODELS_CACHE"
 REHASH_BLOCK: Final = 1024 * 1024
@@ -162,21 +163,13 @@ class Partial:
         os.fchmod(self._file.fileno(), 0o444)
         self.close()
         os.rename(self.path, target)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
 
 
 def _write_atomically(path: Path, document: dict[str, Any]) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=".new-") as temp:
         json.dump(document, temp)
     os.replace(temp.name, path)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def file_digest(path: Path) -> tuple[str, int]:

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from microstate.client.models.files import fsync_directory
 from microstate.server.store.base import StoreError, StoreUnavailable, check_namespace
 from microstate.server.store.blobs._shared import BlobStoreBase
 from microstate.server.store.blobs.base import (
@@ -96,14 +97,6 @@ def directory_path(url: str) -> tuple[Path, dict[str, str]]:
     if unknown:
         raise ValueError(f"unknown option(s) in {url!r}: {', '.join(sorted(unknown))}")
     return Path(path), query
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -340,7 +333,7 @@ class FileBlobs(BlobStoreBase):
             os.rename(hidden, path)  # claimed meanwhile (or published again: the same bytes)
             return False
         hidden.unlink()
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         return True
 
     def _delete_blob(self, hex_digest: str) -> bool:
@@ -350,7 +343,7 @@ class FileBlobs(BlobStoreBase):
         except FileNotFoundError:
             self._check_layout()
             return False
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         return True
 
     @contextlib.contextmanager
@@ -466,11 +459,11 @@ class FileBlobs(BlobStoreBase):
         os.fsync(fd)
         try:
             path.parent.mkdir()
-            _fsync_directory(path.parent.parent)
+            fsync_directory(path.parent.parent)
         except FileExistsError:
             pass
         os.rename(data, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         return BlobInfo(f"sha256:{hex_digest}", size, now_ns / 1e9)
 
     def _abort_upload(self, upload_id: str) -> bool:
