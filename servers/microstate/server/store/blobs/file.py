@@ -11,8 +11,10 @@ Layout, for namespace ``ns``:
 - ``ns/uploads/<upload_id>/``: an upload: ``data``, the bytes received so far (its size is the committed
   offset, its mtime the last activity, by the store's clock), and ``meta.json``, whose nonce tells this upload
   from an earlier one of the same id;
-- ``ns/uploads/.<step>-<random>``: an upload being created, committed or removed; a crash leaves them for
-  `collect`.
+- ``ns/uploads/.<step>-<random>``: an upload being created, committed or removed, or a blob being deleted
+  unless claimed (`delete(claimed_before=…)`); a crash leaves them for `collect`.
+
+A blob's mtime is the time of its commit or of its last `claim`, whichever is later.
 
 Atomicity. An upload directory appears (renamed from a staging directory) and disappears (renamed to a dot
 name, then removed) in one step. `commit` takes the upload out of sight first, so no append or second commit
