@@ -8,6 +8,7 @@ hashing inline costs.
 - Throughput: SDK fetch (resolve, stream, hash, write, verify, rename) and SDK push (hash the file, stream,
   the server hashes and writes, verifies, commits) against a bare grpc.aio byte stream of the same 256 KiB
   chunks (bench/blob_stream_server.py: pread and send; receive and write), rounds interleaved. Target ≥ 0.7.
+  Push is also measured with the file's digest remembered by the SDK (no pre-hash), and the pre-hash alone.
 - Hashing: SHA-256 over the same bytes in 256 KiB updates, as a share of the bare stream's time: what
   verifying every byte adds, were it not overlapped with the transfer.
 """
@@ -30,7 +31,7 @@ from bench import env, load, services
 from bench.report import Row, at_least, at_most
 from bench.stack import Settings
 from bench.throughput import compared
-from microstate.client.models.v1 import ModelCache, ModelsClient
+from microstate.client.models.v1 import ModelCache, ModelsClient, file_digest
 from tests.support import processes
 from tests.support.processes import ServerProcess
 
@@ -42,7 +43,7 @@ STREAM_MIB = 64
 
 _SDK_RSS = """
 import asyncio, json, resource, sys
-from microstate.client.models.v1 import ModelCache, ModelsClient
+from microstate.client.models.v1 import ModelCache, ModelsClient, file_digest
 
 async def main(target, path, cache):
     async with ModelsClient(target, cache=cache) as client:
@@ -172,13 +173,28 @@ async def models(settings: Settings) -> list[Row]:
                 shutil.rmtree(client.cache.root)
                 return elapsed
 
-            async def push() -> float:
-                path = random_file(workdir / "push.bin", size)  # new bytes: a held digest sends none
+            async def push(*, remembered: bool = False) -> float:
+                """A push of new bytes (a held digest sends none); `remembered`: of a file whose digest the
+                SDK remembers (hashed before, unchanged since), so it skips its pre-hash."""
+                path = random_file(workdir / "push.bin", size)
+                if remembered:
+                    settled = time.time() - 60
+                    os.utime(path, (settled, settled))
+                    client.cache.file_digest(path)
                 started = time.perf_counter()
                 await client.push("p5-push", path)
                 elapsed = time.perf_counter() - started
                 path.unlink()
                 return elapsed
+
+            async def push_remembered() -> float:
+                return await push(remembered=True)
+
+            async def pre_hash() -> float:
+                """What push does before its stream: read and hash the file (in the page cache, as there)."""
+                started = time.perf_counter()
+                file_digest(source)
+                return time.perf_counter() - started
 
             async with grpc.aio.insecure_channel(bare.target) as channel:
 
@@ -190,7 +206,10 @@ async def models(settings: Settings) -> list[Row]:
 
                 await fetch(), await bare_read()  # warm up both paths
                 fetches, bare_reads = await load.interleaved(settings.rounds, fetch, bare_read)
-                pushes, bare_writes = await load.interleaved(settings.rounds, push, bare_write)
+                client.cache = ModelCache(workdir / "push-cache")
+                pushes, remembered, bare_writes, pre_hashes = await load.interleaved(
+                    settings.rounds, push, push_remembered, bare_write, pre_hash
+                )
     shutil.rmtree(workdir, ignore_errors=True)
     hashing = [_hash_seconds(source_size=size) for _ in range(settings.rounds)]
 
@@ -218,6 +237,24 @@ async def models(settings: Settings) -> list[Row]:
             "MiB/s",
             at_least(0.7),
             "the server writes the bytes to a file in both",
+        ),
+        compared(
+            "P5",
+            f"upload {size // MIB} MiB, digest remembered (file unchanged since hashed) vs bare byte stream",
+            rates(remembered),
+            rates(bare_writes),
+            "MiB/s",
+            None,
+            "no pre-hash; the server still hashes every byte",
+        ),
+        compared(
+            "P5",
+            f"push's pre-hash of {size // MIB} MiB (before its stream), time as a share of the bare upload's",
+            pre_hashes,
+            bare_writes,
+            "s",
+            None,
+            "a file in the page cache, as in the push rows",
         ),
         compared(
             "P5",

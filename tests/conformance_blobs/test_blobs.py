@@ -141,3 +141,46 @@ async def test_a_negative_offset_or_limit_is_a_value_error(blobs: BlobStore) -> 
         await read_all(blobs, info.digest, offset=-1)
     with pytest.raises(ValueError, match="limit"):
         await read_all(blobs, info.digest, limit=-1)
+
+
+async def test_list_gives_every_blob_with_its_size_and_time(blobs_factory: BlobsFactory) -> None:
+    clock = Clock()
+    store = await blobs_factory(clock=clock)
+    first = await upload(store, "u1", payload(1000, seed=1))
+    clock.advance(10)
+    second = await upload(store, "u2", payload(2000, seed=2))
+    await store.begin("under-way")  # an upload is no blob
+
+    listed = sorted([info async for info in store.list()], key=lambda info: info.create_time)
+
+    assert listed == [first, second]
+
+
+async def test_a_claim_renews_a_blobs_time_and_a_delete_claimed_before_spares_it(
+    blobs_factory: BlobsFactory,
+) -> None:
+    clock = Clock()
+    store = await blobs_factory(clock=clock)
+    info = await upload(store, "u1", b"named again later")
+    clock.advance(100)
+    cutoff = clock.now - 50  # a sweep that spares what was claimed in the last 50 s
+
+    claimed = await store.claim(info.digest)
+
+    assert claimed is not None and claimed.create_time == clock.now and claimed.size == info.size
+    assert await store.delete(info.digest, claimed_before=cutoff) is False
+    assert await store.stat(info.digest) == claimed
+    assert await store.claim(digest_of(b"never uploaded")) is None
+
+
+async def test_a_delete_claimed_before_removes_an_unclaimed_blob(blobs_factory: BlobsFactory) -> None:
+    clock = Clock()
+    store = await blobs_factory(clock=clock)
+    info = await upload(store, "u1", b"nobody names me")
+    clock.advance(100)
+
+    assert await store.delete(info.digest, claimed_before=clock.now - 50) is True
+
+    assert await store.stat(info.digest) is None
+    assert [blob async for blob in store.list()] == []
+    assert await store.claim(info.digest) is None  # a claim after the delete finds nothing

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import os
 import stat
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from microstate.client.errors import DeadlineExceeded, Unavailable
+from microstate.client.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from microstate.client.models.v1 import (
     AliasMoved,
     CorruptDownload,
@@ -222,6 +223,50 @@ async def test_the_sync_twin_pushes_and_fetches(target: str, tmp_path: Path) -> 
 
     version, body, second = await asyncio.to_thread(work)
     assert (version, body, second) == (1, data, 0)
+
+
+def aged(path: Path, seconds: float = 60) -> Path:
+    """`path`, last modified `seconds` ago: settled, as a file pushed again usually is."""
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+    return path
+
+
+def test_a_file_digest_is_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path / "cache")
+    path = aged(write(tmp_path, b"a" * 1000))
+    assert cache.file_digest(path) == (digest_of(b"a" * 1000), 1000)
+    assert len(list((tmp_path / "cache" / "digests").iterdir())) == 1  # remembered
+    mtime_ns = path.stat().st_mtime_ns
+
+    path.write_bytes(b"b" * 1000)  # same size
+    os.utime(path, ns=(mtime_ns, mtime_ns))  # and the same mtime: only the ctime tells
+    assert cache.file_digest(path) == (digest_of(b"b" * 1000), 1000)
+    path.write_bytes(b"c" * 1000)
+    assert cache.file_digest(aged(path)) == (digest_of(b"c" * 1000), 1000)
+
+    fresh = write(tmp_path, b"still being written", "fresh.bin")  # modified within the last second
+    cache.file_digest(fresh)
+    assert len(list((tmp_path / "cache" / "digests").iterdir())) == 1
+
+
+async def test_a_push_uses_the_remembered_digest_and_drops_it_when_the_registry_refuses_it(
+    models: ModelsClient, tmp_path: Path
+) -> None:
+    data = os.urandom(CHUNK)
+    path = aged(write(tmp_path, data))
+    models.cache.file_digest(path)
+    (record,) = (tmp_path / "cache" / "digests").iterdir()
+    document = json.loads(record.read_text())
+    record.write_text(json.dumps({**document, "digest": digest_of(b"other bytes")}))  # a wrong memory
+
+    with pytest.raises(InvalidArgument) as refused:  # declared without hashing: the registry checks
+        await models.push("m", path)
+
+    assert refused.value.reason == "DIGEST_MISMATCH"
+    assert not record.exists()
+    pushed = await models.push("m", path)  # hashed afresh
+    assert pushed.version.digest == digest_of(data)
 
 
 def test_the_cache_drops_a_blob_that_fails_verification(tmp_path: Path) -> None:

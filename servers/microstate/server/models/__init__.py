@@ -3,8 +3,9 @@ digest-verified versions, aliases, and resumable streamed uploads and downloads.
 
 It keeps two store roles: `records` (models, versions, aliases, upload records; any records backend) and
 `blobs` (the bytes, content-addressed: by default a directory, `blobs/sha256/<ab>/<hex>`).
-`MICROSTATE_MODELS_UPLOAD_TTL` sets the seconds an upload nobody continues is kept (default a day); a
-server looks for such uploads when it starts and every ten minutes.
+`MICROSTATE_MODELS_UPLOAD_TTL` sets the seconds an upload nobody continues is kept (default a day), and
+how long a blob no version names (its version record failed to commit) is kept after it was last published
+or claimed; a server looks for both when it starts and every ten minutes.
 """
 
 from __future__ import annotations

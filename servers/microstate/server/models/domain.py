@@ -4,7 +4,9 @@ Commit order of an upload: the blob store verifies size and digest and publishes
 then the version record is written with if-absent: that one write makes the version visible, and until it
 happens no version names the blob. Numbers are gapless because version n+1 is written only after n exists
 (the model's latest_version is a hint that is repaired when it lags). A stream cut before its end leaves
-its bytes in the blob store's upload, out of sight, to be continued (QueryUpload) or collected.
+its bytes in the blob store's upload, out of sight, to be continued (QueryUpload) or collected. A blob
+published whose version then failed to commit is named by nothing: a retry of the upload claims and names
+it, else `sweep` removes it after the upload TTL.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ log = logging.getLogger(__name__)
 UPLOAD_TTL: Final = 24 * 3600.0
 """Seconds an upload nobody continues is kept (its bytes and its record)."""
 COLLECT_INTERVAL: Final = 600.0
-"""Seconds between two looks for abandoned uploads (see `collect_until`)."""
+"""Seconds between two looks for abandoned uploads and orphan blobs (see `collect_until`)."""
+SWEEP_PAGE: Final = 500
+"""Version records read per page when a sweep gathers the digests versions name."""
 CHECKPOINT_EVERY: Final = 256
 """A watch reports its position after this many changes it had nothing to say about."""
 
@@ -295,7 +299,7 @@ class ModelsDomain:
         record = await self._begin_record(upload_id, declared)
         if record.version:  # completed by an earlier stream: the same answer again
             return Uploaded(await self._version(declared.model_id, record.version), 0, False)
-        if await self._blobs.stat(declared.digest) is not None:
+        if await self._blobs.claim(declared.digest) is not None:  # claimed: no sweep takes it now
             with contextlib.suppress(UploadNotFound):
                 await self._blobs.abort(upload_id)
             return Uploaded(await self._commit_version(upload_id, declared), 0, True)
@@ -466,21 +470,57 @@ class ModelsDomain:
             return UploadState(0, None, False, present)
 
     async def collect_until(self, stopping: asyncio.Event, interval: float = COLLECT_INTERVAL) -> None:
-        """Collect abandoned uploads now and every `interval` seconds, until `stopping` is set."""
+        """Collect abandoned uploads and orphan blobs now and every `interval` seconds, until `stopping`
+        is set."""
         while not stopping.is_set():
             await self.collect()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
 
     async def collect(self) -> None:
-        """Remove uploads idle for longer than the upload TTL (their records expire with them)."""
-        try:
-            removed = await self._blobs.collect(self._upload_ttl)
-        except Exception:  # a failed collection is retried at the next interval
-            log.warning("collecting abandoned uploads failed", exc_info=True)
-            return
-        if removed:
-            log.info("collected abandoned uploads", extra={"removed": removed})
+        """Remove uploads idle for longer than the upload TTL (their records expire with them), then blobs
+        no version names that nobody published or claimed for as long. A failure is logged and retried at
+        the next interval."""
+        for what, collect in (("abandoned uploads", self._collect_uploads), ("orphan blobs", self.sweep)):
+            try:
+                removed = await collect()
+            except Exception:
+                log.warning("collecting %s failed", what, exc_info=True)
+                continue
+            if removed:
+                log.info("collected %s", what, extra={"removed": removed})
+
+    async def _collect_uploads(self) -> int:
+        return await self._blobs.collect(self._upload_ttl)
+
+    async def sweep(self) -> int:
+        """Delete the blobs no version names, published or claimed more than the upload TTL ago; how many.
+
+        Such a blob is left by an upload whose blob was published but whose version record then failed to
+        commit (the records store went down in between) and that nobody retried. The grace period spares
+        an upload between its publish and its version; a blob about to be named again is claimed first
+        (`upload`), and the delete is conditional on the claim time, so a claim during the sweep wins."""
+        cutoff = self._clock() / 1e9 - self._upload_ttl
+        unclaimed = [info.digest async for info in self._blobs.list() if info.create_time < cutoff]
+        if not unclaimed:
+            return 0
+        named = await self._named_digests()
+        removed = 0
+        for digest in unclaimed:
+            if digest not in named and await self._blobs.delete(digest, claimed_before=cutoff):
+                removed += 1
+        return removed
+
+    async def _named_digests(self) -> set[str]:
+        """The digests of every version (read after the candidates were listed: see `sweep`)."""
+        named: set[str] = set()
+        after: str | None = None
+        while True:
+            page = await self._store.list(VERSION_PREFIX, after=after, limit=SWEEP_PAGE)
+            named.update(self.versions.decode(record).data.digest for record in page.records)
+            if page.next_after is None:
+                return named
+            after = page.next_after
 
     # -- reads ---------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ async with ModelsClient("localhost:50054") as models:
     log.info("%s is %s (stale: %s, %.0fs old)", fetched.path, fetched.digest, fetched.stale, fetched.age)
 """
 
-from microstate.client.models._cache import ENV_CACHE, CachedRef, CorruptDownload, ModelCache
+from microstate.client.models._cache import ENV_CACHE, CachedRef, CorruptDownload, ModelCache, file_digest
 from microstate.client.models.v1._client import (
     CHUNK_SIZE,
     CONTRACT,
@@ -16,7 +16,6 @@ from microstate.client.models.v1._client import (
     Fetched,
     ModelsClient,
     SyncModelsClient,
-    file_digest,
     parse_ref,
 )
 from microstate.models.v1.models_pb2 import Alias, Model, UploadResponse, UploadStatus, Version

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ from microstate.client.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     Internal,
+    InvalidArgument,
     MicrostateError,
     OutOfRange,
     Unavailable,
@@ -131,16 +131,6 @@ def parse_ref(ref: str) -> tuple[str, str]:
     if not slash or not number.isdigit():
         raise ValueError(f"not a model ref: {ref!r} (use model@alias, model/N or sha256:<hex>)")
     return model_id, number
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    """("sha256:<hex>", size) of a file, read in 1 MiB blocks."""
-    hasher, size = hashlib.sha256(), 0
-    with open(path, "rb") as source:
-        while block := source.read(1024 * 1024):
-            hasher.update(block)
-            size += len(block)
-    return "sha256:" + hasher.hexdigest(), size
 
 
 class _Chunks:
@@ -506,7 +496,7 @@ class ModelOperations(ClientBase):
         progress: Progress | None,
         timeout: float | None,
     ) -> Steps[pb.UploadResponse]:
-        digest, size = file_digest(path)
+        digest, size = self.cache.file_digest(path)  # remembered if the file is unchanged since last time
         upload_id = upload_id or f"{model_id}.{digest[7:47]}"
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -533,6 +523,10 @@ class ModelOperations(ClientBase):
                     if chunks.failure is not None:  # the caller's progress callback stopped the push
                         raise chunks.failure
                 return response
+            except InvalidArgument as exc:
+                if exc.reason in ("DIGEST_MISMATCH", "SIZE_MISMATCH"):  # the file changed since it was hashed
+                    self.cache.forget_file_digest(path)
+                raise
             except (*_CUT, FailedPrecondition) as exc:
                 resumable = isinstance(exc, _CUT) or exc.reason in ("OFFSET_MISMATCH", "UPLOAD_INCOMPLETE")
                 if not resumable or attempt == MAX_ATTEMPTS - 1:

@@ -59,8 +59,14 @@ class BlobStoreBase(abc.ABC):
         check_range(offset, limit)
         return self._read(hex_digest, offset, limit)
 
-    async def delete(self, digest: str) -> bool:
-        return await self._delete(check_digest(digest))
+    async def claim(self, digest: str) -> BlobInfo | None:
+        return await self._claim(check_digest(digest))
+
+    def list(self) -> AsyncIterator[BlobInfo]:
+        return self._list()
+
+    async def delete(self, digest: str, *, claimed_before: float | None = None) -> bool:
+        return await self._delete(check_digest(digest), claimed_before)
 
     async def begin(self, upload_id: str) -> int:
         check_upload_id(upload_id)
@@ -103,7 +109,13 @@ class BlobStoreBase(abc.ABC):
     def _read(self, hex_digest: str, offset: int, limit: int | None) -> AsyncIterator[bytes]: ...
 
     @abc.abstractmethod
-    async def _delete(self, hex_digest: str) -> bool: ...
+    async def _claim(self, hex_digest: str) -> BlobInfo | None: ...
+
+    @abc.abstractmethod
+    def _list(self) -> AsyncIterator[BlobInfo]: ...
+
+    @abc.abstractmethod
+    async def _delete(self, hex_digest: str, claimed_before: float | None) -> bool: ...
 
     @abc.abstractmethod
     async def _begin(self, upload_id: str) -> int: ...

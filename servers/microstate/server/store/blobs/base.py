@@ -40,7 +40,8 @@ class BlobInfo:
     size: int
     """Bytes."""
     create_time: float
-    """Unix time of the commit that made the blob visible, by the store's clock."""
+    """Unix time of the commit that made the blob visible, or of its last `claim` if later, by the store's
+    clock: how long the blob has gone unclaimed, for sweeps of blobs nothing names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +141,21 @@ class BlobStore(Protocol):
         past the end. A read that has started reads the blob it found to the end, whatever happens to it."""
         ...
 
-    async def delete(self, digest: str) -> bool:
-        """Remove the blob; True if it existed. Reads already under way still finish (see `read`)."""
+    async def claim(self, digest: str) -> BlobInfo | None:
+        """`stat`, and mark the blob in use from now (its create_time becomes now), so that a sweep's
+        `delete(digest, claimed_before=t)` with an earlier `t` leaves it; None if the store does not hold
+        it. Who is about to make a record name an existing blob claims it first."""
+        ...
+
+    def list(self) -> AsyncIterator[BlobInfo]:
+        """Every blob the store holds, in no particular order (blobs added or removed meanwhile may or may
+        not be listed)."""
+        ...
+
+    async def delete(self, digest: str, *, claimed_before: float | None = None) -> bool:
+        """Remove the blob; True if it existed (and was removed). With `claimed_before` (Unix time), only if
+        its create_time is earlier, checked atomically against `claim`: a blob claimed meanwhile stays.
+        Reads already under way still finish (see `read`)."""
         ...
 
     async def begin(self, upload_id: str) -> int:
@@ -160,7 +174,8 @@ class BlobStore(Protocol):
     async def commit(self, upload_id: str, digest: str, size: int) -> BlobInfo:
         """Check the upload holds exactly `size` bytes hashing to `digest`, then make the blob visible at
         once and end the upload. SizeMismatch or DigestMismatch: the upload is removed and nothing becomes
-        visible. A digest the store already holds: its blob is returned and the upload's bytes dropped."""
+        visible. A digest the store already holds: its blob is claimed (see `claim`) and returned, and the
+        upload's bytes dropped."""
         ...
 
     async def abort(self, upload_id: str) -> bool:

@@ -11,8 +11,10 @@ Layout, for namespace ``ns``:
 - ``ns/uploads/<upload_id>/``: an upload: ``data``, the bytes received so far (its size is the committed
   offset, its mtime the last activity, by the store's clock), and ``meta.json``, whose nonce tells this upload
   from an earlier one of the same id;
-- ``ns/uploads/.<step>-<random>``: an upload being created, committed or removed; a crash leaves them for
-  `collect`.
+- ``ns/uploads/.<step>-<random>``: an upload being created, committed or removed, or a blob being deleted
+  unless claimed (`delete(claimed_before=…)`); a crash leaves them for `collect`.
+
+A blob's mtime is the time of its commit or of its last `claim`, whichever is later.
 
 Atomicity. An upload directory appears (renamed from a staging directory) and disappears (renamed to a dot
 name, then removed) in one step. `commit` takes the upload out of sight first, so no append or second commit
@@ -48,6 +50,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -56,6 +59,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from microstate.client.models.files import fsync_directory
 from microstate.server.store.base import StoreError, StoreUnavailable, check_namespace
 from microstate.server.store.blobs._shared import BlobStoreBase
 from microstate.server.store.blobs.base import (
@@ -78,6 +82,7 @@ LEFTOVER_GRACE: Final = 3600.0
 `older_than` says: a commit may be re-hashing a large upload."""
 
 _T = TypeVar("_T")
+_HEX_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 _QUERY_OPTIONS: Final = frozenset({"chunk_size"})
 
 
@@ -94,14 +99,6 @@ def directory_path(url: str) -> tuple[Path, dict[str, str]]:
     if unknown:
         raise ValueError(f"unknown option(s) in {url!r}: {', '.join(sorted(unknown))}")
     return Path(path), query
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -143,6 +140,10 @@ def _remove_leftover(path: Path, older_than: float) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
+
+
+def _subdirectories(path: Path) -> list[Path]:
+    return [Path(entry.path) for entry in os.scandir(path) if entry.is_dir()]
 
 
 def _set_times(fd: int, when_ns: int) -> None:
@@ -211,8 +212,18 @@ class FileBlobs(BlobStoreBase):
         finally:
             os.close(fd)
 
-    async def _delete(self, hex_digest: str) -> bool:
-        return await self._run(self._delete_blob, hex_digest)
+    async def _claim(self, hex_digest: str) -> BlobInfo | None:
+        return await self._run(self._claim_blob, hex_digest)
+
+    async def _list(self) -> AsyncIterator[BlobInfo]:
+        for fan_out in await self._run(_subdirectories, self._blobs):  # one worker call per directory
+            for info in await self._run(self._list_blobs, fan_out):
+                yield info
+
+    async def _delete(self, hex_digest: str, claimed_before: float | None) -> bool:
+        if claimed_before is None:
+            return await self._run(self._delete_blob, hex_digest)
+        return await self._run(self._delete_unclaimed, hex_digest, claimed_before)
 
     async def _begin(self, upload_id: str) -> int:
         return await self._run(self._begin_upload, upload_id)
@@ -284,6 +295,49 @@ class FileBlobs(BlobStoreBase):
             raise BlobNotFound(f"sha256:{hex_digest}") from None
         return fd, os.fstat(fd).st_size
 
+    def _claim_blob(self, hex_digest: str) -> BlobInfo | None:
+        info = self._touch(self._blob_path(hex_digest))
+        if info is None:
+            self._check_layout()
+        return info
+
+    def _touch(self, path: Path) -> BlobInfo | None:
+        """Set the blob's time to now (a claim, see `_delete_unclaimed`); None if there is no blob."""
+        now_ns = int(self._clock() * 1e9)
+        try:
+            os.utime(path, ns=(now_ns, now_ns))
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        return BlobInfo(f"sha256:{path.name}", size, now_ns / 1e9)
+
+    def _list_blobs(self, fan_out: Path) -> list[BlobInfo]:
+        found = []
+        for entry in os.scandir(fan_out):
+            if _HEX_DIGEST.fullmatch(entry.name):
+                with contextlib.suppress(FileNotFoundError):  # deleted since scandir saw it
+                    status = entry.stat()
+                    found.append(BlobInfo(f"sha256:{entry.name}", status.st_size, status.st_mtime_ns / 1e9))
+        return found
+
+    def _delete_unclaimed(self, hex_digest: str, claimed_before: float) -> bool:
+        """Take the blob out of sight (a rename to a dot entry of uploads/, which `collect` removes should
+        we die here), then look at its time: a claim that came before the rename shows there, and the blob
+        goes back; a claim after it finds no blob (and its caller uploads the bytes again)."""
+        path = self._blob_path(hex_digest)
+        hidden = self._uploads / f".unclaimed-{uuid.uuid4().hex}"
+        try:
+            os.rename(path, hidden)
+        except FileNotFoundError:
+            self._check_layout()
+            return False
+        if os.stat(hidden).st_mtime_ns >= int(claimed_before * 1e9):
+            os.rename(hidden, path)  # claimed meanwhile (or published again: the same bytes)
+            return False
+        hidden.unlink()
+        fsync_directory(path.parent)
+        return True
+
     def _delete_blob(self, hex_digest: str) -> bool:
         path = self._blob_path(hex_digest)
         try:
@@ -291,7 +345,7 @@ class FileBlobs(BlobStoreBase):
         except FileNotFoundError:
             self._check_layout()
             return False
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         return True
 
     @contextlib.contextmanager
@@ -398,23 +452,20 @@ class FileBlobs(BlobStoreBase):
     def _publish(self, fd: int, data: Path, hex_digest: str, size: int) -> BlobInfo:
         """Make the verified upload data the blob: durable first, then visible in one rename."""
         path = self._blob_path(hex_digest)
-        try:
-            status = os.stat(path)
-        except FileNotFoundError:
-            pass
-        else:  # already held: these are the same bytes
-            return BlobInfo(f"sha256:{hex_digest}", status.st_size, status.st_mtime_ns / 1e9)
+        held = self._touch(path)  # claimed, as the version about to name it may be the only one
+        if held is not None:  # already held: these are the same bytes
+            return held
         now_ns = int(self._clock() * 1e9)
         _set_times(fd, now_ns)
         os.fchmod(fd, 0o444)
         os.fsync(fd)
         try:
             path.parent.mkdir()
-            _fsync_directory(path.parent.parent)
+            fsync_directory(path.parent.parent)
         except FileExistsError:
             pass
         os.rename(data, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         return BlobInfo(f"sha256:{hex_digest}", size, now_ns / 1e9)
 
     def _abort_upload(self, upload_id: str) -> bool:

@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from bson import Int64
-from pymongo import AsyncMongoClient, ReadPreference
+from pymongo import AsyncMongoClient, ReadPreference, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
@@ -252,9 +252,28 @@ class MongoBlobs(BlobStoreBase):
             for start in range(max(offset, position), min(end, position + len(data)), self._chunk_size):
                 yield data[start - position : min(end, start + self._chunk_size) - position]
 
-    async def _delete(self, hex_digest: str) -> bool:
+    async def _claim(self, hex_digest: str) -> BlobInfo | None:
+        now = {"$set": {"create_time": self._clock()}}
+        doc = await _guard(
+            self._blobs.find_one_and_update({"_id": hex_digest}, now, return_document=ReturnDocument.AFTER)
+        )
+        return None if doc is None else _info(doc)
+
+    async def _list(self) -> AsyncIterator[BlobInfo]:
+        cursor: AsyncCursor[_Doc] = self._blobs.find({}, projection={"size": 1, "create_time": 1})
+        try:
+            while (doc := await _guard(anext(cursor, None))) is not None:
+                yield _info(doc)
+        finally:
+            await cursor.close()
+
+    async def _delete(self, hex_digest: str, claimed_before: float | None) -> bool:
+        match: _Doc = {"_id": hex_digest}
+        if claimed_before is not None:  # one conditional delete: a claim lands before it, or finds nothing
+            match["create_time"] = {"$lt": claimed_before}
+
         async def work(session: AsyncClientSession) -> bool:
-            doc = await self._blobs.find_one_and_delete({"_id": hex_digest}, session=session)
+            doc = await self._blobs.find_one_and_delete(match, session=session)
             if doc is None:
                 return False
             await self._trash.insert_one({"_id": doc["set"], "deleted_at": self._clock()}, session=session)
@@ -325,7 +344,12 @@ class MongoBlobs(BlobStoreBase):
                 )
                 if ended.deleted_count == 0:
                     raise _Moved
-                held_already = await self._blobs.find_one({"_id": hex_digest}, session=session)
+                held_already = await self._blobs.find_one_and_update(  # claimed: see BlobStore.claim
+                    {"_id": hex_digest},
+                    {"$set": {"create_time": blob["create_time"]}},
+                    return_document=ReturnDocument.AFTER,
+                    session=session,
+                )
                 if held_already is not None:
                     return held_already
                 await self._blobs.insert_one(blob, session=session)
