@@ -160,6 +160,18 @@ async def read_state(store: Store) -> tuple[SchemaState, int | None]:
     return SchemaState.decode(record.value), record.revision
 
 
+async def known_version(store: Store, schema: Schema) -> int:
+    """The namespace's write version; StoreMisconfigured when `schema` does not declare it (the records
+    were migrated by newer code: this code cannot read them)."""
+    state, _ = await read_state(store)
+    if state.version > schema.head:
+        raise StoreMisconfigured(
+            f"the stored records are at schema version {state.version}, and this server knows versions"
+            f" up to {schema.head}: run newer code, or migrate down first"
+        )
+    return state.version
+
+
 class VersionedStore:
     """`store` as the slice's code sees it: every record at `schema.head`, whatever version it is stored at,
     and every write stored at the namespace's write version. Revisions, TTLs and changes are the store's own;
@@ -181,13 +193,7 @@ class VersionedStore:
         return self._version
 
     async def _read_version(self) -> None:
-        state, _ = await read_state(self.store)
-        if state.version > self.schema.head:
-            raise StoreMisconfigured(
-                f"the stored records are at schema version {state.version}, and this server knows versions"
-                f" up to {self.schema.head}: run newer code, or migrate down first"
-            )
-        self._version = state.version
+        self._version = await known_version(self.store, self.schema)
         self._read_at = time.monotonic()
 
     def _present(self, record: Record) -> Record:
