@@ -6,7 +6,11 @@ batch at a time. Each record is converted by a compare-and-set on its revision: 
 is converted with the rest of its record, a write that lands after is already at version N, and a
 conversion that loses the race reads the record again and converts what it finds. After every batch the
 run stores its progress (the last key and the count) in the schema state, so a run that dies resumes after
-the last batch it saved. A second pass then checks every record again (a write that read the old write
+the last batch it saved. Only one run may go on at a time, but a run cannot tell a live run from a dead
+one: a new run takes the state over (that is how a run killed on the way up is rolled back), and the run
+it took it from stops with MigrationConflict before its next batch. A batch already under way when that
+happens may leave up to `batch` records at its version; they stay readable, and the next run converts
+them. A second pass then checks every record again (a write that read the old write
 version just before the move can land behind the first pass), and the state is marked settled at N.
 
 The loop is written against `Conversion`, one batch of one pass: `RecordConversion` re-encodes values
@@ -134,6 +138,7 @@ async def migrate(
     conversion = RecordConversion(store, schema, target)
     examined = 0
     while True:
+        await _still_ours(store, revision)
         done = await conversion.convert_batch(state.after, batch)
         examined += done.examined
         converted = state.converted + done.converted
@@ -150,6 +155,13 @@ async def migrate(
             return progress
         if pause:
             await asyncio.sleep(pause)  # throttle: leave the store's capacity to the servers
+
+
+async def _still_ours(store: Store, revision: int) -> None:
+    """MigrationConflict if another run has written the schema state since this one last did."""
+    _, current = await read_state(store)
+    if current != revision:
+        raise MigrationConflict("another migration run took the schema state over: this one stops")
 
 
 async def _save(store: Store, state: SchemaState, revision: int | None) -> int:
