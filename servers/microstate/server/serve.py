@@ -65,8 +65,10 @@ async def _check_schema(microstate: Microstate, stores: Stores) -> None:
     a store that does not answer yet is checked again by every write."""
     if microstate.schema is None:
         return
+    records = stores.records(microstate.stores[0].name)
     try:
-        await known_version(stores.records(microstate.stores[0].name), microstate.schema)
+        await records.ping()  # first: a store that refuses this URL says why in its own words
+        await known_version(records, microstate.schema)
     except StoreMisconfigured:
         await stores.close()
         raise

@@ -42,6 +42,7 @@ SCHEMA = Schema(
             "written_by as a WrittenBy code instead of the contract's name",
             up=written_by_as_code,
             down=written_by_as_name,
+            reads_older=True,  # ProfileData.from_bytes reads written_by from either field
         ),
     )
 )
