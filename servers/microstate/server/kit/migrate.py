@@ -157,7 +157,7 @@ async def migrate(
             await asyncio.sleep(pause)  # throttle: leave the store's capacity to the servers
 
 
-async def _still_ours(store: Store, revision: int) -> None:
+async def _still_ours(store: Store, revision: int | None) -> None:
     """MigrationConflict if another run has written the schema state since this one last did."""
     _, current = await read_state(store)
     if current != revision:
