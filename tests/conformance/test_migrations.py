@@ -29,6 +29,7 @@ from microstate.server.profile.migrations import SCHEMA as PROFILE_SCHEMA
 from microstate.server.profile.model import Consent, ProfileData
 from microstate.server.store import PreconditionFailed, Store, open_store
 from tests.conformance.conftest import Backend, StoreFactory
+from tests.support.migrations import migrate_under_writes
 from tests.support.processes import launch, until
 
 SETTLE = 0.2
@@ -143,28 +144,13 @@ async def test_migration_under_concurrent_writes_loses_no_update(
         await store.put(key, b"n=0")
     # Two "servers", each with its own connection and its own view of the write version.
     servers = [VersionedStore(await store_factory(), COUNTERS, refresh=REFRESH) for _ in range(2)]
-    acknowledged: Counter[str] = Counter()
-    stop = asyncio.Event()
 
-    async def writer(number: int) -> None:
-        server = servers[number % 2]
-        turn = number
-        while not stop.is_set():
-            key = keys[turn % len(keys)]
-            await increment(server, key)
-            acknowledged[key] += 1
-            turn += 3
+    async def write(writer: int, key: str) -> None:
+        await increment(servers[writer % 2], key)
 
-    writers = [asyncio.create_task(writer(number)) for number in range(4)]
-    try:
-        for target in (2, 1, 2):
-            await migrate(store, COUNTERS, target, batch=4, settle=SETTLE)
-            enough = sum(acknowledged.values()) + 20
-            await until(lambda: sum(acknowledged.values()) > enough, within=30, what="writes after a run")  # noqa: B023
-            assert await survey(store) == Counter({target: len(keys)})  # writers now write at `target` too
-    finally:
-        stop.set()
-        await asyncio.gather(*writers)
+    acknowledged = await migrate_under_writes(
+        store, COUNTERS, (2, 1, 2), keys, write, writers=4, batch=4, settle=SETTLE
+    )
     reader = servers[0]
     counts = {key: json.loads((await reader.get(key)).value)["n"] for key in keys}
     assert counts == {key: acknowledged[key] for key in keys}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -12,11 +11,12 @@ from google.protobuf import field_mask_pb2
 
 from microstate.profile.v1 import profile_pb2 as v1
 from microstate.profile.v1 import profile_pb2_grpc as v1_grpc
-from microstate.server.kit.migrate import migrate, survey
+from microstate.server.kit.migrate import survey
 from microstate.server.kit.migrations import SCHEMA_KEY, SchemaState
 from microstate.server.profile.migrations import SCHEMA
 from microstate.server.store.base import Store
-from tests.support.processes import launch, until
+from tests.support.migrations import migrate_under_writes
+from tests.support.processes import launch
 
 SETTLE = 1.5
 """Longer than the server's refresh of the write version (1 s)."""
@@ -47,27 +47,13 @@ async def test_profiles_stay_served_and_no_write_is_lost_across_a_migration_and_
             v1.CreateProfileRequest(profile=v1.Profile(user_id=user_id, display_name="x"))
         )
     assert await survey(store) == Counter({1: len(USERS)})
-    acknowledged: Counter[str] = Counter()
-    stop = asyncio.Event()
 
-    async def writer(offset: int) -> None:
-        turn = offset
-        while not stop.is_set():
-            user_id = USERS[turn % len(USERS)]
-            await bump(stub, user_id)
-            acknowledged[user_id] += 1
-            turn += 5
+    async def write(_: int, user_id: str) -> None:
+        await bump(stub, user_id)
 
-    writers = [asyncio.create_task(writer(offset)) for offset in range(3)]
-    try:
-        for target in (2, 1):
-            await migrate(store, SCHEMA, target, batch=3, settle=SETTLE)
-            enough = sum(acknowledged.values()) + 10
-            await until(lambda: sum(acknowledged.values()) > enough, within=30, what="writes after the run")  # noqa: B023
-            assert await survey(store) == Counter({target: len(USERS)})
-    finally:
-        stop.set()
-        await asyncio.gather(*writers)
+    acknowledged = await migrate_under_writes(
+        store, SCHEMA, (2, 1), USERS, write, writers=3, batch=3, settle=SETTLE
+    )
     for user_id in USERS:
         profile = await stub.GetProfile(v1.GetProfileRequest(user_id=user_id))
         assert (profile.display_name, int(profile.attributes.get("count", "0"))) == (
