@@ -1,4 +1,5 @@
-"""The `microstate` command (also `python -m microstate.server`): serve, up, health, list, reconcile, audit.
+"""The `microstate` command (also `python -m microstate.server`): serve, up, health, migrate, list, reconcile,
+audit, gdpr.
 
 Exit codes: 0 success, 1 a server or check failed, 2 bad usage or configuration.
 """
@@ -18,6 +19,7 @@ from microstate.server import logs, probe, reconcile_command, registry
 from microstate.server.audit import cli as audit_cli
 from microstate.server.config import ConfigError, ServerConfig, add_arguments, load
 from microstate.server.gdpr import cli as gdpr_cli
+from microstate.server.kit.migrate import DEFAULT_BATCH, DEFAULT_SETTLE
 from microstate.server.store.base import StoreError
 from microstate.server.table import format_table
 
@@ -29,6 +31,8 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 """Where `microstate health` looks without --target: the profile microstate's default port on loopback."""
 UP_SETTINGS = ("data_dir", "host", "drain_seconds", "grace_seconds", "log_format", "log_level")
 UP_DEFAULTS = {"drain_seconds": 0.0}
+MIGRATE_SETTINGS = ("store", "role_stores", "data_dir", "log_format", "log_level")
+"""What `migrate` takes of serve's settings: where the records are, and how to log."""
 """`up` runs on a laptop, with no load balancer to drain from: unless asked, children stop at once."""
 
 
@@ -117,6 +121,37 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     gdpr_cli.add_parser(commands)
+    migrate = commands.add_parser(
+        "migrate",
+        help="move a microstate's stored records to another schema version, online, up or down",
+        description="Exit status: 0 done (or nothing to do), 1 the store failed or another run is under way,"
+        " 2 a usage error (a version the microstate does not declare).",
+    )
+    migrate.add_argument("name", help="the microstate whose records to migrate (see `microstate list`)")
+    migrate.add_argument("--to", type=int, required=True, metavar="N", help="the schema version to move to")
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="count the records at each version and change nothing"
+    )
+    migrate.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        metavar="N",
+        help=f"records per batch (default {DEFAULT_BATCH})",
+    )
+    migrate.add_argument(
+        "--pause", type=float, default=0.0, metavar="S", help="seconds to rest between batches (default 0)"
+    )
+    migrate.add_argument(
+        "--settle",
+        type=float,
+        default=DEFAULT_SETTLE,
+        metavar="S",
+        help="seconds for running servers to learn the new write version before converting"
+        f" (default {DEFAULT_SETTLE:g})",
+    )
+    add_arguments(migrate, only=MIGRATE_SETTINGS)
+
     commands.add_parser("list", help="print the known microstates")
     reconcile_command.add_parser(commands)
     audit_cli.add_parser(commands)
@@ -159,6 +194,20 @@ def _up(args: argparse.Namespace) -> int:
     _configure_logs(config, "up")
     names = registry.names()
     return asyncio.run(up(config, names=names, base_port=args.base_port, start_timeout=args.start_timeout))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from microstate.server import migrating  # the store backends load only for commands that need them
+
+    settings = {key: value for key, value in vars(args).items() if key in MIGRATE_SETTINGS}
+    config = load(settings)
+    try:
+        microstate = registry.get(args.name)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+    _configure_logs(config, args.name)
+    options = migrating.Options(args.to, args.dry_run, args.batch, args.pause, args.settle)
+    return asyncio.run(migrating.run(microstate, config, options))
 
 
 HEALTH_EXIT_CODES = {probe.UNREACHABLE: 2, probe.RPC_FAILED: 3, probe.UNKNOWN_SERVICE: 3}
@@ -215,6 +264,7 @@ COMMANDS = {
     "serve": _serve,
     "up": _up,
     "health": _health,
+    "migrate": _migrate,
     "list": _list,
     "reconcile": _reconcile,
     "audit": _audit,

@@ -22,6 +22,7 @@ import grpc
 from microstate.server.store.roles import RECORDS, StoreRole, Stores
 
 if TYPE_CHECKING:
+    from microstate.server.kit.migrations import Schema
     from microstate.server.kit.subjects import Declaration
 
 
@@ -68,6 +69,9 @@ class Microstate:
     prepare: Callable[[Path], dict[str, str]] | None = None
     """What `microstate up` runs before starting it: make what it needs in the data directory (e.g. a key
     file) and return environment settings for its process (MICROSTATE_* names)."""
+    schema: Schema | None = None
+    """The schema versions of its records (kit/migrations.py), if it declares any: `microstate migrate`
+    moves its records between them, and `serve` refuses a namespace at a version it does not know."""
 
 
 # name -> "module:attribute"; imported lazily so one slice's import cost or failure stays its own.

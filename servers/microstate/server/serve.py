@@ -25,12 +25,13 @@ from microstate.server import supervision
 from microstate.server.audit.serving import Auditing
 from microstate.server.config import ConfigError, ServerConfig
 from microstate.server.kit import subjects
+from microstate.server.kit.migrations import known_version
 from microstate.server.metrics import ServerMetrics
 from microstate.server.registry import Microstate
 from microstate.server.runtime import Endpoint, Runtime
 from microstate.server.security import Security
-from microstate.server.store import StoreError
-from microstate.server.store.roles import UnusableURL, open_stores, parse_role_urls, role_urls
+from microstate.server.store import StoreError, StoreMisconfigured, StoreUnavailable
+from microstate.server.store.roles import Stores, UnusableURL, open_stores, parse_role_urls, role_urls
 from microstate.server.tracing import tracing
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,22 @@ def redacted(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+async def _check_schema(microstate: Microstate, stores: Stores) -> None:
+    """Refuse to serve records migrated to a schema version this code does not know (kit/migrations.py);
+    a store that does not answer yet is checked again by every write."""
+    if microstate.schema is None:
+        return
+    records = stores.records(microstate.stores[0].name)
+    try:
+        await records.ping()  # first: a store that refuses this URL says why in its own words
+        await known_version(records, microstate.schema)
+    except StoreMisconfigured:
+        await stores.close()
+        raise
+    except StoreUnavailable:
+        pass
 
 
 class StopSignals:
@@ -124,6 +141,7 @@ async def serve(
             raise ConfigError(
                 f"--store: {exc}" if primary else f"--role-stores: {exc.role.name}: {exc}"
             ) from None
+        await _check_schema(microstate, stores)
         if microstate.subjects is not None:
             stores = await subjects.with_receipts(stores, microstate.name, urls[microstate.stores[0].name])
         for role, url in urls.items():

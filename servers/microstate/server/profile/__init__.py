@@ -7,8 +7,10 @@ import asyncio
 import grpc
 
 from microstate.server.kit import subjects, wire
+from microstate.server.kit.migrations import versioned
 from microstate.server.profile import subject_data, v1, v2
 from microstate.server.profile.domain import ProfileDomain
+from microstate.server.profile.migrations import SCHEMA
 from microstate.server.profile.servicer import ProfileServicer
 from microstate.server.registry import Microstate
 from microstate.server.store.roles import Stores
@@ -27,7 +29,7 @@ SCOPES = {  # what each method needs when authentication is on; the same in ever
 
 
 def attach(server: grpc.aio.Server, stores: Stores, *, stopping: asyncio.Event | None = None) -> None:
-    domain = ProfileDomain(stores.records())
+    domain = ProfileDomain(versioned(stores.records(), SCHEMA))
     for codec in CODECS:
         # Not the generated registration helper: Get and BatchGet answer with ready wire bytes (wire.py).
         wire.add_service(server, codec.service, ProfileServicer(domain, codec, stopping))
@@ -41,4 +43,5 @@ MICROSTATE = Microstate(
     scopes={**SCOPES, **subjects.SCOPES},
     subjects=subject_data.declaration,
     audit_subject=lambda user_id: user_id,  # a profile's key is its user's id
+    schema=SCHEMA,
 )

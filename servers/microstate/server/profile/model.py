@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from microstate.profile.storage.v1.record_pb2 import ConsentRecord, ProfileRecord
+from microstate.profile.storage.v1.record_pb2 import ConsentRecord, ProfileRecord, WrittenBy
 from microstate.server.kit import records
 from microstate.server.kit.idempotency import AppliedRequest
 from microstate.server.kit.resources import Kind, Stored
@@ -38,6 +38,13 @@ def unpack_floats(raw: bytes) -> array.array[float]:
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+WRITTEN_BY_CODES: dict[str, WrittenBy] = {
+    "microstate.profile.v1": WrittenBy.WRITTEN_BY_PROFILE_V1,
+    "microstate.profile.v2": WrittenBy.WRITTEN_BY_PROFILE_V2,
+}
+"""Schema version 2 stores these contract names as codes (profile/migrations.py)."""
+WRITTEN_BY_NAMES: dict[int, str] = {code: name for name, code in WRITTEN_BY_CODES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +95,16 @@ class ProfileData:
     """The recent writes with a request_id applied to it (kit/idempotency.py); never shown to clients."""
 
     def to_bytes(self) -> bytes:
+        """The record at the newest schema version (2: a known written_by as a code)."""
+        code = WRITTEN_BY_CODES.get(self.written_by, WrittenBy.WRITTEN_BY_UNSPECIFIED)
         return records.to_message(
             self,
             ProfileRecord,
             embedding_f32le=pack_floats(self.embedding),
             consents=[c.to_record() for c in self.consents],
             applied_requests=[r.to_record() for r in self.applied_requests],
+            written_by="" if code else self.written_by,
+            written_by_code=code,
         ).SerializeToString(deterministic=True)
 
     @classmethod
@@ -105,6 +116,7 @@ class ProfileData:
             embedding=unpack_floats(record.embedding_f32le),
             consents=tuple(map(Consent.from_record, record.consents)),
             applied_requests=tuple(map(AppliedRequest.from_record, record.applied_requests)),
+            written_by=record.written_by or WRITTEN_BY_NAMES.get(record.written_by_code, ""),
         )
 
 

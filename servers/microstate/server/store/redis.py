@@ -49,7 +49,9 @@ The first call of a store converts a layout-1 namespace in place, a few hundred 
 (`_MIGRATE`); every call waits for that. Its first step turns the counter into a hash, so a server still
 running layout-1 code fails every write from then on (INCR on a hash is WRONGTYPE, before the script wrote
 anything) and every read of a converted record, instead of writing records layout 2 cannot read. Stop the
-old servers when upgrading; nothing they acknowledged is lost.
+old servers when upgrading; nothing they acknowledged is lost. This conversion stays here, not declared as
+a slice's migration (kit/migrations.py): it changes how the store itself keeps revisions and expiries, below
+the Store protocol those migrations run through, and it only ever goes one way.
 
 Capabilities: `durable` is whatever the caller states (`durable=True` only for a server with `appendonly yes`
 and `appendfsync always` and no failover that can lose acknowledged writes); the store cannot verify it, so

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from microstate.kit.storage.v1 import applied_pb2 as microstate_dot_kit_dot_storage_dot_v1_dot_applied__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*microstate/profile/storage/v1/record.proto\x12\x1dmicrostate.profile.storage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'microstate/kit/storage/v1/applied.proto\"\x90\x04\n\rProfileRecord\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12P\n\nattributes\x18\x04 \x03(\x0b\x32<.microstate.profile.storage.v1.ProfileRecord.AttributesEntry\x12\x17\n\x0f\x65mbedding_f32le\x18\x05 \x01(\x0c\x12\x16\n\x0e\x63reate_time_ns\x18\x06 \x01(\x03\x12\x16\n\x0eupdate_time_ns\x18\x07 \x01(\x03\x12\x12\n\nwritten_by\x18\x08 \x01(\t\x12\x12\n\ngiven_name\x18\t \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\n \x01(\t\x12>\n\x08\x63onsents\x18\x0b \x03(\x0b\x32,.microstate.profile.storage.v1.ConsentRecord\x12\x17\n\x0f\x65mbedding_model\x18\x0c \x01(\t\x12\x1f\n\x17\x65mbedding_model_version\x18\r \x01(\t\x12\x43\n\x10\x61pplied_requests\x18\x0e \x03(\x0b\x32).microstate.kit.storage.v1.AppliedRequest\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"z\n\rConsentRecord\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x08\x12\x16\n\x0e\x64\x65\x63ide_time_ns\x18\x03 \x01(\x03\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*microstate/profile/storage/v1/record.proto\x12\x1dmicrostate.profile.storage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'microstate/kit/storage/v1/applied.proto\"\xd3\x04\n\rProfileRecord\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12P\n\nattributes\x18\x04 \x03(\x0b\x32<.microstate.profile.storage.v1.ProfileRecord.AttributesEntry\x12\x17\n\x0f\x65mbedding_f32le\x18\x05 \x01(\x0c\x12\x16\n\x0e\x63reate_time_ns\x18\x06 \x01(\x03\x12\x16\n\x0eupdate_time_ns\x18\x07 \x01(\x03\x12\x12\n\nwritten_by\x18\x08 \x01(\t\x12\x12\n\ngiven_name\x18\t \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\n \x01(\t\x12>\n\x08\x63onsents\x18\x0b \x03(\x0b\x32,.microstate.profile.storage.v1.ConsentRecord\x12\x17\n\x0f\x65mbedding_model\x18\x0c \x01(\t\x12\x1f\n\x17\x65mbedding_model_version\x18\r \x01(\t\x12\x43\n\x10\x61pplied_requests\x18\x0e \x03(\x0b\x32).microstate.kit.storage.v1.AppliedRequest\x12\x41\n\x0fwritten_by_code\x18\x0f \x01(\x0e\x32(.microstate.profile.storage.v1.WrittenBy\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"z\n\rConsentRecord\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x08\x12\x16\n\x0e\x64\x65\x63ide_time_ns\x18\x03 \x01(\x03\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*]\n\tWrittenBy\x12\x1a\n\x16WRITTEN_BY_UNSPECIFIED\x10\x00\x12\x19\n\x15WRITTEN_BY_PROFILE_V1\x10\x01\x12\x19\n\x15WRITTEN_BY_PROFILE_V2\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROFILERECORD_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_PROFILERECORD_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_WRITTENBY']._serialized_start=873
+  _globals['_WRITTENBY']._serialized_end=966
   _globals['_PROFILERECORD']._serialized_start=152
-  _globals['_PROFILERECORD']._serialized_end=680
-  _globals['_PROFILERECORD_ATTRIBUTESENTRY']._serialized_start=631
-  _globals['_PROFILERECORD_ATTRIBUTESENTRY']._serialized_end=680
-  _globals['_CONSENTRECORD']._serialized_start=682
-  _globals['_CONSENTRECORD']._serialized_end=804
+  _globals['_PROFILERECORD']._serialized_end=747
+  _globals['_PROFILERECORD_ATTRIBUTESENTRY']._serialized_start=698
+  _globals['_PROFILERECORD_ATTRIBUTESENTRY']._serialized_end=747
+  _globals['_CONSENTRECORD']._serialized_start=749
+  _globals['_CONSENTRECORD']._serialized_end=871
 # @@protoc_insertion_point(module_scope)

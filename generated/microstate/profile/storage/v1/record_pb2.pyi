@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from microstate.kit.storage.v1 import applied_pb2 as _applied_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -10,8 +11,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WrittenBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WRITTEN_BY_UNSPECIFIED: _ClassVar[WrittenBy]
+    WRITTEN_BY_PROFILE_V1: _ClassVar[WrittenBy]
+    WRITTEN_BY_PROFILE_V2: _ClassVar[WrittenBy]
+WRITTEN_BY_UNSPECIFIED: WrittenBy
+WRITTEN_BY_PROFILE_V1: WrittenBy
+WRITTEN_BY_PROFILE_V2: WrittenBy
+
 class ProfileRecord(_message.Message):
-    __slots__ = ("user_id", "display_name", "locale", "attributes", "embedding_f32le", "create_time_ns", "update_time_ns", "written_by", "given_name", "family_name", "consents", "embedding_model", "embedding_model_version", "applied_requests")
+    __slots__ = ("user_id", "display_name", "locale", "attributes", "embedding_f32le", "create_time_ns", "update_time_ns", "written_by", "given_name", "family_name", "consents", "embedding_model", "embedding_model_version", "applied_requests", "written_by_code")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +43,7 @@ class ProfileRecord(_message.Message):
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     APPLIED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_BY_CODE_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     display_name: str
     locale: str
@@ -47,7 +58,8 @@ class ProfileRecord(_message.Message):
     embedding_model: str
     embedding_model_version: str
     applied_requests: _containers.RepeatedCompositeFieldContainer[_applied_pb2.AppliedRequest]
-    def __init__(self, user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., locale: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., embedding_f32le: _Optional[bytes] = ..., create_time_ns: _Optional[int] = ..., update_time_ns: _Optional[int] = ..., written_by: _Optional[str] = ..., given_name: _Optional[str] = ..., family_name: _Optional[str] = ..., consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ..., embedding_model: _Optional[str] = ..., embedding_model_version: _Optional[str] = ..., applied_requests: _Optional[_Iterable[_Union[_applied_pb2.AppliedRequest, _Mapping]]] = ...) -> None: ...
+    written_by_code: WrittenBy
+    def __init__(self, user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., locale: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., embedding_f32le: _Optional[bytes] = ..., create_time_ns: _Optional[int] = ..., update_time_ns: _Optional[int] = ..., written_by: _Optional[str] = ..., given_name: _Optional[str] = ..., family_name: _Optional[str] = ..., consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ..., embedding_model: _Optional[str] = ..., embedding_model_version: _Optional[str] = ..., applied_requests: _Optional[_Iterable[_Union[_applied_pb2.AppliedRequest, _Mapping]]] = ..., written_by_code: _Optional[_Union[WrittenBy, str]] = ...) -> None: ...
 
 class ConsentRecord(_message.Message):
     __slots__ = ("purpose", "granted", "decide_time_ns", "decide_time")
