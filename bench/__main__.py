@@ -1,11 +1,12 @@
 """`python -m bench [--quick] [--only P1,P3,...] [--json PATH]`: run benchmarks, print a table, write JSON.
 
 Sections: P1 P2 P3 P4 P5 P6 (the figures of issue 5), S1 S2 S3 (the session figures of issue 11), NC (the
-profile near-cache of issue 12), FL (the flags SDK of issue 12), T1-T4 (telemetry, issue 14: one scenario),
-A1 (what a bearer-token check costs GetProfile), M1 (what --metrics-port costs GetProfile), LAT (Get/Update
-latency per backend) and PROF (py-spy profiles of the hot paths). P3 and P4 come from one scenario, and
-S1-S3 from another, so asking for one of them runs its whole scenario. The JSON goes to
-bench/results/latest.json unless --json says otherwise, with a markdown twin beside it (.md).
+profile near-cache of issue 12), FL (the flags SDK of issue 12), EX (extraction from a monolith, issue 17),
+T1-T4 (telemetry, issue 14: one scenario), A1 (what a bearer-token check costs GetProfile), M1 (what
+--metrics-port costs GetProfile), LAT (Get/Update latency per backend) and PROF (py-spy profiles of the
+hot paths). P3 and P4 come from one scenario, and S1-S3 from another, so asking for one of them runs its
+whole scenario. The JSON goes to bench/results/latest.json unless --json says otherwise, with a markdown
+twin beside it (.md).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ SECTIONS = (
     "S3",
     "NC",
     "FL",
+    "EX",
     "T1",
     "T2",
     "T3",
@@ -94,6 +96,7 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
     from bench import (
         auth,
         backends,
+        extraction,
         fallback,
         flags,
         models,
@@ -125,6 +128,8 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         jobs.append(("M1", "metrics overhead", lambda: throughput.m1(settings)))
     if "FL" in sections:
         jobs.append(("FL", "flags SDK", lambda: flags.flags(settings)))
+    if "EX" in sections:
+        jobs.append(("EX", "extraction: shadow, rollback", lambda: extraction.extraction(settings)))
     if "A1" in sections:
         jobs.append(("A1", "authentication", lambda: auth.auth(settings)))
     if {"T1", "T2", "T3", "T4"} & set(sections):
