@@ -1,7 +1,8 @@
 """`python -m bench [--quick] [--only P1,P3,...] [--json PATH]`: run benchmarks, print a table, write JSON.
 
 Sections: P1 P2 P3 P4 P5 P6 (the figures of issue 5), S1 S2 S3 (the session figures of issue 11), NC (the
-profile near-cache of issue 12), FL (the flags SDK of issue 12), T1-T4 (telemetry, issue 14: one scenario),
+profile near-cache of issue 12), FL (the flags SDK of issue 12), EX (extraction
+from a monolith, issue 17), T1-T4 (telemetry, issue 14: one scenario),
 A1 (what a bearer-token check costs GetProfile), AU (what the audit ledger costs an Update; verifying
 1,000,000 entries offline), M1 (what --metrics-port costs GetProfile), RC (reconcile, issue 17), SC (the
 Redis Cluster store against a single Redis, issue 18), LAT (Get/Update latency per backend) and PROF
@@ -45,6 +46,7 @@ SECTIONS = (
     "S3",
     "NC",
     "FL",
+    "EX",
     "T1",
     "T2",
     "T3",
@@ -102,6 +104,7 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         auth,
         backends,
         cluster,
+        extraction,
         fallback,
         flags,
         models,
@@ -134,6 +137,8 @@ async def _run(sections: list[str], settings: Settings) -> tuple[list[Row], list
         jobs.append(("M1", "metrics overhead", lambda: throughput.m1(settings)))
     if "FL" in sections:
         jobs.append(("FL", "flags SDK", lambda: flags.flags(settings)))
+    if "EX" in sections:
+        jobs.append(("EX", "extraction: shadow, rollback", lambda: extraction.extraction(settings)))
     if "A1" in sections:
         jobs.append(("A1", "authentication", lambda: auth.auth(settings)))
     if "AU" in sections:
