@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -103,6 +104,12 @@ def require_positive(**settings: float) -> None:
     for name, value in settings.items():
         if not value > 0:
             raise ValueError(f"{name} must be more than 0, not {value!r}")
+
+
+def check_ttl(ttl: float | None) -> None:
+    """ValueError unless `ttl` is None (no expiry) or a finite number of seconds above 0."""
+    if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
+        raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
 
 
 async def guard(call: Awaitable[T], classify: Callable[[Exception], StoreUnavailable | None]) -> T:

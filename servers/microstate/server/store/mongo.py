@@ -81,7 +81,7 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import Outage, backoff, guard, prefix_end, require_positive
+from microstate.server.store._shared import Outage, backoff, check_ttl, guard, prefix_end, require_positive
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
@@ -535,8 +535,7 @@ class MongoStore:
         ttl: float | None = None,
         audit: bytes | None = None,
     ) -> Record:
-        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        check_ttl(ttl)
 
         async def work(session: AsyncClientSession) -> Record:
             now = time.time()

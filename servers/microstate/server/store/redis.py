@@ -64,7 +64,6 @@ import asyncio
 import builtins
 import contextlib
 import inspect
-import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -80,7 +79,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import guard, require_positive
+from microstate.server.store._shared import check_ttl, guard, require_positive
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
@@ -689,8 +688,7 @@ class RedisStore:
         ttl: float | None = None,
         audit: bytes | None = None,
     ) -> Record:
-        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        check_ttl(ttl)
         if not self._layout_checked:
             await self._check_layout()
         ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))

@@ -65,7 +65,7 @@ from redis.cluster import LoadBalancingStrategy
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import Outage, backoff, guard, require_positive
+from microstate.server.store._shared import Outage, backoff, check_ttl, guard, require_positive
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
     ABSENT,
@@ -672,8 +672,7 @@ class RedisClusterStore:
         ttl: float | None = None,
         audit: bytes | None = None,
     ) -> Record:
-        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        check_ttl(ttl)
         partitions = await self._ready()
         ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
         args = (*self._write_args(key, if_match, partitions), value, ttl_micros, audit or b"")

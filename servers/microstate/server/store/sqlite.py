@@ -37,7 +37,6 @@ import asyncio
 import builtins
 import contextlib
 import logging
-import math
 import os
 import re
 import sqlite3
@@ -49,7 +48,7 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from microstate.server.cancellation import end_if_cancelled
-from microstate.server.store._shared import prefix_end, require_positive, set_up
+from microstate.server.store._shared import check_ttl, prefix_end, require_positive, set_up
 from microstate.server.store._sqlite import Database, open_database, read_journal
 from microstate.server.store._url_settings import settings_from_url
 from microstate.server.store.base import (
@@ -287,8 +286,7 @@ class SqliteStore:
         ttl: float | None = None,
         audit: bytes | None = None,
     ) -> Record:
-        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        check_ttl(ttl)
 
         async def work(conn: aiosqlite.Connection) -> Record:
             now = time.time()
