@@ -21,6 +21,7 @@ from microstate.server.profile.extraction import BINDING
 from microstate.server.reconcile import Reconciler, StoreSide
 from microstate.server.store import open_store
 from tests.client.conftest import fast_options
+from tests.extraction.support import same_records
 from tests.support.inproc import serve_in_process
 from tests.support.processes import MicrostateProcess, ServerProcess, json_lines, launch, wait_for
 
@@ -33,17 +34,8 @@ def profile(n: int, name: str = "") -> Profile:
 
 async def monolith_and_store(tmp_path: Path, count: int) -> tuple[str, str]:
     """A demo monolith and a profile store holding the same `count` users; their URLs."""
-    legacy_url, store_url = f"sqlite:///{tmp_path / 'monolith.db'}", f"sqlite:///{tmp_path / 'profile.db'}"
-    demo.create_sqlite(str(tmp_path / "monolith.db"))
-    legacy = SqlAdapter.from_url(legacy_url, demo.UsersCodec(), demo.TABLE)
-    await legacy.ensure_outbox()
-    store = await open_store(store_url, "profile")
-    for n in range(count):
-        await legacy.put(f"u{n:04d}", profile(n), request_id=uuid.uuid4().hex)
-        await store.put(f"u{n:04d}", BINDING.to_bytes(f"u{n:04d}", profile(n), None))
-    await legacy.close()
-    await store.close()
-    return legacy_url, store_url
+    users = {f"u{n:04d}": profile(n) for n in range(count)}
+    return await same_records(tmp_path, "profile", demo.UsersCodec(), demo.TABLE, BINDING, users)
 
 
 async def diverge(store_url: str, n: int) -> None:

@@ -5,12 +5,10 @@ have one; and the profile store read as `serve` reads it after `microstate migra
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from microstate.client.extraction import demo
 from microstate.client.extraction.phases import Phase, RouteSettings, flag_key, route_flag
-from microstate.client.extraction.sql import SqlAdapter
 from microstate.client.flags import FlagsClient
 from microstate.flags.v1 import flags_pb2 as pb
 from microstate.server import registry
@@ -23,6 +21,7 @@ from microstate.server.profile.extraction import BINDING as PROFILE_BINDING
 from microstate.server.profile.migrations import SCHEMA
 from microstate.server.reconcile_command import reconcilable
 from microstate.server.store import open_store
+from tests.extraction.support import same_records
 from tests.extraction.test_reconcile_command import monolith_and_store, profile
 from tests.support.inproc import serve_in_process
 from tests.support.processes import json_lines, launch, until
@@ -37,18 +36,10 @@ def name_of(n: int) -> str:
 
 async def toggles_and_flags(tmp_path: Path) -> tuple[str, str]:
     """A demo monolith whose `feature_toggles` and a flags store hold the same toggles; their URLs."""
-    legacy_url, store_url = f"sqlite:///{tmp_path / 'monolith.db'}", f"sqlite:///{tmp_path / 'flags.db'}"
-    demo.create_sqlite(str(tmp_path / "monolith.db"))
-    legacy = SqlAdapter.from_url(legacy_url, demo.TogglesCodec(), demo.TOGGLES_TABLE)
-    await legacy.ensure_outbox()
-    store = await open_store(store_url, "flags")
-    for n in range(TOGGLES):
-        flag = demo.toggle(name_of(n), n % 2 == 0, f"toggle {n}")
-        await legacy.put(name_of(n), flag, request_id=uuid.uuid4().hex)
-        await store.put(name_of(n), FLAG_BINDING.to_bytes(name_of(n), flag, None))
-    await legacy.close()
-    await store.close()
-    return legacy_url, store_url
+    toggles = {name_of(n): demo.toggle(name_of(n), n % 2 == 0, f"toggle {n}") for n in range(TOGGLES)}
+    return await same_records(
+        tmp_path, "flags", demo.TogglesCodec(), demo.TOGGLES_TABLE, FLAG_BINDING, toggles
+    )
 
 
 async def edit(store_url: str, key: str, change: object = None) -> None:
