@@ -86,7 +86,7 @@ async def test_the_command_reports_repairs_and_runs_on_a_schedule(tmp_path: Path
     assert fixed.wait() == 0, fixed.describe()
     assert json_lines(fixed.output())[0]["repaired"] == 2
 
-    scheduled = launch([*base, "--interval", "0.2"], tmp_path)
+    scheduled = launch([*base, "--every", "0.2"], tmp_path)
     try:
         reported(scheduled, "the first scheduled report", lambda report: True)
         await diverge(store_url, 42)
@@ -97,8 +97,9 @@ async def test_the_command_reports_repairs_and_runs_on_a_schedule(tmp_path: Path
     repairs = [d["key"] for r in json_lines(scheduled.output()) for d in r["divergences"]]
     assert repairs == ["u0042"]
 
-    bad = launch([*base, "--range-size", "0"], tmp_path)
-    assert bad.wait() == 2 and "--range-size" in bad.errors()
+    for wrong in ("--range-size", "--every"):
+        bad = launch([*base, wrong, "0"], tmp_path)
+        assert bad.wait() == 2 and wrong in bad.errors(), bad.describe()
 
 
 async def test_a_running_server_serves_the_repaired_profile(tmp_path: Path) -> None:

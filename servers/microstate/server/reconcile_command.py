@@ -2,7 +2,11 @@
 
 Exit status: 0 the sides agree at the end of the run (nothing differed, or every divergence was repaired or
 had settled), 1 divergences remain (a dry run, a conflict with a live write, a failed repair) or a side could
-not be read, 2 bad usage. With `--interval` it runs until SIGTERM or SIGINT and then exits 0.
+not be read, 2 bad usage (a slice that declares no legacy side among them). With `--every` it runs until
+SIGTERM or SIGINT and then exits 0.
+
+What reconciling a slice takes, the slice declares (`Microstate.reconcile`, kit/extraction.py); the command
+finds it through the registry and knows no slice by name.
 """
 
 from __future__ import annotations
@@ -101,8 +105,8 @@ def add_parser(commands: Any) -> None:
     )
     reconcile.add_argument("--dry-run", action="store_true", help="report what differs, repair nothing")
     reconcile.add_argument(
-        "--interval",
         "--every",
+        "--interval",
         dest="interval",
         type=float,
         metavar="S",
@@ -158,7 +162,7 @@ async def reconcile(args: argparse.Namespace) -> int:
     if args.range_size < 1:
         raise ConfigError("--range-size must be at least 1")
     if args.interval is not None and not args.interval > 0:
-        raise ConfigError("--interval must be a positive number of seconds")
+        raise ConfigError("--every must be a positive number of seconds")
     microstate, known = declared(args.slice)
     codec = _load(args.codec or known.codec)()
     try:  # as `serve` opens it: every schema version read as the slice's code reads it, its state key hidden
