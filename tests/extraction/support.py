@@ -1,13 +1,23 @@
-"""Helpers of the extraction tests: a recording comparison observer and profile builders."""
+"""Helpers of the extraction tests: a recording comparison observer, profile builders, and a demo monolith
+and a slice's store holding the same records."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from google.protobuf.message import Message
 
+from microstate.client.extraction import demo
+from microstate.client.extraction.legacy import RowCodec
 from microstate.client.extraction.router import ComparisonObserver
+from microstate.client.extraction.sql import SqlAdapter
 from microstate.profile.v1.profile_pb2 import Profile
+from microstate.server.kit.extraction import StoreBinding
+from microstate.server.store import open_store
 
 MONOLITH_FIELDS = ("user_id", "display_name", "locale", "attributes")
 
@@ -68,3 +78,29 @@ def _is_observer(observer: ComparisonObserver) -> None:
 
 
 _is_observer(RecordingObserver())
+
+
+async def same_records(
+    tmp_path: Path,
+    namespace: str,
+    codec: RowCodec[Any],
+    table: str,
+    binding: StoreBinding,
+    records: Mapping[str, Message],
+) -> tuple[str, str]:
+    """A demo monolith (SQLite, `table` through `codec`) and the slice's store (`namespace`, through its
+    `binding`) holding the same `records`; their URLs."""
+    legacy_url = f"sqlite:///{tmp_path / 'monolith.db'}"
+    store_url = f"sqlite:///{tmp_path / f'{namespace}.db'}"
+    demo.create_sqlite(str(tmp_path / "monolith.db"))
+    legacy = SqlAdapter.from_url(legacy_url, codec, table)
+    await legacy.ensure_outbox()
+    store = await open_store(store_url, namespace)
+    try:
+        for key, record in records.items():
+            await legacy.put(key, record, request_id=uuid.uuid4().hex)
+            await store.put(key, binding.to_bytes(key, record, None))
+    finally:
+        await legacy.close()
+        await store.close()
+    return legacy_url, store_url

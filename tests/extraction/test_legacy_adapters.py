@@ -135,3 +135,28 @@ async def test_pending_for_lists_one_keys_entries_in_order(adapter: SqlAdapter[P
     await adapter.delete("u-1", request_id="r3", outbox=Direction.FORWARD)
     assert [entry.request_id for entry in await adapter.pending_for(Direction.FORWARD, "u-1")] == ["r1", "r3"]
     assert await adapter.pending_for(Direction.REVERSE, "u-1") == []
+
+
+@pytest.mark.parametrize("layout", ["sqlite", "redis"])
+async def test_the_demo_toggles_round_trip_as_boolean_flags(
+    layout: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    codec = demo.TogglesCodec()
+    if layout == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        prefix = f"{demo.TOGGLES_REDIS_PREFIX}{uuid.uuid4().hex[:8]}:"
+        toggles: object = RedisHashAdapter.from_url(server.url, codec, prefix=prefix)
+    else:
+        demo.create_sqlite(str(tmp_path / "monolith.db"))
+        toggles = SqlAdapter.from_url(f"sqlite:///{tmp_path / 'monolith.db'}", codec, demo.TOGGLES_TABLE)
+    assert isinstance(toggles, LegacyAdapter)
+    try:
+        await toggles.ensure_outbox()  # type: ignore[attr-defined]
+        on, off = demo.toggle("checkout.v2", True, "the new checkout"), demo.toggle("dark-mode", False)
+        for flag in (on, off):
+            assert await toggles.put(flag.key, flag, request_id=rid()) == flag
+        assert [key async for key, _ in toggles.scan()] == ["checkout.v2", "dark-mode"]
+        assert await toggles.get("dark-mode") == off and off.default_variant == demo.OFF
+        assert codec.to_row(on) == {"enabled": 1, "description": "the new checkout"}
+    finally:
+        await toggles.close()

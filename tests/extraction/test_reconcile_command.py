@@ -21,6 +21,7 @@ from microstate.server.profile.extraction import BINDING
 from microstate.server.reconcile import Reconciler, StoreSide
 from microstate.server.store import open_store
 from tests.client.conftest import fast_options
+from tests.extraction.support import same_records
 from tests.support.inproc import serve_in_process
 from tests.support.processes import MicrostateProcess, ServerProcess, json_lines, launch, wait_for
 
@@ -33,17 +34,8 @@ def profile(n: int, name: str = "") -> Profile:
 
 async def monolith_and_store(tmp_path: Path, count: int) -> tuple[str, str]:
     """A demo monolith and a profile store holding the same `count` users; their URLs."""
-    legacy_url, store_url = f"sqlite:///{tmp_path / 'monolith.db'}", f"sqlite:///{tmp_path / 'profile.db'}"
-    demo.create_sqlite(str(tmp_path / "monolith.db"))
-    legacy = SqlAdapter.from_url(legacy_url, demo.UsersCodec(), demo.TABLE)
-    await legacy.ensure_outbox()
-    store = await open_store(store_url, "profile")
-    for n in range(count):
-        await legacy.put(f"u{n:04d}", profile(n), request_id=uuid.uuid4().hex)
-        await store.put(f"u{n:04d}", BINDING.to_bytes(f"u{n:04d}", profile(n), None))
-    await legacy.close()
-    await store.close()
-    return legacy_url, store_url
+    users = {f"u{n:04d}": profile(n) for n in range(count)}
+    return await same_records(tmp_path, "profile", demo.UsersCodec(), demo.TABLE, BINDING, users)
 
 
 async def diverge(store_url: str, n: int) -> None:
@@ -94,7 +86,7 @@ async def test_the_command_reports_repairs_and_runs_on_a_schedule(tmp_path: Path
     assert fixed.wait() == 0, fixed.describe()
     assert json_lines(fixed.output())[0]["repaired"] == 2
 
-    scheduled = launch([*base, "--interval", "0.2"], tmp_path)
+    scheduled = launch([*base, "--every", "0.2"], tmp_path)
     try:
         reported(scheduled, "the first scheduled report", lambda report: True)
         await diverge(store_url, 42)
@@ -105,8 +97,9 @@ async def test_the_command_reports_repairs_and_runs_on_a_schedule(tmp_path: Path
     repairs = [d["key"] for r in json_lines(scheduled.output()) for d in r["divergences"]]
     assert repairs == ["u0042"]
 
-    bad = launch([*base, "--range-size", "0"], tmp_path)
-    assert bad.wait() == 2 and "--range-size" in bad.errors()
+    for wrong in ("--range-size", "--every"):
+        bad = launch([*base, wrong, "0"], tmp_path)
+        assert bad.wait() == 2 and wrong in bad.errors(), bad.describe()
 
 
 async def test_a_running_server_serves_the_repaired_profile(tmp_path: Path) -> None:

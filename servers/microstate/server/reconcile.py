@@ -34,11 +34,11 @@ from google.protobuf.message import Message
 from microstate.client.extraction.compare import DEFAULT_RULES
 from microstate.client.extraction.diff import CompareRules, differences
 from microstate.client.extraction.legacy import RowCodec
+from microstate.server.kit.extraction import StoreBinding, every_key
 from microstate.server.store.base import (
     ABSENT,
     IfMatch,
     PreconditionFailed,
-    Record,
     Store,
     require_precondition,
 )
@@ -66,19 +66,6 @@ class Side(Protocol):
     ) -> AsyncIterator[tuple[str, Any]]: ...
 
 
-class StoreBinding(Protocol):
-    """How a slice's stored records read as its messages, and how a message is written back over one."""
-
-    namespace: str
-
-    def to_message(self, record: Record) -> Message: ...
-
-    def to_bytes(self, key: str, message: Message, current: Record | None) -> bytes:
-        """The record to store for `message` over `current` (None: a new record), keeping what the message
-        does not carry (request ids, fields of other contract versions)."""
-        ...
-
-
 class StoreSide:
     """The microstate's side read and written through its store URL: pages of `store.list`, no server.
 
@@ -87,11 +74,15 @@ class StoreSide:
     `get` of the same key is a compare-and-set on the revision that get saw, so a live write landing in
     between wins (PreconditionFailed: the reconciler reports a conflict, for the next run) and is never
     overwritten with what was read before it. The store appends each repair to its change log as any write,
-    so watchers and near-caches see it."""
+    so watchers and near-caches see it. Keys the slice does not `own` (kit/extraction.py) are not listed,
+    and a repair refuses to write or delete one."""
 
-    def __init__(self, store: Store, binding: StoreBinding) -> None:
+    def __init__(
+        self, store: Store, binding: StoreBinding, *, owns: Callable[[str], bool] = every_key
+    ) -> None:
         self._store = store
         self._binding = binding
+        self._owns = owns
         self._seen: dict[str, IfMatch] = {}
         """Per key, what the last `get` saw (a revision, or ABSENT), until a write uses it."""
 
@@ -100,7 +91,12 @@ class StoreSide:
         self._seen[key] = ABSENT if record is None else record.revision
         return None if record is None else self._binding.to_message(record)
 
+    def _owned(self, key: str) -> None:
+        if not self._owns(key):
+            raise ReconcileError(f"{key!r} is not one of the slice's reconciled records: left alone")
+
     async def put(self, key: str, value: Message, *, request_id: str) -> Message:
+        self._owned(key)
         current = await self._store.get(key)
         expected = self._seen.pop(key, ABSENT if current is None else current.revision)
         require_precondition(key, expected, current)
@@ -109,6 +105,7 @@ class StoreSide:
         return self._binding.to_message(written)
 
     async def delete(self, key: str, *, request_id: str) -> bool:
+        self._owned(key)
         expected = self._seen.pop(key, None)
         if expected is ABSENT:  # nothing was there to delete: whatever is there now was written since
             return False
@@ -119,7 +116,7 @@ class StoreSide:
     ) -> AsyncIterator[tuple[str, Message]]:
         after: str | None = None
         if start:
-            if (first := await self._store.get(start)) is not None:
+            if (first := await self._store.get(start)) is not None and self._owns(start):
                 yield start, self._binding.to_message(first)
             after = start
         while True:
@@ -127,6 +124,8 @@ class StoreSide:
             for record in page.records:
                 if end and record.key >= end:
                     return
+                if not self._owns(record.key):
+                    continue
                 yield record.key, self._binding.to_message(record)
             if page.next_after is None:
                 return

@@ -2,7 +2,11 @@
 
 Exit status: 0 the sides agree at the end of the run (nothing differed, or every divergence was repaired or
 had settled), 1 divergences remain (a dry run, a conflict with a live write, a failed repair) or a side could
-not be read, 2 bad usage. With `--interval` it runs until SIGTERM or SIGINT and then exits 0.
+not be read, 2 bad usage (a slice that declares no legacy side among them). With `--every` it runs until
+SIGTERM or SIGINT and then exits 0.
+
+What reconciling a slice takes, the slice declares (`Microstate.reconcile`, kit/extraction.py); the command
+finds it through the registry and knows no slice by name.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import importlib
 import json
 import signal
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from microstate.client.errors import MicrostateError
+from microstate.server import registry
 from microstate.server.config import ConfigError
+from microstate.server.kit.extraction import Reconcilable
+from microstate.server.kit.migrations import versioned
 from microstate.server.reconcile import (
     TRUTH,
     ReconcileError,
@@ -26,31 +32,25 @@ from microstate.server.reconcile import (
     StoreSide,
     run_every,
 )
+from microstate.server.registry import Microstate
 from microstate.server.store import StoreError, open_store
 
 
-@dataclass(frozen=True)
-class Reconcilable:
-    """A slice `microstate reconcile` knows: its store binding and the legacy layout it defaults to."""
-
-    binding: str
-    """"module:attribute" of its StoreBinding (imported only when reconciling it)."""
-    codec: str
-    """"module:attribute" of the default legacy RowCodec class (the demo monolith's, for profile)."""
-    table: str
-    """The default legacy SQL table."""
-    prefix: str
-    """The default legacy Redis key prefix."""
+def reconcilable() -> list[str]:
+    """The registered slices that declare what reconciling them takes (`Microstate.reconcile`)."""
+    return [name for name in registry.names() if registry.get(name).reconcile is not None]
 
 
-SLICES = {
-    "profile": Reconcilable(
-        "microstate.server.profile.extraction:BINDING",
-        "microstate.client.extraction.demo:UsersCodec",
-        "users",
-        "users:",
-    )
-}
+def declared(name: str) -> tuple[Microstate, Reconcilable]:
+    """The slice `name` and its declaration; ConfigError naming the slices that can be reconciled."""
+    try:
+        microstate = registry.get(name)
+    except KeyError:
+        microstate = None
+    if microstate is None or microstate.reconcile is None:
+        what = "is not a known microstate" if microstate is None else "declares no legacy side to reconcile"
+        raise ConfigError(f"{name!r} {what}; the slices that can be reconciled: {', '.join(reconcilable())}")
+    return microstate, microstate.reconcile
 
 
 def _load(reference: str) -> Any:
@@ -67,7 +67,9 @@ def add_parser(commands: Any) -> None:
         help="compare a slice's microstate with its legacy side and repair from the source of truth",
         description=__doc__.split("\n\n")[1],
     )
-    reconcile.add_argument("slice", choices=sorted(SLICES), help="the slice being extracted")
+    reconcile.add_argument(
+        "slice", help="the slice being extracted: one that declares its legacy side (profile, flags, ...)"
+    )
     reconcile.add_argument("--store", required=True, metavar="URL", help="the microstate's records store")
     reconcile.add_argument(
         "--legacy",
@@ -89,17 +91,26 @@ def add_parser(commands: Any) -> None:
     reconcile.add_argument(
         "--route", metavar="NAME", help="the route flag is route.NAME (default: the slice's name)"
     )
-    reconcile.add_argument("--legacy-table", metavar="NAME", help="SQL table (default: the slice's demo one)")
-    reconcile.add_argument("--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the demo's)")
     reconcile.add_argument(
-        "--codec", metavar="MODULE:CLASS", help="the legacy RowCodec (default: the demo's)"
+        "--legacy-table", metavar="NAME", help="SQL table (default: the one the slice declares)"
+    )
+    reconcile.add_argument(
+        "--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the one the slice declares)"
+    )
+    reconcile.add_argument(
+        "--codec", metavar="MODULE:CLASS", help="the legacy RowCodec (default: the one the slice declares)"
     )
     reconcile.add_argument(
         "--range-size", type=int, default=1000, metavar="N", help="keys per compared range (default 1000)"
     )
     reconcile.add_argument("--dry-run", action="store_true", help="report what differs, repair nothing")
     reconcile.add_argument(
-        "--interval", type=float, metavar="S", help="run again every S seconds until SIGTERM/SIGINT"
+        "--every",
+        "--interval",
+        dest="interval",
+        type=float,
+        metavar="S",
+        help="run again every S seconds until SIGTERM/SIGINT",
     )
     reconcile.add_argument("--json", action="store_true", help="print each report as one JSON line")
 
@@ -151,20 +162,19 @@ async def reconcile(args: argparse.Namespace) -> int:
     if args.range_size < 1:
         raise ConfigError("--range-size must be at least 1")
     if args.interval is not None and not args.interval > 0:
-        raise ConfigError("--interval must be a positive number of seconds")
-    known = SLICES[args.slice]
-    binding = _load(known.binding)
+        raise ConfigError("--every must be a positive number of seconds")
+    microstate, known = declared(args.slice)
     codec = _load(args.codec or known.codec)()
-    try:
-        store = await open_store(args.store, binding.namespace)
+    try:  # as `serve` opens it: every schema version read as the slice's code reads it, its state key hidden
+        store = versioned(await open_store(args.store, microstate.name), microstate.schema)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     legacy = _legacy_adapter(args, known, codec)
     try:
         await legacy.ensure_outbox()  # the adapter's request-id table, which its writes need
 
-        microstate = StoreSide(store, binding)
-        reconciler = Reconciler(args.slice, legacy, microstate, codec, range_size=args.range_size)
+        side = StoreSide(store, known.binding, owns=known.owns)
+        reconciler = Reconciler(args.slice, legacy, side, codec, range_size=args.range_size)
         last: list[ReconcileReport] = []
 
         async def once() -> None:

@@ -22,6 +22,7 @@ import grpc
 from microstate.server.store.roles import RECORDS, StoreRole, Stores
 
 if TYPE_CHECKING:
+    from microstate.server.kit.extraction import Reconcilable
     from microstate.server.kit.migrations import Schema
     from microstate.server.kit.subjects import Declaration
 
@@ -72,6 +73,9 @@ class Microstate:
     schema: Schema | None = None
     """The schema versions of its records (kit/migrations.py), if it declares any: `microstate migrate`
     moves its records between them, and `serve` refuses a namespace at a version it does not know."""
+    reconcile: Reconcilable | None = None
+    """How `microstate reconcile` compares its records with the monolith it is being extracted from and
+    repairs them (kit/extraction.py); None: it has no legacy side to reconcile with."""
 
 
 # name -> "module:attribute"; imported lazily so one slice's import cost or failure stays its own.

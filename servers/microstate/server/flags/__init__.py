@@ -8,7 +8,7 @@ import asyncio
 
 import grpc
 
-from microstate.server.flags import subject_data
+from microstate.server.flags import extraction, subject_data
 from microstate.server.flags.domain import HEARTBEAT_INTERVAL, FlagsDomain
 from microstate.server.flags.servicer import SERVICE, FlagServicer
 from microstate.server.kit import subjects, wire
@@ -46,4 +46,5 @@ MICROSTATE = Microstate(
     attach=attach_with(),
     scopes={**SCOPES, **subjects.SCOPES},
     subjects=subject_data.declaration,
+    reconcile=extraction.RECONCILABLE,  # `microstate reconcile flags` against monolith toggles
 )

@@ -8,7 +8,7 @@ import grpc
 
 from microstate.server.kit import subjects, wire
 from microstate.server.kit.migrations import versioned
-from microstate.server.profile import subject_data, v1, v2
+from microstate.server.profile import extraction, subject_data, v1, v2
 from microstate.server.profile.domain import ProfileDomain
 from microstate.server.profile.migrations import SCHEMA
 from microstate.server.profile.servicer import ProfileServicer
@@ -44,4 +44,5 @@ MICROSTATE = Microstate(
     subjects=subject_data.declaration,
     audit_subject=lambda user_id: user_id,  # a profile's key is its user's id
     schema=SCHEMA,
+    reconcile=extraction.RECONCILABLE,  # `microstate reconcile profile` against the demo monolith
 )

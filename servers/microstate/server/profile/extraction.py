@@ -1,8 +1,9 @@
-"""The profile slice's records as `microstate.profile.v1.Profile` messages, for reconciliation with legacy.
+"""The profile slice's declaration for `microstate reconcile profile` (kit/extraction.py).
 
-`microstate reconcile profile` reads the store directly (see reconcile.py); this says how a stored record
-reads as the message the SDK and the legacy adapters speak, and how a repair writes one back: the v1 fields
-replace the stored ones, everything else (v2's names and consents, the request ids applied) stays.
+The command reads the store directly (see reconcile.py); the binding says how a stored record reads as the
+message the SDK and the legacy adapters speak, profile v1's `Profile`, and how a repair writes one back: the
+v1 fields replace the stored ones, everything else (v2's names and consents, the request ids applied)
+stays. The legacy side defaults to the demo monolith's `users` table (client/extraction/demo.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import replace
 from google.protobuf.message import Message
 
 from microstate.profile.v1 import profile_pb2 as pb
+from microstate.server.kit.extraction import Reconcilable
 from microstate.server.profile import v1
 from microstate.server.profile.model import PROFILE, ProfileData
 from microstate.server.store.base import Record
@@ -23,8 +25,6 @@ WRITTEN_BY = "microstate.reconcile"
 
 
 class ProfileBinding:
-    namespace = "profile"
-
     def to_message(self, record: Record) -> Message:
         return v1.to_message(PROFILE.stored(record))
 
@@ -52,3 +52,4 @@ class ProfileBinding:
 
 
 BINDING = ProfileBinding()
+RECONCILABLE = Reconcilable(BINDING, "microstate.client.extraction.demo:UsersCodec", "users", "users:")
