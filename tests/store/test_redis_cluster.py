@@ -180,6 +180,37 @@ async def test_a_catch_up_past_a_full_batch_of_one_partition_keeps_revision_orde
     assert [c.record for c in seen] == sorted(written, key=lambda record: record.revision)
 
 
+async def test_forget_relinks_a_partitions_log_across_its_holes_and_leaves_no_plaintext(
+    store: RedisClusterStore,
+) -> None:
+    """Within one partition: a run of forgotten changes in the middle of its log and one at its end (the next
+    write then links past it). Watches, new and already reading, go across both without CursorExpired, and
+    the rebuilt stream holds none of the forgotten values' bytes (XDEL alone would leave them in DUMP)."""
+    partitions = await store._ready()
+    number = partition_of("gone", len(partitions))
+    before, middle, later = [
+        key for key in (f"k{i}" for i in range(10_000)) if partition_of(key, len(partitions)) == number
+    ][:3]
+    start = await store.head_cursor()
+    await store.put(before, b"kept")
+    await store.put("gone", b"secret-one")
+    await store.put("gone", b"secret-two")
+    await store.put(middle, b"kept")
+    await store.delete("gone")
+    async with watching(store, after=start) as reading:
+        (first,) = await take(reading, 1)
+        await store.forget(["gone"], keep_deletions=False)
+        dump = await store._client.execute_command("DUMP", partitions[number].log)
+        assert b"secret" not in dump and b"gone" not in dump
+        await store.put(later, b"x")
+        keys = [first.key]
+        while keys[-1] != later:  # what it had read before the forget may still come: then the rest
+            keys += [change.key for change in await take(reading, 1)]
+    assert keys[0] == before and middle in keys
+    async with watching(store, after=start) as changes:
+        assert [change.key for change in await take(changes, 3)] == [before, middle, later]
+
+
 async def test_wait_for_a_replica_the_cluster_does_not_have_fails_the_write_as_unavailable(
     redis_cluster: RedisCluster,
 ) -> None:
