@@ -80,15 +80,26 @@ async def test_a_cluster_url_naming_a_plain_redis_is_misconfigured(redis_server:
         await store.close()
 
 
-async def test_a_log_store_on_a_cluster_url_is_refused_and_a_log_role_keeps_its_default(
-    tmp_path: Path,
+async def test_a_log_role_follows_a_cluster_url_and_keeps_each_log_in_one_slot(
+    redis_cluster: RedisCluster, tmp_path: Path
 ) -> None:
-    """redis+cluster:// is a records store only: the log role says so instead of failing to import."""
-    with pytest.raises(ValueError, match=r"unsupported log store URL \(scheme 'redis\+cluster'\)"):
-        await open_log("redis+cluster://127.0.0.1:7000", "ns")
+    """redis+cluster:// serves the log role too (log/redis_cluster.py): one hash tag per log, so every key
+    of a log is in one slot (its positions are one sequence), while two logs' tags spread."""
     events = StoreRole("events", StoreKind.LOG)
-    urls = role_urls("telemetry", [RECORDS, events], "redis+cluster://127.0.0.1:7000", {}, tmp_path)
-    assert urls["records"].startswith("redis+cluster://") and urls["events"].startswith("sqlite:///")
+    urls = role_urls("telemetry", [RECORDS, events], redis_cluster.url, {}, tmp_path)
+    assert urls["events"] == redis_cluster.url
+    log = await open_log(urls["events"], namespace())
+    try:
+        await log.append([b"a", b"b"], dedupe_key="batch-1")
+        await log.trim(0)
+        keys = []
+        for node in redis_cluster.masters():
+            client = redis_cluster.client(node)
+            keys += client.keys(f"msl:{{{log.namespace}}}:*")  # type: ignore[attr-defined]
+            client.close()
+    finally:
+        await log.close()
+    assert len(keys) == 3 and len({key_slot(key) for key in keys}) == 1  # entries, meta, the dedupe key
 
 
 def test_partition_tags_spread_evenly_over_the_slots() -> None:

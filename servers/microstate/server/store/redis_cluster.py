@@ -333,6 +333,32 @@ def startup_nodes(url: str) -> tuple[list[ClusterNode], str | None, str | None]:
     return nodes, unquote(username) or None, unquote(password) or None
 
 
+def cluster_client(
+    nodes: list[ClusterNode],
+    username: str | None,
+    password: str | None,
+    name: str,
+    *,
+    socket_timeout: float,
+    connect_timeout: float,
+    **options: Any,
+) -> RedisCluster:
+    """redis-py's cluster client for `startup_nodes(url)`, named `name` in CLIENT LIST, failing within the
+    timeouts and never resending a command by itself (callers retry what is safe to retry)."""
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=username,
+        password=password,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 0),  # never resend a write; reads retry in _read
+        max_connections=MAX_CONNECTIONS,
+        reinitialize_steps=0,  # a MOVED patches the slot map (a full refresh closes connections in use)
+        client_name=name,
+        **options,
+    )
+
+
 class RedisClusterStore:
     """A Store on a Redis Cluster (see the module docstring)."""
 
@@ -410,16 +436,13 @@ class RedisClusterStore:
             raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
         nodes, username, password = startup_nodes(url)
         connect = partial(
-            RedisCluster,
-            startup_nodes=nodes,
-            username=username,
-            password=password,
+            cluster_client,
+            nodes,
+            username,
+            password,
+            f"microstate-{namespace}",
             socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),  # never resend a write; reads retry in _read
-            max_connections=MAX_CONNECTIONS,
-            reinitialize_steps=0,  # a MOVED patches the slot map (a full refresh closes connections in use)
-            client_name=f"microstate-{namespace}",
+            connect_timeout=connect_timeout,
         )
         client = connect()
         replicas = connect(load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS)
