@@ -7,9 +7,12 @@ The behaviour every backend shares runs on the cluster in tests/conformance/ (ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 from redis.crc import key_slot
 
 from microstate.server.store import Record, StoreMisconfigured, StoreUnavailable, open_store
-from microstate.server.store.log import open_log
+from microstate.server.store.log import LogEntry, open_log
 from microstate.server.store.redis_cluster import (
     WATCH_BATCH,
     RedisClusterStore,
@@ -27,7 +30,7 @@ from microstate.server.store.redis_cluster import (
 from microstate.server.store.roles import RECORDS, StoreKind, StoreRole, role_urls
 from tests.conformance.waiting import take, watching
 from tests.support.redis_cluster import RedisCluster, running_redis_cluster
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import ClusterNodeRedisServer, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -297,6 +300,70 @@ async def test_a_slot_migration_under_load_fails_no_call_and_the_watch_misses_no
             assert [c.record for c in seen] == sorted(load.acknowledged, key=lambda r: r.revision)
         finally:
             await store.close()
+
+
+async def test_a_log_follower_and_its_appender_go_on_through_a_migration_of_the_logs_slot() -> None:
+    """The log's slot moves to another master while an appender appends and a follower follows: the
+    follower gets every position once, in order, and then waits on the new master; an append the move
+    refused is resent with its dedupe key, as the log's contract says, and lands once."""
+    with running_redis_cluster() as cluster:
+        log_namespace = next(f"log{i}" for i in itertools.count() if key_slot(f"log{i}".encode()) < 100)
+        slot = key_slot(log_namespace.encode())  # reshard moves the source's lowest slots first
+        appender = await open_log(cluster.url, log_namespace)
+        follower = await open_log(cluster.url, log_namespace)
+        try:
+            stop, appended = asyncio.Event(), []
+
+            async def append_until_stopped() -> None:
+                while not stop.is_set():
+                    n = len(appended)
+                    with contextlib.suppress(StoreUnavailable):  # resent below, with the same key
+                        appended.append(await appender.append([str(n).encode()], dedupe_key=f"b{n}"))
+
+            seen: list[LogEntry] = []
+
+            async def follow_all() -> None:
+                async with aclosing(follower.follow("0")) as entries:
+                    async for entry in entries:
+                        seen.append(entry)
+
+            following = asyncio.create_task(follow_all())
+            appending = asyncio.create_task(append_until_stopped())
+            await _until(lambda: len(appended) >= 50 and len(seen) >= 10)
+            assert slot_owners(cluster)[slot] == cluster.nodes[0].port
+            assert followers_on(cluster, cluster.nodes[0], log_namespace) == 1
+            ids = _node_ids(cluster)
+            await asyncio.to_thread(
+                cluster.cli,
+                "--cluster", "reshard", f"127.0.0.1:{cluster.nodes[0].port}",
+                "--cluster-from", ids[cluster.nodes[0].port], "--cluster-to", ids[cluster.nodes[1].port],
+                "--cluster-slots", "100", "--cluster-yes",
+            )  # fmt: skip
+            assert slot_owners(cluster)[slot] == cluster.nodes[1].port
+            moved = len(appended)
+            await _until(lambda: len(appended) >= moved + 50)
+            stop.set()
+            await appending
+            await _until(lambda: len(seen) >= len(appended))
+            # and it waits for more on the slot's new master
+            await _until(lambda: followers_on(cluster, cluster.nodes[1], log_namespace) == 1)
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+            expected = [(i + 1, str(i).encode()) for i in range(len(appended))]
+            assert [(entry.position, entry.data) for entry in seen] == expected
+        finally:
+            await appender.close()
+            await follower.close()
+
+
+def followers_on(cluster: RedisCluster, node: ClusterNodeRedisServer, log_namespace: str) -> int:
+    """The connections the followers of a log hold on `node`."""
+    client = cluster.client(node)
+    try:
+        return sum(c["name"] == f"microstate-log-{log_namespace}-follow" for c in client.client_list())
+    finally:
+        client.close()
 
 
 def _node_ids(cluster: RedisCluster) -> dict[int, str]:
