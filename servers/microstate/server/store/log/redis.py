@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -180,19 +180,24 @@ class RedisLog(LogReading):
         durable: bool = False,
         follow_block: float = 1.0,
         follow_outage_budget: float = DEFAULT_FOLLOW_OUTAGE_BUDGET,
-    ) -> RedisLog:
-        """A log for `namespace` on the Redis at `url` (redis://, rediss:// or unix://).
+    ) -> Self:
+        """A log for `namespace` on the Redis at `url` (redis://, rediss:// or unix://; the subclass's).
 
         Does not contact the server: it may be down now and come up later; call `ping()` to check.
-        `follow_block` is how long one blocking read of a follower waits on the server.
+        `follow_block` is how long one blocking read of a follower waits on the server;
+        `health_check_interval` applies to the followers' connections.
         """
         check_namespace(namespace)
         check_dedupe_window(dedupe_window)
-        connect = partial(
-            redis_client, url, connect_timeout=connect_timeout, health_check_interval=health_check_interval
+        client, connect = cls._clients(
+            url,
+            namespace,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
         )
         return cls(
-            connect(f"microstate-log-{namespace}", socket_timeout=socket_timeout),
+            client,
             connect,
             namespace,
             socket_timeout=socket_timeout,
@@ -201,6 +206,16 @@ class RedisLog(LogReading):
             follow_block=follow_block,
             follow_outage_budget=follow_outage_budget,
         )
+
+    @staticmethod
+    def _clients(
+        url: str, namespace: str, *, socket_timeout: float, connect_timeout: float, health_check_interval: int
+    ) -> tuple[aioredis.Redis | RedisCluster, Callable[..., aioredis.Redis]]:
+        """The log's client and how to make a follower's (see `__init__`)."""
+        connect = partial(
+            redis_client, url, connect_timeout=connect_timeout, health_check_interval=health_check_interval
+        )
+        return connect(f"microstate-log-{namespace}", socket_timeout=socket_timeout), connect
 
     async def _read(self, call: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:

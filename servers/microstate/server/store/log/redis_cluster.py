@@ -28,18 +28,18 @@ next wait connects to the master named there.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
-from microstate.server.store.base import StoreUnavailable, check_namespace
-from microstate.server.store.log._shared import DEFAULT_FOLLOW_OUTAGE_BUDGET, check_dedupe_window
-from microstate.server.store.log.base import DEFAULT_DEDUPE_WINDOW
+from microstate.server.store.base import StoreUnavailable
 from microstate.server.store.log.redis import RedisLog
 from microstate.server.store.redis_cluster import _guard as _cluster_guard
 from microstate.server.store.redis_cluster import cluster_client, startup_nodes
@@ -66,47 +66,25 @@ class RedisClusterLog(RedisLog):
         bookkeeping, rows = await self._read_script(keys=keys, args=[low, count])
         return [bookkeeping, [(entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in rows]]
 
-    @classmethod
-    async def open(  # type: ignore[override]  # no health_check_interval: redis-py's cluster client has none
-        cls,
-        url: str,
-        namespace: str,
-        *,
-        dedupe_window: float = DEFAULT_DEDUPE_WINDOW,
-        socket_timeout: float = 1.0,
-        connect_timeout: float = 1.0,
-        durable: bool = False,
-        follow_block: float = 1.0,
-        follow_outage_budget: float = DEFAULT_FOLLOW_OUTAGE_BUDGET,
-    ) -> RedisClusterLog:
-        """A log for `namespace` on the Redis Cluster the URL's nodes belong to.
-
-        Does not contact the cluster (`ping()` does). `follow_block` is how long one blocking read of a
-        follower waits on the master."""
-        check_namespace(namespace)
-        check_dedupe_window(dedupe_window)
+    @staticmethod
+    def _clients(
+        url: str, namespace: str, *, socket_timeout: float, connect_timeout: float, health_check_interval: int
+    ) -> tuple[RedisCluster, Callable[..., aioredis.Redis]]:
+        """redis-py's cluster client, and followers' clients on the master of the log's slot."""
         nodes, username, password = startup_nodes(url.partition("?")[0])
+        name = f"microstate-log-{namespace}"
         client = cluster_client(
-            nodes,
-            username,
-            password,
-            f"microstate-log-{namespace}",
-            socket_timeout=socket_timeout,
-            connect_timeout=connect_timeout,
+            nodes, username, password, name, socket_timeout=socket_timeout, connect_timeout=connect_timeout
         )
         slot = key_slot(f"msl:{{{namespace}}}:entries".encode())  # every key of the log has this tag
-        follower = partial(
-            _follower, client, slot, username=username, password=password, connect_timeout=connect_timeout
-        )
-        return cls(
+        return client, partial(
+            _follower,
             client,
-            follower,
-            namespace,
-            socket_timeout=socket_timeout,
-            dedupe_window=dedupe_window,
-            durable=durable,
-            follow_block=follow_block,
-            follow_outage_budget=follow_outage_budget,
+            slot,
+            username=username,
+            password=password,
+            connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
         )
 
 
@@ -119,6 +97,7 @@ def _follower(
     username: str | None,
     password: str | None,
     connect_timeout: float,
+    health_check_interval: int,
 ) -> aioredis.Redis:
     """A client of a follower's own on the master that holds `slot` now, by `client`'s slot map."""
     try:
@@ -132,6 +111,7 @@ def _follower(
         password=password,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
+        health_check_interval=health_check_interval,
         retry=Retry(NoBackoff(), 0),
         client_name=name,
     )
