@@ -6,36 +6,18 @@ partition, on one master, and the rewrite of every master leaves no file holding
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 
 import pytest
-import redis
 
 from microstate.server.kit.subjects import erase_records
 from microstate.server.store import open_store
-from tests.gdpr.harness import MARKER, occurrences
+from tests.gdpr.harness import MARKER, occurrences, rewrite_aof
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer, running_redis_server
 
 pytestmark = pytest.mark.redis
-WITHIN = 20.0
-
-
-def rewrite_aof(server: RedisServer) -> None:
-    client = redis.Redis(port=server.port)
-    try:
-        client.bgrewriteaof()
-        deadline = time.monotonic() + WITHIN
-        while time.monotonic() < deadline:
-            info = client.info("persistence")
-            if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
-                return
-            time.sleep(0.02)  # between checks of the condition
-        raise AssertionError("the AOF rewrite did not finish")
-    finally:
-        client.close()
 
 
 async def erase_then_scan(url: str, namespace: str, servers: Callable[[], list[RedisServer]]) -> None:
