@@ -441,3 +441,54 @@ async def test_a_master_failover_under_load_keeps_reads_answering_and_resumes_wr
     assert outcome.failed_reads == 0
     if wait:
         assert outcome.lost == 0
+
+
+@pytest.mark.chaos
+async def test_a_log_follower_and_its_appender_go_on_through_a_failover_of_the_logs_master() -> None:
+    """The master holding a log's slot dies under an appender and a follower: appends resume once its
+    replica took over (an append that failed at the kill is resent with its dedupe key), and the follower,
+    reconnected to the new master, gets every position once, in order."""
+    with running_redis_cluster(replicas_per_master=1) as cluster:
+        victim = cluster.masters()[0]
+        owned = {slot for slot, port in slot_owners(cluster).items() if port == victim.port}
+        log_namespace = next(f"log{i}" for i in itertools.count() if key_slot(f"log{i}".encode()) in owned)
+        appender = await open_log(cluster.url, log_namespace)
+        follower = await open_log(cluster.url, log_namespace)
+        try:
+            stop, appended, failed = asyncio.Event(), [], [0]
+
+            async def append_until_stopped() -> None:
+                while not stop.is_set():
+                    n = len(appended)
+                    try:
+                        appended.append(await appender.append([str(n).encode()], dedupe_key=f"b{n}"))
+                    except StoreUnavailable:  # resent with the same key
+                        failed[0] += 1
+                        await asyncio.sleep(0.05)  # a resend's backoff while the replica takes over
+
+            seen: list[LogEntry] = []
+
+            async def follow_all() -> None:
+                async with aclosing(follower.follow("0")) as entries:
+                    async for entry in entries:
+                        seen.append(entry)
+
+            following = asyncio.create_task(follow_all())
+            appending = asyncio.create_task(append_until_stopped())
+            await _until(lambda: len(appended) >= 100 and len(seen) >= 50)
+            await asyncio.to_thread(victim.kill)
+            await asyncio.to_thread(cluster.wait_until_ok, 60)
+            resumed_from = len(appended)
+            await _until(lambda: len(appended) >= resumed_from + 100, within=60)
+            stop.set()
+            await appending
+            await _until(lambda: len(seen) >= len(appended), within=60)
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+            print(f"log failover: {len(appended)} appends, {failed[0]} failed and resent")
+            expected = [(i + 1, str(i).encode()) for i in range(len(appended))]
+            assert [(entry.position, entry.data) for entry in seen] == expected
+        finally:
+            await appender.close()
+            await follower.close()
