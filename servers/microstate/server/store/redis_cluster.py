@@ -9,10 +9,10 @@ Layout of a namespace `ns` with P partitions (P fixed when the namespace is crea
 belongs to partition crc32(key) % P; partition p has a hash tag `{ns:p:n}`, n picked so that the tags' slots
 spread evenly over the 16384 slots (so over the masters, whatever their number), and holds the same keys as a
 single-node namespace (redis.py): `r:<key>` records, `idx` and `exp` sorted sets, `log` the stream of its
-changes, `meta` (a hash: `last`, the partition's clock) and `audit`, its audit journal (audit/: the
-entries of audited writes, keyed by revision, never trimmed). Every write is one Lua script on one
-partition, so on one node: check `if_match`, pick the revision, XADD the audit entry and the change, write
-the record. `audit_journal` merges the journals behind the same watermark as the watch (below).
+changes, `meta` (a hash: `last`, the partition's clock; `tail`, see erasure below) and `audit`, its audit
+journal (audit/: the entries of audited writes, keyed by revision, never trimmed). Every write is one Lua
+script on one partition, so on one node: check `if_match`, pick the revision, XADD the audit entry and the
+change, write the record. `audit_journal` merges the journals behind the same watermark as the watch (below).
 
 Revisions: a partition cannot share one counter with the others without a hot slot every write goes
 through, so a revision is a hybrid logical clock: the partition's clock moves to max(the node's TIME in
@@ -33,6 +33,10 @@ masters' clocks (the skew only delays delivery). Each log entry carries `p`, the
 revision, so a trimmed log is detected exactly (CursorExpired). A master whose clock steps backwards by more
 than the watch lag can break this; the watch then reports CursorExpired instead of skipping a change.
 Watches poll (`watch_poll`): a blocking XREAD cannot span slots.
+
+Erasure (`forget`, kit/subjects.py) runs one script per partition: it rebuilds the partition's log without the
+erased keys' entries and hands each removed run's `p` to the entry after it (or, when the run ended the log,
+to the next write, through `tail` in meta), so the chain stays whole and a watch goes across the hole.
 
 Get, BatchGet and the writes go over one multiplexed connection per master (redis_cluster_nodes.py), the
 rest, and whatever meets a redirect there, through redis-py. Writes are resent only when the cluster refused
