@@ -20,7 +20,7 @@ import pytest
 from redis.crc import key_slot
 
 from microstate.server.store import Record, StoreMisconfigured, StoreUnavailable, open_store
-from microstate.server.store.log import LogEntry, open_log
+from microstate.server.store.log import Appended, LogEntry, open_log
 from microstate.server.store.redis_cluster import (
     WATCH_BATCH,
     RedisClusterStore,
@@ -302,34 +302,69 @@ async def test_a_slot_migration_under_load_fails_no_call_and_the_watch_misses_no
             await store.close()
 
 
+@dataclass
+class LogLoad:
+    """What an appender and a follower of one log did (see `log_under_load`)."""
+
+    appended: list[Appended] = field(default_factory=list)
+    followed: list[LogEntry] = field(default_factory=list)
+    failed: int = 0
+    """Appends that failed (StoreUnavailable) and were resent with the same dedupe key."""
+
+    def in_order_once(self) -> bool:
+        """Whether the follower got every appended entry once, in order, at consecutive positions."""
+        expected = [(i + 1, str(i).encode()) for i in range(len(self.appended))]
+        return [(entry.position, entry.data) for entry in self.followed] == expected
+
+
+@contextlib.asynccontextmanager
+async def log_under_load(cluster: RedisCluster, log_namespace: str) -> AsyncIterator[LogLoad]:
+    """An appender appending one entry after another (resending a failed one with its dedupe key, as the
+    log's contract says) and a follower following from the start, each on a log of its own, until the
+    block ends; then appends stop and the block's exit waits until the follower has caught up."""
+    appender = await open_log(cluster.url, log_namespace)
+    follower = await open_log(cluster.url, log_namespace)
+    load, stop = LogLoad(), asyncio.Event()
+
+    async def append() -> None:
+        while not stop.is_set():
+            n = len(load.appended)
+            try:
+                load.appended.append(await appender.append([str(n).encode()], dedupe_key=f"b{n}"))
+            except StoreUnavailable:
+                load.failed += 1
+                await asyncio.sleep(0.05)  # a resend's backoff while the cluster recovers
+
+    async def follow() -> None:
+        async with aclosing(follower.follow("0")) as entries:
+            async for entry in entries:
+                load.followed.append(entry)
+
+    following, appending = asyncio.create_task(follow()), asyncio.create_task(append())
+    try:
+        yield load
+        stop.set()
+        await appending
+        await _until(lambda: len(load.followed) >= len(load.appended), within=60)
+    finally:
+        stop.set()
+        for task in (following, appending):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await appender.close()
+        await follower.close()
+
+
 async def test_a_log_follower_and_its_appender_go_on_through_a_migration_of_the_logs_slot() -> None:
     """The log's slot moves to another master while an appender appends and a follower follows: the
     follower gets every position once, in order, and then waits on the new master; an append the move
-    refused is resent with its dedupe key, as the log's contract says, and lands once."""
+    refused is resent with its dedupe key and lands once."""
     with running_redis_cluster() as cluster:
         log_namespace = next(f"log{i}" for i in itertools.count() if key_slot(f"log{i}".encode()) < 100)
         slot = key_slot(log_namespace.encode())  # reshard moves the source's lowest slots first
-        appender = await open_log(cluster.url, log_namespace)
-        follower = await open_log(cluster.url, log_namespace)
-        try:
-            stop, appended = asyncio.Event(), []
-
-            async def append_until_stopped() -> None:
-                while not stop.is_set():
-                    n = len(appended)
-                    with contextlib.suppress(StoreUnavailable):  # resent below, with the same key
-                        appended.append(await appender.append([str(n).encode()], dedupe_key=f"b{n}"))
-
-            seen: list[LogEntry] = []
-
-            async def follow_all() -> None:
-                async with aclosing(follower.follow("0")) as entries:
-                    async for entry in entries:
-                        seen.append(entry)
-
-            following = asyncio.create_task(follow_all())
-            appending = asyncio.create_task(append_until_stopped())
-            await _until(lambda: len(appended) >= 50 and len(seen) >= 10)
+        async with log_under_load(cluster, log_namespace) as load:
+            await _until(lambda: len(load.appended) >= 50 and len(load.followed) >= 10)
             assert slot_owners(cluster)[slot] == cluster.nodes[0].port
             assert followers_on(cluster, cluster.nodes[0], log_namespace) == 1
             ids = _node_ids(cluster)
@@ -340,21 +375,11 @@ async def test_a_log_follower_and_its_appender_go_on_through_a_migration_of_the_
                 "--cluster-slots", "100", "--cluster-yes",
             )  # fmt: skip
             assert slot_owners(cluster)[slot] == cluster.nodes[1].port
-            moved = len(appended)
-            await _until(lambda: len(appended) >= moved + 50)
-            stop.set()
-            await appending
-            await _until(lambda: len(seen) >= len(appended))
-            # and it waits for more on the slot's new master
+            moved = len(load.appended)
+            await _until(lambda: len(load.appended) >= moved + 50)
+            # the follower waits for more on the slot's new master
             await _until(lambda: followers_on(cluster, cluster.nodes[1], log_namespace) == 1)
-            following.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await following
-            expected = [(i + 1, str(i).encode()) for i in range(len(appended))]
-            assert [(entry.position, entry.data) for entry in seen] == expected
-        finally:
-            await appender.close()
-            await follower.close()
+        assert load.in_order_once()
 
 
 def followers_on(cluster: RedisCluster, node: ClusterNodeRedisServer, log_namespace: str) -> int:
@@ -452,43 +477,11 @@ async def test_a_log_follower_and_its_appender_go_on_through_a_failover_of_the_l
         victim = cluster.masters()[0]
         owned = {slot for slot, port in slot_owners(cluster).items() if port == victim.port}
         log_namespace = next(f"log{i}" for i in itertools.count() if key_slot(f"log{i}".encode()) in owned)
-        appender = await open_log(cluster.url, log_namespace)
-        follower = await open_log(cluster.url, log_namespace)
-        try:
-            stop, appended, failed = asyncio.Event(), [], [0]
-
-            async def append_until_stopped() -> None:
-                while not stop.is_set():
-                    n = len(appended)
-                    try:
-                        appended.append(await appender.append([str(n).encode()], dedupe_key=f"b{n}"))
-                    except StoreUnavailable:  # resent with the same key
-                        failed[0] += 1
-                        await asyncio.sleep(0.05)  # a resend's backoff while the replica takes over
-
-            seen: list[LogEntry] = []
-
-            async def follow_all() -> None:
-                async with aclosing(follower.follow("0")) as entries:
-                    async for entry in entries:
-                        seen.append(entry)
-
-            following = asyncio.create_task(follow_all())
-            appending = asyncio.create_task(append_until_stopped())
-            await _until(lambda: len(appended) >= 100 and len(seen) >= 50)
+        async with log_under_load(cluster, log_namespace) as load:
+            await _until(lambda: len(load.appended) >= 100 and len(load.followed) >= 50)
             await asyncio.to_thread(victim.kill)
             await asyncio.to_thread(cluster.wait_until_ok, 60)
-            resumed_from = len(appended)
-            await _until(lambda: len(appended) >= resumed_from + 100, within=60)
-            stop.set()
-            await appending
-            await _until(lambda: len(seen) >= len(appended), within=60)
-            following.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await following
-            print(f"log failover: {len(appended)} appends, {failed[0]} failed and resent")
-            expected = [(i + 1, str(i).encode()) for i in range(len(appended))]
-            assert [(entry.position, entry.data) for entry in seen] == expected
-        finally:
-            await appender.close()
-            await follower.close()
+            resumed_from = len(load.appended)
+            await _until(lambda: len(load.appended) >= resumed_from + 100, within=60)
+        print(f"log failover: {len(load.appended)} appends, {load.failed} failed and resent")
+        assert load.in_order_once()
