@@ -4,21 +4,28 @@ Subject: a `redis+cluster://` store on a local 3-master, 3-replica cluster (32 p
 `redis://` store on one redis-server. Both called from this process, 16 calls in flight; the figure is this
 process's CPU per call (what a microstate server spends in its store layer), so the ratio is what the
 cluster client costs over the single-node path. Then: keys and writes spread over the masters (the largest
-and smallest share against an even one), and what `wait=1` costs an Update.
+and smallest share against an even one), and what `wait=1` costs an Update. Last, the capacity model's server
+figures (docs/scaling.md): a profile server's CPU per UpdateProfile and per GetProfile, through the SDK, 16
+in flight, with the server on the cluster and on one Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from statistics import median
 from typing import Any
 
 from bench import load, services
 from bench.report import Row, at_most
-from bench.stack import BATCH, Settings
+from bench.stack import BATCH, Settings, sample_profile
+from microstate.client.profile.v1 import Profile, ProfileClient
 from microstate.server.store import Store, open_store
+from tests.support.processes import ServerProcess
 
 IN_FLIGHT = 16
 VALUE = b"x" * 380  # the size of a typical profile record
@@ -101,7 +108,58 @@ async def cluster(settings: Settings) -> list[Row]:
         finally:
             for store in (single, clustered, waiting):
                 await store.close()
+        rows += await _server_rows(settings, nodes.url, single_url)
     return rows
+
+
+async def _server_rows(settings: Settings, cluster_url: str, single_url: str) -> list[Row]:
+    """Profile server CPU per UpdateProfile (on the cluster vs on one Redis) and per GetProfile (on the
+    cluster): the capacity model's per-call server figures. Updates go to 200 profiles, so to most
+    partitions; each changes the display name (a real write every time)."""
+    users = [f"sc-{i:03d}" for i in range(200)]
+    numbers = itertools.count()
+    serve = functools.partial(services.profile_server, cores=settings.cores.server)
+    with (
+        serve(cluster_url, settings.workdir / "sc-cluster") as on_cluster,
+        serve(single_url, settings.workdir / "sc-single") as on_single,
+    ):
+        async with (
+            ProfileClient(on_cluster.target) as to_cluster,
+            ProfileClient(on_single.target) as to_single,
+        ):
+            for client in (to_cluster, to_single):
+                await asyncio.gather(*(client.create(sample_profile(user)) for user in users))
+
+            def window(client: ProfileClient, server: ServerProcess, op: str) -> Callable[[], Awaitable[Any]]:
+                async def once() -> None:
+                    n = next(numbers)
+                    user = users[n % len(users)]
+                    if op == "Update":
+                        await client.update(Profile(user_id=user, display_name=f"n{n}"), ["display_name"])
+                    else:
+                        await client.get(user)
+
+                return lambda: load.closed_loop([once] * IN_FLIGHT, settings.window, [server.pid])
+
+            measures = (
+                window(to_cluster, on_cluster, "Update"),
+                window(to_single, on_single, "Update"),
+                window(to_cluster, on_cluster, "Get"),
+            )
+            for measure in measures:
+                await measure()  # warm up
+            runs = await load.interleaved(settings.rounds, *measures)
+
+    updates, single, gets = ([window.server_cpu_per_call for window in run] for run in runs)
+    compared = {
+        "UpdateProfile: server CPU per call, profile server on redis+cluster:// vs on redis://": single,
+        "UpdateProfile vs GetProfile: server CPU per call, both on redis+cluster:// (capacity model)": gets,
+    }
+    note = "profile server (auditing on, as served by default); SDK, 16 in flight"
+    return [
+        Row("SC", what, median(updates), median(base), "s", load.paired_ratio(updates, base), note=note)
+        for what, base in compared.items()
+    ]
 
 
 async def _spread_rows(store: Any, nodes: Any) -> list[Row]:

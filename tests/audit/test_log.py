@@ -14,8 +14,6 @@ from microstate.server.audit.verify import verify
 from microstate.server.store.log import open_log
 from tests.conformance.conftest import Backend
 
-OPENS_LOG_STORE = True
-
 
 async def test_each_append_in_a_call_journals_one_entry_and_a_duplicate_none(
     backend: Backend, namespace: str, tmp_path: Path

@@ -53,16 +53,7 @@ def redis_backend(request: pytest.FixtureRequest) -> Backend:
     )
 
 
-LOG_ROLE_SUITES = frozenset({"conformance_log", "telemetry"})
-"""Test folders that open a log store on the backend's URL too; a module elsewhere that does says so with
-`OPENS_LOG_STORE = True`."""
-
-
 def redis_cluster_backend(request: pytest.FixtureRequest) -> Backend:
-    if LOG_ROLE_SUITES & set(request.node.path.parts) or getattr(request.module, "OPENS_LOG_STORE", False):
-        pytest.skip("redis+cluster:// is a records store only: the log role has no Redis Cluster backend yet")
-    if getattr(request.module, "FORGETS", False):
-        pytest.skip("redis+cluster:// has no `forget` yet: GDPR erasure refuses it (kit/subjects.py)")
     cluster = request.getfixturevalue("redis_cluster")
     return Backend(
         name="redis-cluster",

@@ -9,9 +9,6 @@ from microstate.server.kit.subjects import Forgetting
 from microstate.server.store import ChangeKind, Store
 from microstate.server.store.base import Change
 
-FORGETS = True
-"""Backends without `forget` skip this module (tests/conformance/conftest.py)."""
-
 
 async def history(store: Store, count: int) -> list[tuple[ChangeKind, str]]:
     changes: list[Change] = []

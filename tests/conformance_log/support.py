@@ -29,15 +29,11 @@ async def read_all(log: LogStore, after: str | None = None) -> list[LogEntry]:
 
 
 async def server_handles(backend: Backend, namespace: str) -> int:
-    """What followers hold on the server: Redis connections of this namespace's followers, Mongo cursors
+    """What followers hold on the server: Redis connections of this namespace's followers (on every node of a
+    cluster), Mongo cursors
     open on the server (all of them: a baseline is taken first); 0 for embedded backends."""
-    if backend.name == "redis":
-        client = aioredis.Redis.from_url(backend.url)
-        try:
-            clients = await client.client_list()
-        finally:
-            await client.aclose()
-        return sum(c["name"] == f"microstate-log-{namespace}-follow" for c in clients)
+    if backend.name.startswith("redis"):
+        return sum([await _redis_followers(url, namespace) for url in _node_urls(backend)])
     if backend.name.startswith("mongo"):
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(backend.url)
         try:
@@ -46,6 +42,22 @@ async def server_handles(backend: Backend, namespace: str) -> int:
             await mongo.close()
         return int(status["metrics"]["cursor"]["open"]["total"])
     return 0
+
+
+def _node_urls(backend: Backend) -> list[str]:
+    """The Redis server, or every node of the cluster (its URL lists them all)."""
+    if backend.name == "redis-cluster":
+        return [f"redis://{node}/0" for node in backend.url.removeprefix("redis+cluster://").split(",")]
+    return [backend.url]
+
+
+async def _redis_followers(url: str, namespace: str) -> int:
+    client = aioredis.Redis.from_url(url)
+    try:
+        clients = await client.client_list()
+    finally:
+        await client.aclose()
+    return sum(c["name"] == f"microstate-log-{namespace}-follow" for c in clients)
 
 
 async def held(backend: Backend, namespace: str) -> tuple[int, int]:

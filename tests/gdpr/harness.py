@@ -4,10 +4,12 @@ lays them out (receipts included), for the GDPR tests."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
+import redis
 
 from microstate.server import registry
 from microstate.server.kit import subjects
@@ -15,10 +17,14 @@ from microstate.server.session import KEY_FILE_ENV
 from microstate.server.session.tokens import create_key_file
 from microstate.server.store.roles import open_stores, role_urls
 from tests.support.inproc import serve_in_process
+from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_server import RedisServer
 
 MARKER = "Zq7GdprMarker"
 """In every value of the subject's data: a scan for it finds what erasure left behind."""
 SUBJECT = "user-4711"
+WITHIN = 20.0
+"""Seconds a condition of the GDPR tests may take (a loaded machine)."""
 
 
 def session_key_env(data_dir: Path) -> dict[str, str]:
@@ -29,14 +35,15 @@ def session_key_env(data_dir: Path) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def serve_all(
-    data_dir: Path, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    data_dir: Path, interceptors: Sequence[grpc.aio.ServerInterceptor] = (), *, store: str | None = None
 ) -> AsyncIterator[dict[str, str]]:
-    """name -> target of every registered microstate (the session key must be in the environment)."""
+    """name -> target of every registered microstate (the session key must be in the environment); each on
+    `store` when given (as `--store`: its other roles follow it where their kind has that backend)."""
     async with contextlib.AsyncExitStack() as stack:
         targets: dict[str, str] = {}
         for name in registry.names():
             microstate = registry.get(name)
-            urls = role_urls(name, microstate.stores, None, {}, data_dir)
+            urls = role_urls(name, microstate.stores, store, {}, data_dir)
             stores = await open_stores(name, microstate.stores, urls)
             stores = await subjects.with_receipts(stores, name, urls[microstate.stores[0].name])
             stack.push_async_callback(stores.close)
@@ -52,4 +59,36 @@ def occurrences(folder: Path, needle: str) -> dict[str, int]:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and (count := path.read_bytes().count(needle.encode())):
             found[str(path.relative_to(folder))] = count
+    return found
+
+
+def rewrite_aof(server: RedisServer) -> None:
+    """BGREWRITEAOF on `server`, returning once it finished."""
+    client = redis.Redis(port=server.port)
+    try:
+        client.bgrewriteaof()
+        deadline = time.monotonic() + WITHIN
+        while time.monotonic() < deadline:
+            info = client.info("persistence")
+            if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+                return
+            time.sleep(0.02)  # between checks of the condition
+        raise AssertionError("the AOF rewrite did not finish")
+    finally:
+        client.close()
+
+
+def keys_holding(cluster: RedisCluster, needle: str) -> dict[str, int]:
+    """Every key on the cluster's masters whose name or value (DUMP: what an RDB would write) holds
+    `needle`, with how often."""
+    found = {}
+    for node in cluster.masters():
+        client = cluster.client(node)
+        try:
+            for key in client.scan_iter(count=1000):
+                count = (key + (client.dump(key) or b"")).count(needle.encode())  # type: ignore[operator]
+                if count:
+                    found[key.decode()] = count
+        finally:
+            client.close()
     return found

@@ -1,13 +1,15 @@
-"""Export and erase of one subject across every microstate, in-process servers on SQLite files, the SDK
-following with snapshots on disk: after the erase, no file holds the subject's data."""
+"""Export and erase of one subject across every microstate, in-process servers on SQLite files (and, once, all
+on a Redis Cluster), the SDK following with snapshots on disk: after the erase, no file holds the subject's
+data."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -24,7 +26,8 @@ from microstate.server.store.base import Store
 from microstate.subjects.v1 import subjects_pb2 as pb
 from microstate.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
 from tests.client.conftest import fast_options
-from tests.gdpr.harness import MARKER, SUBJECT, occurrences, serve_all
+from tests.gdpr.harness import MARKER, SUBJECT, keys_holding, occurrences, rewrite_aof, serve_all
+from tests.support.redis_cluster import RedisCluster, running_redis_cluster
 from tests.support.server_process import free_port
 
 WITHIN = 20.0
@@ -53,10 +56,23 @@ async def eventually_refused(client: SessionClient, token: str) -> None:
     raise AssertionError("the erased session was still accepted")
 
 
-async def test_erase_leaves_no_plaintext_in_stores_snapshots_or_sdk_caches(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("redis-cluster", marks=pytest.mark.redis)])
+def cluster(request: pytest.FixtureRequest) -> Iterator[RedisCluster | None]:
+    """None: every microstate on its SQLite files; else a fresh 3-master cluster they all run on (the
+    microstates' own namespaces, so not the session's shared cluster)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with running_redis_cluster() as fresh:
+        yield fresh
+
+
+async def test_erase_leaves_no_plaintext_in_stores_snapshots_or_sdk_caches(
+    tmp_path: Path, cluster: RedisCluster | None
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    async with serve_all(data) as targets:
+    async with serve_all(data, store=cluster.url if cluster else None) as targets:
         snapshots = SnapshotOptions(path=str(data / "sdk") + "/", flush_interval=0.05)
         profiles = v1.ProfileClient(options=fast_options(targets["profile"], snapshot=snapshots))
         sessions = SessionClient(options=fast_options(targets["session"]))
@@ -106,7 +122,17 @@ async def test_erase_leaves_no_plaintext_in_stores_snapshots_or_sdk_caches(tmp_p
         assert occurrences(data, MARKER) == {}
         # The subject's id is left only in profile's change log, as the key of the deletion every watcher
         # (and SDK cache) must hear of, until the log's retention trims it (SECURITY.md).
-        assert set(occurrences(data, SUBJECT)) <= {"profile.db"}, occurrences(data, SUBJECT)
+        if cluster is None:
+            assert set(occurrences(data, SUBJECT)) <= {"profile.db"}, occurrences(data, SUBJECT)
+            return
+    # On the cluster (records, receipts, telemetry's log): every key in memory (as an RDB would write it),
+    # then every file once the AOFs are rewritten (what the operator does after erasures: SECURITY.md).
+    assert keys_holding(cluster, MARKER) == {}
+    left = keys_holding(cluster, SUBJECT)
+    assert all(re.fullmatch(r"msc:\{profile:\d+:\d+\}:log", key) for key in left), left
+    for node in cluster.masters():
+        await asyncio.to_thread(rewrite_aof, node)
+    assert [occurrences(node.data_dir, MARKER) for node in cluster.nodes] == [{}] * len(cluster.nodes)
 
 
 async def record_events(target: str, subjects: list[str]) -> None:

@@ -7,9 +7,12 @@ The behaviour every backend shares runs on the cluster in tests/conformance/ (ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 from redis.crc import key_slot
 
 from microstate.server.store import Record, StoreMisconfigured, StoreUnavailable, open_store
-from microstate.server.store.log import open_log
+from microstate.server.store.log import Appended, LogEntry, open_log
 from microstate.server.store.redis_cluster import (
     WATCH_BATCH,
     RedisClusterStore,
@@ -27,7 +30,7 @@ from microstate.server.store.redis_cluster import (
 from microstate.server.store.roles import RECORDS, StoreKind, StoreRole, role_urls
 from tests.conformance.waiting import take, watching
 from tests.support.redis_cluster import RedisCluster, running_redis_cluster
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import ClusterNodeRedisServer, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -80,15 +83,26 @@ async def test_a_cluster_url_naming_a_plain_redis_is_misconfigured(redis_server:
         await store.close()
 
 
-async def test_a_log_store_on_a_cluster_url_is_refused_and_a_log_role_keeps_its_default(
-    tmp_path: Path,
+async def test_a_log_role_follows_a_cluster_url_and_keeps_each_log_in_one_slot(
+    redis_cluster: RedisCluster, tmp_path: Path
 ) -> None:
-    """redis+cluster:// is a records store only: the log role says so instead of failing to import."""
-    with pytest.raises(ValueError, match=r"unsupported log store URL \(scheme 'redis\+cluster'\)"):
-        await open_log("redis+cluster://127.0.0.1:7000", "ns")
+    """redis+cluster:// serves the log role too (log/redis_cluster.py): one hash tag per log, so every key
+    of a log is in one slot (its positions are one sequence), while two logs' tags spread."""
     events = StoreRole("events", StoreKind.LOG)
-    urls = role_urls("telemetry", [RECORDS, events], "redis+cluster://127.0.0.1:7000", {}, tmp_path)
-    assert urls["records"].startswith("redis+cluster://") and urls["events"].startswith("sqlite:///")
+    urls = role_urls("telemetry", [RECORDS, events], redis_cluster.url, {}, tmp_path)
+    assert urls["events"] == redis_cluster.url
+    log = await open_log(urls["events"], namespace())
+    try:
+        await log.append([b"a", b"b"], dedupe_key="batch-1")
+        await log.trim(0)
+        keys = []
+        for node in redis_cluster.masters():
+            client = redis_cluster.client(node)
+            keys += client.keys(f"msl:{{{log.namespace}}}:*")  # type: ignore[attr-defined]
+            client.close()
+    finally:
+        await log.close()
+    assert len(keys) == 3 and len({key_slot(key) for key in keys}) == 1  # entries, meta, the dedupe key
 
 
 def test_partition_tags_spread_evenly_over_the_slots() -> None:
@@ -180,6 +194,37 @@ async def test_a_catch_up_past_a_full_batch_of_one_partition_keeps_revision_orde
     assert [c.record for c in seen] == sorted(written, key=lambda record: record.revision)
 
 
+async def test_forget_relinks_a_partitions_log_across_its_holes_and_leaves_no_plaintext(
+    store: RedisClusterStore,
+) -> None:
+    """Within one partition: a run of forgotten changes in the middle of its log and one at its end (the next
+    write then links past it). Watches, new and already reading, go across both without CursorExpired, and
+    the rebuilt stream holds none of the forgotten values' bytes (XDEL alone would leave them in DUMP)."""
+    partitions = await store._ready()
+    number = partition_of("gone", len(partitions))
+    before, middle, later = [
+        key for key in (f"k{i}" for i in range(10_000)) if partition_of(key, len(partitions)) == number
+    ][:3]
+    start = await store.head_cursor()
+    await store.put(before, b"kept")
+    await store.put("gone", b"secret-one")
+    await store.put("gone", b"secret-two")
+    await store.put(middle, b"kept")
+    await store.delete("gone")
+    async with watching(store, after=start) as reading:
+        (first,) = await take(reading, 1)
+        await store.forget(["gone"], keep_deletions=False)
+        dump = await store._client.execute_command("DUMP", partitions[number].log)
+        assert b"secret" not in dump and b"gone" not in dump
+        await store.put(later, b"x")
+        keys = [first.key]
+        while keys[-1] != later:  # what it had read before the forget may still come: then the rest
+            keys += [change.key for change in await take(reading, 1)]
+    assert keys[0] == before and middle in keys
+    async with watching(store, after=start) as changes:
+        assert [change.key for change in await take(changes, 3)] == [before, middle, later]
+
+
 async def test_wait_for_a_replica_the_cluster_does_not_have_fails_the_write_as_unavailable(
     redis_cluster: RedisCluster,
 ) -> None:
@@ -257,6 +302,95 @@ async def test_a_slot_migration_under_load_fails_no_call_and_the_watch_misses_no
             await store.close()
 
 
+@dataclass
+class LogLoad:
+    """What an appender and a follower of one log did (see `log_under_load`)."""
+
+    appended: list[Appended] = field(default_factory=list)
+    followed: list[LogEntry] = field(default_factory=list)
+    failed: int = 0
+    """Appends that failed (StoreUnavailable) and were resent with the same dedupe key."""
+
+    def in_order_once(self) -> bool:
+        """Whether the follower got every appended entry once, in order, at consecutive positions."""
+        expected = [(i + 1, str(i).encode()) for i in range(len(self.appended))]
+        return [(entry.position, entry.data) for entry in self.followed] == expected
+
+
+@contextlib.asynccontextmanager
+async def log_under_load(cluster: RedisCluster, log_namespace: str) -> AsyncIterator[LogLoad]:
+    """An appender appending one entry after another (resending a failed one with its dedupe key, as the
+    log's contract says) and a follower following from the start, each on a log of its own, until the
+    block ends; then appends stop and the block's exit waits until the follower has caught up."""
+    appender = await open_log(cluster.url, log_namespace)
+    follower = await open_log(cluster.url, log_namespace)
+    load, stop = LogLoad(), asyncio.Event()
+
+    async def append() -> None:
+        while not stop.is_set():
+            n = len(load.appended)
+            try:
+                load.appended.append(await appender.append([str(n).encode()], dedupe_key=f"b{n}"))
+            except StoreUnavailable:
+                load.failed += 1
+                await asyncio.sleep(0.05)  # a resend's backoff while the cluster recovers
+
+    async def follow() -> None:
+        async with aclosing(follower.follow("0")) as entries:
+            async for entry in entries:
+                load.followed.append(entry)
+
+    following, appending = asyncio.create_task(follow()), asyncio.create_task(append())
+    try:
+        yield load
+        stop.set()
+        await appending
+        await _until(lambda: len(load.followed) >= len(load.appended), within=60)
+    finally:
+        stop.set()
+        for task in (following, appending):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await appender.close()
+        await follower.close()
+
+
+async def test_a_log_follower_and_its_appender_go_on_through_a_migration_of_the_logs_slot() -> None:
+    """The log's slot moves to another master while an appender appends and a follower follows: the
+    follower gets every position once, in order, and then waits on the new master; an append the move
+    refused is resent with its dedupe key and lands once."""
+    with running_redis_cluster() as cluster:
+        log_namespace = next(f"log{i}" for i in itertools.count() if key_slot(f"log{i}".encode()) < 100)
+        slot = key_slot(log_namespace.encode())  # reshard moves the source's lowest slots first
+        async with log_under_load(cluster, log_namespace) as load:
+            await _until(lambda: len(load.appended) >= 50 and len(load.followed) >= 10)
+            assert slot_owners(cluster)[slot] == cluster.nodes[0].port
+            assert followers_on(cluster, cluster.nodes[0], log_namespace) == 1
+            ids = _node_ids(cluster)
+            await asyncio.to_thread(
+                cluster.cli,
+                "--cluster", "reshard", f"127.0.0.1:{cluster.nodes[0].port}",
+                "--cluster-from", ids[cluster.nodes[0].port], "--cluster-to", ids[cluster.nodes[1].port],
+                "--cluster-slots", "100", "--cluster-yes",
+            )  # fmt: skip
+            assert slot_owners(cluster)[slot] == cluster.nodes[1].port
+            moved = len(load.appended)
+            await _until(lambda: len(load.appended) >= moved + 50)
+            # the follower waits for more on the slot's new master
+            await _until(lambda: followers_on(cluster, cluster.nodes[1], log_namespace) == 1)
+        assert load.in_order_once()
+
+
+def followers_on(cluster: RedisCluster, node: ClusterNodeRedisServer, log_namespace: str) -> int:
+    """The connections the followers of a log hold on `node`."""
+    client = cluster.client(node)
+    try:
+        return sum(c["name"] == f"microstate-log-{log_namespace}-follow" for c in client.client_list())
+    finally:
+        client.close()
+
+
 def _node_ids(cluster: RedisCluster) -> dict[int, str]:
     client = cluster.client(cluster.nodes[0])
     try:
@@ -332,3 +466,22 @@ async def test_a_master_failover_under_load_keeps_reads_answering_and_resumes_wr
     assert outcome.failed_reads == 0
     if wait:
         assert outcome.lost == 0
+
+
+@pytest.mark.chaos
+async def test_a_log_follower_and_its_appender_go_on_through_a_failover_of_the_logs_master() -> None:
+    """The master holding a log's slot dies under an appender and a follower: appends resume once its
+    replica took over (an append that failed at the kill is resent with its dedupe key), and the follower,
+    reconnected to the new master, gets every position once, in order."""
+    with running_redis_cluster(replicas_per_master=1) as cluster:
+        victim = cluster.masters()[0]
+        owned = {slot for slot, port in slot_owners(cluster).items() if port == victim.port}
+        log_namespace = next(f"log{i}" for i in itertools.count() if key_slot(f"log{i}".encode()) in owned)
+        async with log_under_load(cluster, log_namespace) as load:
+            await _until(lambda: len(load.appended) >= 100 and len(load.followed) >= 50)
+            await asyncio.to_thread(victim.kill)
+            await asyncio.to_thread(cluster.wait_until_ok, 60)
+            resumed_from = len(load.appended)
+            await _until(lambda: len(load.appended) >= resumed_from + 100, within=60)
+        print(f"log failover: {len(load.appended)} appends, {load.failed} failed and resent")
+        assert load.in_order_once()

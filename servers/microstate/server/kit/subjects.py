@@ -102,7 +102,7 @@ def NOTHING(stores: Stores) -> SubjectData:
 @runtime_checkable
 class Forgetting(Protocol):
     """A records store that can forget deleted keys' history: every backend (store/sqlite.py, redis.py,
-    mongo.py); a wrapper of a store must pass it on."""
+    redis_cluster.py, mongo.py); a wrapper of a store must pass it on."""
 
     async def forget(self, keys: Sequence[str], *, keep_deletions: bool = True) -> None: ...
 

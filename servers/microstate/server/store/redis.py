@@ -244,21 +244,41 @@ return {1, int(rev), expires, int(now)}
 """
 )
 
+# What both stores' forget scripts share (redis_cluster.py has the other): `first_key`, set before this,
+# is the ARGV index of the first doomed key; ARGV[1] is keep_deletions ("1"/"0"). field() finds a log
+# entry's field (value and index), doomed() says whether an entry goes, rebuild() makes the stream anew from
+# the entries it keeps, with their own ids: XDEL only flags an entry, its bytes stay in the stream's node and
+# an RDB (or an AOF's RDB preamble) would write them out. A rebuild pauses Redis for the whole log.
+FORGET_LUA = """
+local doomed_keys = {}
+for i = first_key, #ARGV do doomed_keys[ARGV[i]] = true end
+local function field(fields, name)
+  for j = 1, #fields, 2 do
+    if fields[j] == name then return fields[j + 1], j + 1 end
+  end
+end
+local function doomed(fields)
+  return doomed_keys[field(fields, 'k')] and (ARGV[1] == '0' or field(fields, 'o') ~= 'd')
+end
+local function rebuild(stream, entries)
+  redis.call('DEL', stream)
+  for _, entry in ipairs(entries) do
+    redis.call('XADD', stream, entry[1], unpack(entry[2]))
+  end
+end
+"""
 # forget(): KEYS log, forgotten, counter; ARGV keep_deletions ("1"/"0"), rebuild limit, retention, then the
 # keys. Each change-log entry of those keys (but deletions, when kept) leaves the stream and its revision
-# joins the forgotten set, in one atomic step, so a watch that meets the hole finds it there; the stream is
-# then rebuilt without the removed entries' bytes. Forgotten revisions older than the retained log's length
-# are dropped: a cursor that old is expired anyway.
-_FORGET = """
-local doomed = {}
-for i = 4, #ARGV do doomed[ARGV[i]] = true end
+# joins the forgotten set, in one atomic step, so a watch that meets the hole finds it there; a short stream
+# is then rebuilt without the removed entries' bytes. Forgotten revisions older than the retained log's
+# length are dropped: a cursor that old is expired anyway.
+_FORGET = (
+    "local first_key = 4\n"
+    + FORGET_LUA
+    + """
 local removed = 0
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
-  local fields, key, op = entry[2], nil, nil
-  for j = 1, #fields, 2 do
-    if fields[j] == 'k' then key = fields[j + 1] elseif fields[j] == 'o' then op = fields[j + 1] end
-  end
-  if doomed[key] and (ARGV[1] == '0' or op ~= 'd') then
+  if doomed(entry[2]) then
     local rev = tonumber(string.match(entry[1], '^(%d+)'))
     redis.call('ZADD', KEYS[2], rev, rev)
     redis.call('XDEL', KEYS[1], entry[1])
@@ -266,19 +286,13 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
   end
 end
 if removed > 0 and redis.call('XLEN', KEYS[1]) <= tonumber(ARGV[2]) then
-  -- XDEL only flags an entry: its bytes stay in the stream's node, and an RDB (or an AOF's RDB preamble)
-  -- would write them out. Rebuild the stream from its live entries, with their own ids (a short log only:
-  -- Redis serves nobody else meanwhile).
-  local live = redis.call('XRANGE', KEYS[1], '-', '+')
-  redis.call('DEL', KEYS[1])
-  for _, entry in ipairs(live) do
-    redis.call('XADD', KEYS[1], entry[1], unpack(entry[2]))
-  end
+  rebuild(KEYS[1], redis.call('XRANGE', KEYS[1], '-', '+'))
 end
 local head = tonumber(redis.call('HGET', KEYS[3], 'n') or '0')
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (head - tonumber(ARGV[3])))
 return removed
 """
+)
 
 FORGET_REBUILD_LIMIT = 10_000
 """Entries up to which forget rebuilds the change-log stream (~0.1 s of Redis's time on a loaded machine)."""

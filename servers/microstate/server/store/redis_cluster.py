@@ -9,10 +9,10 @@ Layout of a namespace `ns` with P partitions (P fixed when the namespace is crea
 belongs to partition crc32(key) % P; partition p has a hash tag `{ns:p:n}`, n picked so that the tags' slots
 spread evenly over the 16384 slots (so over the masters, whatever their number), and holds the same keys as a
 single-node namespace (redis.py): `r:<key>` records, `idx` and `exp` sorted sets, `log` the stream of its
-changes, `meta` (a hash: `last`, the partition's clock) and `audit`, its audit journal (audit/: the
-entries of audited writes, keyed by revision, never trimmed). Every write is one Lua script on one
-partition, so on one node: check `if_match`, pick the revision, XADD the audit entry and the change, write
-the record. `audit_journal` merges the journals behind the same watermark as the watch (below).
+changes, `meta` (a hash: `last`, the partition's clock; `tail`, see erasure below) and `audit`, its audit
+journal (audit/: the entries of audited writes, keyed by revision, never trimmed). Every write is one Lua
+script on one partition, so on one node: check `if_match`, pick the revision, XADD the audit entry and the
+change, write the record. `audit_journal` merges the journals behind the same watermark as the watch (below).
 
 Revisions: a partition cannot share one counter with the others without a hot slot every write goes
 through, so a revision is a hybrid logical clock: the partition's clock moves to max(the node's TIME in
@@ -33,6 +33,10 @@ masters' clocks (the skew only delays delivery). Each log entry carries `p`, the
 revision, so a trimmed log is detected exactly (CursorExpired). A master whose clock steps backwards by more
 than the watch lag can break this; the watch then reports CursorExpired instead of skipping a change.
 Watches poll (`watch_poll`): a blocking XREAD cannot span slots.
+
+Erasure (`forget`, kit/subjects.py) runs one script per partition: it rebuilds the partition's log without the
+erased keys' entries and hands each removed run's `p` to the entry after it (or, when the run ended the log,
+to the next write, through `tail` in meta), so the chain stays whole and a watch goes across the hole.
 
 Get, BatchGet and the writes go over one multiplexed connection per master (redis_cluster_nodes.py), the
 rest, and whatever meets a redirect there, through redis-py. Writes are resent only when the cluster refused
@@ -86,6 +90,7 @@ from microstate.server.store.redis import (
     _LIST,
     _PROLOGUE,
     _PURGE,
+    FORGET_LUA,
     MICROS,
     RedisStore,
     _current,
@@ -101,9 +106,11 @@ T = TypeVar("T")
 # next_revision(): the partition's clock (microseconds) moves to max(TIME, its last + 1, the caller's floor),
 # and the revision is that clock with the partition's number (ARGV[7], three digits) appended, so no two
 # partitions ever share a revision. Lua's doubles hold the clock exactly; the revision only as a string.
+# The previous revision is the clock's last value, or `tail` where forget removed the log's last entries.
 _NEXT_REVISION = """
 local function next_revision()
-  local last = redis.call('HGET', KEYS[2], 'last')
+  local meta = redis.call('HMGET', KEYS[2], 'last', 'tail')
+  local last = meta[1]
   if not last then
     local entry = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
     last = entry[1] and string.sub(string.match(entry[1][1], '^(%d+)'), 1, -4) or '0'
@@ -111,7 +118,12 @@ local function next_revision()
   local clock = math.max(now, tonumber(last) + 1, tonumber(ARGV[6]))
   redis.call('HSET', KEYS[2], 'last', int(clock))
   local prev = '0'
-  if last ~= '0' then prev = last .. ARGV[7] end
+  if meta[2] then
+    prev = meta[2]
+    redis.call('HDEL', KEYS[2], 'tail')
+  elseif last ~= '0' then
+    prev = last .. ARGV[7]
+  end
   return int(clock) .. ARGV[7], prev
 end
 """
@@ -163,6 +175,35 @@ redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[4], rev .. '-0',
 forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
 purge_expired()
 return {1, rev}
+"""
+)
+# KEYS: one partition's log, meta. ARGV: keep_deletions ("1"/"0"), then the keys. The log is rebuilt
+# without the doomed keys' entries (but deletions, when kept), each kept entry after a removed run taking the
+# run's `p`, so the chain a watch checks stays whole and a hole is not taken for a trimmed log; if the run
+# ends the log, `tail` in meta hands its `p` to the next write. Returns how many entries went.
+_FORGET = (
+    "local first_key = 2\n"
+    + FORGET_LUA
+    + """
+local kept, carry, removed = {}, nil, 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  if doomed(entry[2]) then
+    carry = carry or field(entry[2], 'p')
+    removed = removed + 1
+  else
+    if carry then
+      local _, at = field(entry[2], 'p')
+      entry[2][at] = carry
+      carry = nil
+    end
+    kept[#kept + 1] = entry
+  end
+end
+if removed > 0 then
+  rebuild(KEYS[1], kept)
+  if carry then redis.call('HSET', KEYS[2], 'tail', carry) end
+end
+return removed
 """
 )
 # KEYS: record keys of one partition. Returns the live ones' record strings (false for the others), judged
@@ -296,6 +337,32 @@ def startup_nodes(url: str) -> tuple[list[ClusterNode], str | None, str | None]:
     return nodes, unquote(username) or None, unquote(password) or None
 
 
+def cluster_client(
+    nodes: list[ClusterNode],
+    username: str | None,
+    password: str | None,
+    name: str,
+    *,
+    socket_timeout: float,
+    connect_timeout: float,
+    **options: Any,
+) -> RedisCluster:
+    """redis-py's cluster client for `startup_nodes(url)`, named `name` in CLIENT LIST, failing within the
+    timeouts and never resending a command by itself (callers retry what is safe to retry)."""
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=username,
+        password=password,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 0),  # never resend a write; reads retry in _read
+        max_connections=MAX_CONNECTIONS,
+        reinitialize_steps=0,  # a MOVED patches the slot map (a full refresh closes connections in use)
+        client_name=name,
+        **options,
+    )
+
+
 class RedisClusterStore:
     """A Store on a Redis Cluster (see the module docstring)."""
 
@@ -333,6 +400,7 @@ class RedisClusterStore:
         self._delete_script = client.register_script(_DELETE)
         self._list_script = client.register_script(_LIST)
         self._read_live_script = client.register_script(_READ_LIVE)
+        self._forget_script = client.register_script(_FORGET)
         self._ready_lock = asyncio.Lock()
         # redis-py's cluster pools fail a command (MaxConnectionsError) rather than queue it: calls wait here.
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
@@ -372,16 +440,13 @@ class RedisClusterStore:
             raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
         nodes, username, password = startup_nodes(url)
         connect = partial(
-            RedisCluster,
-            startup_nodes=nodes,
-            username=username,
-            password=password,
+            cluster_client,
+            nodes,
+            username,
+            password,
+            f"microstate-{namespace}",
             socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),  # never resend a write; reads retry in _read
-            max_connections=MAX_CONNECTIONS,
-            reinitialize_steps=0,  # a MOVED patches the slot map (a full refresh closes connections in use)
-            client_name=f"microstate-{namespace}",
+            connect_timeout=connect_timeout,
         )
         client = connect()
         replicas = connect(load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS)
@@ -690,6 +755,29 @@ class RedisClusterStore:
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return bool(reply[0] == 1)
+
+    # --- erasure ----------------------------------------------------------------------------------
+
+    async def forget(self, keys: Sequence[str], *, keep_deletions: bool = True) -> None:
+        """Remove the change-log entries of `keys` (but their deletions, with `keep_deletions`, so watchers
+        still learn that the keys went), as the single-node store does (kit/subjects.py): one script per
+        partition the keys fall in, each atomic on its master, all at once. Each rebuilds its partition's
+        log without the removed entries' bytes (a pause of Redis as long as that log: `retention` / P
+        entries) and relinks the chain of previous revisions across the hole, so a watch reading across
+        it goes on. What Redis persisted (AOF, RDB) keeps the old values until it is rewritten
+        (SECURITY.md). Safe to repeat: forgetting again removes nothing more, so it is retried as reads
+        are."""
+        partitions = await self._ready()
+        by_partition: dict[int, Keys] = {}
+        for key in dict.fromkeys(keys):
+            by_partition.setdefault(partition_of(key, len(partitions)), []).append(key)
+
+        async def one(number: int, members: Keys) -> Any:
+            script_keys = (partitions[number].log, partitions[number].meta)
+            args = ("1" if keep_deletions else "0", *members)
+            return await self._read(lambda: self._forget_script(keys=script_keys, args=args))
+
+        await asyncio.gather(*(one(number, members) for number, members in by_partition.items()))
 
     # --- watch -------------------------------------------------------------------------------------
 

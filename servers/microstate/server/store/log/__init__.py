@@ -24,9 +24,10 @@ from microstate.server.store.log.base import (
 
 
 def _log_backend(records_backend: str) -> str:
-    """The log class of a records backend's module: "….redis:RedisStore" -> "….log.redis:RedisLog"."""
+    """The log class of a records backend's module: "….redis:RedisStore" -> "….log.redis:RedisLog",
+    "….redis_cluster:RedisClusterStore" -> "….log.redis_cluster:RedisClusterLog"."""
     module = records_backend.partition(":")[0].rpartition(".")[2]
-    return f"microstate.server.store.log.{module}:{module.capitalize()}Log"
+    return f"microstate.server.store.log.{module}:{module.title().replace('_', '')}Log"
 
 
 LOG_BACKENDS: dict[str, str] = {
@@ -34,8 +35,8 @@ LOG_BACKENDS: dict[str, str] = {
     for scheme, target in BACKENDS.items()
     if importlib.util.find_spec(_log_backend(target).partition(":")[0]) is not None
 }
-"""URL scheme -> "module:class": the records store's schemes whose backend has a log module (not
-redis+cluster://), each served by it; each class has `async classmethod open(url, namespace, **options) ->
+"""URL scheme -> "module:class": the records store's schemes whose backend has a log module (all of them),
+each served by it; each class has `async classmethod open(url, namespace, **options) ->
 LogStore`. A scheme left out is refused by `open_log` as unsupported, and a microstate's log role does not
 follow a primary URL of that scheme (roles.py)."""
 
@@ -44,7 +45,8 @@ async def open_log(url: str, namespace: str, **options: Any) -> LogStore:
     """Open the log `namespace` on the store at `url`, creating it if needed.
 
     URLs as for `open_store`: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`,
-    `redis://host:port/db`, `rediss://…`, `mongodb://…`, `mongodb+srv://…`. `options` go to the backend's
+    `redis://host:port/db`, `rediss://…`, `redis+cluster://host1:port,host2:port`, `mongodb://…`,
+    `mongodb+srv://…`. `options` go to the backend's
     `open`: every backend takes `dedupe_window` and `follow_outage_budget` (seconds); see each backend for
     the rest. An unknown scheme raises ValueError; an unreachable backend raises StoreUnavailable (Redis: at
     the first call).

@@ -35,10 +35,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -59,7 +60,8 @@ from microstate.server.store.log.base import (
     LogCapabilities,
     LogEntry,
 )
-from microstate.server.store.redis import MICROS, _forget_failure, _guard, redis_client
+from microstate.server.store.redis import MICROS, _forget_failure, redis_client
+from microstate.server.store.redis import _guard as _redis_guard
 
 _T = TypeVar("_T")
 
@@ -124,8 +126,12 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEntry:
 class RedisLog(LogReading):
     """A LogStore on Redis (see the module docstring for layout, atomicity and follow)."""
 
+    _guard = staticmethod(_redis_guard)
+    """Availability errors -> StoreUnavailable (the cluster log has its own)."""
+
     def __init__(
         self,
+        client: aioredis.Redis | RedisCluster,
         connect: Callable[..., aioredis.Redis],
         namespace: str,
         *,
@@ -136,9 +142,9 @@ class RedisLog(LogReading):
         follow_outage_budget: float,
     ) -> None:
         self._connect = connect
-        """`redis_client` for the URL: (name, socket_timeout=...) -> a client of its own."""
+        """(name, socket_timeout=...) -> a client of a follower's own, on the node that holds the log."""
         self._socket_timeout = socket_timeout
-        self._client = connect(f"microstate-log-{namespace}", socket_timeout=socket_timeout)
+        self._client = client
         self._followers: set[aioredis.Redis] = set()
         self.namespace = namespace
         self.capabilities = LogCapabilities(durable=durable, shared=True)
@@ -174,18 +180,24 @@ class RedisLog(LogReading):
         durable: bool = False,
         follow_block: float = 1.0,
         follow_outage_budget: float = DEFAULT_FOLLOW_OUTAGE_BUDGET,
-    ) -> RedisLog:
-        """A log for `namespace` on the Redis at `url` (redis://, rediss:// or unix://).
+    ) -> Self:
+        """A log for `namespace` on the Redis at `url` (redis://, rediss:// or unix://; the subclass's).
 
         Does not contact the server: it may be down now and come up later; call `ping()` to check.
-        `follow_block` is how long one blocking read of a follower waits on the server.
+        `follow_block` is how long one blocking read of a follower waits on the server;
+        `health_check_interval` applies to the followers' connections.
         """
         check_namespace(namespace)
         check_dedupe_window(dedupe_window)
-        connect = partial(
-            redis_client, url, connect_timeout=connect_timeout, health_check_interval=health_check_interval
+        client, connect = cls._clients(
+            url,
+            namespace,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
         )
         return cls(
+            client,
             connect,
             namespace,
             socket_timeout=socket_timeout,
@@ -195,10 +207,20 @@ class RedisLog(LogReading):
             follow_outage_budget=follow_outage_budget,
         )
 
+    @staticmethod
+    def _clients(
+        url: str, namespace: str, *, socket_timeout: float, connect_timeout: float, health_check_interval: int
+    ) -> tuple[aioredis.Redis | RedisCluster, Callable[..., aioredis.Redis]]:
+        """The log's client and how to make a follower's (see `__init__`)."""
+        connect = partial(
+            redis_client, url, connect_timeout=connect_timeout, health_check_interval=health_check_interval
+        )
+        return connect(f"microstate-log-{namespace}", socket_timeout=socket_timeout), connect
+
     async def _read(self, call: Callable[[], Awaitable[_T]]) -> _T:
         if self._closed:
             raise StoreUnavailable("the redis log store is closed")
-        return await _guard(self._read_retry.call_with_retry(call, _forget_failure))
+        return await self._guard(self._read_retry.call_with_retry(call, _forget_failure))
 
     # -- the LogStore protocol ---------------------------------------------------------------------------
 
@@ -212,7 +234,7 @@ class RedisLog(LogReading):
         if dedupe_key is not None:
             keys.append(self._dedupe_prefix + dedupe_key)
         args: list[bytes | int] = [self._dedupe_window_ms, audit or b"", *batch]
-        reply = await _guard(self._append_script(keys=keys, args=args))
+        reply = await self._guard(self._append_script(keys=keys, args=args))
         if reply[0] == 0:
             first, count, commit_us = (int(part) for part in reply[1].split(b":"))
             return Appended(range(first, first + count), commit_us / MICROS, duplicate=True)
@@ -230,14 +252,7 @@ class RedisLog(LogReading):
     ) -> tuple[int, list[LogEntry]]:
         """Where the read starts (checked against the log) and up to `count` entries after it."""
         low = "-" if after is None else f"({after}-0"
-
-        async def transaction() -> list[Any]:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hmget(self._meta_key, ["n", "t"])
-            pipe.xrange(self._entries_key, low, "+", count=count)
-            return await pipe.execute()
-
-        (head, trimmed_through), rows = await self._read(transaction)
+        (head, trimmed_through), rows = await self._read(partial(self._bookkeeping_and_rows, low, count))
         start = start_position(
             after, head=int(head or 0), trimmed_through=int(trimmed_through or 0), following=following
         )
@@ -245,32 +260,54 @@ class RedisLog(LogReading):
         check_contiguous(start, entries)
         return start, entries
 
+    async def _bookkeeping_and_rows(self, low: str, count: int) -> list[Any]:
+        """[[head, trimmed through], [(entry id, fields), ...]]: the meta hash and up to `count` entries
+        from `low` on, from one instant (one MULTI/EXEC)."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hmget(self._meta_key, ["n", "t"])
+        pipe.xrange(self._entries_key, low, "+", count=count)
+        return await pipe.execute()
+
     @contextlib.asynccontextmanager
     async def _waiting(self) -> AsyncIterator[Wait]:
         """A follower blocks in XREAD on a connection of its own (see the module docstring), closed when it
-        ends; its socket timeout outlasts the block time."""
-        reader = self._connect(
-            f"microstate-log-{self.namespace}-follow",
-            socket_timeout=self._block_ms / 1000 + self._socket_timeout,
-        )
-        self._followers.add(reader)
+        ends; its socket timeout outlasts the block time. After a failed read the next wait connects
+        anew (on a cluster, to the node that holds the log by then)."""
+        readers: list[aioredis.Redis] = []  # the follower's current one, if any
+
+        async def drop() -> None:
+            for reader in readers:
+                self._followers.discard(reader)
+                await reader.aclose()
+            readers.clear()
 
         async def wait(position: int) -> list[LogEntry]:
-            entries = await self._blocking_read(reader, position)
+            if not readers:
+                readers.append(
+                    self._connect(
+                        f"microstate-log-{self.namespace}-follow",
+                        socket_timeout=self._block_ms / 1000 + self._socket_timeout,
+                    )
+                )
+                self._followers.add(readers[0])
+            try:
+                entries = await self._blocking_read(readers[0], position)
+            except StoreUnavailable:
+                await drop()
+                raise
             check_contiguous(position, entries)
             return entries
 
         try:
             yield wait
         finally:
-            self._followers.discard(reader)
-            await reader.aclose()
+            await drop()
 
     async def _blocking_read(self, reader: aioredis.Redis, position: int) -> list[LogEntry]:
         """The entries after `position`, waiting up to `follow_block` for some."""
         if self._closed:
             raise StoreUnavailable("the redis log store is closed")
-        reply: Any = await _guard(
+        reply: Any = await self._guard(
             reader.xread({self._entries_key: f"{position}-0"}, count=FOLLOW_BATCH, block=self._block_ms)
         )
         return [_entry(entry_id, fields) for entry_id, fields in reply[0][1]] if reply else []
@@ -285,7 +322,7 @@ class RedisLog(LogReading):
         keys, args = [self._meta_key, self._entries_key], [round(before_time * MICROS), _TRIM_STEP]
         dropped = 0
         while True:  # in steps, so Redis serves other clients in between
-            step = int(await _guard(self._trim_script(keys=keys, args=args)))
+            step = int(await self._guard(self._trim_script(keys=keys, args=args)))
             dropped += step
             if step < _TRIM_STEP:
                 return dropped
