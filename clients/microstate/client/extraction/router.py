@@ -63,6 +63,7 @@ from microstate.client.flags import FlagsClient
 log = logging.getLogger("microstate.extraction")
 
 MAX_SHADOW_IN_FLIGHT = 64
+DEFAULT_SETTINGS = RouteSettings()
 
 
 class ComparisonObserver(Protocol):
@@ -178,6 +179,7 @@ class Router(Generic[M]):
         self._sample = sample
         self._background: set[asyncio.Task[None]] = set()
         self._off_path: set[asyncio.Task[Any]] = set()
+        self._known_settings: dict[str, tuple[object, RouteSettings]] = {}
         self._unrelayed: collections.Counter[str] = collections.Counter()
         self.stats = RouterStats()
         self.relay: OutboxRelay[M] | None = None
@@ -223,21 +225,32 @@ class Router(Generic[M]):
 
     def _settings(self, operation: str) -> RouteSettings:
         flag = self._flags.local_flag(self._route_key(operation))
-        return RouteSettings() if flag is None else RouteSettings.of(flag.metadata)
+        if flag is None:
+            return DEFAULT_SETTINGS
+        known = self._known_settings.get(operation)
+        if known is None or known[0] is not flag:  # an update replaces the flag object: parse it once
+            known = self._known_settings[operation] = (flag, RouteSettings.of(flag.metadata))
+        return known[1]
 
     # -- reads ---------------------------------------------------------------------------------------------
 
     async def get(self, key: str) -> M | None:
         """The record under `key` from the side the phase says (None: no record)."""
         phase = self.phase("get", key)
-        if phase in (Phase.PRIMARY, Phase.RETIRED):
-            return await self._candidate.get(key)
         if phase is Phase.LEGACY:
             return await self._legacy.get(key)
+        if phase in (Phase.PRIMARY, Phase.RETIRED):
+            return await self._candidate.get(key)
         settings = self._settings("get")
         if phase is Phase.CANARY and not self._unrelayed[key]:
             return await self._canary_read(key, settings)
-        return await self._legacy_read_with_shadow(key, phase, settings)
+        if self._compare_this_read(settings):
+            return await self._shadowed_read(key, phase, settings)
+        value = await self._legacy.get(key)  # the common case, kept short: legacy alone
+        noise = settings.noise_sample
+        if noise > 0 and self._observer is not None and self._sample() < noise:
+            self._spawn(self._noise(key, value))
+        return value
 
     def _compare_this_read(self, settings: RouteSettings) -> bool:
         """Whether this read is one of the sampled ones that read both sides for the observer."""
@@ -275,13 +288,8 @@ class Router(Generic[M]):
             self._spawn(self._judge_legacy(key, legacy, value, candidate_seconds, budget))
         return value
 
-    async def _legacy_read_with_shadow(self, key: str, phase: Phase, settings: RouteSettings) -> M | None:
-        observer = self._observer
-        if not self._compare_this_read(settings):
-            value = await self._legacy.get(key)
-            if observer is not None and settings.noise_sample > 0 and self._sample() < settings.noise_sample:
-                self._spawn(self._noise(key, value))
-            return value
+    async def _shadowed_read(self, key: str, phase: Phase, settings: RouteSettings) -> M | None:
+        """Legacy answers; the microstate is read concurrently and judged off the request path."""
         started = time.monotonic()
         candidate = self._start_off_path(self._candidate.get(key), started)
         try:
