@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from statistics import median
+from statistics import fmean, median
 
 from bench import load, services
 from bench.load import percentile
@@ -156,23 +156,26 @@ def _reader(subject: Shadowed, errors: list[BaseException]) -> Callable[[], Awai
 
 async def _p99_ratio(
     settings: Settings, subject: Shadowed, baseline: Shadowed, count: int
-) -> tuple[float, float, float, int]:
-    """Median per-round p99 ratio, the two p99s (medians) and the reads that raised to the caller. Each
-    round takes `count` reads of each side in alternating blocks of BLOCK, after a warm-up."""
+) -> tuple[float, float, float, int, float]:
+    """Median per-round p99 ratio, the two p99s (medians), the reads that raised to the caller, and the
+    mean latency the subject adds to a read. Each round takes `count` reads of each side in alternating
+    blocks of BLOCK, after a warm-up."""
     errors: list[BaseException] = []
     reads = [_reader(subject, errors), _reader(baseline, errors)]
     for read in reads:
         await load.latencies(read, BLOCK)
-    subject_p99, baseline_p99 = [], []
+    subject_p99, baseline_p99, added = [], [], []
     for _ in range(2 * settings.rounds):
         subject_run, baseline_run = await load.block_interleaved(reads, count, BLOCK)
         subject_p99.append(percentile(subject_run, 0.99))
         baseline_p99.append(percentile(baseline_run, 0.99))
+        added.append(fmean(subject_run) - fmean(baseline_run))
     return (
         load.paired_ratio(subject_p99, baseline_p99),
         median(subject_p99),
         median(baseline_p99),
         len(errors),
+        median(added),
     )
 
 
@@ -235,7 +238,7 @@ async def _shadow_rows(
             (one_percent, None, long),
             (every_read, None, short),
         ):
-            ratio, p99, base, errors = await _p99_ratio(settings, subject, baseline, count)
+            ratio, p99, base, errors, added = await _p99_ratio(settings, subject, baseline, count)
             rows.append(
                 Row(
                     "EX1",
@@ -246,7 +249,7 @@ async def _shadow_rows(
                     "s",
                     ratio,
                     goal,
-                    f"caller errors {errors}; {_compared(subject)}",
+                    f"caller errors {errors}; {_compared(subject)}; mean +{added * 1e6:.1f} µs a read",
                 )
             )
         with services.slow_link(profile_server, SLOW_LINK, settings.workdir / "slow-link") as link:
@@ -255,13 +258,13 @@ async def _shadow_rows(
                 _slice("ex-slow-figure", Phase.SHADOW, flags_target, slow, legacy, FIGURE) as slow_sampled,
                 _slice("ex-slow-all", Phase.SHADOW, flags_target, slow, legacy, EVERY_READ) as slow_all,
             ):
-                ratio, p99, base, _ = await _p99_ratio(settings, slow_sampled, baseline, long)
+                ratio, p99, base, _, _ = await _p99_ratio(settings, slow_sampled, baseline, long)
                 state = f"slow (+{SLOW_LINK * 1e3:g} ms per chunk each way: every shadow read overruns)"
                 rows.append(_degraded_row(state, slow_sampled, ratio, p99, base))
                 slow_errors = await _caller_errors(settings, slow_all, short)
                 slow_overruns = slow_all.router.stats.candidate_overruns
         profile_server.stop()
-        ratio, p99, base, _ = await _p99_ratio(settings, sampled, baseline, long)
+        ratio, p99, base, _, _ = await _p99_ratio(settings, sampled, baseline, long)
         rows.append(_degraded_row("down (killed)", sampled, ratio, p99, base))
         down_errors = await _caller_errors(settings, every_read, short)
         failed = every_read.router.stats.candidate_errors
