@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from statistics import fmean, median
+from typing import Any
 
 from bench import load, services
 from bench.load import percentile
@@ -62,6 +63,25 @@ RULES = CompareRules.of(ignore=["etag", "create_time", "update_time", "embedding
 """What only the microstate answers with."""
 
 
+NETWORK = 0.001
+"""The round trip of a monolith's database across a network (EX1's last row)."""
+
+
+class _NetworkedLegacy:
+    """The SQLite monolith as if across a network: a read first waits NETWORK seconds (a sleep: for the
+    caller's process a database round trip is waiting, not work)."""
+
+    def __init__(self, inner: SqlAdapter[Profile]) -> None:
+        self._inner = inner
+
+    async def get(self, key: str) -> Profile | None:
+        await asyncio.sleep(NETWORK)
+        return await self._inner.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 @dataclass
 class Shadowed:
     """A Router on its own route (its own flags client) with a Comparator as its observer."""
@@ -95,7 +115,7 @@ async def _slice(
     phase: Phase,
     flags_target: str,
     profiles: ProfileClient,
-    legacy: SqlAdapter[Profile],
+    legacy: SqlAdapter[Profile] | _NetworkedLegacy,
     settings: RouteSettings,
 ) -> AsyncIterator[Shadowed]:
     flags = FlagsClient(flags_target)
@@ -250,6 +270,25 @@ async def _shadow_rows(
                     ratio,
                     goal,
                     f"caller errors {errors}; {_compared(subject)}; mean +{added * 1e6:.1f} µs a read",
+                )
+            )
+        networked = _NetworkedLegacy(legacy)
+        async with (
+            _slice("ex-net-legacy", Phase.LEGACY, flags_target, profiles, networked, FIGURE) as far_baseline,
+            _slice("ex-net-shadow-1", Phase.SHADOW, flags_target, profiles, networked, ONE_PERCENT) as far,
+        ):
+            ratio, p99, base, errors, added = await _p99_ratio(settings, far, far_baseline, short * 2)
+            rows.append(
+                Row(
+                    "EX1",
+                    f"the same, 1% compared, the monolith's read behind a {NETWORK * 1e3:g} ms network round "
+                    "trip (a sleep before each SQLite read)",
+                    p99,
+                    base,
+                    "s",
+                    ratio,
+                    target,
+                    f"caller errors {errors}; {_compared(far)}; mean +{added * 1e6:.1f} µs a read",
                 )
             )
         with services.slow_link(profile_server, SLOW_LINK, settings.workdir / "slow-link") as link:
