@@ -4,7 +4,8 @@ a rollback reaches every SDK.
 EX1: Router.get in shadow vs the same Router.get in the legacy phase, over the demo monolith in SQLite:
      p99 of sequential reads, rounds interleaved (the ratio is the median of the per-round p99 ratios).
      0.1% of reads also read the microstate (concurrently, off the request path) and go to a real
-     Comparator: target ≤ 1.02. 1% and 100% are reported too.
+     Comparator: target ≤ 1.02. 1% and 100% are reported too, and 1% with each legacy read behind a 1 ms
+     round trip (a sleep), as a monolith's database across a network would be.
 EX2: the same 0.1% with the microstate slow (a TCP proxy adds 50 ms to each of its chunks: every shadow
      read overruns its budget) and down (killed): p99 ratio (target ≤ 1.02); and, with every read
      shadowed, the reads that raised to the caller (target 0).
