@@ -24,15 +24,15 @@ targeting key, so a canary split is sticky per subject. What each phase does (ph
   relayed, so a canary user reads their own writes). On the `shadow_sample` share, legacy is read too,
   concurrently and off the request path, and the pair goes to the observer (the fallback, if needed, is
   then that read already under way). Others read as in dual_write.
+- primary: the microstate answers and is written first; each acknowledged microstate write then appends a
+  REVERSE outbox entry (the write is acknowledged to the caller only once both are done; a retry with the
+  same request id is safe), which keeps legacy current so a rollback loses nothing.
+- retired: the microstate only.
 
 Every pair the observer gets comes with the phase the Router routed that read by (a canary split is per
 subject: a subject the gate does not admit reads in dual_write), so a `Comparator` counts per phase without
 being told. Observing runs in a background task after the caller has its answer; an observer that raises is
 counted (`stats.observer_errors`) and logged, never passed on.
-- primary: the microstate answers and is written first; each acknowledged microstate write then appends a
-  REVERSE outbox entry (the write is acknowledged to the caller only once both are done; a retry with the
-  same request id is safe), which keeps legacy current so a rollback loses nothing.
-- retired: the microstate only.
 
 Rollback from any phase is one write of the route flag (PhaseControl.move). Nothing acknowledged is lost
 across it: entries already in the outbox are still delivered whatever the phase, and a legacy write after a
