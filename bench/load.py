@@ -114,6 +114,18 @@ def sync_latencies(call: Callable[[], object], count: int) -> list[float]:
     return samples
 
 
+async def block_interleaved(calls: Sequence[Call], count: int, block: int) -> list[list[float]]:
+    """`count` sequential latencies of each call, taken in blocks of `block` calls that alternate between
+    the calls (ABBA...), so a burst of load from the rest of a shared machine lands on all of them alike;
+    finer-grained than `interleaved` rounds, for tail percentiles, which such bursts make."""
+    results: list[list[float]] = [[] for _ in calls]
+    for index in range(-(-count // block)):
+        order = range(len(calls)) if index % 2 == 0 else reversed(range(len(calls)))
+        for which in order:
+            results[which] += await latencies(calls[which], min(block, count - index * block))
+    return results
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-quantile (0..1), nearest rank on the sorted values."""
     ordered = sorted(values)

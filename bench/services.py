@@ -136,3 +136,21 @@ def echo_server(
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def slow_link(upstream: ServerProcess, delay: float, workdir: Path) -> Iterator[ServerProcess]:
+    """bench/slow_link.py in front of `upstream`: every chunk held `delay` seconds, in a process of its own
+    (not pinned: it is the network, not the server); the ServerProcess's target is the proxy."""
+    from bench import slow_link as script
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready = workdir / "slow-link.ready.json"
+    ready.unlink(missing_ok=True)
+    port = str(upstream.ready["port"])
+    arguments = [script.__file__, "--upstream", port, "--delay", str(delay), "--ready-file", str(ready)]
+    link = processes.listening(processes.launch_python(arguments, workdir), ready, "slow link")
+    try:
+        yield link
+    finally:
+        link.stop()

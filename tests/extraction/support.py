@@ -46,6 +46,7 @@ class Observation:
     legacy_seconds: float
     candidate_seconds: float | None
     candidate_error: BaseException | None
+    phase: str
 
 
 @dataclass
@@ -64,9 +65,12 @@ class RecordingObserver:
         legacy_seconds: float,
         candidate_seconds: float | None,
         candidate_error: BaseException | None,
+        phase: str,
     ) -> None:
         self.observations.append(
-            Observation(operation, legacy, candidate, legacy_seconds, candidate_seconds, candidate_error)
+            Observation(
+                operation, legacy, candidate, legacy_seconds, candidate_seconds, candidate_error, phase
+            )
         )
 
     def observe_noise(self, operation: str, first: Message | None, second: Message | None) -> None:

@@ -1,11 +1,12 @@
 """Off-path comparison of legacy and candidate answers: counters per field and phase, noise, samples.
 
-The router hands every shadowed pair to `Comparator.observe` after the caller has its answer, and, for a
-sampled fraction, two legacy answers to the same request to `observe_noise`. A field's differences count as a
-real mismatch only under Diffy's rule (opendiffy/diffy `JoinedDifferences`): its candidate-vs-legacy rate
-must exceed its legacy-vs-legacy (noise) rate, by more than `relative` of their sum and more than `absolute`
-of all comparisons. So a timestamp that differs on every call of the legacy path itself reads as noise,
-and a field the candidate gets wrong reads as a mismatch.
+The router hands every compared pair (a sampled read in shadow, dual_write or canary, where both sides
+are read) to `Comparator.observe`, with the phase it routed the read by, after the caller has its answer,
+and, for a sampled fraction, two legacy answers to the same request to `observe_noise`. A field's
+differences count as a real mismatch only under Diffy's rule (opendiffy/diffy `JoinedDifferences`): its
+candidate-vs-legacy rate must exceed its legacy-vs-legacy (noise) rate, by more than `relative` of their
+sum and more than `absolute` of all comparisons. So a timestamp that differs on every call of the legacy
+path itself reads as noise, and a field the candidate gets wrong reads as a mismatch.
 
 Nothing personal is kept: mismatch samples hold keyed digests of the two messages and redacted diffs
 (diff.py). Counts are exact across threads (one lock); `stats()` is a snapshot to export or alert on.
@@ -164,9 +165,10 @@ class _Noise:
 class Comparator:
     """Compares shadowed answers off the request path; satisfies the router's comparator interface.
 
-    `rules` maps an operation to its CompareRules (missing: `default_rules`). `phase_of(operation)` tells the
-    phase the router is in (its local flag read), so counters split by phase. `samples` bounds the mismatch
-    samples kept per operation and phase; `digest_key` keys every digest (default: random per comparator).
+    `rules` maps an operation to its CompareRules (missing: `default_rules`). Counters split by the phase
+    each pair was read in, which the Router passes with it; `phase_of(operation)` names it for callers
+    that do not. `samples` bounds the mismatch samples kept per operation and phase; `digest_key` keys
+    every digest (default: random per comparator).
     """
 
     def __init__(
@@ -212,9 +214,11 @@ class Comparator:
         legacy_seconds: float,
         candidate_seconds: float | None,
         candidate_error: BaseException | None,
+        phase: str | None = None,
     ) -> None:
-        """Count one shadowed pair: the candidate's failure, or its answer's differing fields."""
-        phase = self._phase_of(operation)
+        """Count one compared pair: the candidate's failure, or its answer's differing fields, under
+        `phase` (the Router passes the phase it routed the read by; without it, `phase_of`)."""
+        phase = self._phase_of(operation) if phase is None else phase
         found: list[FieldDiff] = []
         if candidate_error is None:
             found = differences(legacy, candidate, self.rules_for(operation), key=self._key)

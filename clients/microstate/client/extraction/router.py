@@ -21,11 +21,18 @@ targeting key, so a canary split is sticky per subject. What each phase does (ph
   outbox entry in the same transaction, which the `OutboxRelay` delivers to the microstate.
 - canary: writes as dual_write; subjects the flag's gate admits read the microstate, within budget_ms, and
   fall back to legacy on any error or overrun (and while this process has a write of that key not yet
-  relayed, so a canary user reads their own writes). Others read as in dual_write.
+  relayed, so a canary user reads their own writes). On the `shadow_sample` share, legacy is read too,
+  concurrently and off the request path, and the pair goes to the observer (the fallback, if needed, is
+  then that read already under way). Others read as in dual_write.
 - primary: the microstate answers and is written first; each acknowledged microstate write then appends a
   REVERSE outbox entry (the write is acknowledged to the caller only once both are done; a retry with the
   same request id is safe), which keeps legacy current so a rollback loses nothing.
 - retired: the microstate only.
+
+Every pair the observer gets comes with the phase the Router routed that read by (a canary split is per
+subject: a subject the gate does not admit reads in dual_write), so a `Comparator` counts per phase without
+being told. Observing runs in a background task after the caller has its answer; an observer that raises is
+counted (`stats.observer_errors`) and logged, never passed on.
 
 Rollback from any phase is one write of the route flag (PhaseControl.move). Nothing acknowledged is lost
 across it: entries already in the outbox are still delivered whatever the phase, and a legacy write after a
@@ -56,6 +63,7 @@ from microstate.client.flags import FlagsClient
 log = logging.getLogger("microstate.extraction")
 
 MAX_SHADOW_IN_FLIGHT = 64
+DEFAULT_SETTINGS = RouteSettings()
 
 
 class ComparisonObserver(Protocol):
@@ -72,9 +80,11 @@ class ComparisonObserver(Protocol):
         legacy_seconds: float,
         candidate_seconds: float | None,
         candidate_error: BaseException | None,
+        phase: str,
     ) -> None:
-        """One shadow read: legacy's answer and the candidate's (None: no record, or it failed, then
-        `candidate_error` says why and `candidate_seconds` is None if it ran out of budget)."""
+        """One read of both sides: legacy's answer and the candidate's (None: no record, or it failed, then
+        `candidate_error` says why and `candidate_seconds` is None if it ran out of budget). `phase` is
+        the phase the Router routed this read by (shadow, dual_write or canary)."""
         ...
 
     def observe_noise(self, operation: str, first: Message | None, second: Message | None) -> None:
@@ -97,8 +107,49 @@ class RouterStats:
     candidate_overruns: int = 0
     canary_reads: int = 0
     canary_fallbacks: int = 0
+    canary_compared: int = 0
+    """Canary reads whose legacy answer was also read, off the request path, for the observer."""
+    legacy_compare_failures: int = 0
+    """Off-path legacy reads of a compared canary read that failed or overran (nothing to compare)."""
     noise_reads: int = 0
     observer_errors: int = 0
+
+
+class _OffPathRead(Generic[M]):
+    """A read started beside the caller's, only to be compared: timed from `started` to when it finished
+    (not to when someone looked), and its failure always retrieved, so a read nobody awaits (the Router
+    closed first) is never logged as an unretrieved task exception."""
+
+    def __init__(self, read: Coroutine[Any, Any, M | None], started: float) -> None:
+        self.started = started
+        self.finished: float | None = None
+        self.task: asyncio.Task[M | None] = asyncio.ensure_future(self._timed(read))
+        self.task.add_done_callback(_retrieve)
+
+    async def _timed(self, read: Coroutine[Any, Any, M | None]) -> M | None:
+        try:
+            answer = await read
+        except asyncio.CancelledError:  # out of budget: it has no latency to report
+            raise
+        except Exception:
+            self.finished = time.monotonic()
+            raise
+        self.finished = time.monotonic()
+        return answer
+
+    def seconds(self) -> float | None:
+        """Its latency, None while it runs (or if it was cancelled before it started)."""
+        return None if self.finished is None else self.finished - self.started
+
+    async def within(self, deadline: float) -> M | None:
+        """Its answer; TimeoutError (and the read cancelled) if it has none by `deadline` (monotonic)."""
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return await self.task
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class Router(Generic[M]):
@@ -127,6 +178,8 @@ class Router(Generic[M]):
         self._max_in_flight = max_shadow_in_flight
         self._sample = sample
         self._background: set[asyncio.Task[None]] = set()
+        self._off_path: set[asyncio.Task[Any]] = set()
+        self._known_settings: dict[str, tuple[object, RouteSettings]] = {}
         self._unrelayed: collections.Counter[str] = collections.Counter()
         self.stats = RouterStats()
         self.relay: OutboxRelay[M] | None = None
@@ -149,9 +202,10 @@ class Router(Generic[M]):
         """Stop the relay and cancel the off-path reads still running."""
         if self.relay is not None:
             await self.relay.close()
-        for task in list(self._background):
+        running = [*self._background, *self._off_path]
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
 
     # -- phase ---------------------------------------------------------------------------------------------
 
@@ -171,56 +225,88 @@ class Router(Generic[M]):
 
     def _settings(self, operation: str) -> RouteSettings:
         flag = self._flags.local_flag(self._route_key(operation))
-        return RouteSettings() if flag is None else RouteSettings.of(flag.metadata)
+        if flag is None:
+            return DEFAULT_SETTINGS
+        known = self._known_settings.get(operation)
+        if known is None or known[0] is not flag:  # an update replaces the flag object: parse it once
+            known = self._known_settings[operation] = (flag, RouteSettings.of(flag.metadata))
+        return known[1]
 
     # -- reads ---------------------------------------------------------------------------------------------
 
     async def get(self, key: str) -> M | None:
         """The record under `key` from the side the phase says (None: no record)."""
         phase = self.phase("get", key)
-        if phase in (Phase.PRIMARY, Phase.RETIRED):
-            return await self._candidate.get(key)
         if phase is Phase.LEGACY:
             return await self._legacy.get(key)
+        if phase in (Phase.PRIMARY, Phase.RETIRED):
+            return await self._candidate.get(key)
         settings = self._settings("get")
         if phase is Phase.CANARY and not self._unrelayed[key]:
             return await self._canary_read(key, settings)
-        return await self._legacy_read_with_shadow(key, settings)
+        if self._compare_this_read(settings):
+            return await self._shadowed_read(key, phase, settings)
+        value = await self._legacy.get(key)  # the common case, kept short: legacy alone
+        noise = settings.noise_sample
+        if noise > 0 and self._observer is not None and self._sample() < noise:
+            self._spawn(self._noise(key, value))
+        return value
+
+    def _compare_this_read(self, settings: RouteSettings) -> bool:
+        """Whether this read is one of the sampled ones that read both sides for the observer."""
+        if self._observer is None or settings.shadow_sample <= 0 or self._sample() >= settings.shadow_sample:
+            return False
+        if len(self._background) >= self._max_in_flight:
+            self.stats.shadow_skipped += 1
+            return False
+        return True
 
     async def _canary_read(self, key: str, settings: RouteSettings) -> M | None:
+        """The microstate answers; on a sampled share legacy is read too, concurrently and off the request
+        path, for the observer (and, should the microstate fail, it is the fallback already under way)."""
         self.stats.canary_reads += 1
+        started = time.monotonic()
+        compare = self._compare_this_read(settings)
+        legacy = self._start_off_path(self._legacy.get(key), started) if compare else None
         try:
             async with asyncio.timeout(settings.budget_ms / 1000):
-                return await self._candidate.get(key)
+                value = await self._candidate.get(key)
         except Exception as error:  # any candidate failure: legacy answers
             self.stats.canary_fallbacks += 1
             log.debug("canary read of %r fell back to legacy: %r", key, error)
-        return await self._legacy.get(key)
+            if legacy is None:
+                return await self._legacy.get(key)
+            if isinstance(error, TimeoutError):
+                error = CandidateBudgetExceeded(f"no answer for {key!r} within {settings.budget_ms:g} ms")
+            fallback = await legacy.task
+            seconds = None if isinstance(error, CandidateBudgetExceeded) else time.monotonic() - started
+            self._spawn(self._report(Phase.CANARY, fallback, legacy.seconds(), None, seconds, error))
+            return fallback
+        if legacy is not None:
+            candidate_seconds = time.monotonic() - started
+            budget = max(settings.budget_ms / 1000, 2 * candidate_seconds)
+            self._spawn(self._judge_legacy(key, legacy, value, candidate_seconds, budget))
+        return value
 
-    async def _legacy_read_with_shadow(self, key: str, settings: RouteSettings) -> M | None:
-        observer = self._observer
-        shadow = (
-            observer is not None and settings.shadow_sample > 0 and self._sample() < settings.shadow_sample
-        )
-        if shadow and len(self._background) >= self._max_in_flight:
-            self.stats.shadow_skipped += 1
-            shadow = False
-        if not shadow:
-            value = await self._legacy.get(key)
-            if observer is not None and settings.noise_sample > 0 and self._sample() < settings.noise_sample:
-                self._spawn(self._noise(key, value))
-            return value
+    async def _shadowed_read(self, key: str, phase: Phase, settings: RouteSettings) -> M | None:
+        """Legacy answers; the microstate is read concurrently and judged off the request path."""
         started = time.monotonic()
-        candidate = asyncio.ensure_future(self._candidate.get(key))
+        candidate = self._start_off_path(self._candidate.get(key), started)
         try:
             value = await self._legacy.get(key)
         except BaseException:
-            candidate.cancel()
+            candidate.task.cancel()
             raise
         legacy_seconds = time.monotonic() - started
         budget = max(settings.budget_ms / 1000, 2 * legacy_seconds)
-        self._spawn(self._judge(key, value, legacy_seconds, candidate, started, budget))
+        self._spawn(self._judge(key, phase, value, legacy_seconds, candidate, budget))
         return value
+
+    def _start_off_path(self, read: Coroutine[Any, Any, M | None], started: float) -> _OffPathRead[M]:
+        off_path = _OffPathRead(read, started)
+        self._off_path.add(off_path.task)
+        off_path.task.add_done_callback(self._off_path.discard)
+        return off_path
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -230,34 +316,57 @@ class Router(Generic[M]):
     async def _judge(
         self,
         key: str,
+        phase: Phase,
         legacy: M | None,
         legacy_seconds: float,
-        candidate: asyncio.Future[M | None],
-        started: float,
+        candidate: _OffPathRead[M],
         budget: float,
     ) -> None:
+        """Wait (off the request path) for a shadow read's candidate, then hand the pair to the observer."""
         self.stats.shadow_reads += 1
         answer: M | None = None
         error: BaseException | None = None
-        seconds: float | None = None
         try:
-            async with asyncio.timeout(max(0.0, started + budget - time.monotonic())):
-                answer = await candidate
-            seconds = time.monotonic() - started
+            answer = await candidate.within(candidate.started + budget)
         except TimeoutError:
             error = CandidateBudgetExceeded(f"no answer for {key!r} within {budget:.3f}s")
             self.stats.candidate_overruns += 1
         except Exception as failure:  # for the observer, never the caller
-            error, seconds = failure, time.monotonic() - started
+            error = failure
             self.stats.candidate_errors += 1
+        await self._report(phase, legacy, legacy_seconds, answer, candidate.seconds(), error)
+
+    async def _judge_legacy(
+        self, key: str, legacy: _OffPathRead[M], candidate: M | None, candidate_seconds: float, budget: float
+    ) -> None:
+        """Wait (off the request path) for a compared canary read's legacy answer, then report the pair."""
+        self.stats.canary_compared += 1
+        try:
+            answer = await legacy.within(legacy.started + budget)
+        except Exception as failure:  # nothing to compare the candidate with; the caller has its answer
+            self.stats.legacy_compare_failures += 1
+            log.debug("legacy read of %r for a canary comparison failed: %r", key, failure)
+            return
+        await self._report(Phase.CANARY, answer, legacy.seconds(), candidate, candidate_seconds, None)
+
+    async def _report(
+        self,
+        phase: Phase,
+        legacy: M | None,
+        legacy_seconds: float | None,
+        candidate: M | None,
+        candidate_seconds: float | None,
+        error: BaseException | None,
+    ) -> None:
         self._tell(
             lambda observer: observer.observe(
                 "get",
                 legacy,
-                answer,
-                legacy_seconds=legacy_seconds,
-                candidate_seconds=seconds,
+                candidate,
+                legacy_seconds=legacy_seconds or 0.0,
+                candidate_seconds=candidate_seconds,
                 candidate_error=error,
+                phase=phase.value,
             )
         )
 
