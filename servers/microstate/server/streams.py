@@ -135,15 +135,24 @@ async def gathered(items: AsyncIterator[T], most: int) -> AsyncGenerator[list[T]
     leaving it early: that ends the task that receives.
     """
     waiting: asyncio.Queue[T | _Ended] = asyncio.Queue(most)
+    closing = False
 
     async def receive() -> None:
         try:
             async for item in items:
                 await waiting.put(item)
-        except BaseException as exc:  # a CancelledError of `items` too: the consumer raises it
-            await waiting.put(_Ended(exc))
-        else:
-            await waiting.put(_Ended(None))
+            ended = _Ended(None)
+        except asyncio.CancelledError as exc:
+            if closing:
+                raise
+            ended = _Ended(exc)  # a CancelledError of `items` itself: the consumer raises it
+        except Exception as exc:
+            ended = _Ended(exc)
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if closing and aclose is not None:
+                await aclose()
+        await waiting.put(ended)
 
     receiving = asyncio.ensure_future(receive())
     try:
@@ -161,6 +170,7 @@ async def gathered(items: AsyncIterator[T], most: int) -> AsyncGenerator[list[T]
                     raise ended.error
                 return
     finally:
+        closing = True
         receiving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await receiving
