@@ -119,9 +119,11 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
 
 def _drop_behind(fd: int, end: int = 0) -> None:
     """Start writing back the first `end` bytes of the file (0: all) and drop those already written from the
-    page cache (dirty pages stay until written); a no-op where posix_fadvise is missing."""
+    page cache (dirty pages stay until written). Advice only: a no-op where posix_fadvise is missing or the
+    file system refuses it, never a failed upload."""
     if _fadvise is not None:
-        _fadvise(fd, 0, end, os.POSIX_FADV_DONTNEED)
+        with contextlib.suppress(OSError):
+            _fadvise(fd, 0, end, os.POSIX_FADV_DONTNEED)
 
 
 _fadvise = getattr(os, "posix_fadvise", None)
