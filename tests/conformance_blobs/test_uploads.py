@@ -46,6 +46,18 @@ async def test_an_append_at_the_wrong_offset_is_refused_and_writes_nothing(blobs
     assert await read_all(blobs, info.digest) == DATA
 
 
+async def test_append_all_adds_the_chunks_in_order_in_one_call(blobs: BlobStore) -> None:
+    await blobs.begin("u1")
+    pieces = [DATA[:1000], DATA[1000:1000], DATA[1000:70_000], DATA[70_000:]]
+    assert await blobs.append_all("u1", 0, pieces) == len(DATA)
+
+    with pytest.raises(OffsetMismatch):
+        await blobs.append_all("u1", 10, [b"x", b"y"])
+    assert await blobs.offset("u1") == len(DATA), "a refused call writes nothing"
+    info = await blobs.commit("u1", digest_of(DATA), len(DATA))
+    assert await read_all(blobs, info.digest) == DATA
+
+
 async def test_an_unknown_upload_is_not_found(blobs: BlobStore) -> None:
     with pytest.raises(UploadNotFound):
         await blobs.offset("nope")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar, overload
 
 from google.protobuf.message import Message
@@ -117,3 +119,58 @@ async def _end(step: asyncio.Future[T]) -> None:
     error = None if step.cancelled() else step.exception()
     if error is not None and not isinstance(error, StopAsyncIteration):
         log.warning("a stream's source failed while it was being closed", exc_info=error)
+
+
+@dataclass(frozen=True)
+class _Ended:
+    error: BaseException | None
+
+
+async def gathered(items: AsyncIterator[T], most: int) -> AsyncGenerator[list[T], None]:
+    """Yield `items` in lists, each holding what arrived while the consumer was busy with the one before
+    (at least one item, at most `most`). A consumer whose work has a fixed cost per call (a hand-off to a
+    worker thread, a lock, a transaction) pays it once per list instead of once per item, and receiving the
+    next items overlaps with that work. At most `most` items wait, plus the one being received, so memory
+    stays flat. An error of `items` is raised after the items that came before it. Close it (aclosing) when
+    leaving it early: that ends the task that receives.
+    """
+    waiting: asyncio.Queue[T | _Ended] = asyncio.Queue(most)
+    closing = False
+
+    async def receive() -> None:
+        try:
+            async for item in items:
+                await waiting.put(item)
+            ended = _Ended(None)
+        except asyncio.CancelledError as exc:
+            if closing:
+                raise
+            ended = _Ended(exc)  # a CancelledError of `items` itself: the consumer raises it
+        except Exception as exc:
+            ended = _Ended(exc)
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if closing and aclose is not None:
+                await aclose()
+        await waiting.put(ended)
+
+    receiving = asyncio.ensure_future(receive())
+    try:
+        while True:
+            batch = [await waiting.get()]
+            while len(batch) < most and not waiting.empty():
+                batch.append(waiting.get_nowait())
+            ended = batch[-1] if isinstance(batch[-1], _Ended) else None
+            if ended is not None:
+                batch.pop()
+            if batch:
+                yield batch  # type: ignore[misc]  # every _Ended is last, and popped
+            if ended is not None:
+                if ended.error is not None:
+                    raise ended.error
+                return
+    finally:
+        closing = True
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiving

@@ -7,7 +7,7 @@ A backend subclasses `BlobStoreBase` and implements the `_hooks`, which get chec
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from microstate.server.kit.locks import KeyedLocks
@@ -78,11 +78,20 @@ class BlobStoreBase(abc.ABC):
         return await self._offset(upload_id)
 
     async def append(self, upload_id: str, offset: int, chunk: bytes) -> int:
+        return await self.append_all(upload_id, offset, (chunk,))
+
+    async def append_all(self, upload_id: str, offset: int, chunks: Sequence[bytes]) -> int:
         check_upload_id(upload_id)
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
         async with self._locks.hold(upload_id):
-            return await self._append(upload_id, offset, chunk)
+            return await self._append_all(upload_id, offset, chunks or (b"",))
+
+    async def _append_all(self, upload_id: str, offset: int, chunks: Sequence[bytes]) -> int:
+        """One `_append` per chunk; a backend that can add several at a lower cost overrides this."""
+        for chunk in chunks:
+            offset = await self._append(upload_id, offset, chunk)
+        return offset
 
     async def commit(self, upload_id: str, digest: str, size: int) -> BlobInfo:
         check_upload_id(upload_id)

@@ -19,7 +19,7 @@ malformed digest, upload id, offset or size.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -169,6 +169,11 @@ class BlobStore(Protocol):
     async def append(self, upload_id: str, offset: int, chunk: bytes) -> int:
         """Add `chunk` at `offset`, which must equal the committed offset (else OffsetMismatch, and nothing
         is written); the new committed offset. Raises UploadNotFound."""
+        ...
+
+    async def append_all(self, upload_id: str, offset: int, chunks: Sequence[bytes]) -> int:
+        """`append` of the chunks one after the other, as one call (one lock, one hand-off where the
+        backend can): on a failure, the chunks before the failing one stay appended."""
         ...
 
     async def commit(self, upload_id: str, digest: str, size: int) -> BlobInfo:

@@ -37,6 +37,13 @@ are not fsynced (an fsync per chunk would halve the throughput): after a machine
 shorter (the client resends the rest) or, on file systems that expose unwritten blocks, end in zeros, which
 commit's digest check refuses; a wrong blob never becomes visible, and a committed blob is durable.
 
+Page cache. Every DROP_BEHIND bytes an upload asks the kernel (posix_fadvise DONTNEED) to start writing its
+data back and to drop the pages already written, and a published blob's pages are dropped once fsynced: the
+cache does not grow by what uploads write (the store writes far more than it reads back at once; readers
+fill the cache again), the commit's fsync finds little left to write, and new writes reuse the pages just
+freed. That matters where fresh page-cache pages are dear: on a virtual machine whose memory the host hands
+out page by page, writing into new pages ran at ~300 MB/s against ~3 GB/s into recycled ones.
+
 Every file-system call runs in a worker thread, so a slow disk never stalls the event loop; an OSError
 becomes StoreUnavailable.
 """
@@ -54,7 +61,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -75,6 +82,8 @@ from microstate.server.store.blobs.base import (
     VerificationFailed,
 )
 
+DROP_BEHIND: Final = 8 * 1024 * 1024
+"""Bytes an upload appends between two drop-behinds (see "Page cache" in the module docstring)."""
 REHASH_BLOCK: Final = 1024 * 1024
 """Bytes read at once when an upload's bytes are hashed again from its file."""
 LEFTOVER_GRACE: Final = 3600.0
@@ -106,6 +115,18 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+def _drop_behind(fd: int, end: int = 0) -> None:
+    """Start writing back the first `end` bytes of the file (0: all) and drop those already written from the
+    page cache (dirty pages stay until written). Advice only: a no-op where posix_fadvise is missing or the
+    file system refuses it, never a failed upload."""
+    if _fadvise is not None:
+        with contextlib.suppress(OSError):
+            _fadvise(fd, 0, end, os.POSIX_FADV_DONTNEED)
+
+
+_fadvise = getattr(os, "posix_fadvise", None)
 
 
 def _hash_file(fd: int, size: int) -> Any:
@@ -232,7 +253,10 @@ class FileBlobs(BlobStoreBase):
         return await self._run(self._upload_size, upload_id)
 
     async def _append(self, upload_id: str, offset: int, chunk: bytes) -> int:
-        return await self._run(self._append_chunk, upload_id, offset, chunk)
+        return await self._append_all(upload_id, offset, (chunk,))
+
+    async def _append_all(self, upload_id: str, offset: int, chunks: Sequence[bytes]) -> int:
+        return await self._run(self._append_chunks, upload_id, offset, chunks)
 
     async def _commit(self, upload_id: str, hex_digest: str, size: int) -> BlobInfo:
         return await self._run(self._commit_upload, upload_id, hex_digest, size)
@@ -412,18 +436,23 @@ class FileBlobs(BlobStoreBase):
         running = self._hashes.get(upload_id, nonce, size)
         return running if running is not None else _hash_file(fd, size)
 
-    def _append_chunk(self, upload_id: str, offset: int, chunk: bytes) -> int:
+    def _append_chunks(self, upload_id: str, offset: int, chunks: Sequence[bytes]) -> int:
         with self._locked_upload(upload_id) as fd:
             size = os.fstat(fd).st_size
             if offset != size:
                 raise OffsetMismatch(upload_id, offset, size)
             nonce = self._nonce(upload_id)
             hasher = self._hasher_at(upload_id, fd, nonce, size)
-            _write_all(fd, chunk, size)
-            hasher.update(chunk)  # only once written: a failed write leaves the hash of what is there
-            self._hashes.put(upload_id, nonce, size + len(chunk), hasher)
+            start = size
+            for chunk in chunks:
+                _write_all(fd, chunk, size)
+                hasher.update(chunk)  # only once written: a failed write leaves the hash of what is there
+                size += len(chunk)
+                self._hashes.put(upload_id, nonce, size, hasher)
+            if start // DROP_BEHIND != size // DROP_BEHIND:
+                _drop_behind(fd, size)
             _set_times(fd, int(self._clock() * 1e9))
-            return size + len(chunk)
+            return size
 
     def _commit_upload(self, upload_id: str, hex_digest: str, size: int) -> BlobInfo:
         digest = f"sha256:{hex_digest}"
@@ -459,6 +488,7 @@ class FileBlobs(BlobStoreBase):
         _set_times(fd, now_ns)
         os.fchmod(fd, 0o444)
         os.fsync(fd)
+        _drop_behind(fd)
         try:
             path.parent.mkdir()
             fsync_directory(path.parent.parent)
