@@ -18,17 +18,15 @@ from __future__ import annotations
 import binascii
 import hmac
 import json
-import re
-from binascii import a2b_base64, a2b_hex
-from collections.abc import Iterable
+from binascii import a2b_base64
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
-from itertools import chain, islice
-from operator import lt
+from itertools import islice
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from microstate.server.audit import merkle
+from microstate.server.audit import bulk, merkle
 from microstate.server.audit.checkpoints import Checkpoint
 from microstate.server.audit.entries import encode_fields
 from microstate.server.audit.ledger import ZERO_MAC
@@ -82,13 +80,6 @@ class Report:
 
 CHUNK = 4096
 """Lines checked together by the fast path."""
-_ENTRY_LINE = re.compile(
-    rb'\{"index":(0|[1-9][0-9]{0,19}),"revision":(0|[1-9][0-9]{0,19}),"key_id":"([^"\\\x00-\x1f]*)",'
-    rb'"entry_b64":"([A-Za-z0-9+/]*={0,2})","mac":"([0-9a-fA-F]{64})"\}[ \t\r\n]*'
-)
-"""An entry line exactly as `ledger.export_lines` writes it (without `readable`): no escapes, no extra
-keys, plain integers, so a match parses to what json.loads would give. Anything else takes the general,
-per-line path."""
 
 
 def verify(
@@ -98,9 +89,11 @@ def verify(
     chain_keys: dict[str, bytes] | None = None,
     *,
     chunk: int = CHUNK,
+    workers: int = 1,
 ) -> Report:
-    """Check the exported ledger `lines` against `checkpoint` (the newest one kept outside the store);
-    `chunk` lines at a time on the fast path (a chunk with any problem is checked again line by line)."""
+    """Check the exported ledger `lines` against `checkpoint` (the newest one kept outside the store):
+    `chunk` lines at a time on the fast path (bulk.py; a chunk with any problem is checked again line by
+    line), in `workers` processes."""
     report = Report(checkpoint, chain_checked=chain_keys is not None)
     integrity, completeness = report.integrity, report.completeness
     if not checkpoint.verifies(public_key):
@@ -108,12 +101,12 @@ def verify(
     check = _Pass(checkpoint, integrity, chain_keys)
     # One pass, holding one chunk of lines: the export lists the ledger's checkpoints first, so the sizes
     # whose roots are wanted are known before the entries stream by.
-    number, remaining = 0, iter(lines)
-    while lines_now := list(islice(remaining, chunk)):
-        if not check.chunk(lines_now):
-            for offset, line in enumerate(lines_now, number + 1):
+    for number, lines_now, digest in bulk.digested(
+        _chunks(lines, chunk), checkpoint.log_id, chain_keys, workers
+    ):
+        if digest is None or not check.joins(digest):
+            for offset, line in enumerate(lines_now, number):
                 check.line(offset, line)
-        number += len(lines_now)
     frontier, roots, stored, log_id = check.frontier, check.roots, check.stored, checkpoint.log_id
     report.entries = frontier.size
     _against(checkpoint, roots, integrity, "the outside checkpoint")
@@ -145,7 +138,7 @@ class _Pass:
     ) -> None:
         self.integrity = integrity
         self.chain_keys = chain_keys
-        self.links = {key_id.encode(): _Link(key) for key_id, key in (chain_keys or {}).items()}
+        self.links = bulk.links_of(chain_keys)
         self.frontier = merkle.Frontier()
         self.roots: dict[int, tuple[bytes, bytes]] = {}  # size -> (root, head) at each size wanted
         self.stored: list[Checkpoint] = []
@@ -196,47 +189,20 @@ class _Pass:
         if frontier.size in self.wanted:
             self.roots[frontier.size] = (frontier.root(), mac)
 
-    def chunk(self, lines: list[str]) -> bool:
-        """Check `lines` in bulk if each is an entry line in the export's own form and all of them verify
-        (True); otherwise change nothing and return False, and the caller checks them line by line, which
-        reports the problems. This is the verifier's whole cost: no object per entry, one comprehension
-        per step (parse, leaf hashes, HMAC links, Merkle levels)."""
-        match = _ENTRY_LINE.fullmatch
-        matches = [match(line.encode()) for line in lines]
-        if None in matches:
+    def joins(self, digest: bulk.Digest) -> bool:
+        """Take a chunk digested in bulk if it follows on from the entries before (its first index, revision
+        and HMAC link): True; else change nothing and return False (the caller checks it line by line)."""
+        frontier, hashed, macs = self.frontier, digest.hashed, digest.macs
+        position = frontier.size
+        if digest.first_index != position or digest.first_revision <= self.previous_revision:
             return False
-        fields = zip(*(found.groups() for found in matches if found is not None), strict=True)
-        indexes, revision_texts, key_ids, entries_b64, macs_hex = fields
-        position = self.frontier.size
-        if list(map(int, indexes)) != list(range(position, position + len(lines))):
-            return False
-        revisions = list(map(int, revision_texts))
-        if not all(map(lt, chain((self.previous_revision,), revisions), revisions)):
-            return False
-        try:
-            entries = list(map(a2b_base64, entries_b64))
-        except binascii.Error:
-            return False
-        macs = list(map(a2b_hex, macs_hex))
-        prefix, key_fields = self.leaf_prefix, {key_id: _field(key_id) for key_id in set(key_ids)}
-        hashed = [
-            sha256(b"".join((prefix, _LENGTHS[len(index)], index, _LENGTHS[len(revision)], revision,
-                             key_fields[key_id], len(entry).to_bytes(4, "big"), entry))).digest()
-            for index, revision, key_id, entry in zip(indexes, revision_texts, key_ids, entries, strict=True)
-        ]  # fmt: skip
-        if self.chain_keys is not None:
-            # Each link is HMAC(key, previous MAC ‖ leaf hash), the previous MAC read from the export: the
-            # links are independent checks, all of them made.
-            try:
-                links = [self.links[key_id] for key_id in key_ids]
-            except KeyError:
+        if self.links is not None:
+            link = self.links.get(digest.first_key_id)
+            if link is None or link(self.previous_mac, hashed[0]) != macs[0]:
                 return False
-            previous = chain((self.previous_mac,), macs)
-            if list(map(_Link.__call__, links, previous, hashed)) != macs:
-                return False
-        self.previous_mac, self.previous_revision = macs[-1], revisions[-1]
-        frontier, at = self.frontier, 0
-        for size in sorted(size for size in self.wanted if position < size <= position + len(lines)):
+        self.previous_mac, self.previous_revision = macs[-1], digest.last_revision
+        at = 0
+        for size in sorted(size for size in self.wanted if position < size <= position + len(hashed)):
             frontier.extend(hashed[at : size - position])
             at = size - position
             self.roots[size] = (frontier.root(), macs[at - 1])
@@ -244,29 +210,11 @@ class _Pass:
         return True
 
 
-class _Link:
-    """HMAC-SHA256 under one chain key (RFC 2104), its padded-key hash states computed once and copied per
-    message: the chain check's cost, about half of `hmac.digest`'s, which keys OpenSSL anew each call.
-    Only ever compared with MACs made by `hmac` (the sealer): a mistake here fails honest ledgers."""
-
-    BLOCK = 64
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) > self.BLOCK:
-            key = sha256(key).digest()
-        key = key.ljust(self.BLOCK, b"\0")
-        self.inner = sha256(bytes(byte ^ 0x36 for byte in key))
-        self.outer = sha256(bytes(byte ^ 0x5C for byte in key))
-
-    def __call__(self, previous_mac: bytes, hashed: bytes) -> bytes:
-        inner, outer = self.inner.copy(), self.outer.copy()
-        inner.update(previous_mac + hashed)
-        outer.update(inner.digest())
-        return outer.digest()
-
-
-_LENGTHS = [length.to_bytes(4, "big") for length in range(21)]
-"""The length prefixes of an index's or revision's digits (at most 20, as _ENTRY_LINE allows)."""
+def _chunks(lines: Iterable[str], size: int) -> Iterator[bulk.Chunk]:
+    number, remaining = 1, iter(lines)
+    while chunk := list(islice(remaining, size)):
+        yield number, chunk
+        number += len(chunk)
 
 
 def _field(raw: bytes) -> bytes:
