@@ -13,17 +13,19 @@ hashes into its Merkle frontier, in order.
 from __future__ import annotations
 
 import binascii
+import io
 import multiprocessing
+import os
 import re
 import threading
 from binascii import a2b_base64, a2b_hex
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from hashlib import sha256
-from itertools import chain
 from operator import lt
+from pathlib import Path
 
 from microstate.server.audit.entries import encode_fields
 
@@ -78,12 +80,12 @@ class Digest:
     macs: list[bytes]
 
 
-def digest_chunk(lines: list[str], log_id: str, links: dict[bytes, Link] | None) -> Digest | None:
+def digest_chunk(lines: Sequence[bytes], log_id: str, links: dict[bytes, Link] | None) -> Digest | None:
     """The Digest of `lines`, or None if any is not an entry line in the export's form, the indexes do not
     count up by one, the revisions do not increase, or (with `links`) a link after the first does not
     verify or names an unknown key. No object per entry: one comprehension per step."""
     match = ENTRY_LINE.fullmatch
-    matches = [match(line.encode()) for line in lines]
+    matches = list(map(match, lines))
     if not matches or None in matches:
         return None
     fields = zip(*(found.groups() for found in matches if found is not None), strict=True)
@@ -123,50 +125,56 @@ def _field(raw: bytes) -> bytes:
     return len(raw).to_bytes(4, "big") + raw
 
 
-Chunk = tuple[int, list[str]]
-"""The number of a chunk's first line (from 1) and its lines."""
-Digested = tuple[int, list[str], Digest | None]
+Range = tuple[int, int]
+"""A chunk of an export file: the offsets of its first byte and of the byte after it, at line ends."""
+
+
+def ranges(path: Path, size: int) -> Iterator[Range]:
+    """`path` cut into ranges of about `size` bytes, each ending at the end of a line (or of the file)."""
+    with open(path, "rb") as data:
+        total, start = os.fstat(data.fileno()).st_size, 0
+        while start < total:
+            data.seek(start + size)
+            data.readline()  # on to the end of the line the cut fell in
+            end = min(data.tell(), total)
+            yield start, end
+            start = end
+
+
+def read_lines(path: Path, where: Range) -> list[str]:
+    """The lines of a range as iterating over the file in text mode gives them (universal newlines): the
+    ranges' lines, one after another, are the file's."""
+    start, end = where
+    with open(path, "rb") as data:
+        data.seek(start)
+        return list(io.TextIOWrapper(io.BytesIO(data.read(end - start)), encoding="utf-8"))
 
 
 def digested(
-    chunks: Iterable[Chunk], log_id: str, chain_keys: dict[str, bytes] | None, workers: int
-) -> Iterator[Digested]:
-    """Each chunk with its Digest (None: check it line by line), in order; with `workers` > 1, the chunks
-    after the first are digested in that many worker processes, a few chunks ahead of the caller."""
-    links = links_of(chain_keys)
-    remaining = iter(chunks)
-    for number, lines in remaining:  # the first: often the export's checkpoints; alone, no pool needed
-        yield number, lines, digest_chunk(lines, log_id, links)
-        break
-    if workers <= 1:
-        for number, lines in remaining:
-            yield number, lines, digest_chunk(lines, log_id, links)
-        return
-    upcoming = next(remaining, None)
-    if upcoming is None:
-        return
+    path: Path, log_id: str, chain_keys: dict[str, bytes] | None, workers: int, size: int
+) -> Iterator[tuple[Range, Digest | None]]:
+    """Each range of the export file at `path` with its Digest (None: check it line by line), in order,
+    digested by `workers` processes that read the file themselves, a few ranges ahead of the caller."""
     # fork is quick and copies no state the digest needs to build; a process with threads (an event loop's
     # helpers) may hold locks a forked child would inherit held: spawn there.
     context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
     with ProcessPoolExecutor(
         workers, context, initializer=_start_worker, initargs=(log_id, chain_keys)
     ) as pool:
-        pending: deque[tuple[int, list[str], Future[Digest | None]]] = deque()
-        for number, lines in chain([upcoming], remaining):
-            pending.append((number, lines, pool.submit(_digest_in_worker, lines)))
+        pending: deque[tuple[Range, Future[Digest | None]]] = deque()
+        for where in ranges(path, size):
+            pending.append((where, pool.submit(_digest_in_worker, path, where)))
             if len(pending) > 2 * workers:
                 yield _result(*pending.popleft())
         while pending:
             yield _result(*pending.popleft())
 
 
-def _result(
-    number: int, lines: list[str], future: Future[Digest | None]
-) -> tuple[int, list[str], Digest | None]:
+def _result(where: Range, future: Future[Digest | None]) -> tuple[Range, Digest | None]:
     try:
-        return number, lines, future.result()
-    except Exception:  # a worker that died: the chunk is checked here, line by line
-        return number, lines, None
+        return where, future.result()
+    except Exception:  # a worker that died: the range is checked by the caller, line by line
+        return where, None
 
 
 _worker: tuple[str, dict[bytes, Link] | None] = ("", None)
@@ -177,5 +185,13 @@ def _start_worker(log_id: str, chain_keys: dict[str, bytes] | None) -> None:
     _worker = (log_id, links_of(chain_keys))
 
 
-def _digest_in_worker(lines: list[str]) -> Digest | None:
+def _digest_in_worker(path: Path, where: Range) -> Digest | None:
+    start, end = where
+    with open(path, "rb") as data:
+        data.seek(start)
+        lines = data.read(end - start).split(b"\n")
+    if lines[-1] == b"":  # the range ends with a line's newline
+        lines.pop()
+    # A lone \r, which text mode reads as a line end too, makes a line not match: the caller's text-mode
+    # reading of the range decides.
     return digest_chunk(lines, *_worker)

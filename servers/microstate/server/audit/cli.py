@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from microstate.server.audit.checkpoints import Checkpoint, newest_in_file
 from microstate.server.audit.keys import AuditKeys, load_public_key, read_chain_keys
 from microstate.server.audit.ledger import CHECKPOINTS, export_lines, ledger_namespace, newest_checkpoint
-from microstate.server.audit.verify import verify
+from microstate.server.audit.verify import verify_file
 from microstate.server.config import ConfigError
 from microstate.server.store.base import Store
 
@@ -78,8 +78,7 @@ def _verify(args: argparse.Namespace) -> int:
         checkpoint = newest_in_file(args.checkpoints)
         if checkpoint is None:
             raise ConfigError(f"{args.checkpoints} holds no checkpoint")
-        with open(args.ledger) as lines:
-            report = verify(lines, checkpoint, public_key, chain_keys, workers=args.workers)
+        report = verify_file(args.ledger, checkpoint, public_key, chain_keys, workers=args.workers)
     except OSError as exc:
         raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
     except ValueError as exc:

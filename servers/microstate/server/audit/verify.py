@@ -19,10 +19,11 @@ import binascii
 import hmac
 import json
 from binascii import a2b_base64
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from hashlib import sha256
 from itertools import islice
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -80,6 +81,8 @@ class Report:
 
 CHUNK = 4096
 """Lines checked together by the fast path."""
+CHUNK_BYTES = 1 << 21
+"""Bytes of an export file a worker process checks together (about 3,000 lines)."""
 
 
 def verify(
@@ -89,24 +92,61 @@ def verify(
     chain_keys: dict[str, bytes] | None = None,
     *,
     chunk: int = CHUNK,
-    workers: int = 1,
 ) -> Report:
-    """Check the exported ledger `lines` against `checkpoint` (the newest one kept outside the store):
-    `chunk` lines at a time on the fast path (bulk.py; a chunk with any problem is checked again line by
-    line), in `workers` processes."""
-    report = Report(checkpoint, chain_checked=chain_keys is not None)
-    integrity, completeness = report.integrity, report.completeness
-    if not checkpoint.verifies(public_key):
-        integrity.add("the outside checkpoint's signature does not verify with this public key")
-    check = _Pass(checkpoint, integrity, chain_keys)
+    """Check the exported ledger `lines` against `checkpoint` (the newest one kept outside the store), in
+    this process: `chunk` lines at a time on the fast path (bulk.py; a chunk with any problem is checked
+    again line by line)."""
+    report, check = _started(checkpoint, public_key, chain_keys)
+    links = bulk.links_of(chain_keys)
     # One pass, holding one chunk of lines: the export lists the ledger's checkpoints first, so the sizes
     # whose roots are wanted are known before the entries stream by.
-    for number, lines_now, digest in bulk.digested(
-        _chunks(lines, chunk), checkpoint.log_id, chain_keys, workers
-    ):
-        if digest is None or not check.joins(digest):
-            for offset, line in enumerate(lines_now, number):
-                check.line(offset, line)
+    number, remaining = 1, iter(lines)
+    while lines_now := list(islice(remaining, chunk)):
+        digest = bulk.digest_chunk([line.encode() for line in lines_now], checkpoint.log_id, links)
+        check.take(number, lines_now, digest)
+        number += len(lines_now)
+    return _finished(report, check)
+
+
+def verify_file(
+    path: Path,
+    checkpoint: Checkpoint,
+    public_key: Ed25519PublicKey,
+    chain_keys: dict[str, bytes] | None = None,
+    *,
+    workers: int = 1,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Report:
+    """`verify` the export in the file at `path`; with `workers` > 1, ranges of about `chunk_bytes` are
+    read and digested by that many worker processes (the HMAC links and leaf hashes of a range are checks
+    of their own), this process joining them in order (bulk.py)."""
+    if workers <= 1:
+        with open(path) as whole:
+            return verify(whole, checkpoint, public_key, chain_keys)
+    report, check = _started(checkpoint, public_key, chain_keys)
+    number = 1
+    for where, digest in bulk.digested(path, checkpoint.log_id, chain_keys, workers, chunk_bytes):
+        if digest is not None and check.joins(digest):
+            number += len(digest.hashed)
+            continue
+        lines = bulk.read_lines(path, where)
+        check.take(number, lines, None)
+        number += len(lines)
+    return _finished(report, check)
+
+
+def _started(
+    checkpoint: Checkpoint, public_key: Ed25519PublicKey, chain_keys: dict[str, bytes] | None
+) -> tuple[Report, _Pass]:
+    report = Report(checkpoint, chain_checked=chain_keys is not None)
+    if not checkpoint.verifies(public_key):
+        report.integrity.add("the outside checkpoint's signature does not verify with this public key")
+    return report, _Pass(checkpoint, public_key, report.integrity, chain_keys)
+
+
+def _finished(report: Report, check: _Pass) -> Report:
+    """The verdicts the whole pass gives: the roots against the checkpoints, the counts."""
+    integrity, completeness, checkpoint = report.integrity, report.completeness, report.checkpoint
     frontier, roots, stored, log_id = check.frontier, check.roots, check.stored, checkpoint.log_id
     report.entries = frontier.size
     _against(checkpoint, roots, integrity, "the outside checkpoint")
@@ -116,7 +156,7 @@ def verify(
             " entries were truncated or deleted"
         )
     for each in stored:
-        if each.log_id != log_id or not each.verifies(public_key):
+        if each.log_id != log_id or not each.verifies(check.public_key):
             integrity.add(f"the ledger's checkpoint of size {each.size} is not signed by this key")
         elif each.size <= frontier.size:
             _against(each, roots, integrity, f"the ledger's checkpoint of size {each.size}")
@@ -134,8 +174,13 @@ class _Pass:
     the roots at the sizes checkpoints name, the ledger's own checkpoints."""
 
     def __init__(
-        self, checkpoint: Checkpoint, integrity: Verdict, chain_keys: dict[str, bytes] | None
+        self,
+        checkpoint: Checkpoint,
+        public_key: Ed25519PublicKey,
+        integrity: Verdict,
+        chain_keys: dict[str, bytes] | None,
     ) -> None:
+        self.public_key = public_key
         self.integrity = integrity
         self.chain_keys = chain_keys
         self.links = bulk.links_of(chain_keys)
@@ -189,6 +234,13 @@ class _Pass:
         if frontier.size in self.wanted:
             self.roots[frontier.size] = (frontier.root(), mac)
 
+    def take(self, number: int, lines: list[str], digest: bulk.Digest | None) -> None:
+        """Take a chunk of lines, the first numbered `number`: in bulk when its digest joins, else line by
+        line."""
+        if digest is None or not self.joins(digest):
+            for offset, line in enumerate(lines, number):
+                self.line(offset, line)
+
     def joins(self, digest: bulk.Digest) -> bool:
         """Take a chunk digested in bulk if it follows on from the entries before (its first index, revision
         and HMAC link): True; else change nothing and return False (the caller checks it line by line)."""
@@ -208,13 +260,6 @@ class _Pass:
             self.roots[size] = (frontier.root(), macs[at - 1])
         frontier.extend(hashed[at:])
         return True
-
-
-def _chunks(lines: Iterable[str], size: int) -> Iterator[bulk.Chunk]:
-    number, remaining = 1, iter(lines)
-    while chunk := list(islice(remaining, size)):
-        yield number, chunk
-        number += len(chunk)
 
 
 def _field(raw: bytes) -> bytes:
