@@ -32,6 +32,7 @@ from bench import load, services
 from bench.report import Row, at_most
 from bench.stack import Settings, sample_profile
 from bench.throughput import compared
+from microstate.client import ClientOptions
 from microstate.client.profile.v1 import Profile, ProfileClient
 from microstate.server.audit import merkle
 from microstate.server.audit.checkpoints import Checkpoint, append_to_file
@@ -65,7 +66,12 @@ async def au1(settings: Settings, backend: str) -> list[Row]:
             url, settings.workdir / f"au-{backend}-off", settings.cores.server, flags=["--audit", "off"]
         ) as plain,
     ):
-        async with ProfileClient(audited.target) as on, ProfileClient(plain.target) as off:
+        # A generous deadline: on a loaded machine an Update has stalled past the default 5 s.
+        options = ClientOptions(timeout=60.0)
+        async with (
+            ProfileClient(audited.target, options=options) as on,
+            ProfileClient(plain.target, options=options) as off,
+        ):
             await on.create(sample_profile("audited"))
             await off.create(sample_profile("plain"))
 
