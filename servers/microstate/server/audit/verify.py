@@ -120,7 +120,7 @@ def verify_file(
     """`verify` the export in the file at `path`; with `workers` > 1, ranges of about `chunk_bytes` are
     read and digested by that many worker processes (the HMAC links and leaf hashes of a range are checks
     of their own), this process joining them in order (bulk.py)."""
-    if workers <= 1:
+    if workers <= 1 or path.stat().st_size <= chunk_bytes:  # one range: no processes to start
         with open(path) as whole:
             return verify(whole, checkpoint, public_key, chain_keys)
     report, check = _started(checkpoint, public_key, chain_keys)
