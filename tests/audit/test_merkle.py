@@ -34,6 +34,20 @@ def test_the_frontier_root_is_the_rfc_6962_root(n: int) -> None:
     assert merkle.root(leaves(n)) == reference_root(leaves(n))
 
 
+@pytest.mark.parametrize("start", [0, 1, 3, 4, 6, 8, 13])
+@pytest.mark.parametrize("count", [0, 1, 2, 5, 8, 19, 64])
+def test_extending_a_frontier_in_bulk_equals_appending_each_leaf(start: int, count: int) -> None:
+    one_by_one, bulk = merkle.Frontier(), merkle.Frontier()
+    for hashed in leaves(start):
+        one_by_one.append(hashed)
+        bulk.append(hashed)
+    for hashed in leaves(start + count)[start:]:
+        one_by_one.append(hashed)
+    bulk.extend(leaves(start + count)[start:])
+    assert (bulk.size, bulk.hashes) == (one_by_one.size, one_by_one.hashes)
+    assert bulk.root() == reference_root(leaves(start + count))
+
+
 def test_the_root_of_a_known_tree_matches_rfc_6962_test_vectors() -> None:
     # The 8-leaf tree of certificate-transparency-go's merkle tests (inputs "", 00, 10, 2021, ...).
     inputs = [

@@ -21,6 +21,7 @@ from typing import Final
 
 FORMAT: Final = 1
 """The encoding version, the first byte of every encoded entry."""
+_FORMAT_BYTE: Final = bytes([FORMAT])
 ABSENT_DIGEST: Final = ""
 """The digest field of a value that does not exist (before a create, after a delete)."""
 UNKNOWN_DIGEST: Final = "?"
@@ -68,7 +69,7 @@ class Entry:
     """subject_ref() of the data subject the change concerns, "" if none."""
 
     def encode(self) -> bytes:
-        return encode_fields([str(getattr(self, f.name)) for f in dataclasses.fields(self)])
+        return encode_fields([str(getattr(self, name)) for name in self.__slots__])
 
     @classmethod
     def decode(cls, data: bytes) -> Entry:
@@ -83,11 +84,10 @@ class Entry:
 
 def encode_fields(fields: Sequence[str | bytes]) -> bytes:
     """Each field as a 4-byte big-endian length and its bytes (text as UTF-8), after the FORMAT byte."""
-    parts = [bytes([FORMAT])]
+    parts = [_FORMAT_BYTE]
     for field in fields:
         raw = field.encode() if isinstance(field, str) else field
-        parts.append(struct.pack(">I", len(raw)))
-        parts.append(raw)
+        parts += (len(raw).to_bytes(4, "big"), raw)
     return b"".join(parts)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from hashlib import sha256
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 """The root of the tree of no leaves (RFC 6962 2.1)."""
@@ -48,6 +49,27 @@ class Frontier:
             size >>= 1
         self.hashes.append(node)
         self.size += 1
+
+    def extend(self, hashed_leaves: Sequence[bytes]) -> None:
+        """`append` each leaf, in bulk: each aligned run of 2^k leaves is reduced to its subtree root a
+        level at a time (a list comprehension per level, no call per node), then merged like one leaf."""
+        at, count = 0, len(hashed_leaves)
+        while at < count:
+            aligned = self.size & -self.size or 1 << 62  # the largest subtree the size is a multiple of
+            width = min(aligned, 1 << ((count - at).bit_length() - 1))
+            level = hashed_leaves[at : at + width]
+            while len(level) > 1:
+                pairs = iter(level)
+                level = [
+                    sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)
+                ]
+            node, units = level[0], self.size // width
+            while units & 1:  # merge with each perfect subtree of the same height, as append does
+                node = node_hash(self.hashes.pop(), node)
+                units >>= 1
+            self.hashes.append(node)
+            self.size += width
+            at += width
 
     def root(self) -> bytes:
         if not self.hashes:

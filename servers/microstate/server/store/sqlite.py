@@ -1,11 +1,14 @@
 """The embedded SQLite store: the zero-infrastructure default backend (aiosqlite).
 
-One database file can hold many namespaces. Each namespace owns two tables and one bookkeeping row:
+One database file can hold many namespaces. Each namespace owns these tables and one bookkeeping row:
 
 - ``records_<ns>`` (key, value, revision, expires_at), WITHOUT ROWID so the primary-key b-tree *is* key
   order, which makes prefix listing a range scan and keyset paging trivial;
 - ``changes_<ns>`` (seq, kind, key, value, expires_at, commit_time), the change log;
-- a row of ``microstate_namespaces`` (head, trimmed_through).
+- a row of ``microstate_namespaces`` (head, trimmed_through);
+- ``audit_<ns>`` (key = the write's seq, entry), the audit journal of audited writes (audit/audited.py),
+  filled through the view ``audited_changes_<ns>``, whose insert trigger writes a change-log row and its
+  journal entry in one statement.
 
 Every write bumps ``head`` and writes the record and its change-log row in ONE ``BEGIN IMMEDIATE``
 transaction, so the ``if_match`` check and the write are atomic across connections and processes; a
@@ -125,6 +128,7 @@ class SqliteStore:
         self._records = _quote(f"records_{namespace}")
         self._changes = _quote(f"changes_{namespace}")
         self._audit = _quote(f"audit_{namespace}")
+        self._audited_changes = _quote(f"audited_changes_{namespace}")
         self._retention = retention
         self._poll_interval = poll_interval
         self._watchers: set[asyncio.Event] = set()
@@ -180,6 +184,19 @@ class SqliteStore:
             await conn.execute_fetchall(
                 f"CREATE TABLE IF NOT EXISTS {self._audit} (key INTEGER PRIMARY KEY, entry BLOB NOT NULL)"
             )
+            # A change and its audit entry in one statement (one trip to the connection's thread, not two):
+            # inserting into this view inserts into both tables, or into neither.
+            await conn.execute_fetchall(
+                f"CREATE VIEW IF NOT EXISTS {self._audited_changes} AS SELECT seq, kind, key, value,"
+                f" expires_at, commit_time, NULL AS entry FROM {self._changes}"
+            )
+            await conn.execute_fetchall(
+                f"CREATE TRIGGER IF NOT EXISTS {_quote(f'audited_changes_{self._namespace}_insert')}"
+                f" INSTEAD OF INSERT ON {self._audited_changes} BEGIN"
+                f" INSERT INTO {self._changes} (seq, kind, key, value, expires_at, commit_time)"
+                " VALUES (NEW.seq, NEW.kind, NEW.key, NEW.value, NEW.expires_at, NEW.commit_time);"
+                f" INSERT INTO {self._audit} (key, entry) VALUES (NEW.seq, NEW.entry); END"
+            )
             await conn.execute_fetchall(
                 "INSERT OR IGNORE INTO microstate_namespaces (name) VALUES (?)", [self._namespace]
             )
@@ -221,11 +238,20 @@ class SqliteStore:
         value: bytes | None,
         expires_at: float | None,
         now: float,
+        audit: bytes | None = None,
     ) -> None:
+        """Log the change; with `audit`, append that entry to the audit journal in the same statement."""
+        if audit is None:
+            await conn.execute_fetchall(
+                f"INSERT INTO {self._changes} (seq, kind, key, value, expires_at, commit_time)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [seq, kind.value, key, value, expires_at, now],
+            )
+            return
         await conn.execute_fetchall(
-            f"INSERT INTO {self._changes} (seq, kind, key, value, expires_at, commit_time)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [seq, kind.value, key, value, expires_at, now],
+            f"INSERT INTO {self._audited_changes} (seq, kind, key, value, expires_at, commit_time, entry)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [seq, kind.value, key, value, expires_at, now, audit],
         )
 
     async def _stored(self, conn: aiosqlite.Connection, key: str) -> Record | None:
@@ -270,10 +296,6 @@ class SqliteStore:
         # Several chunks are read in one transaction, so the result is one consistent snapshot.
         return await self._run("BEGIN" if len(unique) > _BATCH_GET_CHUNK else None, work)
 
-    async def _journal(self, conn: aiosqlite.Connection, seq: int, audit: bytes | None) -> None:
-        if audit is not None:
-            await conn.execute_fetchall(f"INSERT INTO {self._audit} (key, entry) VALUES (?, ?)", [seq, audit])
-
     async def audit_journal(self, after: int, limit: int) -> builtins.list[tuple[int, bytes]]:
         return await read_journal(self._db, self._audit, after, limit)
 
@@ -302,8 +324,7 @@ class SqliteStore:
                 [key, value, seq, expires_at],
             )
             kind = ChangeKind.CREATED if current is None else ChangeKind.UPDATED
-            await self._log(conn, seq, kind, key, value, expires_at, now)
-            await self._journal(conn, seq, audit)
+            await self._log(conn, seq, kind, key, value, expires_at, now, audit)
             return Record(key=key, value=value, revision=seq, expires_at=expires_at)
 
         return await self._write(work)
@@ -320,8 +341,7 @@ class SqliteStore:
             if current is None:  # it had expired: a lazy purge, not a change
                 return False
             seq = await self._next_seq(conn)
-            await self._log(conn, seq, ChangeKind.DELETED, key, None, None, now)
-            await self._journal(conn, seq, audit)
+            await self._log(conn, seq, ChangeKind.DELETED, key, None, None, now, audit)
             return True
 
         return await self._write(work)
