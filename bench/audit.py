@@ -99,10 +99,11 @@ async def au1(settings: Settings, backend: str) -> list[Row]:
             async def update_off() -> None:
                 await update(off, "plain")
 
-            await load.alternating(update_on, update_off, 100)  # warm up
+            await load.block_interleaved([update_on, update_off], 100, block=1)  # warm up
             ons, offs = [], []
             for _ in range(rounds):
-                on_round, off_round = await load.alternating(update_on, update_off, samples)
+                # block=1: the two servers alternate call by call (ABBA), so load bursts hit both alike
+                on_round, off_round = await load.block_interleaved([update_on, update_off], samples, block=1)
                 ons.append(median(on_round))
                 offs.append(median(off_round))
     return [

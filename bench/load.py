@@ -103,20 +103,6 @@ def sampler(call: Call, count: int) -> Callable[[], Awaitable[list[float]]]:
     return measure
 
 
-async def alternating(first: Call, second: Call, count: int) -> tuple[list[float], list[float]]:
-    """Seconds taken by each of `count` calls of `first` and of `second`, one in flight, alternating call
-    by call (which of the two goes first alternates too), so a change in the machine's load hits both
-    alike: for A/B latency figures whose difference is smaller than the noise of whole-round alternation."""
-    samples: tuple[list[float], list[float]] = ([], [])
-    clock = time.perf_counter_ns
-    for index in range(count):
-        for which in (index % 2, 1 - index % 2):
-            started = clock()
-            await (first, second)[which]()
-            samples[which].append((clock() - started) / 1e9)
-    return samples
-
-
 def sync_latencies(call: Callable[[], object], count: int) -> list[float]:
     """`latencies` for a plain function."""
     samples = []
