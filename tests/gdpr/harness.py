@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
+import pymongo
 import redis
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 
 from microstate.server import registry
 from microstate.server.kit import subjects
@@ -25,6 +28,7 @@ MARKER = "Zq7GdprMarker"
 SUBJECT = "user-4711"
 WITHIN = 20.0
 """Seconds a condition of the GDPR tests may take (a loaded machine)."""
+RAW = CodecOptions(document_class=RawBSONDocument)
 
 
 def session_key_env(data_dir: Path) -> dict[str, str]:
@@ -91,4 +95,21 @@ def keys_holding(cluster: RedisCluster, needle: str) -> dict[str, int]:
                     found[key.decode()] = count
         finally:
             client.close()
+    return found
+
+
+def documents_holding(url: str, needle: str) -> dict[str, int]:
+    """Every collection ("database.collection") of the Mongo server at `url` whose documents (as BSON)
+    hold `needle`, with how often."""
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(url)
+    found = {}
+    try:
+        for database in client.list_database_names():
+            for name in client[database].list_collection_names():
+                raw = client[database].get_collection(name, codec_options=RAW)
+                count = sum(document.raw.count(needle.encode()) for document in raw.find())
+                if count:
+                    found[f"{database}.{name}"] = count
+    finally:
+        client.close()
     return found

@@ -1,6 +1,6 @@
-"""Export and erase of one subject across every microstate, in-process servers on SQLite files (and, once, all
-on a Redis Cluster), the SDK following with snapshots on disk: after the erase, no file holds the subject's
-data."""
+"""Export and erase of one subject across every microstate, in-process servers on SQLite files (and, once
+each, all on a Redis Cluster and on a Mongo-wire server), the SDK following with snapshots on disk: after the
+erase, no file holds the subject's data."""
 
 from __future__ import annotations
 
@@ -26,11 +26,21 @@ from microstate.server.store.base import Store
 from microstate.subjects.v1 import subjects_pb2 as pb
 from microstate.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
 from tests.client.conftest import fast_options
-from tests.gdpr.harness import MARKER, SUBJECT, keys_holding, occurrences, rewrite_aof, serve_all
+from tests.gdpr.harness import (
+    MARKER,
+    SUBJECT,
+    documents_holding,
+    keys_holding,
+    occurrences,
+    rewrite_aof,
+    serve_all,
+)
+from tests.support.mongo_server import MongoServer, running_mongo_server
 from tests.support.redis_cluster import RedisCluster, running_redis_cluster
 from tests.support.server_process import free_port
 
 WITHIN = 20.0
+OPLOG = "local.oplog.rs"
 
 
 @contextlib.asynccontextmanager
@@ -56,23 +66,29 @@ async def eventually_refused(client: SessionClient, token: str) -> None:
     raise AssertionError("the erased session was still accepted")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis-cluster", marks=pytest.mark.redis)])
-def cluster(request: pytest.FixtureRequest) -> Iterator[RedisCluster | None]:
-    """None: every microstate on its SQLite files; else a fresh 3-master cluster they all run on (the
-    microstates' own namespaces, so not the session's shared cluster)."""
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+        pytest.param("mongo", marks=pytest.mark.mongo),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> Iterator[RedisCluster | MongoServer | None]:
+    """None: every microstate on its SQLite files; else a fresh 3-master cluster or Mongo-wire server they
+    all run on (the microstates' own namespaces, so not the session's shared servers)."""
     if request.param == "sqlite":
         yield None
         return
-    with running_redis_cluster() as fresh:
+    with running_redis_cluster() if request.param == "redis-cluster" else running_mongo_server() as fresh:
         yield fresh
 
 
 async def test_erase_leaves_no_plaintext_in_stores_snapshots_or_sdk_caches(
-    tmp_path: Path, cluster: RedisCluster | None
+    tmp_path: Path, backend: RedisCluster | MongoServer | None
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    async with serve_all(data, store=cluster.url if cluster else None) as targets:
+    async with serve_all(data, store=backend.url if backend else None) as targets:
         snapshots = SnapshotOptions(path=str(data / "sdk") + "/", flush_interval=0.05)
         profiles = v1.ProfileClient(options=fast_options(targets["profile"], snapshot=snapshots))
         sessions = SessionClient(options=fast_options(targets["session"]))
@@ -122,17 +138,24 @@ async def test_erase_leaves_no_plaintext_in_stores_snapshots_or_sdk_caches(
         assert occurrences(data, MARKER) == {}
         # The subject's id is left only in profile's change log, as the key of the deletion every watcher
         # (and SDK cache) must hear of, until the log's retention trims it (SECURITY.md).
-        if cluster is None:
+        if backend is None:
             assert set(occurrences(data, SUBJECT)) <= {"profile.db"}, occurrences(data, SUBJECT)
             return
+    if isinstance(backend, MongoServer):
+        # Every document of every collection but the oplog, which holds every write for its window, like
+        # WiredTiger's free pages (the operator's: SECURITY.md).
+        assert documents_holding(backend.url, MARKER).keys() <= {OPLOG}
+        left = documents_holding(backend.url, SUBJECT).keys() - {OPLOG}
+        assert left <= {"microstate.changes.profile"}, left  # the deletion announced to watchers
+        return
     # On the cluster (records, receipts, telemetry's log): every key in memory (as an RDB would write it),
     # then every file once the AOFs are rewritten (what the operator does after erasures: SECURITY.md).
-    assert keys_holding(cluster, MARKER) == {}
-    left = keys_holding(cluster, SUBJECT)
+    assert keys_holding(backend, MARKER) == {}
+    left = keys_holding(backend, SUBJECT)
     assert all(re.fullmatch(r"msc:\{profile:\d+:\d+\}:log", key) for key in left), left
-    for node in cluster.masters():
+    for node in backend.masters():
         await asyncio.to_thread(rewrite_aof, node)
-    assert [occurrences(node.data_dir, MARKER) for node in cluster.nodes] == [{}] * len(cluster.nodes)
+    assert [occurrences(node.data_dir, MARKER) for node in backend.nodes] == [{}] * len(backend.nodes)
 
 
 async def record_events(target: str, subjects: list[str]) -> None:
