@@ -1,0 +1,185 @@
+"""Changing a Redis Cluster namespace's partition count online (repartitioning.py): under concurrent
+writers, readers, listers and a watch, there and back; a killed run resumed; watches across the switch."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+from microstate.server.repartitioning import repartition
+from microstate.server.store import ABSENT, Change, Record, open_store
+from microstate.server.store.redis_cluster import RedisClusterStore
+from microstate.server.store.redis_cluster_repartition import layouts
+from tests.conformance.waiting import watching
+from tests.support.processes import until
+from tests.support.redis_cluster import RedisCluster
+
+pytestmark = pytest.mark.redis
+
+SETTLE = 1.2
+"""Above the stores' LAYOUT_REFRESH (1 s): every store object has read the next layout before a key moves."""
+
+
+def namespace() -> str:
+    return f"repart{uuid.uuid4().hex[:12]}"
+
+
+async def cluster_store(cluster: RedisCluster, ns: str, partitions: int | None = None) -> RedisClusterStore:
+    url = cluster.url if partitions is None else f"{cluster.url}?partitions={partitions}"
+    store = await open_store(url, ns)
+    assert isinstance(store, RedisClusterStore)
+    return store
+
+
+async def list_all(store: RedisClusterStore, limit: int) -> list[Record]:
+    records: list[Record] = []
+    after: str | None = None
+    while True:
+        page = await store.list("", after=after, limit=limit)
+        records.extend(page.records)
+        if page.next_after is None:
+            return records
+        after = page.next_after
+
+
+@dataclass
+class World:
+    """What the writers had acknowledged, key by key, and every acknowledged change in order."""
+
+    models: dict[str, Record | None] = field(default_factory=dict)
+    history: dict[str, list[tuple[int, bytes | None]]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    writes: int = 0
+    listings: int = 0
+
+    def acknowledge(self, key: str, record: Record | None, revision: int) -> None:
+        self.models[key] = record
+        self.history.setdefault(key, []).append((revision, None if record is None else record.value))
+        self.writes += 1
+
+
+async def write_own_keys(
+    store: RedisClusterStore, world: World, keys: list[str], stop: asyncio.Event
+) -> None:
+    """Read each of this writer's keys, check it is exactly what was acknowledged last (value, etag,
+    expiry), then update it with if_match, delete it or create it again."""
+    rng = random.Random(keys[0])
+    n = 0
+    while not stop.is_set():
+        key = rng.choice(keys)
+        n += 1
+        try:
+            current = await store.get(key)
+            if current != world.models.get(key):
+                world.failures.append(f"get {key}: {current} but acknowledged {world.models.get(key)}")
+                return
+            if current is not None and rng.random() < 0.15:
+                # A delete's revision is not returned: the watch tells it; None stands for "a deletion".
+                await store.delete(key, if_match=current.revision)
+                world.acknowledge(key, None, -1)
+            else:
+                ttl = 3600.0 if rng.random() < 0.3 else None
+                value = f"{key}:{n}".encode()
+                condition = ABSENT if current is None else current.revision
+                record = await store.put(key, value, if_match=condition, ttl=ttl)
+                world.acknowledge(key, record, record.revision)
+        except Exception as exc:  # every failed call is a finding
+            world.failures.append(f"{key}: {type(exc).__name__}: {exc}")
+            return
+
+
+async def list_static_keys(
+    store: RedisClusterStore, world: World, static: dict[str, Record], stop: asyncio.Event
+) -> None:
+    """List everything in small pages, again and again: the keys no writer touches are each listed once,
+    exactly as written, whatever moves under the pages."""
+    while not stop.is_set():
+        try:
+            listed = await list_all(store, limit=37)
+        except Exception as exc:
+            world.failures.append(f"list: {type(exc).__name__}: {exc}")
+            return
+        keys = [record.key for record in listed]
+        if keys != sorted(set(keys)):
+            world.failures.append("list: keys out of order or repeated")
+            return
+        got = {record.key: record for record in listed if record.key in static}
+        if got != static:
+            missing = sorted(set(static) - set(got))[:5]
+            world.failures.append(f"list: static keys missing or changed, e.g. {missing}")
+            return
+        world.listings += 1
+
+
+async def follow(store: RedisClusterStore, after: str, into: list[Change]) -> None:
+    async with watching(store, after=after) as changes:
+        async for change in changes:
+            into.append(change)
+
+
+async def test_repartition_there_and_back_under_writers_loses_nothing_and_keeps_every_etag(
+    redis_cluster: RedisCluster,
+) -> None:
+    ns = namespace()
+    server = await cluster_store(redis_cluster, ns, partitions=16)
+    runner = await cluster_store(redis_cluster, ns)
+    try:
+        static = {}
+        for i in range(150):
+            record = await server.put(f"s/{i:03d}", f"static {i}".encode(), ttl=3600 if i % 3 == 0 else None)
+            static[record.key] = record
+        world = World()
+        writer_keys = [[f"w{w}/{i:02d}" for i in range(60)] for w in range(4)]
+        for keys in writer_keys:
+            for key in keys[:40]:
+                record = await server.put(key, b"seed")
+                world.acknowledge(key, record, record.revision)
+        start = await server.head_cursor()
+        world.history.clear()
+        world.writes = 0
+        watched: list[Change] = []
+        watch = asyncio.create_task(follow(server, start, watched))
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(write_own_keys(server, world, keys, stop)) for keys in writer_keys]
+        tasks.append(asyncio.create_task(list_static_keys(server, world, static, stop)))
+
+        there = await repartition(runner, 64, batch=25, settle=SETTLE)
+        assert (await layouts(server)).current.partitions == 64
+        back = await repartition(runner, 16, batch=25, settle=SETTLE)
+        writes_during = world.writes
+        stop.set()
+        await asyncio.gather(*tasks)
+
+        assert world.failures == []
+        assert writes_during > 200 and world.listings >= 2
+        assert there.state.converted >= 150 and back.state.converted >= 150
+        final = await layouts(server)
+        assert final.current.partitions == 16 and final.next is None and final.dropped is None
+        assert final.current.generation == 2
+        expected = {**static, **{k: r for k, r in world.models.items() if r is not None}}
+        assert {r.key: r for r in await list_all(server, limit=50)} == expected
+        live = {key: record for key, record in world.models.items() if record is not None}
+        assert await server.batch_get(list(world.models)) == live
+        for key, record in world.models.items():
+            assert await server.get(key) == record
+        # Every acknowledged change watched exactly once, in revision order, across both switches.
+        total = sum(len(changes) for changes in world.history.values())
+        await until(lambda: len(watched) >= total, within=30, what="the watch delivered every change")
+        watch.cancel()
+        assert len(watched) == total
+        cursors = [int(change.cursor) for change in watched]
+        assert cursors == sorted(set(cursors))
+        for key, changes in world.history.items():
+            seen = [
+                (int(c.cursor), None if c.record is None else c.record.value) for c in watched if c.key == key
+            ]
+            assert [value for _, value in seen] == [value for _, value in changes], key
+            puts = [revision for revision, value in changes if value is not None]
+            assert [revision for revision, value in seen if value is not None] == puts, key
+    finally:
+        await server.close()
+        await runner.close()
