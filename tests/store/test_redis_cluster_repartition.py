@@ -4,18 +4,21 @@ writers, readers, listers and a watch, there and back; a killed run resumed; wat
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import signal
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from microstate.server.repartitioning import repartition
-from microstate.server.store import ABSENT, Change, Record, open_store
+from microstate.server.store import ABSENT, Change, CursorExpired, Record, open_store
 from microstate.server.store.redis_cluster import RedisClusterStore
-from microstate.server.store.redis_cluster_repartition import layouts
-from tests.conformance.waiting import watching
-from tests.support.processes import until
+from microstate.server.store.redis_cluster_repartition import arm, begin, layouts, move_batch
+from tests.conformance.waiting import take, watching
+from tests.support.processes import launch_python, until
 from tests.support.redis_cluster import RedisCluster
 
 pytestmark = pytest.mark.redis
@@ -180,6 +183,106 @@ async def test_repartition_there_and_back_under_writers_loses_nothing_and_keeps_
             assert [value for _, value in seen] == [value for _, value in changes], key
             puts = [revision for revision, value in changes if value is not None]
             assert [revision for revision, value in seen if value is not None] == puts, key
+    finally:
+        await server.close()
+        await runner.close()
+
+
+def converted(output: str) -> int:
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return lines[-1]["converted"] if lines else 0
+
+
+async def test_a_killed_run_leaves_the_namespace_serving_and_the_next_run_resumes_it(
+    redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    ns = namespace()
+    server = await cluster_store(redis_cluster, ns, partitions=16)
+    runner = await cluster_store(redis_cluster, ns)
+    try:
+        models = {}
+        for i in range(400):
+            record = await server.put(f"k/{i:03d}", f"v{i}".encode(), ttl=3600 if i % 4 == 0 else None)
+            models[record.key] = record
+        run = launch_python(
+            ["-m", "tests.support.repartition_run", redis_cluster.url, ns, "48", "5", "0.02", str(SETTLE)],
+            tmp_path,
+        )
+        try:
+            await until(lambda: converted(run.output()) >= 100, within=60, what="the run moved 100 keys")
+        finally:
+            run.send(signal.SIGKILL)
+            run.wait()
+        stuck = await layouts(server)
+        assert stuck.next is not None and stuck.next.partitions == 48
+        assert converted(run.output()) < 400
+
+        # Killed half-way, the namespace keeps serving: every key exact, writes to moved and unmoved keys.
+        assert await server.batch_get(list(models)) == models
+        assert {r.key: r for r in await list_all(server, limit=64)} == models
+        for i in range(0, 400, 7):
+            key = f"k/{i:03d}"
+            models[key] = await server.put(key, b"while stuck", if_match=models[key].revision)
+        for i in range(3, 400, 41):
+            key = f"k/{i:03d}"
+            assert await server.delete(key, if_match=models[key].revision)
+            del models[key]
+        for i in range(400, 420):
+            record = await server.put(f"k/{i:03d}", b"new while stuck", if_match=ABSENT)
+            models[record.key] = record
+
+        progress = await repartition(runner, 48, batch=50, settle=SETTLE)
+        assert progress.resumed
+        done = await layouts(server)
+        assert done.current.partitions == 48 and done.next is None and done.dropped is None
+        assert await server.batch_get([*models, "k/003"]) == models
+        assert {r.key: r for r in await list_all(server, limit=64)} == models
+    finally:
+        await server.close()
+        await runner.close()
+
+
+async def test_watches_resume_exactly_across_the_switch_until_the_old_logs_are_deleted(
+    redis_cluster: RedisCluster,
+) -> None:
+    ns = namespace()
+    server = await cluster_store(redis_cluster, ns, partitions=8)
+    runner = await cluster_store(redis_cluster, ns)
+    try:
+        records = {}
+        for i in range(60):
+            record = await server.put(f"a/{i:03d}", b"seed")
+            records[record.key] = record
+        before = await server.head_cursor()
+        first = await server.put("a/000", b"before the move")
+        await begin(runner, 24)
+        await asyncio.sleep(SETTLE)  # what the run does: every store reads the next layout first
+        await arm(runner)
+        _, moved, _ = await move_batch(runner, None, 30)
+        assert moved == 30  # a/000 .. a/029 are in the new layout now
+        moved_write = await server.put("a/001", b"moved key", if_match=records["a/001"].revision)
+        unmoved_write = await server.put("a/059", b"unmoved key", if_match=records["a/059"].revision)
+        created = await server.put("b/new", b"created while moving", if_match=ABSENT)
+
+        # A watch from before the move delivers the changes of both layouts once each, in order.
+        async with watching(server, after=before) as changes:
+            seen = await take(changes, 4, within=10)
+        assert [change.record for change in seen] == [first, moved_write, unmoved_write, created]
+        mid = seen[-1].cursor
+        async with watching(server, after=mid) as live:
+            await repartition(
+                runner, 24, batch=50, settle=SETTLE
+            )  # resumes the begun run, switches, cleans up
+            after_switch = await server.put("a/059", b"after the switch", if_match=unmoved_write.revision)
+            assert [change.record for change in await take(live, 1, within=10)] == [after_switch]
+        # A cursor at or after the old layout's last change resumes exactly; one before it cannot any more
+        # (the old logs are deleted): the watch ends with CursorExpired, and clients re-list.
+        async with watching(server, after=mid) as resumed:
+            assert [change.record for change in await take(resumed, 1, within=10)] == [after_switch]
+        for old in (before, str(first.revision)):
+            with pytest.raises(CursorExpired):
+                async with watching(server, after=old) as expired:
+                    await take(expired, 1, within=10)
     finally:
         await server.close()
         await runner.close()
