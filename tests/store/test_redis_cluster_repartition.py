@@ -4,6 +4,7 @@ writers, readers, listers and a watch, there and back; a killed run resumed; wat
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import signal
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from microstate.server import migrating, registry
+from microstate.server.config import ConfigError, load
 from microstate.server.repartitioning import repartition
 from microstate.server.store import ABSENT, Change, CursorExpired, Record, open_store
 from microstate.server.store.redis_cluster import RedisClusterStore
@@ -20,6 +23,7 @@ from microstate.server.store.redis_cluster_repartition import arm, begin, layout
 from tests.conformance.waiting import take, watching
 from tests.support.processes import launch_python, until
 from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -286,3 +290,26 @@ async def test_watches_resume_exactly_across_the_switch_until_the_old_logs_are_d
     finally:
         await server.close()
         await runner.close()
+
+
+async def test_the_command_refuses_partitions_where_there_are_none_and_reports_them_where_there_are(
+    redis_cluster: RedisCluster, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`microstate migrate NAME --partitions P`: a usage error (exit 2) on a store without partitions or
+    with both --to and --partitions; a dry run on the cluster tells the layout and changes nothing."""
+    profile = registry.get("profile")
+    plain = load({"store": f"redis://127.0.0.1:{redis_server.port}/0", "data_dir": tmp_path})
+    with pytest.raises(ConfigError, match="only a Redis Cluster store"):
+        await migrating.run(
+            profile, plain, migrating.Options(None, False, 10, 0, 0, partitions=8), io.StringIO()
+        )
+    with pytest.raises(ConfigError, match="either --to"):
+        await migrating.run(
+            profile, plain, migrating.Options(2, False, 10, 0, 0, partitions=8), io.StringIO()
+        )
+    on_cluster = load({"store": redis_cluster.url, "data_dir": tmp_path})
+    out = io.StringIO()
+    dry = migrating.Options(None, True, 10, 0, 0, partitions=64)
+    assert await migrating.run(profile, on_cluster, dry, out) == 0
+    assert "profile: --partitions 64: dry run, nothing changed" in out.getvalue()
+    assert "partitions" in out.getvalue().splitlines()[1]
