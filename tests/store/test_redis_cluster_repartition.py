@@ -258,15 +258,18 @@ async def test_watches_resume_exactly_across_the_switch_until_the_old_logs_are_d
             record = await server.put(f"a/{i:03d}", b"seed")
             records[record.key] = record
         before = await server.head_cursor()
-        first = await server.put("a/000", b"before the move")
+        first = await server.put("a/000", b"before the move", audit=b"first")
         await begin(runner, 24)
         await asyncio.sleep(SETTLE)  # what the run does: every store reads the next layout first
         await arm(runner)
         _, moved, _ = await move_batch(runner, None, 30)
         assert moved == 30  # a/000 .. a/029 are in the new layout now
-        moved_write = await server.put("a/001", b"moved key", if_match=records["a/001"].revision)
-        unmoved_write = await server.put("a/059", b"unmoved key", if_match=records["a/059"].revision)
-        created = await server.put("b/new", b"created while moving", if_match=ABSENT)
+        moved_write = await server.put(
+            "a/001", b"moved key", if_match=records["a/001"].revision, audit=b"moved"
+        )
+        unmoved = records["a/059"].revision
+        unmoved_write = await server.put("a/059", b"unmoved key", if_match=unmoved, audit=b"unmoved")
+        created = await server.put("b/new", b"created while moving", if_match=ABSENT, audit=b"created")
 
         # A watch from before the move delivers the changes of both layouts once each, in order.
         async with watching(server, after=before) as changes:
@@ -277,12 +280,22 @@ async def test_watches_resume_exactly_across_the_switch_until_the_old_logs_are_d
             await repartition(
                 runner, 24, batch=50, settle=SETTLE
             )  # resumes the begun run, switches, cleans up
-            after_switch = await server.put("a/059", b"after the switch", if_match=unmoved_write.revision)
+            after_switch = await server.put(
+                "a/059", b"after the switch", if_match=unmoved_write.revision, audit=b"after"
+            )
             assert [change.record for change in await take(live, 1, within=10)] == [after_switch]
         # A cursor at or after the old layout's last change resumes exactly; one before it cannot any more
         # (the old logs are deleted): the watch ends with CursorExpired, and clients re-list.
         async with watching(server, after=mid) as resumed:
             assert [change.record for change in await take(resumed, 1, within=10)] == [after_switch]
+        # The old layout's audit journal is kept: the sealer reads every audited write in order.
+        audited = [first, moved_write, unmoved_write, created, after_switch]
+        assert await server.audit_journal(int(before), 10) == [
+            (record.revision, entry)
+            for record, entry in zip(
+                audited, [b"first", b"moved", b"unmoved", b"created", b"after"], strict=True
+            )
+        ]
         for old in (before, str(first.revision)):
             with pytest.raises(CursorExpired):
                 async with watching(server, after=old) as expired:

@@ -94,7 +94,8 @@ class Layouts:
 
     def journaled(self) -> list[Layout]:
         """Every layout that has an audit journal."""
-        return [*self.retired, *([self.dropped] if self.dropped else []), *self.watched()]
+        every = [*self.retired, *([self.dropped] if self.dropped else []), *self.watched()]
+        return list(dict.fromkeys(every))  # the dropped layout is retired too
 
     def starting(self, partitions: int) -> Layouts:
         """These layouts with a repartition to `partitions` begun; ValueError if it cannot be."""
