@@ -9,6 +9,8 @@ import json
 import random
 import signal
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,15 +33,30 @@ SETTLE = 1.2
 """Above the stores' LAYOUT_REFRESH (1 s): every store object has read the next layout before a key moves."""
 
 
-def namespace() -> str:
-    return f"repart{uuid.uuid4().hex[:12]}"
+@asynccontextmanager
+async def server_and_runner(
+    cluster: RedisCluster, partitions: int
+) -> AsyncIterator[tuple[RedisClusterStore, RedisClusterStore]]:
+    """Two stores of a new namespace of `partitions` partitions: one serves, one runs the repartition (as
+    `microstate migrate` does, in a process of its own)."""
+    namespace = f"repart{uuid.uuid4().hex[:12]}"
+    server = await open_store(f"{cluster.url}?partitions={partitions}", namespace)
+    runner = await open_store(cluster.url, namespace)
+    assert isinstance(server, RedisClusterStore) and isinstance(runner, RedisClusterStore)
+    try:
+        yield server, runner
+    finally:
+        await server.close()
+        await runner.close()
 
 
-async def cluster_store(cluster: RedisCluster, ns: str, partitions: int | None = None) -> RedisClusterStore:
-    url = cluster.url if partitions is None else f"{cluster.url}?partitions={partitions}"
-    store = await open_store(url, ns)
-    assert isinstance(store, RedisClusterStore)
-    return store
+async def seed(store: RedisClusterStore, keys: list[str], ttl_every: int = 0) -> dict[str, Record]:
+    """Write each key once (every `ttl_every`-th with a TTL): the records by key."""
+    records = {}
+    for i, key in enumerate(keys):
+        ttl = 3600.0 if ttl_every and i % ttl_every == 0 else None
+        records[key] = await store.put(key, f"seed {key}".encode(), ttl=ttl)
+    return records
 
 
 async def list_all(store: RedisClusterStore, limit: int) -> list[Record]:
@@ -131,14 +148,8 @@ async def follow(store: RedisClusterStore, after: str, into: list[Change]) -> No
 async def test_repartition_there_and_back_under_writers_loses_nothing_and_keeps_every_etag(
     redis_cluster: RedisCluster,
 ) -> None:
-    ns = namespace()
-    server = await cluster_store(redis_cluster, ns, partitions=16)
-    runner = await cluster_store(redis_cluster, ns)
-    try:
-        static = {}
-        for i in range(150):
-            record = await server.put(f"s/{i:03d}", f"static {i}".encode(), ttl=3600 if i % 3 == 0 else None)
-            static[record.key] = record
+    async with server_and_runner(redis_cluster, 16) as (server, runner):
+        static = await seed(server, [f"s/{i:03d}" for i in range(150)], ttl_every=3)
         world = World()
         writer_keys = [[f"w{w}/{i:02d}" for i in range(60)] for w in range(4)]
         for keys in writer_keys:
@@ -187,9 +198,6 @@ async def test_repartition_there_and_back_under_writers_loses_nothing_and_keeps_
             assert [value for _, value in seen] == [value for _, value in changes], key
             puts = [revision for revision, value in changes if value is not None]
             assert [revision for revision, value in seen if value is not None] == puts, key
-    finally:
-        await server.close()
-        await runner.close()
 
 
 def converted(output: str) -> int:
@@ -200,16 +208,19 @@ def converted(output: str) -> int:
 async def test_a_killed_run_leaves_the_namespace_serving_and_the_next_run_resumes_it(
     redis_cluster: RedisCluster, tmp_path: Path
 ) -> None:
-    ns = namespace()
-    server = await cluster_store(redis_cluster, ns, partitions=16)
-    runner = await cluster_store(redis_cluster, ns)
-    try:
-        models = {}
-        for i in range(400):
-            record = await server.put(f"k/{i:03d}", f"v{i}".encode(), ttl=3600 if i % 4 == 0 else None)
-            models[record.key] = record
+    async with server_and_runner(redis_cluster, 16) as (server, runner):
+        models = await seed(server, [f"k/{i:03d}" for i in range(400)], ttl_every=4)
         run = launch_python(
-            ["-m", "tests.support.repartition_run", redis_cluster.url, ns, "48", "5", "0.02", str(SETTLE)],
+            [
+                "-m",
+                "tests.support.repartition_run",
+                redis_cluster.url,
+                server.namespace,
+                "48",
+                "5",
+                "0.02",
+                str(SETTLE),
+            ],
             tmp_path,
         )
         try:
@@ -241,22 +252,13 @@ async def test_a_killed_run_leaves_the_namespace_serving_and_the_next_run_resume
         assert done.current.partitions == 48 and done.next is None and done.dropped is None
         assert await server.batch_get([*models, "k/003"]) == models
         assert {r.key: r for r in await list_all(server, limit=64)} == models
-    finally:
-        await server.close()
-        await runner.close()
 
 
 async def test_watches_resume_exactly_across_the_switch_until_the_old_logs_are_deleted(
     redis_cluster: RedisCluster,
 ) -> None:
-    ns = namespace()
-    server = await cluster_store(redis_cluster, ns, partitions=8)
-    runner = await cluster_store(redis_cluster, ns)
-    try:
-        records = {}
-        for i in range(60):
-            record = await server.put(f"a/{i:03d}", b"seed")
-            records[record.key] = record
+    async with server_and_runner(redis_cluster, 8) as (server, runner):
+        records = await seed(server, [f"a/{i:03d}" for i in range(60)])
         before = await server.head_cursor()
         first = await server.put("a/000", b"before the move", audit=b"first")
         await begin(runner, 24)
@@ -300,9 +302,6 @@ async def test_watches_resume_exactly_across_the_switch_until_the_old_logs_are_d
             with pytest.raises(CursorExpired):
                 async with watching(server, after=old) as expired:
                     await take(expired, 1, within=10)
-    finally:
-        await server.close()
-        await runner.close()
 
 
 async def test_the_command_refuses_partitions_where_there_are_none_and_reports_them_where_there_are(
