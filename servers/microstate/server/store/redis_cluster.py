@@ -34,6 +34,12 @@ revision, so a trimmed log is detected exactly (CursorExpired). A master whose c
 than the watch lag can break this; the watch then reports CursorExpired instead of skipping a change.
 Watches poll (`watch_poll`): a blocking XREAD cannot span slots.
 
+P can change online (`microstate migrate NAME --partitions P`): the descriptor then holds the layouts
+(redis_cluster_layout.py), re-read every LAYOUT_REFRESH; while a repartition runs, the write scripts' guard
+(`_FORWARD`) sends writes of keys a moving partition no longer holds to their new partition, reads and List
+consult both layouts (redis_cluster_repartition.py), and a watch merges both layouts' logs, re-reading the
+descriptor each round after the watermark.
+
 Get, BatchGet and the writes go over one multiplexed connection per master (redis_cluster_nodes.py), the
 rest, and whatever meets a redirect there, through redis-py. Writes are resent only when the cluster refused
 them unexecuted (TRYAGAIN, ASK/MOVED, CLUSTERDOWN, no connection), never after a lost reply, which may have
