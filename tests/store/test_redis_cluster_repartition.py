@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from microstate.server import migrating, registry
 from microstate.server.config import ConfigError, load
 from microstate.server.repartitioning import repartition
-from microstate.server.store import ABSENT, Change, CursorExpired, Record, open_store
+from microstate.server.store import ABSENT, Change, CursorExpired, Record, StoreUnavailable, open_store
 from microstate.server.store.redis_cluster import RedisClusterStore
 from microstate.server.store.redis_cluster_repartition import arm, begin, layouts, move_batch
 from tests.conformance.waiting import take, watching
@@ -29,6 +30,11 @@ from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
+PATIENT = "socket_timeout=15&failover_budget=30"
+"""For a loaded test machine, where a node can take seconds to answer: a slow answer is not a loss."""
+THROTTLE = 0.003
+"""Seconds each writer rests between calls (the lister 10x): enough load to race every move, not so much
+that the nodes of the shared test cluster starve and miss the cluster bus's 2 s node timeout."""
 SETTLE = 1.2
 """Above the stores' LAYOUT_REFRESH (1 s): every store object has read the next layout before a key moves."""
 
@@ -40,8 +46,8 @@ async def server_and_runner(
     """Two stores of a new namespace of `partitions` partitions: one serves, one runs the repartition (as
     `microstate migrate` does, in a process of its own)."""
     namespace = f"repart{uuid.uuid4().hex[:12]}"
-    server = await open_store(f"{cluster.url}?partitions={partitions}", namespace)
-    runner = await open_store(cluster.url, namespace)
+    server = await open_store(f"{cluster.url}?partitions={partitions}&{PATIENT}", namespace)
+    runner = await open_store(f"{cluster.url}?{PATIENT}", namespace)
     assert isinstance(server, RedisClusterStore) and isinstance(runner, RedisClusterStore)
     try:
         yield server, runner
@@ -79,6 +85,8 @@ class World:
     failures: list[str] = field(default_factory=list)
     writes: int = 0
     listings: int = 0
+    unavailable: int = 0
+    """Writes that failed UNAVAILABLE, not acknowledged (the cluster stalled): their outcome is read back."""
 
     def acknowledge(self, key: str, record: Record | None, revision: int) -> None:
         self.models[key] = record
@@ -90,7 +98,9 @@ async def write_own_keys(
     store: RedisClusterStore, world: World, keys: list[str], stop: asyncio.Event
 ) -> None:
     """Read each of this writer's keys, check it is exactly what was acknowledged last (value, etag,
-    expiry), then update it with if_match, delete it or create it again."""
+    expiry), then update it with if_match, delete it or create it again. A write that fails UNAVAILABLE
+    (the shared test cluster can stall on a loaded machine) is not acknowledged: the next read tells
+    whether it committed, and it must show either the write or what was there before."""
     rng = random.Random(keys[0])
     n = 0
     while not stop.is_set():
@@ -101,19 +111,30 @@ async def write_own_keys(
             if current != world.models.get(key):
                 world.failures.append(f"get {key}: {current} but acknowledged {world.models.get(key)}")
                 return
+            attempt: bytes | None = None  # a deletion
             if current is not None and rng.random() < 0.15:
-                # A delete's revision is not returned: the watch tells it; None stands for "a deletion".
-                await store.delete(key, if_match=current.revision)
-                world.acknowledge(key, None, -1)
+                write = partial(store.delete, key, if_match=current.revision)
             else:
-                ttl = 3600.0 if rng.random() < 0.3 else None
-                value = f"{key}:{n}".encode()
+                attempt = f"{key}:{n}".encode()
                 condition = ABSENT if current is None else current.revision
-                record = await store.put(key, value, if_match=condition, ttl=ttl)
-                world.acknowledge(key, record, record.revision)
+                ttl = 3600.0 if rng.random() < 0.3 else None
+                write = partial(store.put, key, attempt, if_match=condition, ttl=ttl)
+            try:
+                outcome = await write()
+            except StoreUnavailable:
+                world.unavailable += 1
+                outcome = await store.get(key)
+                if outcome == current:
+                    continue  # it did not commit
+                if (None if outcome is None else outcome.value) != attempt:
+                    world.failures.append(f"{key}: after a failed write, neither it nor the previous record")
+                    return
+            record = outcome if isinstance(outcome, Record) else None
+            world.acknowledge(key, record, -1 if record is None else record.revision)
         except Exception as exc:  # every failed call is a finding
             world.failures.append(f"{key}: {type(exc).__name__}: {exc}")
             return
+        await asyncio.sleep(THROTTLE)  # a throttle, not a synchronisation
 
 
 async def list_static_keys(
@@ -137,6 +158,7 @@ async def list_static_keys(
             world.failures.append(f"list: static keys missing or changed, e.g. {missing}")
             return
         world.listings += 1
+        await asyncio.sleep(10 * THROTTLE)  # a throttle, not a synchronisation
 
 
 async def follow(store: RedisClusterStore, after: str, into: list[Change]) -> None:

@@ -102,7 +102,7 @@ from microstate.server.store.redis import (
     _unavailable,
 )
 from microstate.server.store.redis_cluster_layout import Layout, Layouts
-from microstate.server.store.redis_cluster_nodes import MasterConnections, Redirected
+from microstate.server.store.redis_cluster_nodes import DOWN_FOR_SCRIPTS, MasterConnections, Redirected
 
 T = TypeVar("T")
 
@@ -299,9 +299,13 @@ def _classify(exc: Exception) -> StoreUnavailable | None:
         if "Cluster mode is not enabled" in str(exc):
             return StoreMisconfigured(f"redis: the store URL names a server outside any cluster: {exc}")
         return StoreUnavailable(f"redis cluster: {type(exc).__name__}: {exc}")
-    if isinstance(exc, rexc.ClusterError | rexc.TryAgainError | rexc.MovedError):
+    if isinstance(exc, rexc.ClusterError | rexc.TryAgainError | rexc.MovedError) or _down_for_scripts(exc):
         return StoreUnavailable(f"redis cluster: {type(exc).__name__}: {exc}")
     return _unavailable(exc)
+
+
+def _down_for_scripts(exc: Exception) -> bool:
+    return isinstance(exc, rexc.ResponseError) and DOWN_FOR_SCRIPTS in str(exc)
 
 
 def _unexecuted(exc: Exception) -> bool:
@@ -309,7 +313,7 @@ def _unexecuted(exc: Exception) -> bool:
     connection could be made: redis-py says "Error 111 connecting to host:port")."""
     if isinstance(exc, rexc.TryAgainError | rexc.AskError | rexc.ClusterDownError | rexc.SlotNotCoveredError):
         return True  # MovedError is an AskError
-    if isinstance(exc, rexc.ConnectionError) and " connecting to " in str(exc):
+    if (isinstance(exc, rexc.ConnectionError) and " connecting to " in str(exc)) or _down_for_scripts(exc):
         return True
     return isinstance(exc, rexc.ClusterError) and "TTL exhausted" in str(exc)  # redirects or TRYAGAINs
 
