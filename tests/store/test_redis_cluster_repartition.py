@@ -16,12 +16,14 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ResponseError
 
 from microstate.server import migrating, registry
 from microstate.server.config import ConfigError, load
 from microstate.server.repartitioning import repartition
 from microstate.server.store import ABSENT, Change, CursorExpired, Record, StoreUnavailable, open_store
-from microstate.server.store.redis_cluster import RedisClusterStore
+from microstate.server.store.redis_cluster import RedisClusterStore, _classify, _unexecuted
+from microstate.server.store.redis_cluster_layout import Layout, Layouts
 from microstate.server.store.redis_cluster_repartition import arm, begin, layouts, move_batch
 from tests.conformance.waiting import take, watching
 from tests.support.processes import launch_python, until
@@ -347,3 +349,28 @@ async def test_the_command_refuses_partitions_where_there_are_none_and_reports_t
     assert await migrating.run(profile, on_cluster, dry, out) == 0
     assert "profile: --partitions 64: dry run, nothing changed" in out.getvalue()
     assert "partitions" in out.getvalue().splitlines()[1]
+
+
+def test_each_layout_takes_revision_suffixes_the_current_one_does_not_use() -> None:
+    legacy = Layouts.decode(b"16")
+    assert legacy == Layouts(Layout(16)) and legacy.encode() == "16"  # a namespace never repartitioned
+    up = legacy.starting(64)
+    assert up.next == Layout(64, generation=1, base=16)
+    done = up.switched((5, 0) * 8).cleaned()
+    assert done == Layouts(Layout(64, 1, 16), expired_below=5, retired=(Layout(16),))
+    assert Layouts.decode(done.encode()) == done
+    assert done.starting(16).next == Layout(16, generation=2, base=0)  # back: below the current range
+    assert done.starting(900).next == Layout(900, generation=2, base=80)
+    with pytest.raises(ValueError, match="distinct suffixes"):
+        done.starting(930)  # neither below 16 nor above 80 leaves room for 930
+    with pytest.raises(ValueError, match="already under way"):
+        up.starting(32)
+
+
+def test_a_script_refused_by_a_cluster_that_is_down_changed_nothing_and_may_be_retried() -> None:
+    refused = ResponseError(
+        "ERR Script attempted to execute a write command while the cluster is down and readonly script: 0f"
+    )
+    assert _unexecuted(refused)
+    assert isinstance(_classify(refused), StoreUnavailable)
+    assert not _unexecuted(ResponseError("ERR something else"))
