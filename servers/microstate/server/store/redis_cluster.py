@@ -126,17 +126,18 @@ end
 # The repartition guard of both write scripts (redis_cluster_repartition.py). KEYS[7], KEYS[8]: the
 # partition's `moved` and `owned` sets; the last ARGV: '' or how the key's old partition answered ('moved',
 # 'absent'). A partition whose keys are moving away takes no write of a key it no longer holds: it answers
-# {3, whether the key moved, its clock}, and the caller writes in the key's new partition. There, a write
-# marks the key owned, and after an 'absent' answer first forgets what is not owned (a copy of a key its
-# old partition has since deleted).
+# {3, whether the key moved, its clock}, and the caller writes in the key's new partition. A partition
+# keys are arriving in marks every key written there owned (also after the switch, until every server
+# knows of it), after an 'absent' answer first forgetting what is not owned (a copy of a key its old
+# partition has since deleted).
 _FORWARD = """
-local arrival = ARGV[#ARGV]
-if redis.call('HEXISTS', KEYS[2], 'moving') == 1 then
+local flags = redis.call('HMGET', KEYS[2], 'moving', 'arriving')
+if flags[1] then
   if not live(parse(redis.call('GET', KEYS[1]))) then
     return {3, redis.call('SISMEMBER', KEYS[7], ARGV[1]), redis.call('HGET', KEYS[2], 'last') or '0'}
   end
-elseif arrival ~= '' and redis.call('HEXISTS', KEYS[2], 'arriving') == 1 then
-  if arrival == 'absent' and redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 0 then
+elseif flags[2] then
+  if ARGV[#ARGV] == 'absent' and redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 0 then
     forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
   end
   redis.call('SADD', KEYS[8], ARGV[1])
@@ -578,9 +579,8 @@ class RedisClusterStore:
             return {}
         partitions = await self._ready()
         if self._arriving is not None:
-            from microstate.server.store.redis_cluster_repartition import (
-                read_moving,
-            )  # it imports this module
+            # Imported here: that module imports this one.
+            from microstate.server.store.redis_cluster_repartition import read_moving
 
             return await read_moving(self, partitions, self._arriving, unique)
         by_partition: dict[int, Keys] = {}
@@ -643,9 +643,8 @@ class RedisClusterStore:
             raise ValueError("limit must be at least 1")
         partitions = await self._ready()
         if self._arriving is not None:
-            from microstate.server.store.redis_cluster_repartition import (
-                list_moving,
-            )  # it imports this module
+            # Imported here: that module imports this one.
+            from microstate.server.store.redis_cluster_repartition import list_moving
 
             return await list_moving(self, partitions, self._arriving, prefix, after, limit)
         rows = heapq.merge(*await self._list_each(partitions, prefix, after, limit), key=lambda row: row[0])

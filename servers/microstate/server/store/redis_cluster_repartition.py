@@ -308,14 +308,12 @@ async def finish(store: RedisClusterStore, settle: float) -> None:
             return list(await pipeline.execute())
 
         last = tuple(int(e[0][0].partition(b"-")[0]) if e else 0 for e in await store._read(heads))
-        upcoming = store._arriving
-        assert upcoming is not None
         await swap_layouts(store, seen, seen.switched(last))
-        for partition in upcoming:
-            await store._read(partial(store._client.hdel, partition.meta, "arriving"))
         await asyncio.sleep(settle)  # servers stop reading and listing the old layout
         seen = await layouts(store)
     if seen.dropped is not None:
+        for partition in store._partitions:  # every server writes here now: owned marks are not needed
+            await store._read(partial(store._client.hdel, partition.meta, "arriving"))
         dropped = layout_partitions(store.namespace, seen.dropped)
         doomed = [key for p in dropped for key in (p.log, p.index, p.expiries, p.moved, p.owned)]
         doomed += [p.owned for p in store._partitions]
