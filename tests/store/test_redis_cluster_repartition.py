@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import random
 import signal
 import uuid
@@ -24,7 +25,7 @@ from microstate.server.repartitioning import repartition
 from microstate.server.store import ABSENT, Change, CursorExpired, Record, StoreUnavailable, open_store
 from microstate.server.store.redis_cluster import RedisClusterStore, _classify, _unexecuted
 from microstate.server.store.redis_cluster_layout import Layout, Layouts
-from microstate.server.store.redis_cluster_repartition import arm, begin, layouts, move_batch
+from microstate.server.store.redis_cluster_repartition import arm, begin, finish, layouts, move_batch
 from tests.conformance.waiting import take, watching
 from tests.support.processes import launch_python, until
 from tests.support.redis_cluster import RedisCluster
@@ -374,3 +375,34 @@ def test_a_script_refused_by_a_cluster_that_is_down_changed_nothing_and_may_be_r
     assert _unexecuted(refused)
     assert isinstance(_classify(refused), StoreUnavailable)
     assert not _unexecuted(ResponseError("ERR something else"))
+
+
+async def test_a_server_that_has_not_read_the_switch_yet_sees_what_the_others_write(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Between the switch and the settle after it, servers that read the new layout write new keys straight
+    into the new partitions; one still on both layouts must read them (they are marked owned) and write
+    them (an old partition's "absent" must not make the new one drop them)."""
+    async with server_and_runner(redis_cluster, 8) as (fresh, runner):
+        stale = await open_store(f"{redis_cluster.url}?{PATIENT}", fresh.namespace)
+        assert isinstance(stale, RedisClusterStore)
+        try:
+            await seed(fresh, [f"a/{i:02d}" for i in range(20)])
+            await begin(runner, 12)
+            await asyncio.sleep(SETTLE)  # what the run does: every store reads the next layout first
+            await arm(runner)
+            while (await move_batch(runner, None, 100))[0]:
+                pass
+            assert await stale.get("a/00") is not None and (await layouts(stale)).next is not None
+            stale._layouts_read_at = math.inf  # as a server that has not re-read the layout since
+            finishing = asyncio.create_task(finish(runner, settle=30))
+            await until(lambda: runner._layouts.next is None, within=30, what="the switch")
+            created = await fresh.put("b/new", b"by a server on the new layout", if_match=ABSENT)
+            assert stale._arriving is not None  # still reading both layouts
+            assert await stale.get("b/new") == created
+            assert await stale.batch_get(["b/new"]) == {"b/new": created}
+            assert [r.key for r in (await stale.list("b/", limit=10)).records] == ["b/new"]
+            stale._layouts_read_at = -math.inf
+            finishing.cancel()
+        finally:
+            await stale.close()

@@ -14,8 +14,9 @@ has not yet handed over:
   came between, copy again; if the key was deleted, remove the copy.
 - **Writes** (redis_cluster.py's `_FORWARD` guard): an old partition that is moving takes writes of the
   keys it still holds; for a key it does not hold it answers "moved" or "absent" and the write goes to the
-  new partition, which first marks the key `owned` (and after "absent" drops any copy it holds: a copy of a
-  key deleted since). So at any moment each key has one authority: the old partition while it holds the
+  new partition. A new partition marks every key written there `owned` (until the switch has settled:
+  a server still reading both layouts then counts what the others create), after "absent" first dropping
+  any copy of the key it holds (a copy of a key deleted since). So at any moment each key has one authority: the old partition while it holds the
   key, else the new one, where a record counts if the key was moved or is owned (a copy of a key deleted
   before it was handed over does not count).
 - **Reads** ask the old partition first and the new one only for keys the old one does not hold (in that
