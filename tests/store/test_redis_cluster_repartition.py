@@ -173,10 +173,23 @@ async def follow(store: RedisClusterStore, after: str, into: list[Change]) -> No
 async def test_repartition_there_and_back_under_writers_loses_nothing_and_keeps_every_etag(
     redis_cluster: RedisCluster,
 ) -> None:
-    async with server_and_runner(redis_cluster, 16) as (server, runner):
-        static = await seed(server, [f"s/{i:03d}" for i in range(150)], ttl_every=3)
+    await there_and_back(redis_cluster, [16, 64, 16], writers=4, untouched=150, batch=25)
+
+
+@pytest.mark.slow
+async def test_repartition_to_odd_counts_with_more_keys_and_writers(redis_cluster: RedisCluster) -> None:
+    await there_and_back(redis_cluster, [32, 100, 7], writers=8, untouched=2000, batch=100)
+
+
+async def there_and_back(
+    redis_cluster: RedisCluster, counts: list[int], *, writers: int, untouched: int, batch: int
+) -> None:
+    """Repartition through `counts` under `writers` writers, a lister and a watch; then check every key,
+    every page and every change watched."""
+    async with server_and_runner(redis_cluster, counts[0]) as (server, runner):
+        static = await seed(server, [f"s/{i:04d}" for i in range(untouched)], ttl_every=3)
         world = World()
-        writer_keys = [[f"w{w}/{i:02d}" for i in range(60)] for w in range(4)]
+        writer_keys = [[f"w{w}/{i:02d}" for i in range(60)] for w in range(writers)]
         for keys in writer_keys:
             for key in keys[:40]:
                 record = await server.put(key, b"seed")
@@ -190,19 +203,19 @@ async def test_repartition_there_and_back_under_writers_loses_nothing_and_keeps_
         tasks = [asyncio.create_task(write_own_keys(server, world, keys, stop)) for keys in writer_keys]
         tasks.append(asyncio.create_task(list_static_keys(server, world, static, stop)))
 
-        there = await repartition(runner, 64, batch=25, settle=SETTLE)
-        assert (await layouts(server)).current.partitions == 64
-        back = await repartition(runner, 16, batch=25, settle=SETTLE)
+        for count in counts[1:]:
+            progress = await repartition(runner, count, batch=batch, settle=SETTLE)
+            assert (await layouts(server)).current.partitions == count
+            assert progress.state.converted >= untouched
         writes_during = world.writes
         stop.set()
         await asyncio.gather(*tasks)
 
         assert world.failures == []
         assert writes_during > 200 and world.listings >= 2
-        assert there.state.converted >= 150 and back.state.converted >= 150
         final = await layouts(server)
-        assert final.current.partitions == 16 and final.next is None and final.dropped is None
-        assert final.current.generation == 2
+        assert final.current.partitions == counts[-1] and final.next is None and final.dropped is None
+        assert final.current.generation == len(counts) - 1
         expected = {**static, **{k: r for k, r in world.models.items() if r is not None}}
         assert {r.key: r for r in await list_all(server, limit=50)} == expected
         live = {key: record for key, record in world.models.items() if record is not None}
@@ -239,7 +252,7 @@ async def test_a_killed_run_leaves_the_namespace_serving_and_the_next_run_resume
             [
                 "-m",
                 "tests.support.repartition_run",
-                redis_cluster.url,
+                f"{redis_cluster.url}?{PATIENT}",
                 server.namespace,
                 "48",
                 "5",
