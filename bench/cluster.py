@@ -4,7 +4,8 @@ Subject: a `redis+cluster://` store on a local 3-master, 3-replica cluster (32 p
 `redis://` store on one redis-server. Both called from this process, 16 calls in flight; the figure is this
 process's CPU per call (what a microstate server spends in its store layer), so the ratio is what the
 cluster client costs over the single-node path. Then: keys and writes spread over the masters (the largest
-and smallest share against an even one), and what `wait=1` costs an Update.
+and smallest share against an even one), what `wait=1` costs an Update, and what Get and Update cost while a
+repartition (32 -> 48 partitions) has moved half the keys, against the same store at rest.
 """
 
 from __future__ import annotations
@@ -97,11 +98,49 @@ async def cluster(settings: Settings) -> list[Row]:
                     load.paired_ratio(with_wait, without),
                 )
             )
+            rows += await _repartition_rows(nodes.url, subject, settings)
             rows += await _spread_rows(clustered, nodes)
         finally:
             for store in (single, clustered, waiting):
                 await store.close()
     return rows
+
+
+async def _repartition_rows(
+    url: str, at_rest: dict[str, Callable[[], Awaitable[float]]], settings: Settings
+) -> list[Row]:
+    """Get and Update on a namespace whose repartition has moved half its keys (the first 500 of 1000, in
+    key order), against `at_rest`, the same calls on a namespace that is not repartitioning."""
+    from microstate.server.store.redis_cluster import RedisClusterStore
+    from microstate.server.store.redis_cluster_repartition import arm, begin, move_batch
+
+    store = await open_store(url, "benchscmoving")
+    runner = await open_store(url, "benchscmoving")
+    try:
+        assert isinstance(runner, RedisClusterStore)
+        moving = await _operations(store, settings.samples * 4)
+        await begin(runner, 48)
+        await asyncio.sleep(1.2)  # the stores read the next layout (LAYOUT_REFRESH) before a key moves
+        await arm(runner)
+        await move_batch(runner, None, 500)
+        rows = []
+        for op in ("Get", "Update"):
+            value, base = await load.interleaved(settings.rounds, moving[op], at_rest[op])
+            rows.append(
+                Row(
+                    "SC",
+                    f"{op} while a repartition has moved half the keys vs at rest, CPU per call",
+                    sorted(value)[len(value) // 2],
+                    sorted(base)[len(base) // 2],
+                    "s",
+                    load.paired_ratio(value, base),
+                    note="half the keys answered by their old partition, half by their new one",
+                )
+            )
+        return rows
+    finally:
+        await store.close()
+        await runner.close()
 
 
 async def _spread_rows(store: Any, nodes: Any) -> list[Row]:

@@ -732,7 +732,8 @@ class RedisClusterStore:
             if reply[0] != 3:
                 return reply
             self._saw(int(reply[2]) * SUFFIX)  # its new partition goes on above the old one's clock
-            await self._refresh_layouts()
+            if self._arriving is None:  # a repartition this store has not heard of yet
+                await self._refresh_layouts()
             partitions = self._partitions
             arrival = "" if self._arriving is None else ("moved" if int(reply[1]) else "absent")
         raise StoreUnavailable("redis cluster: the partition layout kept changing under a write")

@@ -16,9 +16,9 @@ has not yet handed over:
   keys it still holds; for a key it does not hold it answers "moved" or "absent" and the write goes to the
   new partition. A new partition marks every key written there `owned` (until the switch has settled:
   a server still reading both layouts then counts what the others create), after "absent" first dropping
-  any copy of the key it holds (a copy of a key deleted since). So at any moment each key has one authority: the old partition while it holds the
-  key, else the new one, where a record counts if the key was moved or is owned (a copy of a key deleted
-  before it was handed over does not count).
+  any copy of the key it holds (a copy of a key deleted since). So at any moment each key has one
+  authority: the old partition while it holds the key, else the new one, where a record counts if the key
+  was moved or is owned (a copy of a key deleted before it was handed over does not count).
 - **Reads** ask the old partition first and the new one only for keys the old one does not hold (in that
   order: a key is copied before it is handed over, so the second read finds it). **List** lists the old
   partitions, then the new ones, and keeps a new partition's record only if it is owned or moved.
@@ -37,20 +37,23 @@ increasing and watches keep one order. Nothing is logged for a move: a watch see
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from microstate.server.store.base import Page, Record
+from microstate.server.store.base import Page, Record, StoreUnavailable
 from microstate.server.store.redis import _LIST, _PROLOGUE, _record
 from microstate.server.store.redis_cluster import (
     RedisClusterStore,
+    _guard,
     _Partition,
     layout_partitions,
     partition_of,
 )
 from microstate.server.store.redis_cluster_layout import LayoutChanged, Layouts
+from microstate.server.store.redis_cluster_nodes import Redirected
 
 # KEYS[1]: a set; KEYS[2..]: records; ARGV: their keys. For each key, two replies: its record if live (else
 # false) and whether the set holds the key.
@@ -128,18 +131,26 @@ def _grouped(partitions: Partitions, keys: Sequence[str]) -> dict[int, list[str]
     return groups
 
 
+_READ_MARKED_SHA = hashlib.sha1(_READ_MARKED.encode()).hexdigest()
+
+
 async def _marked(
     store: RedisClusterStore, partitions: Partitions, keys: Sequence[str], owned: bool
 ) -> dict[str, tuple[bytes | None, bool]]:
     """For each key: its live record in its partition of `partitions` and whether the partition's owned
-    (else moved) set holds it; one script per partition, in parallel."""
-    script = store._client.register_script(_READ_MARKED)
+    (else moved) set holds it; one script per partition, in parallel, over the masters' fast path (through
+    redis-py, with its retries, where that was redirected)."""
 
     async def one(number: int, members: list[str]) -> list[Any]:
         partition = partitions[number]
         marks = partition.owned if owned else partition.moved
-        records = [partition.record_prefix + key for key in members]
-        return list(await store._read(lambda: script(keys=[marks, *records], args=members)))
+        keys = [marks, *(partition.record_prefix + key for key in members)]
+        fast = store._masters.run_script(partition.slot, _READ_MARKED_SHA, _READ_MARKED, keys, members)
+        try:
+            return list(await _guard(fast))
+        except (Redirected, StoreUnavailable):
+            script = store._client.register_script(_READ_MARKED)
+            return list(await store._read(partial(script, keys=keys, args=members)))
 
     groups = _grouped(partitions, keys)
     replies = await asyncio.gather(*(one(number, members) for number, members in groups.items()))
