@@ -353,6 +353,13 @@ async def test_the_command_refuses_partitions_where_there_are_none_and_reports_t
         await migrating.run(
             profile, plain, migrating.Options(None, False, 10, 0, 0, partitions=8), io.StringIO()
         )
+    with pytest.raises(ConfigError, match="settle must be more than 1s"):
+        await migrating.run(
+            profile,
+            load({"store": redis_cluster.url, "data_dir": tmp_path}),
+            migrating.Options(None, False, 10, 0, 0.5, partitions=8),
+            io.StringIO(),
+        )
     with pytest.raises(ConfigError, match="either --to"):
         await migrating.run(
             profile, plain, migrating.Options(2, False, 10, 0, 0, partitions=8), io.StringIO()

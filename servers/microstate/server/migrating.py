@@ -90,9 +90,12 @@ async def _repartition(
         print(f"{name}: --partitions {partitions}: dry run, nothing changed", file=out, flush=True)
         return
     report = _reporter(name, "moved", out)
-    await repartition(
-        store, partitions, batch=options.batch, pause=options.pause, settle=options.settle, report=report
-    )
+    try:
+        await repartition(
+            store, partitions, batch=options.batch, pause=options.pause, settle=options.settle, report=report
+        )
+    except ValueError as exc:  # a settle too short, another count under way, suffixes that do not fit
+        raise ConfigError(f"--partitions: {exc}") from None
     print(f"{name}: {partitions} partitions", file=out, flush=True)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from microstate.server.kit.migrate import Batch, MigrationConflict, Progress, run_passes
 from microstate.server.kit.migrations import SchemaState
-from microstate.server.store.redis_cluster import MAX_PARTITIONS, RedisClusterStore
+from microstate.server.store.redis_cluster import LAYOUT_REFRESH, MAX_PARTITIONS, RedisClusterStore
 from microstate.server.store.redis_cluster_layout import LayoutChanged
 from microstate.server.store.redis_cluster_repartition import (
     arm,
@@ -72,8 +72,12 @@ async def repartition(
     that one first, then run back); MigrationConflict when another run takes over meanwhile."""
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
-    if batch < 1 or pause < 0 or settle < 0:
-        raise ValueError("batch must be at least 1, pause and settle at least 0")
+    if batch < 1 or pause < 0:
+        raise ValueError("batch must be at least 1, pause at least 0")
+    if settle <= LAYOUT_REFRESH:
+        raise ValueError(
+            f"settle must be more than {LAYOUT_REFRESH:g}s: how long a server goes on with a layout it read"
+        )
     cell = RunCell(store)
     state, token = await cell.read()
     seen = await layouts(store)
