@@ -101,10 +101,12 @@ async def repartition(
         except LayoutChanged as exc:
             raise MigrationConflict(str(exc)) from None
         await asyncio.sleep(settle)  # every server lists and reads both layouts before a key moves
-    elif not (state.running and state.version == partitions):
-        # The run died before its first save or after its last: this one goes through every key again.
-        state = SchemaState(partitions, seen.current.partitions)
-        token = await cell.save(state, token)
+    else:
+        if not (state.running and state.version == partitions):
+            # The run died before its first save or after its last: this one goes through every key again.
+            state = SchemaState(partitions, seen.current.partitions)
+            token = await cell.save(state, token)
+        await asyncio.sleep(settle)  # the run may have died right after its begin, before its settle
     await arm(store)
     progress = await run_passes(
         cell,
