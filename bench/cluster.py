@@ -74,28 +74,17 @@ async def cluster(settings: Settings) -> list[Row]:
             subject, baseline = await _operations(clustered, calls), await _operations(single, calls)
             waited = (await _operations(waiting, calls))["Update"]
             for op in subject:
-                value, base = await load.interleaved(settings.rounds, subject[op], baseline[op])
-                ratio = load.paired_ratio(value, base)
                 rows.append(
-                    Row(
-                        "SC",
+                    _ratio_row(
                         f"{op}: redis+cluster:// vs redis:// store, CPU per call, {IN_FLIGHT} in flight",
-                        sorted(value)[len(value) // 2],
-                        sorted(base)[len(base) // 2],
-                        "s",
-                        ratio,
+                        await load.interleaved(settings.rounds, subject[op], baseline[op]),
                         note="3 masters + 3 replicas, 32 partitions; this process's CPU (the store layer)",
                     )
                 )
-            with_wait, without = await load.interleaved(settings.rounds, waited, subject["Update"])
             rows.append(
-                Row(
-                    "SC",
+                _ratio_row(
                     "Update with wait=1 (WAIT for a replica) vs without, CPU per call",
-                    sorted(with_wait)[len(with_wait) // 2],
-                    sorted(without)[len(without) // 2],
-                    "s",
-                    load.paired_ratio(with_wait, without),
+                    await load.interleaved(settings.rounds, waited, subject["Update"]),
                 )
             )
             rows += await _repartition_rows(nodes.url, subject, settings)
@@ -104,6 +93,13 @@ async def cluster(settings: Settings) -> list[Row]:
             for store in (single, clustered, waiting):
                 await store.close()
     return rows
+
+
+def _ratio_row(measurement: str, rounds: list[list[Any]], note: str = "") -> Row:
+    """A row of CPU seconds per call: the subject's and the baseline's median rounds, and their ratio."""
+    value, base = rounds
+    median = sorted(value)[len(value) // 2], sorted(base)[len(base) // 2]
+    return Row("SC", measurement, *median, "s", load.paired_ratio(value, base), note=note)
 
 
 async def _repartition_rows(
@@ -123,21 +119,14 @@ async def _repartition_rows(
         await asyncio.sleep(1.2)  # the stores read the next layout (LAYOUT_REFRESH) before a key moves
         await arm(runner)
         await move_batch(runner, None, 500)
-        rows = []
-        for op in ("Get", "Update"):
-            value, base = await load.interleaved(settings.rounds, moving[op], at_rest[op])
-            rows.append(
-                Row(
-                    "SC",
-                    f"{op} while a repartition has moved half the keys vs at rest, CPU per call",
-                    sorted(value)[len(value) // 2],
-                    sorted(base)[len(base) // 2],
-                    "s",
-                    load.paired_ratio(value, base),
-                    note="half the keys answered by their old partition, half by their new one",
-                )
+        return [
+            _ratio_row(
+                f"{op} while a repartition has moved half the keys vs at rest, CPU per call",
+                await load.interleaved(settings.rounds, moving[op], at_rest[op]),
+                note="half the keys answered by their old partition, half by their new one",
             )
-        return rows
+            for op in ("Get", "Update")
+        ]
     finally:
         await store.close()
         await runner.close()
