@@ -4,9 +4,10 @@ Subject: a `redis+cluster://` store on a local 3-master, 3-replica cluster (32 p
 `redis://` store on one redis-server. Both called from this process, 16 calls in flight; the figure is this
 process's CPU per call (what a microstate server spends in its store layer), so the ratio is what the
 cluster client costs over the single-node path. Then: keys and writes spread over the masters (the largest
-and smallest share against an even one), and what `wait=1` costs an Update. Last, the capacity model's server
-figures (docs/scaling.md): a profile server's CPU per UpdateProfile and per GetProfile, through the SDK, 16
-in flight, with the server on the cluster and on one Redis.
+and smallest share against an even one), what `wait=1` costs an Update, and what Get and Update cost while a
+repartition (32 -> 48 partitions) has moved half the keys, against the same store at rest. Last, the capacity
+model's server figures (docs/scaling.md): a profile server's CPU per UpdateProfile and per GetProfile, through
+the SDK, 16 in flight, with the server on the cluster and on one Redis.
 """
 
 from __future__ import annotations
@@ -80,30 +81,20 @@ async def cluster(settings: Settings) -> list[Row]:
             subject, baseline = await _operations(clustered, calls), await _operations(single, calls)
             waited = (await _operations(waiting, calls))["Update"]
             for op in subject:
-                value, base = await load.interleaved(settings.rounds, subject[op], baseline[op])
-                ratio = load.paired_ratio(value, base)
                 rows.append(
-                    Row(
-                        "SC",
+                    _ratio_row(
                         f"{op}: redis+cluster:// vs redis:// store, CPU per call, {IN_FLIGHT} in flight",
-                        sorted(value)[len(value) // 2],
-                        sorted(base)[len(base) // 2],
-                        "s",
-                        ratio,
+                        await load.interleaved(settings.rounds, subject[op], baseline[op]),
                         note="3 masters + 3 replicas, 32 partitions; this process's CPU (the store layer)",
                     )
                 )
-            with_wait, without = await load.interleaved(settings.rounds, waited, subject["Update"])
             rows.append(
-                Row(
-                    "SC",
+                _ratio_row(
                     "Update with wait=1 (WAIT for a replica) vs without, CPU per call",
-                    sorted(with_wait)[len(with_wait) // 2],
-                    sorted(without)[len(without) // 2],
-                    "s",
-                    load.paired_ratio(with_wait, without),
+                    await load.interleaved(settings.rounds, waited, subject["Update"]),
                 )
             )
+            rows += await _repartition_rows(nodes.url, subject, settings)
             rows += await _spread_rows(clustered, nodes)
         finally:
             for store in (single, clustered, waiting):
@@ -160,6 +151,43 @@ async def _server_rows(settings: Settings, cluster_url: str, single_url: str) ->
         Row("SC", what, median(updates), median(base), "s", load.paired_ratio(updates, base), note=note)
         for what, base in compared.items()
     ]
+
+
+def _ratio_row(measurement: str, rounds: list[list[Any]], note: str = "") -> Row:
+    """A row of CPU seconds per call: the subject's and the baseline's median rounds, and their ratio."""
+    value, base = rounds
+    median = sorted(value)[len(value) // 2], sorted(base)[len(base) // 2]
+    return Row("SC", measurement, *median, "s", load.paired_ratio(value, base), note=note)
+
+
+async def _repartition_rows(
+    url: str, at_rest: dict[str, Callable[[], Awaitable[float]]], settings: Settings
+) -> list[Row]:
+    """Get and Update on a namespace whose repartition has moved half its keys (the first 500 of 1000, in
+    key order), against `at_rest`, the same calls on a namespace that is not repartitioning."""
+    from microstate.server.store.redis_cluster import RedisClusterStore
+    from microstate.server.store.redis_cluster_repartition import arm, begin, move_batch
+
+    store = await open_store(url, "benchscmoving")
+    runner = await open_store(url, "benchscmoving")
+    try:
+        assert isinstance(runner, RedisClusterStore)
+        moving = await _operations(store, settings.samples * 4)
+        await begin(runner, 48)
+        await asyncio.sleep(1.2)  # the stores read the next layout (LAYOUT_REFRESH) before a key moves
+        await arm(runner)
+        await move_batch(runner, None, 500)
+        return [
+            _ratio_row(
+                f"{op} while a repartition has moved half the keys vs at rest, CPU per call",
+                await load.interleaved(settings.rounds, moving[op], at_rest[op]),
+                note="half the keys answered by their old partition, half by their new one",
+            )
+            for op in ("Get", "Update")
+        ]
+    finally:
+        await store.close()
+        await runner.close()
 
 
 async def _spread_rows(store: Any, nodes: Any) -> list[Row]:

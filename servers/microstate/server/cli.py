@@ -123,12 +123,19 @@ def _parser() -> argparse.ArgumentParser:
     gdpr_cli.add_parser(commands)
     migrate = commands.add_parser(
         "migrate",
-        help="move a microstate's stored records to another schema version, online, up or down",
+        help="move a microstate's stored records to another schema version (or partition count), online",
         description="Exit status: 0 done (or nothing to do), 1 the store failed or another run is under way,"
-        " 2 a usage error (a version the microstate does not declare).",
+        " 2 a usage error (a version the microstate does not declare, --partitions on a store without them).",
     )
     migrate.add_argument("name", help="the microstate whose records to migrate (see `microstate list`)")
-    migrate.add_argument("--to", type=int, required=True, metavar="N", help="the schema version to move to")
+    target = migrate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", type=int, metavar="N", help="the schema version to move to")
+    target.add_argument(
+        "--partitions",
+        type=int,
+        metavar="P",
+        help="the partition count to move to (a microstate on a Redis Cluster; docs/scaling.md)",
+    )
     migrate.add_argument(
         "--dry-run", action="store_true", help="count the records at each version and change nothing"
     )
@@ -206,7 +213,7 @@ def _migrate(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise ConfigError(str(exc.args[0])) from None
     _configure_logs(config, args.name)
-    options = migrating.Options(args.to, args.dry_run, args.batch, args.pause, args.settle)
+    options = migrating.Options(args.to, args.dry_run, args.batch, args.pause, args.settle, args.partitions)
     return asyncio.run(migrating.run(microstate, config, options))
 
 

@@ -13,10 +13,11 @@ happens may leave up to `batch` records at its version; they stay readable, and 
 them. A second pass then checks every record again (a write that read the old write
 version just before the move can land behind the first pass), and the state is marked settled at N.
 
-The loop is written against `Conversion`, one batch of one pass: `RecordConversion` re-encodes values
-through the Store protocol, so it works on every backend alike. A store-level change (a backend's layout,
-the partition count of a partitioned namespace) can be declared as another Conversion and run by the same
-loop, with the same state, progress and resume.
+The loop (`run_passes`) is written against `Conversion`, one batch of one pass, and `StateCell`, where the
+run keeps its SchemaState: `RecordConversion` re-encodes values through the Store protocol, so it works on
+every backend alike, and keeps its state in the namespace's schema record. A store-level change is another
+Conversion with a cell of its own, run by the same loop with the same progress, resume and takeover: the
+Redis Cluster store's repartition (repartitioning.py) is one.
 """
 
 from __future__ import annotations
@@ -53,6 +54,37 @@ class Conversion(Protocol):
     async def convert_batch(self, after: str | None, limit: int) -> Batch:
         """Bring up to `limit` records after key `after` (None: from the first) to the target version."""
         ...
+
+
+class StateCell(Protocol):
+    """Where a run keeps its SchemaState, written by compare-and-set on a token (None: never written)."""
+
+    async def read(self) -> tuple[SchemaState, int | None]: ...
+
+    async def save(self, state: SchemaState, token: int | None) -> int:
+        """Store `state` if the cell is still at `token`, the new token; MigrationConflict if not."""
+        ...
+
+
+class RecordCell:
+    """The schema state in the namespace's reserved record SCHEMA_KEY."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def read(self) -> tuple[SchemaState, int | None]:
+        return await read_state(self.store)
+
+    async def save(self, state: SchemaState, token: int | None) -> int:
+        try:
+            record = await self.store.put(
+                SCHEMA_KEY, state.encode(), if_match=ABSENT if token is None else token
+            )
+        except PreconditionFailed:
+            raise MigrationConflict(
+                "another migration run changed the schema state: only one may run"
+            ) from None
+        return record.revision
 
 
 class RecordConversion:
@@ -125,7 +157,8 @@ async def migrate(
     schema.check(target)
     if batch < 1 or pause < 0 or settle < 0:
         raise ValueError("batch must be at least 1, pause and settle at least 0")
-    state, revision = await read_state(store)
+    cell = RecordCell(store)
+    state, revision = await cell.read()
     schema.check(state.version)
     resumed = state.running and state.version == target
     if not resumed:
@@ -133,12 +166,33 @@ async def migrate(
             state = SchemaState(target, target, sweep=True)
         else:
             state = SchemaState(target, state.version)
-        revision = await _save(store, state, revision)
+        revision = await cell.save(state, revision)
         await asyncio.sleep(settle)  # servers read the new write version before the first conversion
     conversion = RecordConversion(store, schema, target)
+    return await run_passes(
+        cell, conversion, state, revision, batch=batch, pause=pause, report=report, resumed=resumed
+    )
+
+
+async def run_passes(
+    cell: StateCell,
+    conversion: Conversion,
+    state: SchemaState,
+    token: int | None,
+    *,
+    batch: int,
+    pause: float,
+    report: Callable[[Progress], None],
+    resumed: bool,
+) -> Progress:
+    """Run `conversion` from where `state` stands (a running state, saved in `cell` at `token`) to the end:
+    batches of the first pass, then a checking pass, saving the progress after every batch; the state is
+    settled at its version when both are done. MigrationConflict when another run takes the cell over."""
+    target = state.version
     examined = 0
+    revision = token
     while True:
-        await _still_ours(store, revision)
+        await _still_ours(cell, revision)
         done = await conversion.convert_batch(state.after, batch)
         examined += done.examined
         converted = state.converted + done.converted
@@ -148,7 +202,7 @@ async def migrate(
             state = replace(state, after=None, converted=converted, sweep=True)
         else:
             state = SchemaState(target, converted=converted)
-        revision = await _save(store, state, revision)
+        revision = await cell.save(state, revision)
         progress = Progress(state, examined, resumed)
         report(progress)
         if not state.running:
@@ -157,18 +211,8 @@ async def migrate(
             await asyncio.sleep(pause)  # throttle: leave the store's capacity to the servers
 
 
-async def _still_ours(store: Store, revision: int | None) -> None:
-    """MigrationConflict if another run has written the schema state since this one last did."""
-    _, current = await read_state(store)
+async def _still_ours(cell: StateCell, revision: int | None) -> None:
+    """MigrationConflict if another run has written the state since this one last did."""
+    _, current = await cell.read()
     if current != revision:
         raise MigrationConflict("another migration run took the schema state over: this one stops")
-
-
-async def _save(store: Store, state: SchemaState, revision: int | None) -> int:
-    try:
-        record = await store.put(
-            SCHEMA_KEY, state.encode(), if_match=ABSENT if revision is None else revision
-        )
-    except PreconditionFailed:
-        raise MigrationConflict("another migration run changed the schema state: only one may run") from None
-    return record.revision

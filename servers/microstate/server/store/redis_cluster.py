@@ -38,6 +38,12 @@ Erasure (`forget`, kit/subjects.py) runs one script per partition: it rebuilds t
 erased keys' entries and hands each removed run's `p` to the entry after it (or, when the run ended the log,
 to the next write, through `tail` in meta), so the chain stays whole and a watch goes across the hole.
 
+P can change online (`microstate migrate NAME --partitions P`): the descriptor then holds the layouts
+(redis_cluster_layout.py), re-read every LAYOUT_REFRESH; while a repartition runs, the write scripts' guard
+(`_FORWARD`) sends writes of keys a moving partition no longer holds to their new partition, reads and List
+consult both layouts (redis_cluster_repartition.py), and a watch merges both layouts' logs, re-reading the
+descriptor each round after the watermark.
+
 Get, BatchGet and the writes go over one multiplexed connection per master (redis_cluster_nodes.py), the
 rest, and whatever meets a redirect there, through redis-py. Writes are resent only when the cluster refused
 them unexecuted (TRYAGAIN, ASK/MOVED, CLUSTERDOWN, no connection), never after a lost reply, which may have
@@ -55,6 +61,7 @@ import functools
 import heapq
 import itertools
 import math
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
@@ -99,7 +106,8 @@ from microstate.server.store.redis import (
     _record,
     _unavailable,
 )
-from microstate.server.store.redis_cluster_nodes import MasterConnections, Redirected
+from microstate.server.store.redis_cluster_layout import Layout, Layouts
+from microstate.server.store.redis_cluster_nodes import DOWN_FOR_SCRIPTS, MasterConnections, Redirected
 
 T = TypeVar("T")
 
@@ -127,12 +135,33 @@ local function next_revision()
   return int(clock) .. ARGV[7], prev
 end
 """
+# The repartition guard of both write scripts (redis_cluster_repartition.py). KEYS[7], KEYS[8]: the
+# partition's `moved` and `owned` sets; the last ARGV: '' or how the key's old partition answered ('moved',
+# 'absent'). A partition whose keys are moving away takes no write of a key it no longer holds: it answers
+# {3, whether the key moved, its clock}, and the caller writes in the key's new partition. A partition
+# keys are arriving in marks every key written there owned (also after the switch, until every server
+# knows of it), after an 'absent' answer first forgetting what is not owned (a copy of a key its old
+# partition has since deleted).
+_FORWARD = """
+local flags = redis.call('HMGET', KEYS[2], 'moving', 'arriving')
+if flags[1] then
+  if not live(parse(redis.call('GET', KEYS[1]))) then
+    return {3, redis.call('SISMEMBER', KEYS[7], ARGV[1]), redis.call('HGET', KEYS[2], 'last') or '0'}
+  end
+elseif flags[2] then
+  if ARGV[#ARGV] == 'absent' and redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 0 then
+    forget(KEYS[3], KEYS[5], KEYS[1], ARGV[1])
+  end
+  redis.call('SADD', KEYS[8], ARGV[1])
+end
+"""
 # KEYS: record, meta, index, log, expiries, audit journal (as redis.py's: never trimmed, its IDs the
-# revisions). ARGV: key, mode, expected revision, log retention (exact), record prefix, clock floor, partition
-# suffix, then value, ttl in microseconds or '', and the audit entry or ''.
+# revisions), moved, owned. ARGV: key, mode, expected revision, log retention (exact), record prefix, clock
+# floor, partition suffix, then value, ttl in microseconds or '', the audit entry or '', and the arrival.
 # Returns {1, revision, expires, commit_us}.
 _PUT = (
     _PROLOGUE
+    + _FORWARD
     + _CONDITION
     + _PURGE
     + _NEXT_REVISION
@@ -156,10 +185,11 @@ purge_expired()
 return {1, rev, expires, int(now)}
 """
 )
-# As _PUT without value and ttl (the audit entry is ARGV[8]). Returns {1, revision} when deleted, {2} when
-# absent.
+# As _PUT without value and ttl (the audit entry is ARGV[8], the arrival ARGV[9]). Returns {1, revision}
+# when deleted, {2} when absent.
 _DELETE = (
     _PROLOGUE
+    + _FORWARD
     + _CONDITION
     + _PURGE
     + _NEXT_REVISION
@@ -231,6 +261,9 @@ IN_FLIGHT = 64
 """Calls of one store at once; each holds at most one connection per node (a pipeline, TIME on every
 master), so a node's pool (MAX_CONNECTIONS) never runs out."""
 MAX_CONNECTIONS = 4 * IN_FLIGHT
+LAYOUT_REFRESH = 1.0
+"""Seconds a store trusts the partition layout it read: a repartition waits longer than this (`settle`)
+between telling the servers and moving the first key."""
 
 
 @functools.cache
@@ -272,18 +305,27 @@ def _final_below(watermark: int, batches: list[Any], count: int) -> int:
 class _Partition:
     """The keys of one partition (see the module docstring)."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, suffix: int = 0) -> None:
         base = f"msc:{{{tag}}}:"
+        self.suffix = f"{suffix:03d}"  # what its revisions end in
         self.record_prefix = f"{base}r:"
         self.meta = f"{base}meta"
         self.index = f"{base}idx"
         self.log = f"{base}log"
         self.expiries = f"{base}exp"
         self.audit = f"{base}audit"
+        self.moved = f"{base}moved"  # keys moved to the next layout (while repartitioning)
+        self.owned = f"{base}owned"  # keys written here since they arrived (while repartitioning)
         self.slot = key_slot(tag.encode())
 
     def write_keys(self, key: str) -> tuple[str, ...]:
-        return self.record_prefix + key, self.meta, self.index, self.log, self.expiries, self.audit
+        record = self.record_prefix + key
+        return record, self.meta, self.index, self.log, self.expiries, self.audit, self.moved, self.owned
+
+
+def layout_partitions(namespace: str, layout: Layout) -> list[_Partition]:
+    tags = partition_tags(layout.tag_namespace(namespace), layout.partitions)
+    return [_Partition(tag, layout.base + number) for number, tag in enumerate(tags)]
 
 
 Partitions = list[_Partition]
@@ -299,9 +341,13 @@ def _classify(exc: Exception) -> StoreUnavailable | None:
         if "Cluster mode is not enabled" in str(exc):
             return StoreMisconfigured(f"redis: the store URL names a server outside any cluster: {exc}")
         return StoreUnavailable(f"redis cluster: {type(exc).__name__}: {exc}")
-    if isinstance(exc, rexc.ClusterError | rexc.TryAgainError | rexc.MovedError):
+    if isinstance(exc, rexc.ClusterError | rexc.TryAgainError | rexc.MovedError) or _down_for_scripts(exc):
         return StoreUnavailable(f"redis cluster: {type(exc).__name__}: {exc}")
     return _unavailable(exc)
+
+
+def _down_for_scripts(exc: Exception) -> bool:
+    return isinstance(exc, rexc.ResponseError) and DOWN_FOR_SCRIPTS in str(exc)
 
 
 def _unexecuted(exc: Exception) -> bool:
@@ -309,7 +355,7 @@ def _unexecuted(exc: Exception) -> bool:
     connection could be made: redis-py says "Error 111 connecting to host:port")."""
     if isinstance(exc, rexc.TryAgainError | rexc.AskError | rexc.ClusterDownError | rexc.SlotNotCoveredError):
         return True  # MovedError is an AskError
-    if isinstance(exc, rexc.ConnectionError) and " connecting to " in str(exc):
+    if (isinstance(exc, rexc.ConnectionError) and " connecting to " in str(exc)) or _down_for_scripts(exc):
         return True
     return isinstance(exc, rexc.ClusterError) and "TTL exhausted" in str(exc)  # redirects or TRYAGAINs
 
@@ -389,7 +435,10 @@ class RedisClusterStore:
         self.retention = retention
         self.capabilities = Capabilities(durable=durable, shared=True, native_ttl=True)
         self._requested_partitions = partitions
-        self._partitions: Partitions = []
+        self._layouts = Layouts(Layout(partitions))
+        self._layouts_read_at = -math.inf
+        self._partitions: Partitions = []  # the current layout's
+        self._arriving: Partitions | None = None  # the next layout's, while a repartition runs
         self._descriptor = f"msc:{{{namespace}}}:partitions"
         self._wait = wait
         self._wait_ms = max(1, int(socket_timeout * 500))  # WAIT must answer well within the socket timeout
@@ -476,21 +525,38 @@ class RedisClusterStore:
     # --- partitions --------------------------------------------------------------------------------
 
     async def _ready(self) -> Partitions:
-        """The partitions, the namespace's P read (or recorded, for a new namespace) on first use."""
-        if self._partitions:
+        """The current layout's partitions, the namespace's layout read (or recorded, for a new namespace)
+        on first use and again when older than LAYOUT_REFRESH (by one call at a time: the others go on
+        with the layout they have)."""
+        fresh = time.monotonic() - self._layouts_read_at < LAYOUT_REFRESH
+        if self._partitions and (fresh or self._ready_lock.locked()):
             return self._partitions
+        await self._refresh_layouts()
+        return self._partitions
+
+    async def _refresh_layouts(self) -> Layouts:
+        """The namespace's layouts as stored now, adopted by this store."""
         async with self._ready_lock:
             if not self._partitions:
+                # SET NX GET: records P if the namespace is new, and answers the descriptor if it is not.
                 wanted = self._requested_partitions
-                # SET NX GET: records P if the namespace is new, and answers the recorded P if it is not.
                 record = partial(self._client.set, self._descriptor, wanted, nx=True, get=True)
-                recorded: Any = await self._read(record)
-                count = wanted if recorded is None else int(recorded)
+                raw: Any = await self._read(record)
                 # Map the replicas now, while the masters answer: a client that first meets the cluster
                 # during a failover cannot map it (redis-py asks the dead master for COMMAND).
                 await self._read(self._replicas.initialize)
-                self._partitions = [_Partition(tag) for tag in partition_tags(self.namespace, count)]
-        return self._partitions
+            else:
+                raw = await self._read(partial(self._client.get, self._descriptor))
+            self._adopt(Layouts(Layout(self._requested_partitions)) if raw is None else Layouts.decode(raw))
+        return self._layouts
+
+    def _adopt(self, layouts: Layouts) -> None:
+        if layouts != self._layouts or not self._partitions:
+            self._partitions = layout_partitions(self.namespace, layouts.current)
+            upcoming = layouts.next
+            self._arriving = None if upcoming is None else layout_partitions(self.namespace, upcoming)
+        self._layouts = layouts
+        self._layouts_read_at = time.monotonic()
 
     def _partition(self, partitions: Partitions, key: str) -> _Partition:
         return partitions[partition_of(key, len(partitions))]
@@ -550,6 +616,8 @@ class RedisClusterStore:
 
     async def get(self, key: str) -> Record | None:
         partitions = await self._ready()
+        if self._arriving is not None:
+            return (await self.batch_get([key])).get(key)
         partition = self._partition(partitions, key)
         record_key = partition.record_prefix + key
         raw: bytes | None
@@ -575,6 +643,11 @@ class RedisClusterStore:
         if not unique:
             return {}
         partitions = await self._ready()
+        if self._arriving is not None:
+            # Imported here: that module imports this one.
+            from microstate.server.store.redis_cluster_repartition import read_moving
+
+            return await read_moving(self, partitions, self._arriving, unique)
         by_partition: dict[int, Keys] = {}
         for key in unique:
             by_partition.setdefault(partition_of(key, len(partitions)), []).append(key)
@@ -634,17 +707,29 @@ class RedisClusterStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         partitions = await self._ready()
-        low, high = RedisStore._lex_range(prefix, after)
+        if self._arriving is not None:
+            # Imported here: that module imports this one.
+            from microstate.server.store.redis_cluster_repartition import list_moving
 
-        async def one(partition: _Partition) -> Replies:
-            keys = (partition.index, partition.expiries)
-            args = (partition.record_prefix, low, high, limit + 1)
-            return await self._read(lambda: self._list_script(keys=keys, args=args))
-
-        rows = heapq.merge(*await asyncio.gather(*map(one, partitions)), key=lambda row: row[0])
+            return await list_moving(self, partitions, self._arriving, prefix, after, limit)
+        rows = heapq.merge(*await self._list_each(partitions, prefix, after, limit), key=lambda row: row[0])
         first = [row for _, row in zip(range(limit + 1), rows, strict=False)]
         records = [_record(member.decode(), raw) for member, raw in first[:limit]]
         return Page(records, records[-1].key if len(first) > limit else None)
+
+    async def _list_each(
+        self, partitions: Sequence[_Partition], prefix: str, after: str | None, limit: int, script: Any = None
+    ) -> Replies:
+        """Each partition's first `limit + 1` live records after `after`, in key order, in parallel."""
+        low, high = RedisStore._lex_range(prefix, after)
+        script = script or self._list_script
+
+        async def one(partition: _Partition) -> Replies:
+            keys = (partition.index, partition.expiries, partition.owned)
+            args = (partition.record_prefix, low, high, limit + 1)
+            return await self._read(lambda: script(keys=keys, args=args))
+
+        return list(await asyncio.gather(*map(one, partitions)))  # one list of rows per partition
 
     async def _primaries_time(self) -> int:
         """The lowest TIME of the masters as a revision (microseconds * SUFFIX): the watermark below which
@@ -660,17 +745,26 @@ class RedisClusterStore:
 
     async def head_cursor(self) -> str:
         """The latest change below the watermark: everything at or below it is final."""
-        partitions = await self._ready()
+        await self._ready()
+        layouts = self._layouts
+        logs = [partition.log for partition in self._logged(layouts)]
 
         async def head() -> int:
             watermark = await self._primaries_time()
             pipeline = self._client.pipeline()
-            for partition in partitions:
-                pipeline.xrevrange(partition.log, f"({watermark}-0", "-", count=1)
+            for log in logs:
+                pipeline.xrevrange(log, f"({watermark}-0", "-", count=1)
             latest = await pipeline.execute()
-            return max((int(entries[0][0].partition(b"-")[0]) for entries in latest if entries), default=0)
+            newest = (int(entries[0][0].partition(b"-")[0]) for entries in latest if entries)
+            return max(newest, default=layouts.expired_below)
 
         return str(await self._read(head))
+
+    def _logged(self, layouts: Layouts) -> Partitions:
+        """The partitions whose logs a watch reads: the current layout's, the next one's while a
+        repartition runs, and the one it left while its logs remain."""
+        chosen = [*layouts.watched(), *([layouts.dropped] if layouts.dropped else [])]
+        return [partition for layout in chosen for partition in layout_partitions(self.namespace, layout)]
 
     async def ping(self) -> None:
         await self._read(lambda: self._client.execute_command("PING"))
@@ -685,10 +779,29 @@ class RedisClusterStore:
             condition = ("absent", "")
         else:
             condition = ("rev", str(expected_revision(if_match)))
-        number = partition_of(key, len(partitions))
-        prefix = partitions[number].record_prefix
+        partition = self._partition(partitions, key)
         floor = self._seen // SUFFIX + 1  # the clock part of the highest revision seen, + 1
-        return (key, *condition, self._log_length(partitions), prefix, floor, f"{number:03d}")
+        length = self._log_length(partitions)
+        return (key, *condition, length, partition.record_prefix, floor, partition.suffix)
+
+    async def _routed(self, script: Any, key: str, if_match: IfMatch, *rest: Any) -> Replies:
+        """The write script on the key's partition; while a repartition runs, on its new partition where
+        the old one answers that it no longer holds the key (the `_FORWARD` guard)."""
+        partitions = await self._ready()
+        arrival = ""
+        for _ in range(3):
+            target = self._arriving if arrival and self._arriving is not None else partitions
+            partition = self._partition(target, key)
+            args = (*self._write_args(key, if_match, target), *rest, arrival)
+            reply = await self._write(script, partition.slot, partition.write_keys(key), args)
+            if reply[0] != 3:
+                return reply
+            self._saw(int(reply[2]) * SUFFIX)  # its new partition goes on above the old one's clock
+            if self._arriving is None:  # a repartition this store has not heard of yet
+                await self._refresh_layouts()
+            partitions = self._partitions
+            arrival = "" if self._arriving is None else ("moved" if int(reply[1]) else "absent")
+        raise StoreUnavailable("redis cluster: the partition layout kept changing under a write")
 
     async def _write(self, script: Any, slot: int, keys: tuple[str, ...], args: tuple[Any, ...]) -> Replies:
         """The write script on the partition's master: the fast path, or redis-py where it was redirected."""
@@ -738,20 +851,14 @@ class RedisClusterStore:
         audit: bytes | None = None,
     ) -> Record:
         check_ttl(ttl)
-        partitions = await self._ready()
         ttl_micros = "" if ttl is None else str(max(1, round(ttl * MICROS)))
-        args = (*self._write_args(key, if_match, partitions), value, ttl_micros, audit or b"")
-        partition = self._partition(partitions, key)
-        reply = await self._write(self._put_script, partition.slot, partition.write_keys(key), args)
+        reply = await self._routed(self._put_script, key, if_match, value, ttl_micros, audit or b"")
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return Record(key, value, int(reply[1]), _expiry(reply[2]))
 
     async def delete(self, key: str, *, if_match: IfMatch = None, audit: bytes | None = None) -> bool:
-        partitions = await self._ready()
-        args = (*self._write_args(key, if_match, partitions), audit or b"")
-        partition = self._partition(partitions, key)
-        reply = await self._write(self._delete_script, partition.slot, partition.write_keys(key), args)
+        reply = await self._routed(self._delete_script, key, if_match, audit or b"")
         if reply[0] == 0:
             raise PreconditionFailed(key, _current(key, reply))
         return bool(reply[0] == 1)
@@ -767,28 +874,32 @@ class RedisClusterStore:
         it goes on. What Redis persisted (AOF, RDB) keeps the old values until it is rewritten
         (SECURITY.md). Safe to repeat: forgetting again removes nothing more, so it is retried as reads
         are."""
-        partitions = await self._ready()
-        by_partition: dict[int, Keys] = {}
-        for key in dict.fromkeys(keys):
-            by_partition.setdefault(partition_of(key, len(partitions)), []).append(key)
+        # While a repartition runs, a key's entries may be in its old partition's log and its new one's.
+        layouts = [await self._ready(), *([self._arriving] if self._arriving is not None else [])]
+        by_partition: dict[_Partition, Keys] = {}
+        for partitions in layouts:
+            for key in dict.fromkeys(keys):
+                by_partition.setdefault(self._partition(partitions, key), []).append(key)
 
-        async def one(number: int, members: Keys) -> Any:
-            script_keys = (partitions[number].log, partitions[number].meta)
+        async def one(partition: _Partition, members: Keys) -> Any:
+            script_keys = (partition.log, partition.meta)
             args = ("1" if keep_deletions else "0", *members)
             return await self._read(lambda: self._forget_script(keys=script_keys, args=args))
 
-        await asyncio.gather(*(one(number, members) for number, members in by_partition.items()))
+        await asyncio.gather(*(one(partition, members) for partition, members in by_partition.items()))
 
     # --- watch -------------------------------------------------------------------------------------
 
     async def watch(self, prefix: str = "", *, after: str | None = None) -> AsyncIterator[Change]:
         """Changes strictly after `after` in revision order (see the module docstring for the watermark);
         CursorExpired when a partition's log no longer holds a change after the cursor, or the cursor is
-        ahead of every partition (the cluster lost data); InvalidCursor for a malformed cursor."""
+        ahead of every partition (the cluster lost data), or a repartition deleted the logs that held the
+        changes after it; InvalidCursor for a malformed cursor. Each round also reads the layout, after
+        the watermark: a layout that appeared since (a repartition began) is read from the cursor on."""
         cursor = None if after is None else _parse_cursor(after)
-        partitions = await self._ready()
-        logs = [partition.log for partition in partitions]
-        positions: Positions | None = None
+        await self._ready()
+        positions: dict[str, int] | None = None
+        heads: dict[str, int] = {}  # the left layout's logs still to read to their last change
         pending: list[tuple[int, int, Change]] = []
         outage = Outage(self._watch_outage_budget)
         while not self._closed:
@@ -797,21 +908,27 @@ class RedisClusterStore:
                 if cursor is None:
                     cursor = int(await self.head_cursor())
                 if positions is None:
+                    layouts = await self._refresh_layouts()
                     if after is not None:
-                        await self._check_not_ahead(partitions, cursor)
-                    positions = [cursor] * len(partitions)
-                watermark, batches = await self._read_after(logs, positions, WATCH_BATCH)
+                        await self._check_resumable(layouts, cursor)
+                    positions = {}
+                    heads = self._rewatch(positions, layouts, cursor)
+                logs = list(positions)
+                read = await self._read_after(logs, list(positions.values()), WATCH_BATCH, self._descriptor)
+                watermark, (descriptor, *batches) = read
             except StoreUnavailable as exc:
                 await outage.retry_or_raise(exc)
                 continue
             outage.reset()
             entries: Replies
-            for number, entries in enumerate(batches):
+            for number, (log, entries) in enumerate(zip(logs, batches, strict=True)):
+                if not entries and positions[log] < heads.get(log, 0):
+                    raise CursorExpired("the namespace was repartitioned and its old change log is gone")
                 for entry_id, fields in entries:
                     revision = _revision(entry_id)
-                    if int(fields[b"p"]) > positions[number]:
+                    if int(fields[b"p"]) > positions[log]:
                         raise CursorExpired(f"the change log no longer holds the change after {cursor}")
-                    positions[number] = revision
+                    positions[log] = revision
                     heapq.heappush(pending, (revision, number, self._change(revision, fields)))
             limit = _final_below(watermark, batches, WATCH_BATCH)
             while pending and pending[0][0] < limit:
@@ -823,11 +940,45 @@ class RedisClusterStore:
                 cursor = revision
                 if change.key.startswith(prefix):
                     yield change
+            if descriptor is not None:
+                heads = self._rewatch(positions, Layouts.decode(descriptor), cursor)
             if limit == watermark:
                 await asyncio.sleep(self._watch_poll)  # the poll interval: nothing more to read yet
         raise StoreUnavailable("the store is closed")
 
-    async def _check_not_ahead(self, partitions: Partitions, cursor: int) -> None:
+    def _rewatch(self, positions: dict[str, int], layouts: Layouts, cursor: int) -> dict[str, int]:
+        """Fit a watch's logs (log -> position) to `layouts`, read after the watermark of the round that
+        delivered up to `cursor`: a log that appeared is read from the cursor on (its changes all lie above
+        that watermark); a log of the layout a repartition left is read up to its last change; a log gone
+        past that (the watch was behind when the logs were deleted) ends the watch with CursorExpired.
+        Returns the left layout's logs still to read, with their last change."""
+        heads: dict[str, int] = {}
+        if layouts.dropped is not None:
+            dropped = layout_partitions(self.namespace, layouts.dropped)
+            for partition, head in zip(dropped, layouts.dropped_heads, strict=True):
+                if positions.setdefault(partition.log, cursor) < head:
+                    heads[partition.log] = head
+        wanted = {
+            partition.log
+            for layout in layouts.watched()
+            for partition in layout_partitions(self.namespace, layout)
+        }
+        for log in list(positions):
+            if log not in wanted and log not in heads:
+                if cursor < layouts.expired_below:
+                    raise CursorExpired("the namespace was repartitioned and its old change log is gone")
+                del positions[log]
+        for log in wanted:
+            positions.setdefault(log, cursor)
+        return heads
+
+    async def _check_resumable(self, layouts: Layouts, cursor: int) -> None:
+        """CursorExpired for a cursor below what the logs still hold after a repartition, or ahead of
+        every partition's clock (the cluster lost data)."""
+        if cursor < layouts.expired_below:
+            raise CursorExpired(f"cursor {cursor} is older than the namespace's repartition")
+        partitions = self._logged(layouts)
+
         async def lasts() -> Replies:
             pipeline = self._client.pipeline()
             for partition in partitions:
@@ -835,17 +986,25 @@ class RedisClusterStore:
             return await pipeline.execute()
 
         clocks = await self._read(lasts)
-        head = max((int(last) * SUFFIX + number for number, last in enumerate(clocks) if last), default=0)
-        if cursor > head:
+        stamped = (
+            int(last) * SUFFIX + int(p.suffix) for p, last in zip(partitions, clocks, strict=True) if last
+        )
+        head = max(stamped, default=layouts.expired_below)
+        if cursor > max(head, layouts.expired_below):
             raise CursorExpired(f"cursor {cursor} is ahead of the change log head {head}")
 
-    async def _read_after(self, streams: Keys, positions: Positions, count: int) -> tuple[int, Replies]:
+    async def _read_after(
+        self, streams: Keys, positions: Positions, count: int, also: str | None = None
+    ) -> tuple[int, Replies]:
         """(watermark, each stream's first `count` entries after its position): the masters' lowest TIME
-        first, then the streams, so whatever commits after the read lands at or above the watermark."""
+        first, then the streams, so whatever commits after the read lands at or above the watermark. With
+        `also`, the replies start with that key's value, read after the watermark too."""
 
         async def read() -> tuple[int, Replies]:
             watermark = await self._primaries_time()
             pipeline = self._client.pipeline()
+            if also is not None:
+                pipeline.get(also)
             for stream, position in zip(streams, positions, strict=True):
                 pipeline.xrange(stream, f"({position}-0", "+", count=count)
             return watermark, await pipeline.execute()
@@ -860,11 +1019,12 @@ class RedisClusterStore:
         a reader that goes on after the last one never skips an entry. Entries read but not yet final (a
         commit in the last microseconds, a master whose clock is ahead) are waited for, for up to
         `failover_budget`: [] means none were committed when the call began, or they are still not final."""
-        partitions = await self._ready()
-        journals = [partition.audit for partition in partitions]
+        await self._ready()
+        layouts = self._layouts.journaled()
+        journals = [p.audit for layout in layouts for p in layout_partitions(self.namespace, layout)]
         deadline = asyncio.get_running_loop().time() + self._failover_budget
         while True:
-            watermark, batches = await self._read_after(journals, [after] * len(partitions), limit)
+            watermark, batches = await self._read_after(journals, [after] * len(journals), limit)
             final = _final_below(watermark, batches, limit)
             merged = heapq.merge(*([(_revision(i), fields[b"a"]) for i, fields in each] for each in batches))
             entries = [entry for entry in itertools.islice(merged, limit) if entry[0] < final]

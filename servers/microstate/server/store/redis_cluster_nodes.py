@@ -21,6 +21,9 @@ from redis.asyncio.cluster import RedisCluster
 from microstate.server.store.redis_pipeline import Arg, RedisPipeline
 
 _REDIRECTS = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+DOWN_FOR_SCRIPTS = "write command while the cluster is down"
+"""What a node that lost the cluster (but allows reads when down) answers a script at its first write
+command: every write script here writes only after its checks, so the script changed nothing."""
 
 
 class Redirected(Exception):
@@ -29,7 +32,7 @@ class Redirected(Exception):
 
 def _never_ran(exc: Exception) -> bool:
     if isinstance(exc, rexc.ResponseError):
-        return str(exc).startswith(_REDIRECTS)
+        return str(exc).startswith(_REDIRECTS) or DOWN_FOR_SCRIPTS in str(exc)
     # RedisPipeline raises "cannot connect to redis: ..." before it sends anything.
     return isinstance(exc, rexc.ConnectionError) and str(exc).startswith("cannot connect")
 
