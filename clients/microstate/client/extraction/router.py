@@ -59,7 +59,7 @@ from microstate.client.extraction.candidates import Candidate
 from microstate.client.extraction.legacy import Direction, LegacyAdapter, M, OutboxEntry, OutboxStore, Outcome
 from microstate.client.extraction.phases import Phase, RouteSettings, flag_key
 from microstate.client.extraction.relay import OutboxRelay, RelayOptions
-from microstate.client.extraction.shadow import CandidateBudgetExceeded, ShadowWorker
+from microstate.client.extraction.shadow import CandidateBudgetExceeded, ShadowSink, ShadowWorker
 from microstate.client.flags import FlagsClient
 
 log = logging.getLogger("microstate.extraction")
@@ -167,6 +167,7 @@ class Router(Generic[M]):
         max_shadow_in_flight: int = MAX_SHADOW_IN_FLIGHT,
         sample: Callable[[], float] = random.random,
         shadow_candidate: Callable[[], AbstractAsyncContextManager[Candidate[M]]] | None = None,
+        shadow_worker: ShadowSink | None = None,
     ) -> None:
         self.slice_name = slice_name
         self._flags = flags
@@ -181,8 +182,8 @@ class Router(Generic[M]):
         self._known_settings: dict[str, tuple[object, RouteSettings]] = {}
         self._flag_keys = {op: flag_key(slice_name, op) for op in ("get", "put", "delete")}
         self._slice_key = flag_key(slice_name)
-        self.shadow: ShadowWorker[M] | None = None
-        if shadow_candidate is not None and observer is not None:
+        self.shadow: ShadowSink | None = shadow_worker
+        if shadow_worker is None and shadow_candidate is not None and observer is not None:
             self.shadow = ShadowWorker(shadow_candidate, observer, parse, name=f"shadow-{slice_name}")
         self._unrelayed: collections.Counter[str] = collections.Counter()
         self.stats = RouterStats()
@@ -269,7 +270,8 @@ class Router(Generic[M]):
     def _sampled(self, settings: RouteSettings) -> bool:
         """Whether this read is one of the sampled ones that read both sides for the observer."""
         share = settings.shadow_sample
-        return share > 0 and self._observer is not None and self._sample() < share
+        observed = self._observer is not None or self.shadow is not None
+        return share > 0 and observed and self._sample() < share
 
     def _room_in_flight(self) -> bool:
         if len(self._background) >= self._max_in_flight:

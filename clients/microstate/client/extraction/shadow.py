@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic
+from typing import TYPE_CHECKING, Generic, Protocol
 
 from microstate.client.extraction.candidates import Candidate
 from microstate.client.extraction.legacy import M
@@ -55,6 +55,21 @@ class ShadowStats:
     candidate_errors: int = 0
     candidate_overruns: int = 0
     observer_errors: int = 0
+
+
+class ShadowSink(Protocol):
+    """Where a Router hands its sampled shadow reads: a `ShadowWorker` (a thread) or a `ShadowProcess`."""
+
+    @property
+    def stats(self) -> ShadowStats: ...
+
+    def start(self) -> None: ...
+
+    def submit(
+        self, phase: str, operation: str, key: str, legacy: bytes | None, legacy_seconds: float, budget: float
+    ) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

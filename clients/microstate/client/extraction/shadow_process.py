@@ -1,0 +1,217 @@
+"""`ShadowProcess`: a Router's shadow comparisons in a helper process (the A/B alternative to the thread).
+
+The same hand-over as `ShadowWorker` (shadow.py), but the candidate read and the Comparator run in a
+process of their own, so none of their CPU takes the caller's GIL. Jobs go over a Unix datagram socket,
+sent non-blocking: a datagram is whole or not sent, so a full socket buffer is the bounded queue, and a
+send that would block is a drop, counted. The child sends a snapshot of its Comparator's stats and its
+counters back every `report_interval`; `stats` and `comparison()` read the latest one without waiting.
+
+`open_candidate`, `make_observer` and `message` are pickled to the child (spawned: never forked from a
+process with gRPC threads), so they must be module-level callables or classes (functools.partial is fine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import socket
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+from typing import Any, Generic
+
+from google.protobuf.message import Message
+
+from microstate.client.extraction.candidates import Candidate
+from microstate.client.extraction.compare import ComparisonStats
+from microstate.client.extraction.legacy import M
+from microstate.client.extraction.shadow import (
+    IN_FLIGHT,
+    ShadowStats,
+    ShadowWorker,
+    _Job,
+)
+
+log = logging.getLogger("microstate.extraction")
+
+REPORT_INTERVAL = 0.1
+_STOP = b""
+
+
+class ShadowProcess(Generic[M]):
+    """Compares shadow reads in a helper process (see the module docstring)."""
+
+    def __init__(
+        self,
+        open_candidate: Callable[[], AbstractAsyncContextManager[Candidate[M]]],
+        make_observer: Callable[[], Any],
+        message: type[Message],
+        *,
+        in_flight: int = IN_FLIGHT,
+        report_interval: float = REPORT_INTERVAL,
+    ) -> None:
+        self._jobs, self._child_jobs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._reports, self._child_reports = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._jobs.setblocking(False)
+        self._reports.setblocking(False)
+        context = multiprocessing.get_context("spawn")
+        self._process = context.Process(
+            target=_child,
+            args=(
+                self._child_jobs,
+                self._child_reports,
+                open_candidate,
+                make_observer,
+                message,
+                in_flight,
+                report_interval,
+            ),
+            name="microstate-shadow",
+            daemon=True,
+        )
+        self._started = False
+        self._closed = False
+        self._submitted = ShadowStats()
+        self._reported = ShadowStats()
+        self._comparison = ComparisonStats((), (), ())
+        self._ready = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._process.start()
+            self._child_jobs.close()
+            self._child_reports.close()
+
+    def submit(
+        self, phase: str, operation: str, key: str, legacy: bytes | None, legacy_seconds: float, budget: float
+    ) -> bool:
+        """Send one read to compare; never blocks: False (dropped, counted) when the socket buffer is full."""
+        self.start()
+        job = pickle.dumps((phase, operation, key, legacy, legacy_seconds, budget), pickle.HIGHEST_PROTOCOL)
+        try:
+            if self._closed:
+                raise BlockingIOError
+            self._jobs.send(job)
+        except OSError:  # BlockingIOError: full; others: the child is gone
+            self._submitted.dropped += 1
+            return False
+        self._submitted.submitted += 1
+        return True
+
+    @property
+    def stats(self) -> ShadowStats:
+        """The counters: submitted and dropped here, the rest as the child last reported them."""
+        self._drain()
+        return replace(self._reported, submitted=self._submitted.submitted, dropped=self._submitted.dropped)
+
+    def comparison(self) -> ComparisonStats:
+        """The child's observer's stats, as last reported."""
+        self._drain()
+        return self._comparison
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                report = self._reports.recv(1 << 22)
+            except OSError:
+                return
+            self._reported, self._comparison = pickle.loads(report)
+            self._ready = True
+
+    @property
+    def ready(self) -> bool:
+        """Whether the child has opened its candidate and takes jobs (it reported once)."""
+        self._drain()
+        return self._ready
+
+    async def close(self) -> None:
+        """Stop the child (queued and running reads are cancelled) and wait for it, off the caller's loop."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            with contextlib.suppress(OSError):
+                self._jobs.send(_STOP)
+            await asyncio.to_thread(self._process.join, 10)
+            if self._process.is_alive():
+                self._process.kill()
+                await asyncio.to_thread(self._process.join)
+            self._drain()
+        self._jobs.close()
+        self._reports.close()
+
+
+def _child(
+    jobs: socket.socket,
+    reports: socket.socket,
+    open_candidate: Callable[[], AbstractAsyncContextManager[Candidate[Any]]],
+    make_observer: Callable[[], Any],
+    message: type[Message],
+    in_flight: int,
+    report_interval: float,
+) -> None:
+    _yield_the_cpu()
+    asyncio.run(_serve(jobs, reports, open_candidate, make_observer(), message, in_flight, report_interval))
+
+
+def _yield_the_cpu() -> None:
+    """The lowest priority (nice 19): a caller waking up on the same core takes it back first, so the
+    comparisons delay its reads as little as the scheduler allows."""
+    with contextlib.suppress(OSError):
+        os.nice(19)
+
+
+async def _serve(
+    jobs: socket.socket,
+    reports: socket.socket,
+    open_candidate: Callable[[], AbstractAsyncContextManager[Candidate[Any]]],
+    observer: Any,
+    message: type[Message],
+    in_flight: int,
+    report_interval: float,
+) -> None:
+    worker = ShadowWorker(open_candidate, observer, message.FromString, in_flight=in_flight)
+    loop = asyncio.get_running_loop()
+    jobs.setblocking(False)
+    reports.setblocking(False)
+    slots = asyncio.Semaphore(in_flight)
+    running: set[asyncio.Task[None]] = set()
+
+    def report() -> None:
+        with contextlib.suppress(OSError):
+            reports.send(pickle.dumps((worker.stats, observer.stats()), pickle.HIGHEST_PROTOCOL))
+
+    async def reporter() -> None:
+        while True:
+            await asyncio.sleep(report_interval)
+            report()
+
+    async def compare(candidate: Candidate[Any], job: _Job) -> None:
+        try:
+            await worker._compare(candidate, job)
+        finally:
+            slots.release()
+
+    reporting = asyncio.create_task(reporter())
+    try:
+        async with open_candidate() as candidate:
+            report()  # the first report says the child is ready
+            while True:
+                datagram = await loop.sock_recv(jobs, 1 << 20)
+                if datagram == _STOP:
+                    break
+                await slots.acquire()
+                task = asyncio.create_task(compare(candidate, _Job(*pickle.loads(datagram))))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+    finally:
+        reporting.cancel()
+        report()
