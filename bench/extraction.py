@@ -100,9 +100,10 @@ class Shadowed:
 
     @property
     def where(self) -> str:
-        if isinstance(self.router.shadow, ShadowProcess):
-            return "in a helper process"
-        return "on the shadow worker" if self.router.shadow is not None else "on the caller's loop"
+        shadow = self.router.shadow
+        if isinstance(shadow, ShadowProcess):
+            return "in a helper process on " + ("the servers' core" if shadow.cpus else "the caller's core")
+        return "on the shadow thread" if shadow is not None else "on the caller's loop"
 
     def comparison(self) -> ComparisonStats:
         if isinstance(self.router.shadow, ShadowProcess):
@@ -137,6 +138,27 @@ def _comparator() -> Comparator:
     return Comparator({"get": RULES})
 
 
+@dataclass(frozen=True)
+class Design:
+    """Where a Router's compared shadow reads run: its shadow thread, or a helper process on `cpus`
+    (None: the caller's cores)."""
+
+    target: str
+    """The microstate, as the worker reaches it."""
+    in_process: bool = False
+    cpus: frozenset[int] | None = None
+
+    def thread(self) -> Callable[[], contextlib.AbstractAsyncContextManager[ProfileCandidate]] | None:
+        return None if self.in_process else functools.partial(_open_candidate, self.target)
+
+    def process(self) -> ShadowProcess[Profile] | None:
+        if not self.in_process:
+            return None
+        return ShadowProcess(
+            functools.partial(_open_candidate, self.target), _comparator, Profile, cpus=self.cpus
+        )
+
+
 @contextlib.asynccontextmanager
 async def _slice(
     name: str,
@@ -145,11 +167,9 @@ async def _slice(
     profiles: ProfileClient,
     legacy: SqlAdapter[Profile] | _NetworkedLegacy,
     settings: RouteSettings,
-    worker: str | None = None,
-    process: bool = False,
+    design: Design | None = None,
 ) -> AsyncIterator[Shadowed]:
-    """`worker`: the microstate's target for a shadow worker (None: compare on the caller's loop), in a
-    helper process if `process`."""
+    """`design`: where the compared reads run (None: on the caller's loop)."""
     flags = FlagsClient(flags_target)
     await flags.start()
     control = PhaseControl(flags, name)
@@ -166,10 +186,8 @@ async def _slice(
         parse=Profile.FromString,
         observer=comparator,
         relay=False,
-        shadow_candidate=None if worker is None else functools.partial(_open_candidate, worker),
-        shadow_worker=None
-        if worker is None or not process
-        else ShadowProcess(functools.partial(_open_candidate, worker), _comparator, Profile),
+        shadow_candidate=design.thread() if design is not None else None,
+        shadow_worker=design.process() if design is not None else None,
     )
     await router.start()
     if isinstance(router.shadow, ShadowProcess):
@@ -286,35 +304,40 @@ async def _shadow_rows(
     target = at_most(1.02)
     long, short = settings.samples * 20, settings.samples
     """Reads per round and side: many where a p99 is the figure, fewer where only errors are counted."""
-    micro = profile_server.target
+    thread = Design(profile_server.target)
+    process = Design(profile_server.target, in_process=True, cpus=settings.cores.server)
+    """The process's own core: the servers', not the caller's (a process on the caller's core is A/B'd)."""
+    same_core = Design(profile_server.target, in_process=True)
 
-    def shadow(name: str, share: RouteSettings, worker: str | None = micro, process: bool = False) -> Any:
-        return _slice(name, Phase.SHADOW, flags_target, profiles, legacy, share, worker, process)
+    def shadow(name: str, share: RouteSettings, design: Design | None) -> Any:
+        return _slice(name, Phase.SHADOW, flags_target, profiles, legacy, share, design)
 
     async with (
         _slice("ex-legacy", Phase.LEGACY, flags_target, profiles, legacy, FIGURE) as baseline,
-        shadow("ex-shadow-figure", FIGURE) as sampled,
+        shadow("ex-process-figure", FIGURE, process) as sampled,
+        shadow("ex-thread-figure", FIGURE, thread) as sampled_on_thread,
         shadow("ex-loop-figure", FIGURE, None) as sampled_on_loop,
-        shadow("ex-process-figure", FIGURE, process=True) as sampled_in_process,
-        shadow("ex-shadow-none", NONE_SAMPLED) as unsampled,
-        shadow("ex-shadow-1", ONE_PERCENT) as one_percent,
+        shadow("ex-shadow-none", NONE_SAMPLED, process) as unsampled,
+        shadow("ex-process-1", ONE_PERCENT, process) as one_percent,
+        shadow("ex-same-core-1", ONE_PERCENT, same_core) as one_percent_same_core,
+        shadow("ex-thread-1", ONE_PERCENT, thread) as one_percent_on_thread,
         shadow("ex-loop-1", ONE_PERCENT, None) as one_percent_on_loop,
-        shadow("ex-process-1", ONE_PERCENT, process=True) as one_percent_in_process,
-        shadow("ex-shadow-all", EVERY_READ) as every_read,
+        shadow("ex-process-all", EVERY_READ, process) as every_read,
+        shadow("ex-thread-all", EVERY_READ, thread) as every_read_on_thread,
         shadow("ex-loop-all", EVERY_READ, None) as every_read_on_loop,
-        shadow("ex-process-all", EVERY_READ, process=True) as every_read_in_process,
     ):
         for subject, goal, count in (
             (sampled, target, long),
+            (sampled_on_thread, None, long),
             (sampled_on_loop, None, long),
-            (sampled_in_process, None, long),
             (unsampled, target, long),
             (one_percent, None, long),
+            (one_percent_same_core, None, long),
+            (one_percent_on_thread, None, long),
             (one_percent_on_loop, None, long),
-            (one_percent_in_process, None, long),
             (every_read, None, short),
+            (every_read_on_thread, None, short),
             (every_read_on_loop, None, short),
-            (every_read_in_process, None, short),
         ):
             ratio, p99, base, errors, added = await _p99_ratio(settings, subject, baseline, count)
             compared = (
@@ -337,7 +360,7 @@ async def _shadow_rows(
         async with (
             _slice("ex-net-legacy", Phase.LEGACY, flags_target, profiles, networked, FIGURE) as far_baseline,
             _slice(
-                "ex-net-shadow-1", Phase.SHADOW, flags_target, profiles, networked, ONE_PERCENT, micro
+                "ex-net-process-1", Phase.SHADOW, flags_target, profiles, networked, ONE_PERCENT, process
             ) as far,
             _slice(
                 "ex-net-loop-1", Phase.SHADOW, flags_target, profiles, networked, ONE_PERCENT
@@ -359,13 +382,14 @@ async def _shadow_rows(
                     )
                 )
         with services.slow_link(profile_server, SLOW_LINK, settings.workdir / "slow-link") as link:
+            slowly = Design(link.target, in_process=True, cpus=settings.cores.server)
             async with (
                 ProfileClient(link.target, options=CANDIDATE_OPTIONS) as slow,
                 _slice(
-                    "ex-slow-figure", Phase.SHADOW, flags_target, slow, legacy, FIGURE, link.target
+                    "ex-slow-figure", Phase.SHADOW, flags_target, slow, legacy, FIGURE, slowly
                 ) as slow_sampled,
                 _slice(
-                    "ex-slow-all", Phase.SHADOW, flags_target, slow, legacy, EVERY_READ, link.target
+                    "ex-slow-all", Phase.SHADOW, flags_target, slow, legacy, EVERY_READ, slowly
                 ) as slow_all,
             ):
                 ratio, p99, base, _, _ = await _p99_ratio(settings, slow_sampled, baseline, long)
@@ -381,7 +405,8 @@ async def _shadow_rows(
         rows.append(
             Row(
                 "EX2",
-                "reads that raised to the caller, every read shadowed (worker), the microstate slow / down",
+                "reads that raised to the caller, every read shadowed (helper process), the microstate "
+                "slow / down",
                 float(slow_errors + down_errors),
                 None,
                 "errors",
@@ -417,8 +442,12 @@ async def _caller_errors(settings: Settings, subject: Shadowed, count: int) -> i
     read = _reader(subject, errors)
     for _ in range(settings.rounds * count):
         await read()
-    stats = _worker(subject)
-    await _until(lambda: stats.observed == stats.submitted, "every shadow read judged")
+
+    def judged() -> bool:
+        stats = _worker(subject)  # a ShadowProcess's stats are a snapshot: read them anew
+        return stats.observed == stats.submitted
+
+    await _until(judged, "every shadow read judged")
     return len(errors)
 
 

@@ -17,6 +17,7 @@ from microstate.client.extraction.compare import Comparator
 from microstate.client.extraction.diff import CompareRules
 from microstate.client.extraction.phases import Phase, RouteSettings
 from microstate.client.extraction.shadow import ShadowWorker
+from microstate.client.extraction.shadow_process import ShadowProcess
 from microstate.client.profile.v1 import Profile
 from tests.extraction.conftest import CANDIDATE_OPTIONS, ProfileBehindProxy, close_extraction, open_extraction
 from tests.extraction.support import RecordingObserver, user_profile
@@ -136,3 +137,36 @@ async def test_a_full_queue_drops_and_counts_without_blocking_the_caller(
     assert worker._thread is not None and not worker._thread.is_alive()
     assert worker.submit("shadow", "get", "late", None, 0.001, 5.0) is False
     assert worker.stats.dropped == 8
+
+
+def rules_comparator() -> Comparator:
+    """Built in the helper process (module level: it is pickled by reference)."""
+    return Comparator({"get": RULES})
+
+
+async def test_the_helper_process_compares_and_its_stats_arrive(profile: ProfileBehindProxy) -> None:
+    """ShadowProcess: the child's Comparator stats and counters come back to the caller's side; sends
+    beyond the socket's buffer return at once, dropped and counted."""
+    stored = user_profile(f"process-{time.monotonic_ns()}", "same")
+    async with open_profile_candidate(profile.target, options=CANDIDATE_OPTIONS) as candidate:
+        await candidate.put(stored.user_id, stored, request_id=stored.user_id)
+    opener = functools.partial(open_profile_candidate, profile.target, options=CANDIDATE_OPTIONS)
+    worker = ShadowProcess(opener, rules_comparator, Profile)
+    try:
+        worker.start()
+        await until(lambda: worker.ready, within=60, what="the helper process ready")
+        same = stored.SerializeToString()
+        assert all([worker.submit("shadow", "get", stored.user_id, same, 0.001, 30.0) for _ in range(5)])
+        await until(lambda: worker.stats.observed == 5, within=60, what="five pairs observed")
+        [operation] = worker.comparison().operations
+        assert (operation.compared, operation.differing, operation.candidate_errors) == (5, 0, {})
+        bulky = user_profile("absent", "x" * 60_000).SerializeToString()
+        began = time.monotonic()
+        sent = [worker.submit("shadow", "get", "absent", bulky, 0.001, 30.0) for _ in range(200)]
+        assert time.monotonic() - began < 5.0 and sent.count(False) > 0  # 12 MB cannot fit in a buffer
+        assert worker.stats.dropped == sent.count(False)
+        assert worker.stats.submitted == 5 + sent.count(True)
+    finally:
+        await worker.close()
+    assert not worker._process.is_alive()
+    assert worker.submit("shadow", "get", "late", None, 0.001, 5.0) is False

@@ -15,8 +15,12 @@ targeting key, so a canary split is sticky per subject. What each phase does (ph
   the candidate is awaited off the request path, within a budget (max(budget_ms, 2 x legacy's latency)), then
   cancelled. Its answer, latency or error goes to the `observer`; no candidate error ever reaches the caller.
   At most `max_shadow_in_flight` candidate reads run at once: beyond that a read is simply not sampled, so a
-  slow microstate cannot pile up work on the caller's loop. A `noise_sample` share gets a second legacy read
-  for the observer's `observe_noise` (Diffy's noise estimate).
+  slow microstate cannot pile up work on the caller's loop. Given `shadow_candidate` (a function opening a
+  candidate of its own), the sampled reads leave the caller's loop altogether: legacy answers, and its
+  answer goes to a `ShadowWorker` (shadow.py: its own thread, loop and gRPC channel, a bounded queue that
+  drops and counts when full), which reads the microstate and calls the observer there; `shadow_worker`
+  takes another such sink (a `ShadowProcess`). A `noise_sample` share gets a second legacy read for the
+  observer's `observe_noise` (Diffy's noise estimate).
 - dual_write: as shadow for reads; legacy stays authoritative, and each legacy write appends its FORWARD
   outbox entry in the same transaction, which the `OutboxRelay` delivers to the microstate.
 - canary: writes as dual_write; subjects the flag's gate admits read the microstate, within budget_ms, and

@@ -3,8 +3,9 @@
 The same hand-over as `ShadowWorker` (shadow.py), but the candidate read and the Comparator run in a
 process of their own, so none of their CPU takes the caller's GIL. Jobs go over a Unix datagram socket,
 sent non-blocking: a datagram is whole or not sent, so a full socket buffer is the bounded queue, and a
-send that would block is a drop, counted. The child sends a snapshot of its Comparator's stats and its
-counters back every `report_interval`; `stats` and `comparison()` read the latest one without waiting.
+send that would block is a drop, counted. The child writes a snapshot of its counters and its observer's
+stats to a file every `report_interval` (replaced whole, so always the latest); `stats` and `comparison()`
+read it without waiting for the child.
 
 `open_candidate`, `make_observer` and `message` are pickled to the child (spawned: never forked from a
 process with gRPC threads), so they must be module-level callables or classes (functools.partial is fine).
@@ -19,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import socket
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -53,26 +55,34 @@ class ShadowProcess(Generic[M]):
         *,
         in_flight: int = IN_FLIGHT,
         report_interval: float = REPORT_INTERVAL,
+        nice: int = 0,
+        cpus: frozenset[int] | None = None,
     ) -> None:
+        """`nice`: added to the child's niceness (19: run only when the caller's core has nothing else to
+        do, at the risk of comparing nothing on a saturated machine); `cpus`: the cores it may run on
+        (default: the caller's)."""
         self._jobs, self._child_jobs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._reports, self._child_reports = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._jobs.setblocking(False)
-        self._reports.setblocking(False)
+        handle, self._report_path = tempfile.mkstemp(prefix="microstate-shadow-")
+        os.close(handle)
         context = multiprocessing.get_context("spawn")
         self._process = context.Process(
             target=_child,
             args=(
                 self._child_jobs,
-                self._child_reports,
+                self._report_path,
                 open_candidate,
                 make_observer,
                 message,
                 in_flight,
                 report_interval,
+                nice,
+                cpus,
             ),
             name="microstate-shadow",
             daemon=True,
         )
+        self.cpus = cpus
         self._started = False
         self._closed = False
         self._submitted = ShadowStats()
@@ -85,7 +95,6 @@ class ShadowProcess(Generic[M]):
             self._started = True
             self._process.start()
             self._child_jobs.close()
-            self._child_reports.close()
 
     def submit(
         self, phase: str, operation: str, key: str, legacy: bytes | None, legacy_seconds: float, budget: float
@@ -115,12 +124,13 @@ class ShadowProcess(Generic[M]):
         return self._comparison
 
     def _drain(self) -> None:
-        while True:
-            try:
-                report = self._reports.recv(1 << 22)
-            except OSError:
-                return
-            self._reported, self._comparison = pickle.loads(report)
+        try:
+            with open(self._report_path, "rb") as report:
+                raw = report.read()
+        except OSError:
+            return
+        if raw:
+            self._reported, self._comparison = pickle.loads(raw)
             self._ready = True
 
     @property
@@ -143,32 +153,31 @@ class ShadowProcess(Generic[M]):
                 await asyncio.to_thread(self._process.join)
             self._drain()
         self._jobs.close()
-        self._reports.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._report_path)
 
 
 def _child(
     jobs: socket.socket,
-    reports: socket.socket,
+    reports: str,
     open_candidate: Callable[[], AbstractAsyncContextManager[Candidate[Any]]],
     make_observer: Callable[[], Any],
     message: type[Message],
     in_flight: int,
     report_interval: float,
+    nice: int,
+    cpus: frozenset[int] | None,
 ) -> None:
-    _yield_the_cpu()
+    if nice:
+        os.nice(nice)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     asyncio.run(_serve(jobs, reports, open_candidate, make_observer(), message, in_flight, report_interval))
-
-
-def _yield_the_cpu() -> None:
-    """The lowest priority (nice 19): a caller waking up on the same core takes it back first, so the
-    comparisons delay its reads as little as the scheduler allows."""
-    with contextlib.suppress(OSError):
-        os.nice(19)
 
 
 async def _serve(
     jobs: socket.socket,
-    reports: socket.socket,
+    reports: str,
     open_candidate: Callable[[], AbstractAsyncContextManager[Candidate[Any]]],
     observer: Any,
     message: type[Message],
@@ -178,13 +187,14 @@ async def _serve(
     worker = ShadowWorker(open_candidate, observer, message.FromString, in_flight=in_flight)
     loop = asyncio.get_running_loop()
     jobs.setblocking(False)
-    reports.setblocking(False)
     slots = asyncio.Semaphore(in_flight)
     running: set[asyncio.Task[None]] = set()
 
     def report() -> None:
         with contextlib.suppress(OSError):
-            reports.send(pickle.dumps((worker.stats, observer.stats()), pickle.HIGHEST_PROTOCOL))
+            with open(f"{reports}.new", "wb") as file:
+                file.write(pickle.dumps((worker.stats, observer.stats()), pickle.HIGHEST_PROTOCOL))
+            os.replace(f"{reports}.new", reports)
 
     async def reporter() -> None:
         while True:
