@@ -73,7 +73,9 @@ class ShadowSink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Job:
+class ShadowJob:
+    """One read to compare: legacy's answer (serialized) and what the candidate read needs."""
+
     phase: str
     operation: str
     key: str
@@ -101,7 +103,7 @@ class ShadowWorker(Generic[M]):
         self._capacity = capacity
         self._in_flight = in_flight
         self._name = name
-        self._queue: collections.deque[_Job] = collections.deque()
+        self._queue: collections.deque[ShadowJob] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -123,7 +125,7 @@ class ShadowWorker(Generic[M]):
         if self._stopping or len(self._queue) >= self._capacity:
             self.stats.dropped += 1
             return False
-        self._queue.append(_Job(phase, operation, key, legacy, legacy_seconds, budget))
+        self._queue.append(ShadowJob(phase, operation, key, legacy, legacy_seconds, budget))
         self.stats.submitted += 1
         self._wake_worker()
         return True
@@ -159,7 +161,7 @@ class ShadowWorker(Generic[M]):
             async with self._open() as candidate:
                 while not self._stopping:
                     while self._queue and len(running) < self._in_flight:
-                        task = asyncio.create_task(self._compare(candidate, self._queue.popleft()))
+                        task = asyncio.create_task(self.compare(candidate, self._queue.popleft()))
                         running.add(task)
                         task.add_done_callback(running.discard)
                         task.add_done_callback(lambda _: self._wake.set() if self._wake else None)
@@ -171,7 +173,9 @@ class ShadowWorker(Generic[M]):
         finally:
             self._queue.clear()
 
-    async def _compare(self, candidate: Candidate[M], job: _Job) -> None:
+    async def compare(self, candidate: Candidate[M], job: ShadowJob) -> None:
+        """Read `job`'s key from the candidate within its budget and hand the pair to the observer, counting
+        errors and overruns (the worker's loop runs this; so does a ShadowProcess's child)."""
         started = time.monotonic()
         answer: M | None = None
         error: BaseException | None = None

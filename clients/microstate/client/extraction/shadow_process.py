@@ -1,11 +1,12 @@
 """`ShadowProcess`: a Router's shadow comparisons in a helper process (the A/B alternative to the thread).
 
 The same hand-over as `ShadowWorker` (shadow.py), but the candidate read and the Comparator run in a
-process of their own, so none of their CPU takes the caller's GIL. Jobs go over a Unix datagram socket,
-sent non-blocking: a datagram is whole or not sent, so a full socket buffer is the bounded queue, and a
-send that would block is a drop, counted. The child writes a snapshot of its counters and its observer's
-stats to a file every `report_interval` (replaced whole, so always the latest); `stats` and `comparison()`
-read it without waiting for the child.
+process of their own, so none of their CPU takes the caller's GIL, and, given `cpus`, none of the caller's
+core. Jobs go over a Unix datagram socket, sent non-blocking (a datagram is whole or not sent: a send that
+would block is a drop, counted); the child takes each off at once and hands it to a `ShadowWorker` of its
+own, whose bounded queue drops the excess, counted too. The child writes a snapshot of its counters and its
+observer's stats to a file every `report_interval` (replaced whole, so always the latest); `stats` and
+`comparison()` read it without waiting for the child.
 
 `open_candidate`, `make_observer` and `message` are pickled to the child (spawned: never forked from a
 process with gRPC threads), so they must be module-level callables or classes (functools.partial is fine).
@@ -16,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import pickle
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -31,12 +34,7 @@ from google.protobuf.message import Message
 from microstate.client.extraction.candidates import Candidate
 from microstate.client.extraction.compare import ComparisonStats
 from microstate.client.extraction.legacy import M
-from microstate.client.extraction.shadow import (
-    IN_FLIGHT,
-    ShadowStats,
-    ShadowWorker,
-    _Job,
-)
+from microstate.client.extraction.shadow import IN_FLIGHT, ShadowStats, ShadowWorker
 
 log = logging.getLogger("microstate.extraction")
 
@@ -114,9 +112,13 @@ class ShadowProcess(Generic[M]):
 
     @property
     def stats(self) -> ShadowStats:
-        """The counters: submitted and dropped here, the rest as the child last reported them."""
+        """The counters as the child last reported them, with the sends this side dropped (a full socket)
+        added to the child's drops (its worker's full queue)."""
         self._drain()
-        return replace(self._reported, submitted=self._submitted.submitted, dropped=self._submitted.dropped)
+        dropped = self._submitted.dropped + self._reported.dropped
+        return replace(
+            self._reported, submitted=self._submitted.submitted - self._reported.dropped, dropped=dropped
+        )
 
     def comparison(self) -> ComparisonStats:
         """The child's observer's stats, as last reported."""
@@ -168,27 +170,15 @@ def _child(
     nice: int,
     cpus: frozenset[int] | None,
 ) -> None:
+    """The child: takes each datagram off the socket at once (its queue holds few: net.unix.max_dgram_qlen)
+    and hands it to a ShadowWorker, whose bounded queue drops the excess; reports every `report_interval`."""
     if nice:
         os.nice(nice)
     if cpus:
         os.sched_setaffinity(0, cpus)
-    asyncio.run(_serve(jobs, reports, open_candidate, make_observer(), message, in_flight, report_interval))
-
-
-async def _serve(
-    jobs: socket.socket,
-    reports: str,
-    open_candidate: Callable[[], AbstractAsyncContextManager[Candidate[Any]]],
-    observer: Any,
-    message: type[Message],
-    in_flight: int,
-    report_interval: float,
-) -> None:
+    observer = make_observer()
     worker = ShadowWorker(open_candidate, observer, message.FromString, in_flight=in_flight)
-    loop = asyncio.get_running_loop()
-    jobs.setblocking(False)
-    slots = asyncio.Semaphore(in_flight)
-    running: set[asyncio.Task[None]] = set()
+    worker.start()
 
     def report() -> None:
         with contextlib.suppress(OSError):
@@ -196,32 +186,21 @@ async def _serve(
                 file.write(pickle.dumps((worker.stats, observer.stats()), pickle.HIGHEST_PROTOCOL))
             os.replace(f"{reports}.new", reports)
 
-    async def reporter() -> None:
-        while True:
-            await asyncio.sleep(report_interval)
-            report()
-
-    async def compare(candidate: Candidate[Any], job: _Job) -> None:
-        try:
-            await worker._compare(candidate, job)
-        finally:
-            slots.release()
-
-    reporting = asyncio.create_task(reporter())
+    jobs.settimeout(report_interval)
+    reported = -math.inf
     try:
-        async with open_candidate() as candidate:
-            report()  # the first report says the child is ready
-            while True:
-                datagram = await loop.sock_recv(jobs, 1 << 20)
-                if datagram == _STOP:
-                    break
-                await slots.acquire()
-                task = asyncio.create_task(compare(candidate, _Job(*pickle.loads(datagram))))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+        while True:
+            try:
+                datagram: bytes | None = jobs.recv(1 << 20)
+            except TimeoutError:
+                datagram = None
+            if datagram == _STOP:
+                break
+            if datagram:
+                worker.submit(*pickle.loads(datagram))
+            if time.monotonic() - reported >= report_interval:
+                report()
+                reported = time.monotonic()
     finally:
-        reporting.cancel()
+        asyncio.run(worker.close())
         report()
