@@ -339,21 +339,17 @@ async def _shadow_rows(
             (every_read_on_thread, None, short),
             (every_read_on_loop, None, short),
         ):
-            ratio, p99, base, errors, added = await _p99_ratio(settings, subject, baseline, count)
             compared = (
                 "compared " + subject.where if subject.settings.shadow_sample else "compared: routing only"
             )
+            measured = await _p99_ratio(settings, subject, baseline, count)
             rows.append(
-                Row(
-                    "EX1",
+                _ratio_row(
                     f"Router.get p99 in shadow, {_share(subject)} of reads also read the microstate and "
                     f"{compared}, vs the legacy phase, SQLite monolith, 1 in flight",
-                    p99,
-                    base,
-                    "s",
-                    ratio,
+                    subject,
+                    measured,
                     goal,
-                    f"caller errors {errors}; {_compared(subject)}; mean {added * 1e6:+.1f} µs a read",
                 )
             )
         networked = _NetworkedLegacy(legacy)
@@ -367,18 +363,14 @@ async def _shadow_rows(
             ) as far_on_loop,
         ):
             for subject, goal in ((far, target), (far_on_loop, None)):
-                ratio, p99, base, errors, added = await _p99_ratio(settings, subject, far_baseline, short * 2)
+                measured = await _p99_ratio(settings, subject, far_baseline, short * 2)
                 rows.append(
-                    Row(
-                        "EX1",
+                    _ratio_row(
                         f"the same, 1% compared {subject.where}, the monolith's read behind a "
                         f"{NETWORK * 1e3:g} ms network round trip (a sleep before each SQLite read)",
-                        p99,
-                        base,
-                        "s",
-                        ratio,
+                        subject,
+                        measured,
                         goal,
-                        f"caller errors {errors}; {_compared(subject)}; mean {added * 1e6:+.1f} µs a read",
                     )
                 )
         with services.slow_link(profile_server, SLOW_LINK, settings.workdir / "slow-link") as link:
@@ -417,6 +409,14 @@ async def _shadow_rows(
             )
         )
     return rows
+
+
+def _ratio_row(
+    measurement: str, subject: Shadowed, measured: tuple[float, float, float, int, float], goal: Any
+) -> Row:
+    ratio, p99, base, errors, added = measured
+    note = f"caller errors {errors}; {_compared(subject)}; mean {added * 1e6:+.1f} µs a read"
+    return Row("EX1", measurement, p99, base, "s", ratio, goal, note)
 
 
 def _worker(subject: Shadowed) -> ShadowStats:

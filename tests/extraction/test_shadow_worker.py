@@ -19,7 +19,13 @@ from microstate.client.extraction.phases import Phase, RouteSettings
 from microstate.client.extraction.shadow import ShadowWorker
 from microstate.client.extraction.shadow_process import ShadowProcess
 from microstate.client.profile.v1 import Profile
-from tests.extraction.conftest import CANDIDATE_OPTIONS, ProfileBehindProxy, close_extraction, open_extraction
+from tests.extraction.conftest import (
+    CANDIDATE_OPTIONS,
+    Extraction,
+    ProfileBehindProxy,
+    close_extraction,
+    open_extraction,
+)
 from tests.extraction.support import RecordingObserver, user_profile
 from tests.support.processes import ServerProcess, until
 
@@ -42,23 +48,37 @@ def compared(comparator: Comparator) -> int:
     return sum(operation.compared for operation in comparator.stats().operations)
 
 
+async def with_shadow_thread(
+    tmp_path: Path, flags_server: ServerProcess, profile: ProfileBehindProxy, observer: Comparator
+) -> Extraction:
+    opener = functools.partial(open_profile_candidate, profile.target, options=CANDIDATE_OPTIONS)
+    return await open_extraction(
+        tmp_path, flags_server.target, profile.target, observer=observer, shadow_candidate=opener
+    )
+
+
+async def in_shadow(extraction: Extraction, users: int, *, in_microstate: bool) -> list[str]:
+    """`users` written through the Router (and to the microstate too if `in_microstate`), then the route
+    moved to shadow with every read compared."""
+    written = [extraction.user(number) for number in range(users)]
+    for user in written:
+        await extraction.router.put(user, user_profile(user, "legacy " + user))
+        if in_microstate:
+            await extraction.profiles.create(user_profile(user, "legacy " + user))
+    await extraction.control.move(Phase.SHADOW, settings=RouteSettings(shadow_sample=1.0))
+    await until(lambda: extraction.router.phase("get", "x") is Phase.SHADOW, within=10, what="shadow")
+    return written
+
+
 async def test_compared_reads_run_on_the_worker_thread_and_their_stats_arrive(
     tmp_path: Path, flags_server: ServerProcess, profile: ProfileBehindProxy
 ) -> None:
     comparator = ThreadNoting()
-    opener = functools.partial(open_profile_candidate, profile.target, options=CANDIDATE_OPTIONS)
-    extraction = await open_extraction(
-        tmp_path, flags_server.target, profile.target, observer=comparator, shadow_candidate=opener
-    )
+    extraction = await with_shadow_thread(tmp_path, flags_server, profile, comparator)
     router = extraction.router
     try:
-        users = [extraction.user(number) for number in range(10)]
-        for user in users:
-            await router.put(user, user_profile(user, "legacy " + user))
-            await extraction.profiles.create(user_profile(user, "legacy " + user))
+        users = await in_shadow(extraction, 10, in_microstate=True)
         await extraction.profiles.update(user_profile(users[3], "drifted"), ["display_name"], etag="")
-        await extraction.control.move(Phase.SHADOW, settings=RouteSettings(shadow_sample=1.0))
-        await until(lambda: router.phase("get", "x") is Phase.SHADOW, within=10, what="shadow")
         answers = [await router.get(user) for user in users]
         assert answers == [user_profile(user, "legacy " + user) for user in users]
         await until(lambda: compared(comparator) == len(users), within=15, what="every read compared")
@@ -76,17 +96,10 @@ async def test_candidate_errors_never_reach_the_caller(
     tmp_path: Path, flags_server: ServerProcess, profile: ProfileBehindProxy
 ) -> None:
     comparator = Comparator({"get": RULES})
-    opener = functools.partial(open_profile_candidate, profile.target, options=CANDIDATE_OPTIONS)
-    extraction = await open_extraction(
-        tmp_path, flags_server.target, profile.target, observer=comparator, shadow_candidate=opener
-    )
+    extraction = await with_shadow_thread(tmp_path, flags_server, profile, comparator)
     router = extraction.router
     try:
-        users = [extraction.user(number) for number in range(5)]
-        for user in users:
-            await router.put(user, user_profile(user, "legacy " + user))
-        await extraction.control.move(Phase.SHADOW, settings=RouteSettings(shadow_sample=1.0))
-        await until(lambda: router.phase("get", "x") is Phase.SHADOW, within=10, what="shadow")
+        users = await in_shadow(extraction, 5, in_microstate=False)
         profile.proxy.partition()  # every candidate read fails (at its deadline or the budget)
         try:
             answers = [await router.get(user) for user in users]
