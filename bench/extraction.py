@@ -3,12 +3,13 @@ a rollback reaches every SDK.
 
 EX1: Router.get in shadow vs the same Router.get in the legacy phase, over the demo monolith in SQLite:
      p99 of sequential reads, rounds interleaved (the ratio is the median of the per-round p99 ratios).
-     0.1% of reads also read the microstate and go to a real Comparator, on the Router's shadow worker
-     (its own thread, loop and channel): target ≤ 1.02. A/B: the same share compared on the caller's loop
-     (no worker), 0% (the routing alone), 1% and 100% either way, and 1% with each legacy read behind a
-     1 ms round trip (a sleep), as a monolith's database across a network would be.
-EX2: the same 0.1% (worker) with the microstate slow (a TCP proxy holds each chunk 100 ms: every shadow
-     read overruns its budget) and down (killed): p99 ratio (target ≤ 1.02); and, with every read
+     0.1% of reads also read the microstate and go to a real Comparator, in a ShadowProcess on the
+     servers' core (not the caller's): target ≤ 1.02. A/B of where the compared reads run: the Router's
+     shadow thread, the caller's loop, and (1%) a helper process on the caller's core; 0% (the routing
+     alone: target ≤ 1.02), 1% and 100%; and 1% with each legacy read behind a 1 ms round trip (a sleep),
+     as a monolith's database across a network would be.
+EX2: the same 0.1% (helper process) with the microstate slow (a TCP proxy holds each chunk 100 ms: every
+     shadow read overruns its budget) and down (killed): p99 ratio (target ≤ 1.02); and, with every read
      shadowed, the reads that raised to the caller (target 0).
 EX3: rollbacks (primary -> dual_write, one guarded flag write each) under writes from 8 SDKs (Routers with
      a flags client each, so each has its own SyncFlags stream): seconds from the write's acknowledgement

@@ -107,6 +107,7 @@ class ShadowWorker(Generic[M]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
+        self._here = False
         self._thread: threading.Thread | None = None
         self.stats = ShadowStats()
 
@@ -121,7 +122,8 @@ class ShadowWorker(Generic[M]):
         self, phase: str, operation: str, key: str, legacy: bytes | None, legacy_seconds: float, budget: float
     ) -> bool:
         """Queue one read to compare; never blocks: False (and counted as dropped) when the queue is full."""
-        self.start()
+        if not self._here:
+            self.start()
         if self._stopping or len(self._queue) >= self._capacity:
             self.stats.dropped += 1
             return False
@@ -129,6 +131,17 @@ class ShadowWorker(Generic[M]):
         self.stats.submitted += 1
         self._wake_worker()
         return True
+
+    async def serve_here(self) -> None:
+        """Run the worker on the current loop instead of a thread of its own (a ShadowProcess's child),
+        until `stop()`: `submit` must then be called on this loop too."""
+        self._here = True
+        await self._serve()
+
+    def stop(self) -> None:
+        """Ask the worker to stop (what `close` does, without waiting)."""
+        self._stopping = True
+        self._wake_worker()
 
     async def close(self) -> None:
         """Stop the thread; queued and running reads are cancelled (the caller's loop is not blocked)."""

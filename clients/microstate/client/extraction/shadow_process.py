@@ -17,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import multiprocessing
 import os
 import pickle
 import socket
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -170,15 +168,22 @@ def _child(
     nice: int,
     cpus: frozenset[int] | None,
 ) -> None:
-    """The child: takes each datagram off the socket at once (its queue holds few: net.unix.max_dgram_qlen)
-    and hands it to a ShadowWorker, whose bounded queue drops the excess; reports every `report_interval`."""
     if nice:
         os.nice(nice)
     if cpus:
         os.sched_setaffinity(0, cpus)
     observer = make_observer()
     worker = ShadowWorker(open_candidate, observer, message.FromString, in_flight=in_flight)
-    worker.start()
+    asyncio.run(_serve(jobs, reports, worker, observer, report_interval))
+
+
+async def _serve(
+    jobs: socket.socket, reports: str, worker: ShadowWorker[Any], observer: Any, report_interval: float
+) -> None:
+    """The child's one loop: takes each datagram off the socket at once (its queue holds few:
+    net.unix.max_dgram_qlen) and hands it to the worker on the same loop, whose bounded queue drops the
+    excess; yields after each, so a flood of jobs cannot starve the reads under way. Reports every
+    `report_interval`."""
 
     def report() -> None:
         with contextlib.suppress(OSError):
@@ -186,21 +191,21 @@ def _child(
                 file.write(pickle.dumps((worker.stats, observer.stats()), pickle.HIGHEST_PROTOCOL))
             os.replace(f"{reports}.new", reports)
 
-    jobs.settimeout(report_interval)
-    reported = -math.inf
-    try:
+    async def reporter() -> None:
         while True:
-            try:
-                datagram: bytes | None = jobs.recv(1 << 20)
-            except TimeoutError:
-                datagram = None
-            if datagram == _STOP:
-                break
-            if datagram:
-                worker.submit(*pickle.loads(datagram))
-            if time.monotonic() - reported >= report_interval:
-                report()
-                reported = time.monotonic()
+            report()
+            await asyncio.sleep(report_interval)
+
+    loop = asyncio.get_running_loop()
+    jobs.setblocking(False)
+    serving = asyncio.create_task(worker.serve_here())
+    reporting = asyncio.create_task(reporter())
+    try:
+        while (datagram := await loop.sock_recv(jobs, 1 << 20)) != _STOP:
+            worker.submit(*pickle.loads(datagram))
+            await asyncio.sleep(0)  # sock_recv returns without yielding while datagrams are waiting
     finally:
-        asyncio.run(worker.close())
+        worker.stop()
+        await serving
+        reporting.cancel()
         report()
