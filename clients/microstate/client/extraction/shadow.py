@@ -132,11 +132,12 @@ class ShadowWorker(Generic[M]):
         self._wake_worker()
         return True
 
-    async def serve_here(self) -> None:
+    def serve_here(self) -> asyncio.Task[None]:
         """Run the worker on the current loop instead of a thread of its own (a ShadowProcess's child),
-        until `stop()`: `submit` must then be called on this loop too."""
+        until `stop()`: `submit` must then be called on this loop too. Marked at once, not when the task
+        first runs, so a `submit` before that queues rather than starting a thread beside it."""
         self._here = True
-        await self._serve()
+        return asyncio.create_task(self._serve())
 
     def stop(self) -> None:
         """Ask the worker to stop (what `close` does, without waiting)."""

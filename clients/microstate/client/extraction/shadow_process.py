@@ -198,7 +198,7 @@ async def _serve(
 
     loop = asyncio.get_running_loop()
     jobs.setblocking(False)
-    serving = asyncio.create_task(worker.serve_here())
+    serving = worker.serve_here()
     reporting = asyncio.create_task(reporter())
     try:
         while (datagram := await loop.sock_recv(jobs, 1 << 20)) != _STOP:
