@@ -3,11 +3,13 @@ a rollback reaches every SDK.
 
 EX1: Router.get in shadow vs the same Router.get in the legacy phase, over the demo monolith in SQLite:
      p99 of sequential reads, rounds interleaved (the ratio is the median of the per-round p99 ratios).
-     0.1% of reads also read the microstate (concurrently, off the request path) and go to a real
-     Comparator: target ≤ 1.02. 1% and 100% are reported too, and 1% with each legacy read behind a 1 ms
-     round trip (a sleep), as a monolith's database across a network would be.
-EX2: the same 0.1% with the microstate slow (a TCP proxy adds 50 ms to each of its chunks: every shadow
-     read overruns its budget) and down (killed): p99 ratio (target ≤ 1.02); and, with every read
+     0.1% of reads also read the microstate and go to a real Comparator, in a ShadowProcess on the
+     servers' core (not the caller's): target ≤ 1.02. A/B of where the compared reads run: the Router's
+     shadow thread, the caller's loop, and (1%) a helper process on the caller's core; 0% (the routing
+     alone: target ≤ 1.02), 1% and 100%; and 1% with each legacy read behind a 1 ms round trip (a sleep),
+     as a monolith's database across a network would be.
+EX2: the same 0.1% (helper process) with the microstate slow (a TCP proxy holds each chunk 100 ms: every
+     shadow read overruns its budget) and down (killed): p99 ratio (target ≤ 1.02); and, with every read
      shadowed, the reads that raised to the caller (target 0).
 EX3: rollbacks (primary -> dual_write, one guarded flag write each) under writes from 8 SDKs (Routers with
      a flags client each, so each has its own SyncFlags stream): seconds from the write's acknowledgement
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,12 +35,14 @@ from bench.report import Row, at_most
 from bench.stack import Settings
 from microstate.client import ClientOptions
 from microstate.client.extraction import demo
-from microstate.client.extraction.candidates import ProfileCandidate
-from microstate.client.extraction.compare import Comparator
+from microstate.client.extraction.candidates import ProfileCandidate, open_profile_candidate
+from microstate.client.extraction.compare import Comparator, ComparisonStats
 from microstate.client.extraction.diff import CompareRules
 from microstate.client.extraction.legacy import Direction
 from microstate.client.extraction.phases import Phase, PhaseControl, PhaseGuardError, RouteSettings
 from microstate.client.extraction.router import Router
+from microstate.client.extraction.shadow import ShadowStats
+from microstate.client.extraction.shadow_process import ShadowProcess
 from microstate.client.extraction.sql import SqlAdapter
 from microstate.client.flags import FlagsClient
 from microstate.client.profile.v1 import Profile, ProfileClient
@@ -61,6 +66,7 @@ WAIT = 15.0
 FIGURE = RouteSettings(shadow_sample=0.001)
 """The figure's sampled share: 0.1% of reads also read the microstate (see RESULTS.md for 1%)."""
 ONE_PERCENT = RouteSettings(shadow_sample=0.01)
+NONE_SAMPLED = RouteSettings(shadow_sample=0.0)
 EVERY_READ = RouteSettings(shadow_sample=1.0)
 RULES = CompareRules.of(ignore=["etag", "create_time", "update_time", "embedding"])
 """What only the microstate answers with."""
@@ -93,15 +99,28 @@ class Shadowed:
     comparator: Comparator
     settings: RouteSettings
 
+    @property
+    def where(self) -> str:
+        shadow = self.router.shadow
+        if isinstance(shadow, ShadowProcess):
+            return "in a helper process on " + ("the servers' core" if shadow.cpus else "the caller's core")
+        return "on the shadow thread" if shadow is not None else "on the caller's loop"
+
+    def comparison(self) -> ComparisonStats:
+        if isinstance(self.router.shadow, ShadowProcess):
+            return self.router.shadow.comparison()
+        return self.comparator.stats()
+
 
 def _share(subject: Shadowed) -> str:
     return f"{subject.settings.shadow_sample * 100:g}%"
 
 
 def _compared(subject: Shadowed) -> str:
-    operations = subject.comparator.stats().operations
+    operations = subject.comparison().operations
     compared = sum(operation.compared for operation in operations)
-    return f"pairs compared {compared}, candidate failures {_observed(subject) - compared}"
+    dropped = "" if subject.router.shadow is None else f", dropped {subject.router.shadow.stats.dropped}"
+    return f"pairs compared {compared}, candidate failures {_observed(subject) - compared}{dropped}"
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
@@ -112,6 +131,35 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.001)
 
 
+def _open_candidate(target: str) -> contextlib.AbstractAsyncContextManager[ProfileCandidate]:
+    return open_profile_candidate(target, options=CANDIDATE_OPTIONS)
+
+
+def _comparator() -> Comparator:
+    return Comparator({"get": RULES})
+
+
+@dataclass(frozen=True)
+class Design:
+    """Where a Router's compared shadow reads run: its shadow thread, or a helper process on `cpus`
+    (None: the caller's cores)."""
+
+    target: str
+    """The microstate, as the worker reaches it."""
+    in_process: bool = False
+    cpus: frozenset[int] | None = None
+
+    def thread(self) -> Callable[[], contextlib.AbstractAsyncContextManager[ProfileCandidate]] | None:
+        return None if self.in_process else functools.partial(_open_candidate, self.target)
+
+    def process(self) -> ShadowProcess[Profile] | None:
+        if not self.in_process:
+            return None
+        return ShadowProcess(
+            functools.partial(_open_candidate, self.target), _comparator, Profile, cpus=self.cpus
+        )
+
+
 @contextlib.asynccontextmanager
 async def _slice(
     name: str,
@@ -120,14 +168,16 @@ async def _slice(
     profiles: ProfileClient,
     legacy: SqlAdapter[Profile] | _NetworkedLegacy,
     settings: RouteSettings,
+    design: Design | None = None,
 ) -> AsyncIterator[Shadowed]:
+    """`design`: where the compared reads run (None: on the caller's loop)."""
     flags = FlagsClient(flags_target)
     await flags.start()
     control = PhaseControl(flags, name)
     await control.current()
     for step in [Phase.SHADOW, Phase.DUAL_WRITE, Phase.CANARY, Phase.PRIMARY][: phase.rank]:
         await control.move(step, settings=settings, force=True)
-    comparator = Comparator({"get": RULES})
+    comparator = _comparator()
     router = Router(
         name,
         flags=flags,
@@ -137,7 +187,13 @@ async def _slice(
         parse=Profile.FromString,
         observer=comparator,
         relay=False,
+        shadow_candidate=design.thread() if design is not None else None,
+        shadow_worker=design.process() if design is not None else None,
     )
+    await router.start()
+    if isinstance(router.shadow, ShadowProcess):
+        shadow = router.shadow
+        await _until(lambda: shadow.ready, f"{name}'s helper process ready")
     await _until(lambda: router.phase("get", "anyone") is phase, f"{name} in {phase}")
     try:
         yield Shadowed(router, comparator, settings)
@@ -249,70 +305,101 @@ async def _shadow_rows(
     target = at_most(1.02)
     long, short = settings.samples * 20, settings.samples
     """Reads per round and side: many where a p99 is the figure, fewer where only errors are counted."""
+    thread = Design(profile_server.target)
+    process = Design(profile_server.target, in_process=True, cpus=settings.cores.server)
+    """The process's own core: the servers', not the caller's (a process on the caller's core is A/B'd)."""
+    same_core = Design(profile_server.target, in_process=True)
+
+    def shadow(name: str, share: RouteSettings, design: Design | None) -> Any:
+        return _slice(name, Phase.SHADOW, flags_target, profiles, legacy, share, design)
+
     async with (
         _slice("ex-legacy", Phase.LEGACY, flags_target, profiles, legacy, FIGURE) as baseline,
-        _slice("ex-shadow-figure", Phase.SHADOW, flags_target, profiles, legacy, FIGURE) as sampled,
-        _slice("ex-shadow-1", Phase.SHADOW, flags_target, profiles, legacy, ONE_PERCENT) as one_percent,
-        _slice("ex-shadow-all", Phase.SHADOW, flags_target, profiles, legacy, EVERY_READ) as every_read,
+        shadow("ex-process-figure", FIGURE, process) as sampled,
+        shadow("ex-thread-figure", FIGURE, thread) as sampled_on_thread,
+        shadow("ex-loop-figure", FIGURE, None) as sampled_on_loop,
+        shadow("ex-shadow-none", NONE_SAMPLED, process) as unsampled,
+        shadow("ex-process-1", ONE_PERCENT, process) as one_percent,
+        shadow("ex-same-core-1", ONE_PERCENT, same_core) as one_percent_same_core,
+        shadow("ex-thread-1", ONE_PERCENT, thread) as one_percent_on_thread,
+        shadow("ex-loop-1", ONE_PERCENT, None) as one_percent_on_loop,
+        shadow("ex-process-all", EVERY_READ, process) as every_read,
+        shadow("ex-thread-all", EVERY_READ, thread) as every_read_on_thread,
+        shadow("ex-loop-all", EVERY_READ, None) as every_read_on_loop,
     ):
         for subject, goal, count in (
             (sampled, target, long),
+            (sampled_on_thread, None, long),
+            (sampled_on_loop, None, long),
+            (unsampled, target, long),
             (one_percent, None, long),
+            (one_percent_same_core, None, long),
+            (one_percent_on_thread, None, long),
+            (one_percent_on_loop, None, long),
             (every_read, None, short),
+            (every_read_on_thread, None, short),
+            (every_read_on_loop, None, short),
         ):
-            ratio, p99, base, errors, added = await _p99_ratio(settings, subject, baseline, count)
+            compared = (
+                "compared " + subject.where if subject.settings.shadow_sample else "compared: routing only"
+            )
+            measured = await _p99_ratio(settings, subject, baseline, count)
             rows.append(
-                Row(
-                    "EX1",
-                    f"Router.get p99 in shadow ({_share(subject)} of reads also read the microstate and "
-                    "compared) vs the legacy phase, SQLite monolith, 1 in flight",
-                    p99,
-                    base,
-                    "s",
-                    ratio,
+                _ratio_row(
+                    f"Router.get p99 in shadow, {_share(subject)} of reads also read the microstate and "
+                    f"{compared}, vs the legacy phase, SQLite monolith, 1 in flight",
+                    subject,
+                    measured,
                     goal,
-                    f"caller errors {errors}; {_compared(subject)}; mean +{added * 1e6:.1f} µs a read",
                 )
             )
         networked = _NetworkedLegacy(legacy)
         async with (
             _slice("ex-net-legacy", Phase.LEGACY, flags_target, profiles, networked, FIGURE) as far_baseline,
-            _slice("ex-net-shadow-1", Phase.SHADOW, flags_target, profiles, networked, ONE_PERCENT) as far,
+            _slice(
+                "ex-net-process-1", Phase.SHADOW, flags_target, profiles, networked, ONE_PERCENT, process
+            ) as far,
+            _slice(
+                "ex-net-loop-1", Phase.SHADOW, flags_target, profiles, networked, ONE_PERCENT
+            ) as far_on_loop,
         ):
-            ratio, p99, base, errors, added = await _p99_ratio(settings, far, far_baseline, short * 2)
-            rows.append(
-                Row(
-                    "EX1",
-                    f"the same, 1% compared, the monolith's read behind a {NETWORK * 1e3:g} ms network round "
-                    "trip (a sleep before each SQLite read)",
-                    p99,
-                    base,
-                    "s",
-                    ratio,
-                    target,
-                    f"caller errors {errors}; {_compared(far)}; mean +{added * 1e6:.1f} µs a read",
+            for subject, goal in ((far, target), (far_on_loop, None)):
+                measured = await _p99_ratio(settings, subject, far_baseline, short * 2)
+                rows.append(
+                    _ratio_row(
+                        f"the same, 1% compared {subject.where}, the monolith's read behind a "
+                        f"{NETWORK * 1e3:g} ms network round trip (a sleep before each SQLite read)",
+                        subject,
+                        measured,
+                        goal,
+                    )
                 )
-            )
         with services.slow_link(profile_server, SLOW_LINK, settings.workdir / "slow-link") as link:
+            slowly = Design(link.target, in_process=True, cpus=settings.cores.server)
             async with (
                 ProfileClient(link.target, options=CANDIDATE_OPTIONS) as slow,
-                _slice("ex-slow-figure", Phase.SHADOW, flags_target, slow, legacy, FIGURE) as slow_sampled,
-                _slice("ex-slow-all", Phase.SHADOW, flags_target, slow, legacy, EVERY_READ) as slow_all,
+                _slice(
+                    "ex-slow-figure", Phase.SHADOW, flags_target, slow, legacy, FIGURE, slowly
+                ) as slow_sampled,
+                _slice(
+                    "ex-slow-all", Phase.SHADOW, flags_target, slow, legacy, EVERY_READ, slowly
+                ) as slow_all,
             ):
                 ratio, p99, base, _, _ = await _p99_ratio(settings, slow_sampled, baseline, long)
                 state = f"slow (+{SLOW_LINK * 1e3:g} ms per chunk each way: every shadow read overruns)"
                 rows.append(_degraded_row(state, slow_sampled, ratio, p99, base))
                 slow_errors = await _caller_errors(settings, slow_all, short)
-                slow_overruns = slow_all.router.stats.candidate_overruns
+                slow_overruns = _worker(slow_all).candidate_overruns
         profile_server.stop()
         ratio, p99, base, _, _ = await _p99_ratio(settings, sampled, baseline, long)
         rows.append(_degraded_row("down (killed)", sampled, ratio, p99, base))
         down_errors = await _caller_errors(settings, every_read, short)
-        failed = every_read.router.stats.candidate_errors
+        failed = _worker(every_read).candidate_errors
         rows.append(
             Row(
                 "EX2",
-                "reads that raised to the caller, every read shadowed, the microstate slow / down",
+                "reads that raised to the caller, every read shadowed (helper process), the microstate "
+                "slow / down",
                 float(slow_errors + down_errors),
                 None,
                 "errors",
@@ -325,10 +412,23 @@ async def _shadow_rows(
     return rows
 
 
+def _ratio_row(
+    measurement: str, subject: Shadowed, measured: tuple[float, float, float, int, float], goal: Any
+) -> Row:
+    ratio, p99, base, errors, added = measured
+    note = f"caller errors {errors}; {_compared(subject)}; mean {added * 1e6:+.1f} µs a read"
+    return Row("EX1", measurement, p99, base, "s", ratio, goal, note)
+
+
+def _worker(subject: Shadowed) -> ShadowStats:
+    assert subject.router.shadow is not None
+    return subject.router.shadow.stats
+
+
 def _degraded_row(state: str, subject: Shadowed, ratio: float, p99: float, base: float) -> Row:
     return Row(
         "EX2",
-        f"the same, {_share(subject)} shadowed, the microstate {state}",
+        f"the same, {_share(subject)} compared {subject.where}, the microstate {state}",
         p99,
         base,
         "s",
@@ -343,12 +443,17 @@ async def _caller_errors(settings: Settings, subject: Shadowed, count: int) -> i
     read = _reader(subject, errors)
     for _ in range(settings.rounds * count):
         await read()
-    await _until(lambda: _observed(subject) == subject.router.stats.shadow_reads, "every shadow read judged")
+
+    def judged() -> bool:
+        stats = _worker(subject)  # a ShadowProcess's stats are a snapshot: read them anew
+        return stats.observed == stats.submitted
+
+    await _until(judged, "every shadow read judged")
     return len(errors)
 
 
 def _observed(subject: Shadowed) -> int:
-    operations = subject.comparator.stats().operations
+    operations = subject.comparison().operations
     return sum(operation.compared + sum(operation.candidate_errors.values()) for operation in operations)
 
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,6 +126,7 @@ async def open_extraction(
     *,
     observer: object = None,
     relay: RelayOptions | None = None,
+    shadow_candidate: Any = None,
 ) -> Extraction:
     slice_name = f"profile-{next(_slices)}-{uuid.uuid4().hex[:6]}"
     database = tmp_path / "monolith.db"
@@ -145,6 +147,7 @@ async def open_extraction(
         parse=Profile.FromString,
         observer=observer,  # type: ignore[arg-type]
         relay=relay or RelayOptions(first_backoff=0.02, max_backoff=0.2, poll_interval=0.1),
+        shadow_candidate=shadow_candidate,
     )
     await router.start()
     return Extraction(slice_name, flags_target, flags, control, legacy, profiles, router, f"{slice_name}.u")

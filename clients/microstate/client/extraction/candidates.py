@@ -6,9 +6,11 @@ so the Router and the outbox relay can send one call to either side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Protocol, runtime_checkable
 
+from microstate.client import ClientOptions
 from microstate.client.errors import AlreadyExists, NotFound, Unavailable
 from microstate.client.extraction.legacy import M
 from microstate.client.profile.v1 import Profile, ProfileClient
@@ -96,3 +98,13 @@ class ProfileCandidate:
     async def delete(self, key: str, *, request_id: str) -> bool:
         await self._client.delete(key, must_exist=False)
         return True
+
+
+@asynccontextmanager
+async def open_profile_candidate(
+    target: str, *, options: ClientOptions | None = None
+) -> AsyncIterator[ProfileCandidate]:
+    """A `ProfileCandidate` over a client of its own, closed on exit: what a Router's shadow worker opens
+    on its thread (`shadow_candidate=functools.partial(open_profile_candidate, target)`)."""
+    async with ProfileClient(target, options=options) as client:
+        yield ProfileCandidate(client)

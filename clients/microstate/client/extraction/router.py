@@ -15,8 +15,12 @@ targeting key, so a canary split is sticky per subject. What each phase does (ph
   the candidate is awaited off the request path, within a budget (max(budget_ms, 2 x legacy's latency)), then
   cancelled. Its answer, latency or error goes to the `observer`; no candidate error ever reaches the caller.
   At most `max_shadow_in_flight` candidate reads run at once: beyond that a read is simply not sampled, so a
-  slow microstate cannot pile up work on the caller's loop. A `noise_sample` share gets a second legacy read
-  for the observer's `observe_noise` (Diffy's noise estimate).
+  slow microstate cannot pile up work on the caller's loop. Given `shadow_candidate` (a function opening a
+  candidate of its own), the sampled reads leave the caller's loop altogether: legacy answers, and its
+  answer goes to a `ShadowWorker` (shadow.py: its own thread, loop and gRPC channel, a bounded queue that
+  drops and counts when full), which reads the microstate and calls the observer there; `shadow_worker`
+  takes another such sink (a `ShadowProcess`). A `noise_sample` share gets a second legacy read for the
+  observer's `observe_noise` (Diffy's noise estimate).
 - dual_write: as shadow for reads; legacy stays authoritative, and each legacy write appends its FORWARD
   outbox entry in the same transaction, which the `OutboxRelay` delivers to the microstate.
 - canary: writes as dual_write; subjects the flag's gate admits read the microstate, within budget_ms, and
@@ -49,6 +53,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol
 
@@ -58,6 +63,7 @@ from microstate.client.extraction.candidates import Candidate
 from microstate.client.extraction.legacy import Direction, LegacyAdapter, M, OutboxEntry, OutboxStore, Outcome
 from microstate.client.extraction.phases import Phase, RouteSettings, flag_key
 from microstate.client.extraction.relay import OutboxRelay, RelayOptions
+from microstate.client.extraction.shadow import CandidateBudgetExceeded, ShadowSink, ShadowWorker
 from microstate.client.flags import FlagsClient
 
 log = logging.getLogger("microstate.extraction")
@@ -90,10 +96,6 @@ class ComparisonObserver(Protocol):
     def observe_noise(self, operation: str, first: Message | None, second: Message | None) -> None:
         """Two legacy reads of the same key (legacy against itself): what differs is noise."""
         ...
-
-
-class CandidateBudgetExceeded(TimeoutError):
-    """The microstate did not answer within the read's budget."""
 
 
 @dataclass
@@ -168,6 +170,8 @@ class Router(Generic[M]):
         relay: bool | RelayOptions = True,
         max_shadow_in_flight: int = MAX_SHADOW_IN_FLIGHT,
         sample: Callable[[], float] = random.random,
+        shadow_candidate: Callable[[], AbstractAsyncContextManager[Candidate[M]]] | None = None,
+        shadow_worker: ShadowSink | None = None,
     ) -> None:
         self.slice_name = slice_name
         self._flags = flags
@@ -180,6 +184,11 @@ class Router(Generic[M]):
         self._background: set[asyncio.Task[None]] = set()
         self._off_path: set[asyncio.Task[Any]] = set()
         self._known_settings: dict[str, tuple[object, RouteSettings]] = {}
+        self._flag_keys = {op: flag_key(slice_name, op) for op in ("get", "put", "delete")}
+        self._slice_key = flag_key(slice_name)
+        self.shadow: ShadowSink | None = shadow_worker
+        if shadow_worker is None and shadow_candidate is not None and observer is not None:
+            self.shadow = ShadowWorker(shadow_candidate, observer, parse, name=f"shadow-{slice_name}")
         self._unrelayed: collections.Counter[str] = collections.Counter()
         self.stats = RouterStats()
         self.relay: OutboxRelay[M] | None = None
@@ -194,14 +203,18 @@ class Router(Generic[M]):
             )
 
     async def start(self) -> None:
-        """Start the outbox relay (if this Router runs one)."""
+        """Start the outbox relay (if this Router runs one) and the shadow worker (if it has one)."""
         if self.relay is not None:
             self.relay.start()
+        if self.shadow is not None:
+            self.shadow.start()
 
     async def close(self) -> None:
         """Stop the relay and cancel the off-path reads still running."""
         if self.relay is not None:
             await self.relay.close()
+        if self.shadow is not None:
+            await self.shadow.close()
         running = [*self._background, *self._off_path]
         for task in running:
             task.cancel()
@@ -209,64 +222,85 @@ class Router(Generic[M]):
 
     # -- phase ---------------------------------------------------------------------------------------------
 
-    def _route_key(self, operation: str) -> str:
-        specific = flag_key(self.slice_name, operation)
-        return specific if self._flags.local_flag(specific) is not None else flag_key(self.slice_name)
+    def _route(self, operation: str) -> tuple[str, RouteSettings]:
+        """The flag `operation` routes by (its own, else the slice's) and that flag's settings: two local
+        look-ups, shared by the phase and the settings, as every read needs both."""
+        route = self._flag_keys.get(operation) or flag_key(self.slice_name, operation)
+        flag = self._flags.local_flag(route)
+        if flag is None:
+            route = self._slice_key
+            flag = self._flags.local_flag(route)
+            if flag is None:
+                return route, DEFAULT_SETTINGS
+        known = self._known_settings.get(operation)
+        if known is None or known[0] is not flag:  # an update replaces the flag object: parse it once
+            known = self._known_settings[operation] = (flag, RouteSettings.of(flag.metadata))
+        return route, known[1]
 
-    def phase(self, operation: str, key: str) -> Phase:
-        """The phase `operation` on `key` runs in (from the local rule set; legacy before there is one)."""
-        variant = self._flags.evaluate_string(
-            self._route_key(operation), Phase.LEGACY.value, targeting_key=key
-        )
+    def _phase_by(self, route: str, key: str) -> Phase:
+        variant = self._flags.evaluate_string(route, "legacy", targeting_key=key)
         try:
             return Phase(variant)
         except ValueError:
             return Phase.LEGACY
 
-    def _settings(self, operation: str) -> RouteSettings:
-        flag = self._flags.local_flag(self._route_key(operation))
-        if flag is None:
-            return DEFAULT_SETTINGS
-        known = self._known_settings.get(operation)
-        if known is None or known[0] is not flag:  # an update replaces the flag object: parse it once
-            known = self._known_settings[operation] = (flag, RouteSettings.of(flag.metadata))
-        return known[1]
+    def phase(self, operation: str, key: str) -> Phase:
+        """The phase `operation` on `key` runs in (from the local rule set; legacy before there is one)."""
+        return self._phase_by(self._route(operation)[0], key)
 
     # -- reads ---------------------------------------------------------------------------------------------
 
     async def get(self, key: str) -> M | None:
         """The record under `key` from the side the phase says (None: no record)."""
-        phase = self.phase("get", key)
+        route, settings = self._route("get")
+        phase = self._phase_by(route, key)
         if phase is Phase.LEGACY:
             return await self._legacy.get(key)
-        if phase in (Phase.PRIMARY, Phase.RETIRED):
+        if phase is Phase.PRIMARY or phase is Phase.RETIRED:
             return await self._candidate.get(key)
-        settings = self._settings("get")
         if phase is Phase.CANARY and not self._unrelayed[key]:
             return await self._canary_read(key, settings)
-        if self._compare_this_read(settings):
-            return await self._shadowed_read(key, phase, settings)
+        if self._sampled(settings):
+            if self.shadow is not None:
+                return await self._handed_over_read(key, phase, settings)
+            if self._room_in_flight():
+                return await self._shadowed_read(key, phase, settings)
         value = await self._legacy.get(key)  # the common case, kept short: legacy alone
         noise = settings.noise_sample
         if noise > 0 and self._observer is not None and self._sample() < noise:
             self._spawn(self._noise(key, value))
         return value
 
-    def _compare_this_read(self, settings: RouteSettings) -> bool:
+    def _sampled(self, settings: RouteSettings) -> bool:
         """Whether this read is one of the sampled ones that read both sides for the observer."""
-        if self._observer is None or settings.shadow_sample <= 0 or self._sample() >= settings.shadow_sample:
-            return False
+        share = settings.shadow_sample
+        observed = self._observer is not None or self.shadow is not None
+        return share > 0 and observed and self._sample() < share
+
+    def _room_in_flight(self) -> bool:
         if len(self._background) >= self._max_in_flight:
             self.stats.shadow_skipped += 1
             return False
         return True
+
+    async def _handed_over_read(self, key: str, phase: Phase, settings: RouteSettings) -> M | None:
+        """Legacy answers; its answer goes to the shadow worker, which reads the microstate and compares on
+        its own thread (never blocking: a full queue drops the comparison, counted)."""
+        assert self.shadow is not None
+        started = time.monotonic()
+        value = await self._legacy.get(key)
+        legacy_seconds = time.monotonic() - started
+        budget = max(settings.budget_ms / 1000, 2 * legacy_seconds)
+        answer = None if value is None else value.SerializeToString()
+        self.shadow.submit(phase.value, "get", key, answer, legacy_seconds, budget)
+        return value
 
     async def _canary_read(self, key: str, settings: RouteSettings) -> M | None:
         """The microstate answers; on a sampled share legacy is read too, concurrently and off the request
         path, for the observer (and, should the microstate fail, it is the fallback already under way)."""
         self.stats.canary_reads += 1
         started = time.monotonic()
-        compare = self._compare_this_read(settings)
+        compare = self._sampled(settings) and self._room_in_flight()
         legacy = self._start_off_path(self._legacy.get(key), started) if compare else None
         try:
             async with asyncio.timeout(settings.budget_ms / 1000):
