@@ -435,3 +435,28 @@ async def test_a_server_that_has_not_read_the_switch_yet_sees_what_the_others_wr
             finishing.cancel()
         finally:
             await stale.close()
+
+
+async def test_forget_while_a_repartition_runs_scrubs_the_old_and_the_new_layouts_logs(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A key written before its move and again after it has changes in its old partition's log and its new
+    one's: forget removes both, so no log of either layout keeps the erased values."""
+    async with server_and_runner(redis_cluster, 8) as (server, runner):
+        await seed(server, [f"a/{i:03d}" for i in range(60)])
+        written = await server.put("a/001", b"secret before the move")
+        await begin(runner, 24)
+        await asyncio.sleep(SETTLE)  # what the run does: every store reads the next layout first
+        await arm(runner)
+        _, moved, _ = await move_batch(runner, None, 30)
+        assert moved == 30  # a/000 .. a/029, a/001 among them, are in the new layout now
+        await server._refresh_layouts()
+        assert server._arriving is not None
+        written = await server.put("a/001", b"secret after the move", if_match=written.revision)
+        await server.delete("a/001", if_match=written.revision)
+
+        await server.forget(["a/001"], keep_deletions=False)
+        logs = [partition.log for partition in [*server._partitions, *server._arriving]]
+        dumps = [await server._client.execute_command("DUMP", log) or b"" for log in logs]
+        assert not [log for log, dump in zip(logs, dumps, strict=True) if b"secret" in dump]
+        assert await server.get("a/001") is None and await server.get("a/002") is not None
