@@ -227,6 +227,24 @@ async def test_a_bearer_header_that_is_not_one_is_refused(serve: Serve, issuer: 
         await fails(call, grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND")
 
 
+async def test_a_scope_refusal_is_logged_with_who_was_refused_what_once_a_minute_per_method(
+    serve: Serve, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = pb.CreateProfileRequest(profile=pb.Profile(user_id="u"))
+    async with (
+        serve("profile", **issuer.settings()) as runtime,
+        grpc.aio.insecure_channel(target_of(runtime)) as channel,
+    ):
+        stub = pb_grpc.ProfileServiceStub(channel)
+        for subject in ("reader-1", "reader-2", "reader-3"):
+            token = issuer.token("profile.read", subject=subject)
+            call = stub.CreateProfile(request, metadata=(("authorization", f"Bearer {token}"),))
+            await fails(call, grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING")
+    (line,) = [record for record in caplog.records if record.getMessage() == "call refused: scope missing"]
+    assert (line.principal, line.issuer, line.required_scope) == ("token:reader-1", ISSUER, "profile.write")
+    assert "CreateProfile" in line.method and line.held_back == 0  # the next two wait for the next line
+
+
 async def test_the_session_sdk_sends_its_token_on_calls_and_on_its_revocation_watch(
     serve: Serve, issuer: Issuer
 ) -> None:

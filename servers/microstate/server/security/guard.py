@@ -20,6 +20,7 @@ reflection and the unserved-contract answers are added to the real server, so th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import grpc
@@ -28,9 +29,13 @@ from google.protobuf import descriptor_pool
 from microstate.server.errors import DomainError
 from microstate.server.handlers import method_name, preceded
 from microstate.server.kit.access import PermissionDenied, Principal, Unauthenticated, set_principal
+from microstate.server.logs import Throttle
 from microstate.server.security.tokens import TokenVerifier, refused
 
 BEARER = "bearer "
+DENIAL_LOG_INTERVAL = 60.0
+"""Seconds between two log lines of scope refusals of one method (the rest are counted into the next)."""
+log = logging.getLogger(__name__)
 
 
 def missing_scopes(service_names: Iterable[str], scopes: Mapping[str, str]) -> list[str]:
@@ -66,6 +71,7 @@ class Guard:
         self.tokens = tokens
         self.certificate_scopes = certificate_scopes
         """None: client certificates do not authenticate callers (no --tls-client-ca)."""
+        self._denials = Throttle(DENIAL_LOG_INTERVAL)
 
     async def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         for key, value in context.invocation_metadata() or ():
@@ -97,6 +103,7 @@ class Guard:
             caller = await self.authenticate(context)
             needed = self.scopes.get(method)
             if needed is None or needed not in caller.scopes:
+                self._log_denial(caller, method, needed)
                 raise PermissionDenied(
                     f"{method} needs the scope {needed!r}" if needed else f"{method} declares no scope",
                     reason="SCOPE_MISSING",
@@ -105,6 +112,22 @@ class Guard:
             set_principal(caller)
         except DomainError as error:
             await context.abort_with_status(error.to_status())
+
+    def _log_denial(self, caller: Principal, method: str, needed: str | None) -> None:
+        """Who was refused what: an authenticated caller lacking a scope is worth an operator's look (a
+        misconfigured worker, or a stolen token probing), throttled per method so no caller floods the log."""
+        held_back = self._denials.admit(method)
+        if held_back is not None:
+            log.warning(
+                "call refused: scope missing",
+                extra={
+                    "method": method,
+                    "principal": f"{caller.kind}:{caller.name}",
+                    "issuer": caller.issuer,
+                    "required_scope": needed or "",
+                    "held_back": held_back,
+                },
+            )
 
     def wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler of `path` ("/pkg.Service/Method"), whose behaviour runs only after `admit`."""
