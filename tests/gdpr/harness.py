@@ -4,7 +4,6 @@ lays them out (receipts included), for the GDPR tests."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from microstate.server.session import KEY_FILE_ENV
 from microstate.server.session.tokens import create_key_file
 from microstate.server.store.roles import open_stores, role_urls
 from tests.support.inproc import serve_in_process
+from tests.support.processes import wait_for
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
@@ -71,13 +71,12 @@ def rewrite_aof(server: RedisServer) -> None:
     client = redis.Redis(port=server.port)
     try:
         client.bgrewriteaof()
-        deadline = time.monotonic() + WITHIN
-        while time.monotonic() < deadline:
+
+        def rewritten() -> bool:
             info = client.info("persistence")
-            if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
-                return
-            time.sleep(0.02)  # between checks of the condition
-        raise AssertionError("the AOF rewrite did not finish")
+            return not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]
+
+        wait_for(rewritten, within=WITHIN, what="the AOF rewrite to finish")
     finally:
         client.close()
 

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tests.client.conftest import fast_options
 from tests.gdpr.harness import (
     MARKER,
     SUBJECT,
+    WITHIN,
     documents_holding,
     keys_holding,
     occurrences,
@@ -36,10 +36,10 @@ from tests.gdpr.harness import (
     serve_all,
 )
 from tests.support.mongo_server import MongoServer, running_mongo_server
+from tests.support.processes import until
 from tests.support.redis_cluster import RedisCluster, running_redis_cluster
 from tests.support.server_process import free_port
 
-WITHIN = 20.0
 OPLOG = "local.oplog.rs"
 
 
@@ -56,14 +56,14 @@ async def coordinator(data: Path, targets: dict[str, str]) -> AsyncIterator[Coor
 
 
 async def eventually_refused(client: SessionClient, token: str) -> None:
-    deadline = time.monotonic() + WITHIN
-    while time.monotonic() < deadline:
+    async def refused() -> bool:
         try:
             await client.validate(token, accept_cached_for=30)
         except Unauthenticated:
-            return
-        await asyncio.sleep(0.02)  # between checks of the condition
-    raise AssertionError("the erased session was still accepted")
+            return True
+        return False
+
+    await until(refused, within=WITHIN, what="the erased session to be refused")
 
 
 @pytest.fixture(
