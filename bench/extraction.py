@@ -53,10 +53,10 @@ CANDIDATE_OPTIONS = ClientOptions(timeout=2.0)
 SETUP_OPTIONS = ClientOptions(timeout=30.0)
 """For the bench's own setup calls: a first connection on a loaded machine can take seconds."""
 SLOW_LINK = 0.1
+"""Seconds the slow link holds each chunk: a call takes over 200 ms, past the shadow budget of 100 ms."""
 BLOCK = 100
 """Reads per block of the A/B alternation: short, so the rest of the machine's load hits both sides alike,
 and long enough that a shadow read's off-path work rarely spills into the other side's block."""
-"""Seconds the slow link holds each chunk: a call takes over 200 ms, past the shadow budget of 100 ms."""
 SDKS = 8
 FLIPS = 10
 """Rollbacks (and moves forward again) timed in EX3 (20 flag writes)."""
@@ -117,10 +117,11 @@ def _share(subject: Shadowed) -> str:
 
 
 def _compared(subject: Shadowed) -> str:
-    operations = subject.comparison().operations
+    operations = subject.comparison().operations  # one snapshot: a helper process's is a file read
     compared = sum(operation.compared for operation in operations)
+    failures = sum(sum(operation.candidate_errors.values()) for operation in operations)
     dropped = "" if subject.router.shadow is None else f", dropped {subject.router.shadow.stats.dropped}"
-    return f"pairs compared {compared}, candidate failures {_observed(subject) - compared}{dropped}"
+    return f"pairs compared {compared}, candidate failures {failures}{dropped}"
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
@@ -450,11 +451,6 @@ async def _caller_errors(settings: Settings, subject: Shadowed, count: int) -> i
 
     await _until(judged, "every shadow read judged")
     return len(errors)
-
-
-def _observed(subject: Shadowed) -> int:
-    operations = subject.comparison().operations
-    return sum(operation.compared + sum(operation.candidate_errors.values()) for operation in operations)
 
 
 async def _rollback_rows(flags_target: str, profile_target: str, legacy: SqlAdapter[Profile]) -> list[Row]:

@@ -116,7 +116,7 @@ class StoreSide:
     ) -> AsyncIterator[tuple[str, Message]]:
         after: str | None = None
         if start:
-            if (first := await self._store.get(start)) is not None and self._owns(start):
+            if self._owns(start) and (first := await self._store.get(start)) is not None:
                 yield start, self._binding.to_message(first)
             after = start
         while True:
