@@ -104,7 +104,7 @@ def digest_chunk(lines: Sequence[bytes], log_id: str, links: dict[bytes, Link] |
     # leaf_of(log_id, index, revision, key_id, entry), after RFC 6962's 0x00 leaf prefix
     prefix, key_fields = (
         b"\x00" + encode_fields([log_id]),
-        {key_id: _field(key_id) for key_id in set(key_ids)},
+        {key_id: length_prefixed(key_id) for key_id in set(key_ids)},
     )
     hashed = [
         sha256(b"".join((prefix, _LENGTHS[len(index)], index, _LENGTHS[len(revision)], revision,
@@ -121,7 +121,8 @@ def digest_chunk(lines: Sequence[bytes], log_id: str, links: dict[bytes, Link] |
     return Digest(first, revisions[0], revisions[-1], key_ids[0], hashed, macs)
 
 
-def _field(raw: bytes) -> bytes:
+def length_prefixed(raw: bytes) -> bytes:
+    """`raw` after its 4-byte big-endian length: one field of a Merkle leaf (entries.encode_fields)."""
     return len(raw).to_bytes(4, "big") + raw
 
 

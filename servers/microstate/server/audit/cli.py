@@ -46,7 +46,7 @@ def add_parser(commands: Any) -> None:
     check.add_argument(
         "--workers",
         type=int,
-        default=len(os.sched_getaffinity(0)),
+        default=None,
         metavar="N",
         help="processes checking entries in parallel (default: the CPUs this process may use)",
     )
@@ -78,7 +78,8 @@ def _verify(args: argparse.Namespace) -> int:
         checkpoint = newest_in_file(args.checkpoints)
         if checkpoint is None:
             raise ConfigError(f"{args.checkpoints} holds no checkpoint")
-        report = verify_file(args.ledger, checkpoint, public_key, chain_keys, workers=args.workers)
+        workers = args.workers or len(os.sched_getaffinity(0))  # asked only when verifying
+        report = verify_file(args.ledger, checkpoint, public_key, chain_keys, workers=workers)
     except OSError as exc:
         raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
     except ValueError as exc:

@@ -97,13 +97,12 @@ def verify(
     this process: `chunk` lines at a time on the fast path (bulk.py; a chunk with any problem is checked
     again line by line)."""
     report, check = _started(checkpoint, public_key, chain_keys)
-    links = bulk.links_of(chain_keys)
     # One pass, holding one chunk of lines: the export lists the ledger's checkpoints first, so the sizes
     # whose roots are wanted are known before the entries stream by.
     number, remaining = 1, iter(lines)
     while lines_now := list(islice(remaining, chunk)):
         raw = [line.encode(errors="surrogatepass") for line in lines_now]  # a lone surrogate: line by line
-        digest = bulk.digest_chunk(raw, checkpoint.log_id, links)
+        digest = bulk.digest_chunk(raw, checkpoint.log_id, check.links)
         check.take(number, lines_now, digest)
         number += len(lines_now)
     return _finished(report, check)
@@ -220,10 +219,8 @@ class _Pass:
             integrity.add(f"entry {position}: holds index {index} (inserted, deleted or reordered)")
         if revision <= self.previous_revision:
             integrity.add(f"entry {position}: revision {revision} does not follow {self.previous_revision}")
-        hashed = sha256(
-            b"".join((self.leaf_prefix, _field(str(index).encode()), _field(str(revision).encode()),
-                      _field(key_id.encode()), _field(entry)))
-        ).digest()  # fmt: skip
+        fields = (str(index).encode(), str(revision).encode(), key_id.encode(), entry)
+        hashed = sha256(b"".join((self.leaf_prefix, *map(bulk.length_prefixed, fields)))).digest()
         if self.chain_keys is not None:
             key = self.chain_keys.get(key_id)
             if key is None:
@@ -261,10 +258,6 @@ class _Pass:
             self.roots[size] = (frontier.root(), macs[at - 1])
         frontier.extend(hashed[at:])
         return True
-
-
-def _field(raw: bytes) -> bytes:
-    return len(raw).to_bytes(4, "big") + raw
 
 
 def _against(
