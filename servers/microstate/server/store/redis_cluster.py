@@ -63,7 +63,7 @@ import itertools
 import math
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -285,6 +285,14 @@ def partition_tags(namespace: str, partitions: int) -> list[str]:
 
 def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
+
+
+def by_partition(partitions: Sequence[_Partition], keys: Iterable[str]) -> dict[int, list[str]]:
+    """`keys` grouped by the number of their partition among `partitions`, each group in the given order."""
+    groups: dict[int, list[str]] = {}
+    for key in keys:
+        groups.setdefault(partition_of(key, len(partitions)), []).append(key)
+    return groups
 
 
 def _revision(entry_id: bytes) -> int:
@@ -648,13 +656,11 @@ class RedisClusterStore:
             from microstate.server.store.redis_cluster_repartition import read_moving
 
             return await read_moving(self, partitions, self._arriving, unique)
-        by_partition: dict[int, Keys] = {}
-        for key in unique:
-            by_partition.setdefault(partition_of(key, len(partitions)), []).append(key)
+        groups = by_partition(partitions, unique)
 
         async def mget_all(client: RedisCluster) -> Replies:
             pipeline = client.pipeline()
-            for number, members in by_partition.items():
+            for number, members in groups.items():
                 prefix = partitions[number].record_prefix
                 pipeline.execute_command("MGET", *[prefix + key for key in members])
             return await pipeline.execute()
@@ -663,7 +669,7 @@ class RedisClusterStore:
             prefix = partitions[number].record_prefix
             return partitions[number].slot, ("MGET", *[prefix + key for key in members])
 
-        mgets = [mget(number, members) for number, members in by_partition.items()]
+        mgets = [mget(number, members) for number, members in groups.items()]
         replies: Replies
         try:
             replies = await _guard(self._masters.execute_each(mgets))
@@ -673,7 +679,7 @@ class RedisClusterStore:
             )
         records: dict[str, Record] = {}
         timed: dict[int, Keys] = {}
-        for (number, members), raws in zip(by_partition.items(), replies, strict=True):
+        for (number, members), raws in zip(groups.items(), replies, strict=True):
             for key, raw in zip(members, raws, strict=True):
                 if raw is not None:
                     record = _record(key, raw)
@@ -876,17 +882,20 @@ class RedisClusterStore:
         are."""
         # While a repartition runs, a key's entries may be in its old partition's log and its new one's.
         layouts = [await self._ready(), *([self._arriving] if self._arriving is not None else [])]
-        by_partition: dict[_Partition, Keys] = {}
-        for partitions in layouts:
-            for key in dict.fromkeys(keys):
-                by_partition.setdefault(self._partition(partitions, key), []).append(key)
+        unique = list(dict.fromkeys(keys))
 
         async def one(partition: _Partition, members: Keys) -> Any:
             script_keys = (partition.log, partition.meta)
             args = ("1" if keep_deletions else "0", *members)
             return await self._read(lambda: self._forget_script(keys=script_keys, args=args))
 
-        await asyncio.gather(*(one(partition, members) for partition, members in by_partition.items()))
+        await asyncio.gather(
+            *(
+                one(partitions[number], members)
+                for partitions in layouts
+                for number, members in by_partition(partitions, unique).items()
+            )
+        )
 
     # --- watch -------------------------------------------------------------------------------------
 

@@ -33,9 +33,6 @@ class Layout:
         """What partition_tags() spreads: the namespace itself for generation 0, else `ns/g`."""
         return namespace if self.generation == 0 else f"{namespace}/{self.generation}"
 
-    def suffixes(self) -> range:
-        return range(self.base, self.base + self.partitions)
-
 
 @dataclass(frozen=True)
 class Layouts:

@@ -49,8 +49,9 @@ from microstate.server.store.redis_cluster import (
     RedisClusterStore,
     _guard,
     _Partition,
+    _revision,
+    by_partition,
     layout_partitions,
-    partition_of,
 )
 from microstate.server.store.redis_cluster_layout import LayoutChanged, Layouts
 from microstate.server.store.redis_cluster_nodes import Redirected
@@ -120,17 +121,6 @@ SCAN = 500
 Partitions = Sequence[_Partition]
 
 
-def _owner(partitions: Partitions, key: str) -> _Partition:
-    return partitions[partition_of(key, len(partitions))]
-
-
-def _grouped(partitions: Partitions, keys: Sequence[str]) -> dict[int, list[str]]:
-    groups: dict[int, list[str]] = {}
-    for key in keys:
-        groups.setdefault(partition_of(key, len(partitions)), []).append(key)
-    return groups
-
-
 _READ_MARKED_SHA = hashlib.sha1(_READ_MARKED.encode()).hexdigest()
 
 
@@ -152,7 +142,7 @@ async def _marked(
             script = store._client.register_script(_READ_MARKED)
             return list(await store._read(partial(script, keys=keys, args=members)))
 
-    groups = _grouped(partitions, keys)
+    groups = by_partition(partitions, keys)
     replies = await asyncio.gather(*(one(number, members) for number, members in groups.items()))
     return {
         key: (reply[2 * i] or None, bool(reply[2 * i + 1]))
@@ -223,7 +213,7 @@ async def _moved(store: RedisClusterStore, partitions: Partitions, keys: Sequenc
         flags = await store._read(lambda: store._client.execute_command("SMISMEMBER", moved, *members))
         return {key for key, flag in zip(members, flags, strict=True) if flag}
 
-    groups = _grouped(partitions, keys)
+    groups = by_partition(partitions, keys)
     found = await asyncio.gather(*(one(number, members) for number, members in groups.items()))
     return set().union(*found)
 
@@ -232,8 +222,7 @@ async def _moved(store: RedisClusterStore, partitions: Partitions, keys: Sequenc
 
 
 async def layouts(store: RedisClusterStore) -> Layouts:
-    await store._ready()
-    return await store._refresh_layouts()
+    return await store._refresh_layouts()  # on first use, it records P for a new namespace too
 
 
 async def swap_layouts(store: RedisClusterStore, seen: Layouts, new: Layouts) -> None:
@@ -274,7 +263,7 @@ async def move_batch(store: RedisClusterStore, after: str | None, limit: int) ->
     keys = [member.decode() for member, _ in batch]
     moved = await asyncio.gather(
         *(
-            _move(store, _owner(current, key), _owner(upcoming, key), key, raw)
+            _move(store, store._partition(current, key), store._partition(upcoming, key), key, raw)
             for key, (_, raw) in zip(keys, batch, strict=True)
         )
     )
@@ -319,7 +308,7 @@ async def finish(store: RedisClusterStore, settle: float) -> None:
                 pipeline.xrevrange(partition.log, "+", "-", count=1)
             return list(await pipeline.execute())
 
-        last = tuple(int(e[0][0].partition(b"-")[0]) if e else 0 for e in await store._read(heads))
+        last = tuple(_revision(e[0][0]) if e else 0 for e in await store._read(heads))
         await swap_layouts(store, seen, seen.switched(last))
         await asyncio.sleep(settle)  # servers stop reading and listing the old layout
         seen = await layouts(store)
