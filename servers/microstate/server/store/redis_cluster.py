@@ -106,7 +106,7 @@ from microstate.server.store.redis import (
     _record,
     _unavailable,
 )
-from microstate.server.store.redis_cluster_layout import Layout, Layouts
+from microstate.server.store.redis_cluster_layout import SUFFIXES, Layout, Layouts
 from microstate.server.store.redis_cluster_nodes import DOWN_FOR_SCRIPTS, MasterConnections, Redirected
 
 T = TypeVar("T")
@@ -253,9 +253,9 @@ return out
 DEFAULT_PARTITIONS = 32
 """Enough that evenly spread tags put each of 3 to 8 masters within ~10% of an even share of the keys; few
 enough that a List or a watch round (one command per partition) stays cheap."""
-MAX_PARTITIONS = 1000
+MAX_PARTITIONS = SUFFIXES
 """A revision ends in the partition's number, three digits."""
-SUFFIX = 1000
+SUFFIX = SUFFIXES
 WATCH_BATCH = 256
 IN_FLIGHT = 64
 """Calls of one store at once; each holds at most one connection per node (a pipeline, TIME on every

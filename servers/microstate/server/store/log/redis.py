@@ -119,6 +119,11 @@ return dropped
 """
 
 
+def key_base(namespace: str) -> str:
+    """What every key of the log of `namespace` starts with: one hash tag, so one slot on a cluster."""
+    return f"msl:{{{namespace}}}:"
+
+
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEntry:
     return LogEntry(int(entry_id.partition(b"-")[0]), fields[b"d"], int(fields[b"t"]) / MICROS)
 
@@ -151,7 +156,7 @@ class RedisLog(LogReading):
         self._dedupe_window_ms = max(1, round(dedupe_window * 1000))
         self._block_ms = max(1, round(follow_block * 1000))
         self._follow_outage_budget = follow_outage_budget
-        base = f"msl:{{{namespace}}}:"
+        base = key_base(namespace)
         self._meta_key = f"{base}meta"
         self._entries_key = f"{base}entries"
         self._dedupe_prefix = f"{base}key:"

@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from microstate.server.store.base import StoreUnavailable
-from microstate.server.store.log.redis import RedisLog
+from microstate.server.store.log.redis import RedisLog, key_base
 from microstate.server.store.redis_cluster import _guard as _cluster_guard
 from microstate.server.store.redis_cluster import cluster_client, startup_nodes
 
@@ -76,7 +76,7 @@ class RedisClusterLog(RedisLog):
         client = cluster_client(
             nodes, username, password, name, socket_timeout=socket_timeout, connect_timeout=connect_timeout
         )
-        slot = key_slot(f"msl:{{{namespace}}}:entries".encode())  # every key of the log has this tag
+        slot = key_slot(key_base(namespace).encode())  # every key of the log has this hash tag
         return client, partial(
             _follower,
             client,
