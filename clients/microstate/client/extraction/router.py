@@ -63,7 +63,13 @@ from microstate.client.extraction.candidates import Candidate
 from microstate.client.extraction.legacy import Direction, LegacyAdapter, M, OutboxEntry, OutboxStore, Outcome
 from microstate.client.extraction.phases import Phase, RouteSettings, flag_key
 from microstate.client.extraction.relay import OutboxRelay, RelayOptions
-from microstate.client.extraction.shadow import CandidateBudgetExceeded, ShadowSink, ShadowWorker
+from microstate.client.extraction.shadow import (
+    CandidateBudgetExceeded,
+    ShadowSink,
+    ShadowWorker,
+    judge_candidate,
+    tell,
+)
 from microstate.client.flags import FlagsClient
 
 log = logging.getLogger("microstate.extraction")
@@ -358,16 +364,8 @@ class Router(Generic[M]):
     ) -> None:
         """Wait (off the request path) for a shadow read's candidate, then hand the pair to the observer."""
         self.stats.shadow_reads += 1
-        answer: M | None = None
-        error: BaseException | None = None
-        try:
-            answer = await candidate.within(candidate.started + budget)
-        except TimeoutError:
-            error = CandidateBudgetExceeded(f"no answer for {key!r} within {budget:.3f}s")
-            self.stats.candidate_overruns += 1
-        except Exception as failure:  # for the observer, never the caller
-            error = failure
-            self.stats.candidate_errors += 1
+        read = candidate.within(candidate.started + budget)
+        answer, error = await judge_candidate(read, key, budget, self.stats)
         await self._report(phase, legacy, legacy_seconds, answer, candidate.seconds(), error)
 
     async def _judge_legacy(
@@ -411,13 +409,8 @@ class Router(Generic[M]):
             self._tell(lambda observer: observer.observe_noise("get", first, second))
 
     def _tell(self, call: Callable[[ComparisonObserver], None]) -> None:
-        if self._observer is None:
-            return
-        try:
-            call(self._observer)
-        except Exception:
-            self.stats.observer_errors += 1
-            log.exception("the comparison observer failed")
+        if self._observer is not None:
+            tell(self._observer, self.stats, call)
 
     # -- writes --------------------------------------------------------------------------------------------
 

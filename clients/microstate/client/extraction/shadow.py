@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol
@@ -40,6 +40,40 @@ IN_FLIGHT = 16
 
 class CandidateBudgetExceeded(TimeoutError):
     """The microstate did not answer within the read's budget."""
+
+
+class CandidateCounters(Protocol):
+    """The counters a compared read's outcome goes to (a Router's stats, a worker's)."""
+
+    candidate_errors: int
+    candidate_overruns: int
+    observer_errors: int
+
+
+async def judge_candidate(
+    read: Awaitable[M | None], key: str, budget: float, counters: CandidateCounters
+) -> tuple[M | None, BaseException | None]:
+    """The answer of a compared candidate read that gives up at its `budget` (seconds), or the error to tell
+    the observer (an overrun as CandidateBudgetExceeded), counted; never raised: it is not the caller's."""
+    try:
+        return await read, None
+    except TimeoutError:
+        counters.candidate_overruns += 1
+        return None, CandidateBudgetExceeded(f"no answer for {key!r} within {budget:.3f}s")
+    except Exception as failure:
+        counters.candidate_errors += 1
+        return None, failure
+
+
+def tell(
+    observer: ComparisonObserver, counters: CandidateCounters, call: Callable[[ComparisonObserver], None]
+) -> None:
+    """`call` the observer; its failure is counted and logged, never passed on."""
+    try:
+        call(observer)
+    except Exception:
+        counters.observer_errors += 1
+        log.exception("the comparison observer failed")
 
 
 @dataclass
@@ -191,23 +225,14 @@ class ShadowWorker(Generic[M]):
         """Read `job`'s key from the candidate within its budget and hand the pair to the observer, counting
         errors and overruns (the worker's loop runs this; so does a ShadowProcess's child)."""
         started = time.monotonic()
-        answer: M | None = None
-        error: BaseException | None = None
-        seconds: float | None = None
-        try:
-            async with asyncio.timeout(job.budget):
-                answer = await candidate.get(job.key)
-            seconds = time.monotonic() - started
-        except TimeoutError:
-            error = CandidateBudgetExceeded(f"no answer for {job.key!r} within {job.budget:.3f}s")
-            self.stats.candidate_overruns += 1
-        except Exception as failure:  # for the observer, never the caller
-            seconds = time.monotonic() - started
-            error = failure
-            self.stats.candidate_errors += 1
+        read = asyncio.wait_for(candidate.get(job.key), job.budget)
+        answer, error = await judge_candidate(read, job.key, job.budget, self.stats)
+        seconds = None if isinstance(error, CandidateBudgetExceeded) else time.monotonic() - started
         legacy = None if job.legacy is None else self._parse(job.legacy)
-        try:
-            self._observer.observe(
+        tell(
+            self._observer,
+            self.stats,
+            lambda observer: observer.observe(
                 job.operation,
                 legacy,
                 answer,
@@ -215,8 +240,6 @@ class ShadowWorker(Generic[M]):
                 candidate_seconds=seconds,
                 candidate_error=error,
                 phase=job.phase,
-            )
-        except Exception:
-            self.stats.observer_errors += 1
-            log.exception("the comparison observer failed")
+            ),
+        )
         self.stats.observed += 1
