@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any, Final
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from microstate.client.flags.evaluation import CompiledFlag, Resolution, evaluate, flag_not_found, struct_dict
 from microstate.flags.v1 import flags_pb2 as pb
 from microstate.server.config import MAX_RESPONSE_BYTES
@@ -39,6 +41,18 @@ AHEAD_WAIT: Final = 2.0
 server process) before it answers with a snapshot instead."""
 MIN_CATCH_UP: Final = 1_000
 """A resume is sent as deltas when it needs at most max(this, number of flags) of them; else a snapshot."""
+
+
+def new_flag(flag: pb.Flag, now: Timestamp) -> pb.Flag:
+    """What a new flag stores: `flag` without its revision fields, ENABLED unless it says otherwise,
+    checked (InvalidArgument), created and updated `now`."""
+    new = stored_form(flag)
+    if new.state == pb.FLAG_STATE_UNSPECIFIED:
+        new.state = pb.FLAG_STATE_ENABLED
+    rules.check_flag(new)
+    new.create_time.CopyFrom(now)
+    new.update_time.CopyFrom(now)
+    return new
 
 
 class FlagsDomain:
@@ -76,13 +90,7 @@ class FlagsDomain:
         return [with_output(stored) for stored in page], token
 
     async def create(self, flag: pb.Flag, *, validate_only: bool) -> pb.Flag:
-        new = stored_form(flag)
-        if new.state == pb.FLAG_STATE_UNSPECIFIED:
-            new.state = pb.FLAG_STATE_ENABLED
-        rules.check_flag(new)
-        now = timestamp(self._clock())
-        new.create_time.CopyFrom(now)
-        new.update_time.CopyFrom(now)
+        new = new_flag(flag, timestamp(self._clock()))
         if validate_only:
             if await self._store.get(new.key) is not None:  # as the create would find (AIP-163)
                 raise FLAG.already_exists(new.key)

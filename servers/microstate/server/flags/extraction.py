@@ -18,8 +18,8 @@ import time
 from google.protobuf.message import Message
 
 from microstate.flags.v1 import flags_pb2 as pb
-from microstate.server.flags import rules
-from microstate.server.flags.model import FLAG, read_form, stored_form
+from microstate.server.flags.domain import new_flag
+from microstate.server.flags.model import FLAG, read_form
 from microstate.server.kit.extraction import Reconcilable
 from microstate.server.store.base import Record
 from microstate.server.wellknown import timestamp
@@ -35,14 +35,13 @@ class FlagBinding:
     def to_bytes(self, key: str, message: Message, current: Record | None) -> bytes:
         if not isinstance(message, pb.Flag):
             raise TypeError(f"a flag repair needs a microstate.flags.v1.Flag, not {type(message)}")
-        flag = stored_form(message)
-        flag.key = key
-        if flag.state == pb.FLAG_STATE_UNSPECIFIED:
-            flag.state = pb.FLAG_STATE_ENABLED
-        rules.check_flag(flag)  # InvalidArgument: the repair fails and is reported, nothing is stored
-        now = timestamp(time.time_ns())
-        flag.create_time.CopyFrom(now if current is None else FLAG.from_bytes(current.value).create_time)
-        flag.update_time.CopyFrom(now)
+        named = pb.Flag()
+        named.CopyFrom(message)
+        named.key = key
+        # InvalidArgument: the repair fails and is reported, nothing is stored.
+        flag = new_flag(named, timestamp(time.time_ns()))
+        if current is not None:
+            flag.create_time.CopyFrom(FLAG.from_bytes(current.value).create_time)
         return FLAG.to_bytes(flag)
 
 
