@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from microstate.server.kit.migrate import Batch, MigrationConflict, Progress, run_passes
 from microstate.server.kit.migrations import SchemaState
-from microstate.server.store.redis_cluster import LAYOUT_REFRESH, MAX_PARTITIONS, RedisClusterStore
+from microstate.server.store.redis_cluster import LAYOUT_REFRESH, RedisClusterStore, check_partitions
 from microstate.server.store.redis_cluster_layout import LayoutChanged
 from microstate.server.store.redis_cluster_repartition import (
     arm,
@@ -70,8 +70,7 @@ async def repartition(
     """Bring the namespace of `store` to `partitions` partitions online; resumes a run to the same count
     that stopped. ValueError for a count out of range, or another count while a run is under way (finish
     that one first, then run back); MigrationConflict when another run takes over meanwhile."""
-    if not 1 <= partitions <= MAX_PARTITIONS:
-        raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
+    check_partitions(partitions)
     if batch < 1 or pause < 0:
         raise ValueError("batch must be at least 1, pause at least 0")
     if settle <= LAYOUT_REFRESH:

@@ -287,6 +287,12 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+def check_partitions(partitions: int) -> None:
+    """ValueError for a partition count no layout can have."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
+
+
 def by_partition(partitions: Sequence[_Partition], keys: Iterable[str]) -> dict[int, list[str]]:
     """`keys` grouped by the number of their partition among `partitions`, each group in the given order."""
     groups: dict[int, list[str]] = {}
@@ -493,8 +499,7 @@ class RedisClusterStore:
             connect_timeout=connect_timeout,
             watch_poll=watch_poll,
         )
-        if not 1 <= partitions <= MAX_PARTITIONS:
-            raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
+        check_partitions(partitions)
         nodes, username, password = startup_nodes(url)
         connect = partial(
             cluster_client,
