@@ -464,6 +464,7 @@ class RedisClusterStore:
         self._list_script = client.register_script(_LIST)
         self._read_live_script = client.register_script(_READ_LIVE)
         self._forget_script = client.register_script(_FORGET)
+        self._scripts: dict[str, Any] = {}  # what `script` made, by source
         self._ready_lock = asyncio.Lock()
         # redis-py's cluster pools fail a command (MaxConnectionsError) rather than queue it: calls wait here.
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
@@ -534,6 +535,14 @@ class RedisClusterStore:
             watch_outage_budget=watch_outage_budget,
             failover_budget=failover_budget,
         )
+
+    def script(self, source: str) -> Any:
+        """redis-py's Script of the Lua `source` (its sha computed once per store): for the scripts other
+        modules run on this store's client (the repartition's)."""
+        made = self._scripts.get(source)
+        if made is None:
+            made = self._scripts[source] = self._client.register_script(source)
+        return made
 
     # --- partitions --------------------------------------------------------------------------------
 

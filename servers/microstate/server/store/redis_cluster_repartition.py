@@ -37,7 +37,6 @@ increasing and watches keep one order. Nothing is logged for a move: a watch see
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import heapq
 from collections.abc import Sequence
 from functools import partial
@@ -121,9 +120,6 @@ SCAN = 500
 Partitions = Sequence[_Partition]
 
 
-_READ_MARKED_SHA = hashlib.sha1(_READ_MARKED.encode()).hexdigest()
-
-
 async def _marked(
     store: RedisClusterStore, partitions: Partitions, keys: Sequence[str], owned: bool
 ) -> dict[str, tuple[bytes | None, bool]]:
@@ -135,11 +131,11 @@ async def _marked(
         partition = partitions[number]
         marks = partition.owned if owned else partition.moved
         keys = [marks, *(partition.record_prefix + key for key in members)]
-        fast = store._masters.run_script(partition.slot, _READ_MARKED_SHA, _READ_MARKED, keys, members)
+        script = store.script(_READ_MARKED)
+        fast = store._masters.run_script(partition.slot, script.sha, _READ_MARKED, keys, members)
         try:
             return list(await _guard(fast))
         except (Redirected, StoreUnavailable):
-            script = store._client.register_script(_READ_MARKED)
             return list(await store._read(partial(script, keys=keys, args=members)))
 
     groups = by_partition(partitions, keys)
@@ -182,7 +178,7 @@ async def list_moving(
     new partitions' (read second: a key handed over in between is there), kept if owned or moved. Only
     keys up to the lowest last key of a partition whose answer came back full are complete."""
     old = await store._list_each(current, prefix, after, limit)
-    new = await store._list_each(upcoming, prefix, after, limit, store._client.register_script(_LIST_OWNED))
+    new = await store._list_each(upcoming, prefix, after, limit, store.script(_LIST_OWNED))
     full = [rows[-1][0] for rows in (*old, *new) if len(rows) > limit]
     bound = min(full) if full else None
     found = {member: raw for rows in old for member, raw in rows}
@@ -227,7 +223,7 @@ async def layouts(store: RedisClusterStore) -> Layouts:
 
 async def swap_layouts(store: RedisClusterStore, seen: Layouts, new: Layouts) -> None:
     """Store `new` if the descriptor still holds `seen`; LayoutChanged if another run changed it."""
-    script = store._client.register_script(_SWAP)
+    script = store.script(_SWAP)
     done = await store._read(lambda: script(keys=[store._descriptor], args=[seen.encode(), new.encode()]))
     if not done:
         raise LayoutChanged("the partition layout changed under this run: another run is under way")
@@ -272,9 +268,9 @@ async def move_batch(store: RedisClusterStore, after: str | None, limit: int) ->
 
 
 async def _move(store: RedisClusterStore, old: _Partition, new: _Partition, key: str, raw: bytes) -> bool:
-    copy = store._client.register_script(_COPY)
-    hand_over = store._client.register_script(_HAND_OVER)
-    uncopy = store._client.register_script(_UNCOPY)
+    copy = store.script(_COPY)
+    hand_over = store.script(_HAND_OVER)
+    uncopy = store.script(_UNCOPY)
     arrived = [new.record_prefix + key, new.index, new.expiries, new.owned]
     leaving = [old.record_prefix + key, old.index, old.expiries, old.moved]
     while True:
@@ -326,7 +322,7 @@ async def finish(store: RedisClusterStore, settle: float) -> None:
 async def _drop_stale_copies(store: RedisClusterStore) -> None:
     """Remove from the new partitions every copy whose key was deleted before it was handed over (neither
     owned nor moved): until the switch nothing reads them, after it they would count."""
-    uncopy = store._client.register_script(_UNCOPY)
+    uncopy = store.script(_UNCOPY)
     for partition in store._arriving or []:
         start = "-"
         while True:
@@ -377,7 +373,7 @@ async def read_run(store: RedisClusterStore) -> tuple[bytes | None, int | None]:
 
 async def save_run(store: RedisClusterStore, state: bytes, token: int | None) -> int | None:
     """Save the run's state if it is still at `token`: the new token, or None if another run saved since."""
-    script = store._client.register_script(_SAVE_RUN)
+    script = store.script(_SAVE_RUN)
     expected = "" if token is None else str(token)
     saved = await store._read(partial(script, keys=[_run_key(store)], args=[expected, state]))
     return None if saved is None else int(saved)
