@@ -103,7 +103,9 @@ async def abandon_streams(stub: profile_pb2_grpc.ProfileServiceStub, count: int,
     for first in range(0, count, BATCH):
         batch = range(first, min(first + BATCH, count))
         await asyncio.gather(
-            *(cancelled_stream(stub, f"{run}-{i}") if i % 2 else expired_stream(stub) for i in batch)
+            # Ids of one width: none is a prefix of another ("run-1" of "run-15"), so each stream's prefix
+            # watch hears only its own creation.
+            *(cancelled_stream(stub, f"{run}-{i:06d}") if i % 2 else expired_stream(stub) for i in batch)
         )
 
 
