@@ -71,7 +71,7 @@ def _number(value: float | None, unit: str) -> str:
 
 def cells(row: Row) -> list[str]:
     met = {True: "yes", False: "NO", None: ""}[row.met]
-    ratio = "—" if row.ratio is None else (f"{row.ratio:.2f}" if row.ratio < 100 else f"{row.ratio:,.0f}")
+    ratio = "—" if row.ratio is None else _ratio(row.ratio)
     return [
         row.figure,
         row.what,
@@ -82,6 +82,13 @@ def cells(row: Row) -> list[str]:
         met,
         row.note,
     ]
+
+
+def _ratio(ratio: float) -> str:
+    """Two decimals; two significant digits below 0.1 (a share such as 0.0029 would read 0.00)."""
+    if ratio >= 100:
+        return f"{ratio:,.0f}"
+    return f"{ratio:.2g}" if 0 < ratio < 0.1 else f"{ratio:.2f}"
 
 
 HEADER = ["fig", "measurement", "subject", "baseline", "ratio", "target", "met", "note"]
