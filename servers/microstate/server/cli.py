@@ -1,5 +1,5 @@
 """The `microstate` command (also `python -m microstate.server`): serve, up, health, migrate, list, reconcile,
-audit, gdpr.
+route, audit, gdpr.
 
 Exit codes: 0 success, 1 a server or check failed, 2 bad usage or configuration.
 """
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from microstate.server import logs, probe, reconcile_command, registry
+from microstate.server import logs, probe, reconcile_command, registry, route_command
 from microstate.server.audit import cli as audit_cli
 from microstate.server.config import ConfigError, ServerConfig, add_arguments, load
 from microstate.server.gdpr import cli as gdpr_cli
@@ -161,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="print the known microstates")
     reconcile_command.add_parser(commands)
+    route_command.add_parser(commands)
     audit_cli.add_parser(commands)
     commands.add_parser(
         "models",
@@ -263,6 +264,10 @@ def _reconcile(args: argparse.Namespace) -> int:
     return asyncio.run(reconcile_command.reconcile(args))
 
 
+def _route(args: argparse.Namespace) -> int:
+    return asyncio.run(route_command.route(args))
+
+
 def _audit(args: argparse.Namespace) -> int:
     return audit_cli.run(args)
 
@@ -274,6 +279,7 @@ COMMANDS = {
     "migrate": _migrate,
     "list": _list,
     "reconcile": _reconcile,
+    "route": _route,
     "audit": _audit,
     "gdpr": gdpr_cli.run,
 }

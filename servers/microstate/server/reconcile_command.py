@@ -53,7 +53,8 @@ def declared(name: str) -> tuple[Microstate, Reconcilable]:
     return microstate, microstate.reconcile
 
 
-def _load(reference: str) -> Any:
+def load_codec(reference: str) -> Any:
+    """The class or function `module:attribute` names (a legacy RowCodec); ConfigError if there is none."""
     module, _, attribute = reference.partition(":")
     try:
         return getattr(importlib.import_module(module), attribute)
@@ -115,7 +116,8 @@ def add_parser(commands: Any) -> None:
     reconcile.add_argument("--json", action="store_true", help="print each report as one JSON line")
 
 
-def _legacy_adapter(args: argparse.Namespace, known: Reconcilable, codec: Any) -> Any:
+def legacy_adapter(args: argparse.Namespace, known: Reconcilable, codec: Any) -> Any:
+    """The monolith's adapter for --legacy (and --legacy-table / --legacy-prefix, else the slice's own)."""
     url: str = args.legacy
     if url.startswith(("redis://", "rediss://", "unix://")):
         from microstate.client.extraction.redis_hash import RedisHashAdapter
@@ -164,12 +166,12 @@ async def reconcile(args: argparse.Namespace) -> int:
     if args.interval is not None and not args.interval > 0:
         raise ConfigError("--every must be a positive number of seconds")
     microstate, known = declared(args.slice)
-    codec = _load(args.codec or known.codec)()
+    codec = load_codec(args.codec or known.codec)()
     try:  # as `serve` opens it: every schema version read as the slice's code reads it, its state key hidden
         store = versioned(await open_store(args.store, microstate.name), microstate.schema)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    legacy = _legacy_adapter(args, known, codec)
+    legacy = legacy_adapter(args, known, codec)
     try:
         await legacy.ensure_outbox()  # the adapter's request-id table, which its writes need
 

@@ -1,0 +1,187 @@
+"""`microstate route SLICE`: show a slice's route phase, or move it with one guarded flag write.
+
+Without --to it prints the route flag's phase and settings. With --to it moves the route (PhaseControl.move):
+one UpdateFlag guarded by the etag it read (or --etag), so a concurrent move fails instead of being
+overwritten; --validate-only writes nothing and shows what would move. Forward moves go one phase at a time
+(dual_write may go straight to primary), and with --legacy a move to primary or retired is refused while the
+outbox that feeds the new source of truth holds entries; --force skips both guards. Rolling back is always
+allowed. Exit status: 0 shown or moved (or a clean validate-only), 1 a guard or the etag refused the move
+(or validate-only found a guard that does not hold), or the flags microstate could not be reached; 2 bad
+usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from microstate.client import ClientOptions, TlsOptions
+from microstate.client.errors import MicrostateError
+from microstate.client.extraction.phases import (
+    Move,
+    Phase,
+    PhaseControl,
+    PhaseGuardError,
+    RouteSettings,
+    phase_of,
+)
+from microstate.client.flags import FlagsClient
+from microstate.flags.v1 import flags_pb2 as pb
+from microstate.server import registry
+from microstate.server.config import ConfigError
+from microstate.server.reconcile_command import declared, legacy_adapter, load_codec
+
+SETTINGS = {"shadow_sample": "--shadow-sample", "noise_sample": "--noise-sample", "budget_ms": "--budget-ms"}
+
+
+def add_parser(commands: Any) -> None:
+    route = commands.add_parser(
+        "route",
+        help="show a slice's route phase, or move it (shadow, dual_write, canary, ...) with one flag write",
+        description=__doc__.split("\n\n")[1],
+    )
+    route.add_argument("slice", help="the slice being extracted (profile, flags, ...)")
+    route.add_argument(
+        "--route", metavar="NAME", help="the route flag is route.NAME (default: the slice's name)"
+    )
+    route.add_argument(
+        "--flags-target",
+        default=f"127.0.0.1:{registry.get('flags').default_port}",
+        metavar="HOST:PORT",
+        help="the flags microstate (default: %(default)s, where `microstate up` runs it)",
+    )
+    route.add_argument(
+        "--operation", choices=("get", "put", "delete"), help="move only this operation's own route"
+    )
+    route.add_argument("--to", choices=[phase.value for phase in Phase], help="the phase to move to")
+    route.add_argument(
+        "--canary-percent", type=float, default=0.0, metavar="P", help="canary: P%% of subjects"
+    )
+    route.add_argument("--shadow-sample", type=float, metavar="F", help="share of reads compared (0..1)")
+    route.add_argument(
+        "--noise-sample", type=float, metavar="F", help="share of reads read twice from legacy"
+    )
+    route.add_argument("--budget-ms", type=float, metavar="MS", help="a canary read's budget")
+    route.add_argument(
+        "--etag", help="move only if the flag still has this etag (default: the one just read)"
+    )
+    route.add_argument("--validate-only", action="store_true", help="show what would move; write nothing")
+    route.add_argument("--force", action="store_true", help="skip the phase-order and outbox guards")
+    route.add_argument("--reason", default="", help="why (goes to the audit log with the move)")
+    route.add_argument(
+        "--legacy",
+        metavar="URL",
+        help="the monolith whose outbox guards moves to primary and retired (as `microstate reconcile`)",
+    )
+    route.add_argument("--legacy-table", metavar="NAME", help="SQL table (default: the slice's)")
+    route.add_argument("--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the slice's)")
+    route.add_argument("--codec", metavar="MODULE:CLASS", help="the legacy RowCodec (default: the slice's)")
+    route.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="a bearer token with flags.admin [env MICROSTATE_TOKEN]",
+    )
+    route.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="roots that vouch for the server: speak TLS"
+    )
+    route.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _options(args: argparse.Namespace) -> ClientOptions:
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MICROSTATE_TOKEN")
+    tls = TlsOptions(root_certificates=args.tls_ca.read_bytes()) if args.tls_ca else None
+    return ClientOptions(token=token or None, tls=tls)
+
+
+def _settings(args: argparse.Namespace, flag: pb.Flag) -> RouteSettings | None:
+    """The flag's settings with those given on the command line replaced; None when none was given."""
+    given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+    for name, value in given.items():
+        if value < 0 or (name != "budget_ms" and value > 1):
+            raise ConfigError(f"{SETTINGS[name]} {value:g} is out of range")
+    return dataclasses.replace(RouteSettings.of(flag.metadata), **given) if given else None
+
+
+def describe(flag: pb.Flag) -> dict[str, Any]:
+    """What a route flag says: its phase, settings, canary share and where it stands."""
+    return {
+        "flag": flag.key,
+        "phase": phase_of(flag).value,
+        "previous_phase": flag.metadata.get("previous_phase", ""),
+        **dataclasses.asdict(RouteSettings.of(flag.metadata)),
+        "canary_percent": float(flag.metadata.get("canary_percent", "0") or 0),
+        "revision": flag.revision,
+        "etag": flag.etag,
+    }
+
+
+def _moved(move: Move) -> dict[str, Any]:
+    return {
+        **describe(move.flag),
+        "previous_phase": move.previous.value,
+        "reassigned_fraction": move.reassigned_fraction,
+        "validate_only": move.validate_only,
+        "problems": move.problems,
+    }
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    if "reassigned_fraction" in result:
+        verb = "would move" if result["validate_only"] else "moved"
+        print(
+            f"{result['flag']}: {verb} {result['previous_phase']} -> {result['phase']}, "
+            f"{result['reassigned_fraction']:.2%} of subjects reassigned"
+        )
+        for problem in result["problems"]:
+            print(f"  guard: {problem}")
+    else:
+        print(f"{result['flag']}: {result['phase']}")
+    settings = ", ".join(f"{name} {result[name]:g}" for name in (*SETTINGS, "canary_percent"))
+    print(f"  {settings}; revision {result['revision']}, etag {result['etag']}")
+
+
+async def route(args: argparse.Namespace) -> int:
+    if not 0 <= args.canary_percent <= 100:
+        raise ConfigError(f"--canary-percent {args.canary_percent:g} is not within 0..100")
+    legacy = None
+    if args.legacy:
+        _, known = declared(args.slice)
+        legacy = legacy_adapter(args, known, load_codec(args.codec or known.codec)())
+    try:
+        async with FlagsClient(args.flags_target, options=_options(args)) as flags:
+            if legacy is not None:
+                await legacy.ensure_outbox()
+            control = PhaseControl(flags, args.route or args.slice, outbox=legacy, operation=args.operation)
+            current = await control.current()
+            if args.to is None:
+                _print(describe(current), args.json)
+                return 0
+            move = await control.move(
+                Phase(args.to),
+                canary_percent=args.canary_percent,
+                settings=_settings(args, current),
+                etag=args.etag or current.etag,
+                validate_only=args.validate_only,
+                force=args.force,
+                reason=args.reason,
+            )
+    except PhaseGuardError as refused:
+        print(f"microstate route: refused: {refused} (--force to override)", file=sys.stderr)
+        return 1
+    except (MicrostateError, OSError) as failed:
+        print(f"microstate route: {type(failed).__name__}: {failed}", file=sys.stderr)
+        return 1
+    finally:
+        if legacy is not None:
+            await legacy.close()
+    _print(_moved(move), args.json)
+    return 1 if move.problems else 0
