@@ -1,7 +1,7 @@
 """The README's section "Extracting a slice from a monolith" runs as written: its Python example moves the
 profile slice out of the demo monolith phase by phase against real flags and profile server processes and
-prints what the README shows; then every command of its reconcile and migrate block runs against the same
-stores and monolith and succeeds (the scheduled one until its first report, then SIGTERM)."""
+prints what the README shows; then every command of its route, reconcile and migrate blocks runs against the
+same stores and monolith and succeeds (the scheduled one until its first report, then SIGTERM)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def reported(process: MicrostateProcess) -> None:
 
 
 def test_the_serve_commands_use_the_ports_the_example_calls() -> None:
-    serve, _ = blocks("sh")
+    serve, *_ = blocks("sh")
     assert {tuple(line[:3]) for line in commands(serve) if line[0] == "microstate"} == {
         ("microstate", "serve", "flags"),
         ("microstate", "serve", "profile"),
@@ -78,7 +78,7 @@ def test_the_serve_commands_use_the_ports_the_example_calls() -> None:
 def test_the_example_and_the_commands_run_as_written(tmp_path: Path) -> None:
     [example] = blocks("python")
     printed = blocks("")[0]
-    _, operations = blocks("sh")
+    _, *operations = blocks("sh")
     assert PROFILE_TARGET in example and FLAGS_TARGET in example and "/tmp/" in example
     servers = tmp_path / "servers"
     servers.mkdir()
@@ -110,7 +110,7 @@ def test_the_example_and_the_commands_run_as_written(tmp_path: Path) -> None:
             else:
                 assert got == shown
 
-        for line in commands(operations):
+        for line in (line for block in operations for line in commands(block)):
             assert line[0] == "microstate", line
             arguments = shlex.split(here(shlex.join(line[1:])))
             process = launch(arguments, tmp_path)
