@@ -127,6 +127,7 @@ async def open_extraction(
     observer: object = None,
     relay: RelayOptions | None = None,
     shadow_candidate: Any = None,
+    shadow_worker: Any = None,
 ) -> Extraction:
     slice_name = f"profile-{next(_slices)}-{uuid.uuid4().hex[:6]}"
     database = tmp_path / "monolith.db"
@@ -148,6 +149,7 @@ async def open_extraction(
         observer=observer,  # type: ignore[arg-type]
         relay=relay or RelayOptions(first_backoff=0.02, max_backoff=0.2, poll_interval=0.1),
         shadow_candidate=shadow_candidate,
+        shadow_worker=shadow_worker,
     )
     await router.start()
     return Extraction(slice_name, flags_target, flags, control, legacy, profiles, router, f"{slice_name}.u")

@@ -186,3 +186,29 @@ async def test_the_helper_process_compares_and_its_stats_arrive(profile: Profile
         await worker.close()
     assert worker._process.exitcode == 0  # it stopped when asked, not killed at close()'s deadline
     assert worker.submit("shadow", "get", "late", None, 0.001, 5.0) is False
+
+
+async def test_canary_reads_go_to_the_helper_process_when_the_router_has_no_observer(
+    tmp_path: Path, flags_server: ServerProcess, profile: ProfileBehindProxy
+) -> None:
+    """With only a ShadowProcess to compare, a sampled canary read's legacy answer is handed to it (which
+    reads the microstate again), counted per phase there: none is read for nothing."""
+    opener = functools.partial(open_profile_candidate, profile.target, options=CANDIDATE_OPTIONS)
+    worker = ShadowProcess(opener, rules_comparator, Profile)
+    extraction = await open_extraction(tmp_path, flags_server.target, profile.target, shadow_worker=worker)
+    try:
+        await until(lambda: worker.ready, within=60, what="the helper process ready")
+        users = await in_shadow(extraction, 4, in_microstate=True)
+        await extraction.control.move(Phase.DUAL_WRITE, force=True)
+        await extraction.control.move(Phase.CANARY, canary_percent=100, force=True)
+        await until(
+            lambda: extraction.router.phase("get", users[0]) is Phase.CANARY, within=10, what="canary"
+        )
+        for user in users:
+            assert (await extraction.router.get(user)) is not None
+        await until(lambda: worker.stats.observed == 4, within=60, what="every canary pair observed")
+        [canary] = [each for each in worker.comparison().operations if each.phase == "canary"]
+        assert (canary.compared, canary.differing) == (4, 0)
+        assert extraction.router.stats.canary_compared == 4
+    finally:
+        await close_extraction(extraction)

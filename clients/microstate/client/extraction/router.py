@@ -27,7 +27,8 @@ targeting key, so a canary split is sticky per subject. What each phase does (ph
   fall back to legacy on any error or overrun (and while this process has a write of that key not yet
   relayed, so a canary user reads their own writes). On the `shadow_sample` share, legacy is read too,
   concurrently and off the request path, and the pair goes to the observer (the fallback, if needed, is
-  then that read already under way). Others read as in dual_write.
+  then that read already under way); a Router with a shadow sink and no observer hands legacy's answer to
+  the sink, as in shadow. Others read as in dual_write.
 - primary: the microstate answers and is written first; each acknowledged microstate write then appends a
   REVERSE outbox entry (the write is acknowledged to the caller only once both are done; a retry with the
   same request id is safe), which keeps legacy current so a rollback loses nothing.
@@ -317,14 +318,18 @@ class Router(Generic[M]):
     async def _handed_over_read(self, key: str, phase: Phase, settings: RouteSettings) -> M | None:
         """Legacy answers; its answer goes to the shadow worker, which reads the microstate and compares on
         its own thread (never blocking: a full queue drops the comparison, counted)."""
-        assert self.shadow is not None
         started = time.monotonic()
         value = await self._legacy.get(key)
         legacy_seconds = time.monotonic() - started
-        budget = max(settings.budget_ms / 1000, 2 * legacy_seconds)
-        answer = None if value is None else value.SerializeToString()
-        self.shadow.submit(phase.value, "get", key, answer, legacy_seconds, budget)
+        self._hand_over(phase, key, value, legacy_seconds, max(settings.budget_ms / 1000, 2 * legacy_seconds))
         return value
+
+    def _hand_over(
+        self, phase: Phase, key: str, legacy: M | None, legacy_seconds: float, budget: float
+    ) -> None:
+        assert self.shadow is not None
+        answer = None if legacy is None else legacy.SerializeToString()
+        self.shadow.submit(phase.value, "get", key, answer, legacy_seconds, budget)
 
     async def _canary_read(self, key: str, settings: RouteSettings) -> M | None:
         """The microstate answers; on a sampled share legacy is read too, concurrently and off the request
@@ -396,13 +401,18 @@ class Router(Generic[M]):
     async def _judge_legacy(
         self, key: str, legacy: _OffPathRead[M], candidate: M | None, candidate_seconds: float, budget: float
     ) -> None:
-        """Wait (off the request path) for a compared canary read's legacy answer, then report the pair."""
+        """Wait (off the request path) for a compared canary read's legacy answer, then report the pair. A
+        Router whose only comparer is its shadow sink hands legacy's answer over, as in shadow (the sink reads
+        the microstate again)."""
         self.stats.canary_compared += 1
         try:
             answer = await legacy.within(legacy.started + budget)
         except Exception as failure:  # nothing to compare the candidate with; the caller has its answer
             self.stats.legacy_compare_failures += 1
             log.debug("legacy read of %r for a canary comparison failed: %r", key, failure)
+            return
+        if self._observer is None:
+            self._hand_over(Phase.CANARY, key, answer, legacy.seconds() or 0.0, budget)
             return
         await self._report(Phase.CANARY, answer, legacy.seconds(), candidate, candidate_seconds, None)
 
