@@ -8,7 +8,9 @@ that requires client certificates needs one for the handshake, though.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,28 @@ class ProbeTls:
     cert: Path | None = None
     key: Path | None = None
     server_name: str | None = None
+
+
+TOKEN_VARIABLE = "MICROSTATE_TOKEN"
+
+
+def add_credential_arguments(parser: argparse.ArgumentParser, scopes: str, servers: str = "server") -> None:
+    """--token-file and --tls-ca, for a command calling secured servers (`scopes`: what the token needs)."""
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"a bearer token with {scopes} [env {TOKEN_VARIABLE}]",
+    )
+    parser.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help=f"roots that vouch for the {servers}: speak TLS"
+    )
+
+
+def bearer_token(args: argparse.Namespace) -> str | None:
+    """The token --token-file names, else the environment's; None when neither gives one."""
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_VARIABLE)
+    return token or None
 
 
 def _read(path: Path | None) -> bytes | None:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from microstate.client import ClientOptions, TlsOptions
@@ -32,7 +30,7 @@ from microstate.client.extraction.phases import (
 )
 from microstate.client.flags import FlagsClient
 from microstate.flags.v1 import flags_pb2 as pb
-from microstate.server import registry
+from microstate.server import probe, registry
 from microstate.server.config import ConfigError
 from microstate.server.reconcile_command import declared, legacy_adapter, load_codec
 
@@ -81,22 +79,13 @@ def add_parser(commands: Any) -> None:
     route.add_argument("--legacy-table", metavar="NAME", help="SQL table (default: the slice's)")
     route.add_argument("--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the slice's)")
     route.add_argument("--codec", metavar="MODULE:CLASS", help="the legacy RowCodec (default: the slice's)")
-    route.add_argument(
-        "--token-file",
-        type=Path,
-        metavar="FILE",
-        help="a bearer token with flags.admin [env MICROSTATE_TOKEN]",
-    )
-    route.add_argument(
-        "--tls-ca", type=Path, metavar="PEM", help="roots that vouch for the server: speak TLS"
-    )
+    probe.add_credential_arguments(route, "flags.admin")
     route.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 def _options(args: argparse.Namespace) -> ClientOptions:
-    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MICROSTATE_TOKEN")
     tls = TlsOptions(root_certificates=args.tls_ca.read_bytes()) if args.tls_ca else None
-    return ClientOptions(token=token or None, tls=tls)
+    return ClientOptions(token=probe.bearer_token(args), tls=tls)
 
 
 def _settings(args: argparse.Namespace, flag: pb.Flag) -> RouteSettings | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import cast
@@ -56,15 +55,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     gdpr.add_argument(
         "--out", type=Path, default=Path("."), metavar="DIR", help="where an export's bundle goes"
     )
-    gdpr.add_argument(
-        "--token-file",
-        type=Path,
-        metavar="FILE",
-        help="a bearer token with gdpr.export / gdpr.erase [env MICROSTATE_TOKEN]",
-    )
-    gdpr.add_argument(
-        "--tls-ca", type=Path, metavar="PEM", help="roots that vouch for the servers: speak TLS"
-    )
+    probe.add_credential_arguments(gdpr, "gdpr.export / gdpr.erase", "servers")
 
 
 def _targets(args: argparse.Namespace) -> list[Target]:
@@ -78,7 +69,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
     if unknown:
         known = ", ".join(registry.names())
         raise ConfigError(f"--target: no microstate {', '.join(sorted(unknown))} (known: {known})")
-    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MICROSTATE_TOKEN")
+    token = probe.bearer_token(args)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     tls = probe.ProbeTls(ca=args.tls_ca) if args.tls_ca else None
     names = list(given) if given else registry.names()
