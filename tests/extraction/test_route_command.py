@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from microstate.client.errors import NotFound
 from microstate.client.extraction import demo
 from microstate.client.extraction.legacy import Direction, Outcome
 from microstate.client.extraction.sql import SqlAdapter
@@ -47,12 +48,15 @@ def route(flags_server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> Ro
     return Route(flags_server.target, capsys)
 
 
-async def test_shows_a_new_route_at_legacy(route: Route) -> None:
+async def test_shows_a_route_not_yet_made_at_legacy_and_creates_nothing(route: Route) -> None:
     status, shown, _ = await route()
     assert status == 0
     assert shown["flag"] == f"route.{route.name}"
-    assert shown["phase"] == "legacy"
+    assert (shown["phase"], shown["revision"]) == ("legacy", 0)
     assert shown["shadow_sample"] == 0.01 and shown["budget_ms"] == 100.0
+    async with FlagsClient(route.flags_target) as flags:
+        with pytest.raises(NotFound):
+            await flags.get(f"route.{route.name}")
 
 
 async def test_moves_one_phase_with_its_settings_and_shows_it(route: Route) -> None:
@@ -74,7 +78,7 @@ async def test_moves_one_phase_with_its_settings_and_shows_it(route: Route) -> N
 
 
 async def test_a_skipped_phase_is_refused_and_validate_only_writes_nothing(route: Route) -> None:
-    await route()
+    assert (await route("--to", "legacy"))[0] == 0  # made, at legacy
     before = await route.stored()
 
     status, _, err = await route("--to", "canary", "--canary-percent", "10")
@@ -92,9 +96,9 @@ async def test_a_skipped_phase_is_refused_and_validate_only_writes_nothing(route
 
 
 async def test_a_stale_etag_loses_to_the_move_made_meanwhile(route: Route) -> None:
-    _, shown, _ = await route()
+    _, made, _ = await route("--to", "legacy")
     assert (await route("--to", "shadow"))[0] == 0
-    status, _, err = await route("--to", "shadow", "--shadow-sample", "1", "--etag", shown["etag"])
+    status, _, err = await route("--to", "shadow", "--shadow-sample", "1", "--etag", made["etag"])
     assert status == 1 and "Aborted" in err
     assert (await route.stored())["shadow_sample"] == "0.01"
 
@@ -121,6 +125,10 @@ async def test_primary_waits_for_the_forward_outbox_to_drain(route: Route, tmp_p
     assert (status, moved["phase"]) == (0, "primary")
 
 
-async def test_a_bad_setting_is_a_usage_error(route: Route) -> None:
+async def test_bad_usage_is_refused_before_anything_is_written(route: Route) -> None:
     status, _, err = await route("--to", "shadow", "--shadow-sample", "1.5")
     assert status == 2 and "--shadow-sample 1.5 is out of range" in err
+    await route("--to", "dual_write", "--force")
+    status, _, err = await route("--to", "canary")
+    assert status == 2 and "--to canary needs --canary-percent" in err
+    assert (await route.stored())["default_variant"] == "dual_write"

@@ -19,14 +19,16 @@ import sys
 from typing import Any
 
 from microstate.client import ClientOptions, TlsOptions
-from microstate.client.errors import MicrostateError
+from microstate.client.errors import MicrostateError, NotFound
 from microstate.client.extraction.phases import (
     Move,
     Phase,
     PhaseControl,
     PhaseGuardError,
     RouteSettings,
+    flag_key,
     phase_of,
+    route_flag,
 )
 from microstate.client.flags import FlagsClient
 from microstate.flags.v1 import flags_pb2 as pb
@@ -58,7 +60,10 @@ def add_parser(commands: Any) -> None:
     )
     route.add_argument("--to", choices=[phase.value for phase in Phase], help="the phase to move to")
     route.add_argument(
-        "--canary-percent", type=float, default=0.0, metavar="P", help="canary: P%% of subjects"
+        "--canary-percent",
+        type=float,
+        metavar="P",
+        help="canary: P%% of subjects read the microstate (default: the canary's current share)",
     )
     route.add_argument("--shadow-sample", type=float, metavar="F", help="share of reads compared (0..1)")
     route.add_argument(
@@ -110,6 +115,14 @@ def describe(flag: pb.Flag) -> dict[str, Any]:
     }
 
 
+async def _shown(flags: FlagsClient, key: str) -> pb.Flag:
+    """The route flag, or the one a first move would start from (showing creates nothing)."""
+    try:
+        return (await flags.get(key)).value
+    except NotFound:
+        return route_flag(key, Phase.LEGACY, RouteSettings())
+
+
 def _moved(move: Move) -> dict[str, Any]:
     return {
         **describe(move.flag),
@@ -138,9 +151,18 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     print(f"  {settings}; revision {result['revision']}, etag {result['etag']}")
 
 
+def _canary_percent(args: argparse.Namespace, flag: pb.Flag) -> float:
+    """--canary-percent, else the share of a canary being resized; a move into canary must say its share."""
+    if args.canary_percent is not None:
+        if not 0 <= args.canary_percent <= 100:
+            raise ConfigError(f"--canary-percent {args.canary_percent:g} is not within 0..100")
+        return float(args.canary_percent)
+    if args.to == Phase.CANARY and phase_of(flag) is not Phase.CANARY:
+        raise ConfigError("--to canary needs --canary-percent")
+    return float(describe(flag)["canary_percent"])
+
+
 async def route(args: argparse.Namespace) -> int:
-    if not 0 <= args.canary_percent <= 100:
-        raise ConfigError(f"--canary-percent {args.canary_percent:g} is not within 0..100")
     legacy = None
     if args.legacy:
         _, known = declared(args.slice)
@@ -149,14 +171,15 @@ async def route(args: argparse.Namespace) -> int:
         async with FlagsClient(args.flags_target, options=_options(args)) as flags:
             if legacy is not None:
                 await legacy.ensure_outbox()
+            key = flag_key(args.route or args.slice, args.operation)
+            if args.to is None:
+                _print(describe(await _shown(flags, key)), args.json)
+                return 0
             control = PhaseControl(flags, args.route or args.slice, outbox=legacy, operation=args.operation)
             current = await control.current()
-            if args.to is None:
-                _print(describe(current), args.json)
-                return 0
             move = await control.move(
                 Phase(args.to),
-                canary_percent=args.canary_percent,
+                canary_percent=_canary_percent(args, current),
                 settings=_settings(args, current),
                 etag=args.etag or current.etag,
                 validate_only=args.validate_only,
