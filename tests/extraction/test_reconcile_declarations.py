@@ -8,13 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from microstate.client.extraction import demo
-from microstate.client.extraction.phases import Phase, RouteSettings, flag_key, route_flag
+from microstate.client.extraction.phases import ROUTE_PREFIX, Phase, RouteSettings, flag_key, route_flag
 from microstate.client.flags import FlagsClient
 from microstate.flags.v1 import flags_pb2 as pb
 from microstate.server import registry
 from microstate.server.flags import MICROSTATE as FLAGS
 from microstate.server.flags.extraction import BINDING as FLAG_BINDING
-from microstate.server.flags.extraction import ROUTE_PREFIX
 from microstate.server.kit.migrate import migrate
 from microstate.server.kit.migrations import SCHEMA_KEY, stored_version, versioned
 from microstate.server.profile.extraction import BINDING as PROFILE_BINDING

@@ -52,8 +52,13 @@ DEFAULT_SHADOW_SAMPLE = 0.01
 DEFAULT_BUDGET_MS = 100.0
 
 
+ROUTE_PREFIX = "route."
+"""What every route flag's key starts with: the extraction's own state among an application's flags."""
+
+
 def flag_key(slice_name: str, operation: str | None = None) -> str:
-    return f"route.{slice_name}" if operation is None else f"route.{slice_name}.{operation}"
+    route = ROUTE_PREFIX + slice_name
+    return route if operation is None else f"{route}.{operation}"
 
 
 @dataclass(frozen=True)

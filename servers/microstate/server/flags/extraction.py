@@ -17,15 +17,13 @@ import time
 
 from google.protobuf.message import Message
 
+from microstate.client.extraction.phases import ROUTE_PREFIX
 from microstate.flags.v1 import flags_pb2 as pb
 from microstate.server.flags.domain import new_flag
 from microstate.server.flags.model import FLAG, read_form
 from microstate.server.kit.extraction import Reconcilable
 from microstate.server.store.base import Record
 from microstate.server.wellknown import timestamp
-
-ROUTE_PREFIX = "route."
-"""The keys of route flags (phases.flag_key): the extraction's own state, not a monolith's toggle."""
 
 
 class FlagBinding:
@@ -46,6 +44,7 @@ class FlagBinding:
 
 
 def is_toggle(key: str) -> bool:
+    """A monolith's toggle, not a route flag (the extraction's own state)."""
     return not key.startswith(ROUTE_PREFIX)
 
 
