@@ -78,7 +78,20 @@ _MARKS = {
 }
 
 
-@pytest.fixture(params=[pytest.param(name, marks=_MARKS.get(name, [])) for name in BACKENDS])
+SLICE_BACKENDS = ("sqlite", "redis")
+"""Where a slice's own suite runs by default (`slice_backend`); on the other backends, whose store behaviour
+the conformance suites prove in every run, only under `slow` (`pytest -m slow` runs every slice on all)."""
+
+
+def backend_params(*, slice_sample: bool = False) -> list[Any]:
+    def marks(name: str) -> list[Any]:
+        sampled_out = slice_sample and name not in SLICE_BACKENDS
+        return [*_MARKS.get(name, []), *([pytest.mark.slow] if sampled_out else [])]
+
+    return [pytest.param(name, marks=marks(name)) for name in BACKENDS]
+
+
+@pytest.fixture(params=backend_params())
 def backend(request: pytest.FixtureRequest) -> Backend:
     return BACKENDS[request.param](request)
 

@@ -1,5 +1,5 @@
-"""Flags service tests run on every store backend (SQLite, Redis, Mongo) with the store conformance suite's
-fixtures (`backend`, `store`, `store_factory`).
+"""Flags service tests run on SQLite and Redis by default, on every store backend under `slow`, with the store
+conformance suite's fixtures (`backend`, `store`, `store_factory`).
 
 `serve` starts a flags server in this process over a store (its rule set stops with it); `stub` is a
 FlagService stub of one over `store`, with heartbeats every 0.2 s.
@@ -21,8 +21,9 @@ from microstate.server.registry import Microstate
 from microstate.server.store import Store
 from microstate.server.store.roles import Stores
 
-# The store conformance suite's fixtures: `backend` (one per backend), `namespace`, `store_factory`, `store`.
-from tests.conformance.conftest import backend, namespace, store, store_factory  # noqa: F401
+# The store conformance suite's fixtures: `namespace`, `store_factory`, `store`, and the sampled `backend`.
+from tests.conformance.conftest import namespace, store, store_factory  # noqa: F401
+from tests.support.slice_backends import slice_backend  # noqa: F401
 
 HEARTBEAT = 0.2
 

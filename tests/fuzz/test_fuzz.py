@@ -6,8 +6,9 @@ the server itself publishes through reflection. Each case must get a verdict, ne
 UNKNOWN, every error a google.rpc.Status with one ErrorInfo, the server still SERVING afterwards, and the
 stored state untouched by every request it rejected.
 
-The default run takes a small, fixed sample (`sample`); `pytest -m fuzz` runs the full suite (`full`,
-more than 10,000 cases, random each run); MICROSTATE_FUZZ_EXAMPLES sets the examples per full test.
+The default run takes a small, fixed sample (`sample`: each method on one store, SQLite and Redis taking
+turns); `pytest -m fuzz` runs the full suite (`full`: every method on both stores, more than 10,000 cases,
+random each run); MICROSTATE_FUZZ_EXAMPLES sets the examples per full test.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ SAMPLE = Depth(structured={"sqlite": 12, "redis": 4}, undecodable={"sqlite": 6, 
 FULL = Depth(
     structured={"sqlite": 500, "redis": 60}, undecodable={"sqlite": 250, "redis": 30}, randomized=True
 )
-DEPTHS = [pytest.param(SAMPLE, id="sample"), pytest.param(FULL, id="full", marks=pytest.mark.fuzz)]
+STORES = ("sqlite", "redis")
 
 
 def served_methods() -> list[Any]:
@@ -70,6 +71,22 @@ def served_methods() -> list[Any]:
 
 
 METHODS = served_methods()
+
+
+def fuzz_cases() -> list[Any]:
+    """(microstate, service, method, store, depth): every method on every store in the full run (`-m fuzz`);
+    the default run's sample takes each method on one store, the stores taking turns method by method."""
+    cases = []
+    for index, method in enumerate(METHODS):
+        for store in STORES:
+            cases.append(
+                pytest.param(
+                    *method.values, store, FULL, id=f"{method.id}-{store}-full", marks=pytest.mark.fuzz
+                )
+            )
+            if store == STORES[index % len(STORES)]:
+                cases.append(pytest.param(*method.values, store, SAMPLE, id=f"{method.id}-{store}-sample"))
+    return cases
 
 
 class Body(bytes):
@@ -141,10 +158,8 @@ def xfail_if(known: dict[str, str]) -> None:
         pytest.xfail("; ".join(f"{item} (e.g. {example})" for item, example in known.items()))
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize("family", ["structured", "undecodable"])
-@pytest.mark.parametrize("store", ["sqlite", "redis"])
-@pytest.mark.parametrize(("microstate", "service_name", "method_name"), METHODS)
+@pytest.mark.parametrize(("microstate", "service_name", "method_name", "store", "depth"), fuzz_cases())
 def test_fuzzed_requests(
     fuzz_targets: Targets,
     microstate: str,

@@ -1,4 +1,5 @@
-"""Model-registry tests run on every records backend (SQLite, Redis, Mongo) with a file blob store.
+"""Model-registry tests run on SQLite and Redis records by default, on every backend under `slow`, with a
+file blob store.
 
 `stores` holds both roles; `domain` is a ModelsDomain over them; `stub` serves it in this process over gRPC.
 Helpers upload bytes the way a client does (header, then chunks).
@@ -25,9 +26,10 @@ from microstate.server.store import Store
 from microstate.server.store.blobs import BlobStore, open_blobs
 from microstate.server.store.roles import BLOBS, RECORDS, Stores
 
-# The store conformance suite's fixtures: `backend` (one per backend), `namespace`, `store_factory`, `store`.
-from tests.conformance.conftest import backend, namespace, store, store_factory  # noqa: F401
+# The store conformance suite's fixtures: `namespace`, `store_factory`, `store`, and the sampled `backend`.
+from tests.conformance.conftest import namespace, store, store_factory  # noqa: F401
 from tests.support.inproc import serve_in_process
+from tests.support.slice_backends import slice_backend  # noqa: F401
 
 CHUNK = 256 * 1024
 

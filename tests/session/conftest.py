@@ -1,5 +1,5 @@
-"""Session tests run on every store backend (SQLite, Redis, Mongo), with the store conformance suite's
-fixtures (`backend`, `store`, `store_factory` for more connections to the same namespace).
+"""Session tests run on SQLite and Redis by default, on every store backend under `slow`, with the store
+conformance suite's fixtures (`backend`, `store`, `store_factory` for more connections to the same namespace).
 
 `domain` is a SessionDomain over `store`, with a server key and a clock the test controls; `stub` serves it
 in this process over gRPC; `store_calls` counts what reaches the store.
@@ -22,9 +22,10 @@ from microstate.server.session.tokens import ServerKey
 from microstate.server.store import Store
 from microstate.session.v1 import session_pb2_grpc
 
-# The store conformance suite's fixtures: `backend` (one per backend), `namespace`, `store_factory`, `store`.
-from tests.conformance.conftest import backend, namespace, store, store_factory  # noqa: F401
+# The store conformance suite's fixtures: `namespace`, `store_factory`, `store`, and the sampled `backend`.
+from tests.conformance.conftest import namespace, store, store_factory  # noqa: F401
 from tests.support.inproc import serve_in_process
+from tests.support.slice_backends import slice_backend  # noqa: F401
 
 SECOND = 1_000_000_000
 

@@ -1,5 +1,5 @@
-"""Telemetry tests run on every store backend (SQLite, Redis, Mongo), records and log on the same one, with
-the conformance suites' fixtures (`backend`, `store`, `log`).
+"""Telemetry tests run on SQLite and Redis by default, on every store backend under `slow`, records and log on
+the same one, with the conformance suites' fixtures (`backend`, `store`, `log`).
 
 `stores` are the slice's two roles; `stub` serves telemetry in this process over gRPC.
 """
@@ -18,9 +18,10 @@ from microstate.server.store.roles import RECORDS, Stores
 from microstate.server.telemetry import LOG, MICROSTATE
 from microstate.telemetry.v1 import telemetry_pb2 as pb
 from microstate.telemetry.v1 import telemetry_pb2_grpc
-from tests.conformance.conftest import backend, namespace, store, store_factory  # noqa: F401
+from tests.conformance.conftest import namespace, store, store_factory  # noqa: F401
 from tests.conformance_log.conftest import log, log_factory  # noqa: F401
 from tests.support.inproc import serve_in_process
+from tests.support.slice_backends import slice_backend  # noqa: F401
 
 MINUTE_NS = 60_000_000_000
 
