@@ -3,6 +3,8 @@ nothing and says what would move, forward moves are guarded, and canary is a sti
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from microstate.client.errors import Aborted
@@ -48,6 +50,46 @@ async def test_primary_waits_for_the_forward_outbox_to_drain(extraction: Extract
     assert (await control.move(Phase.PRIMARY)).phase is Phase.PRIMARY
     # a rollback is always allowed, straight back to any earlier phase
     assert (await control.move(Phase.SHADOW)).previous is Phase.PRIMARY
+
+
+async def test_with_wait_primary_needs_only_what_was_pending_applied_not_an_empty_outbox(
+    extraction: Extraction,
+) -> None:
+    """Under steady dual writes the forward outbox is never empty; `wait` lets the move through once every
+    entry pending at the check is applied, and refuses it, counting them, while no relay applies them."""
+    control, router = extraction.control, extraction.router
+    await control.move(Phase.SHADOW)
+    await control.move(Phase.DUAL_WRITE)
+    await until(lambda: router.phase("put", "anyone") is Phase.DUAL_WRITE, within=10, what="dual_write")
+    assert router.relay is not None
+    await router.relay.close()  # nothing is applied: the entries pending at the check stay pending
+    for number in range(3):
+        user = extraction.user(number)
+        await router.put(user, user_profile(user, "queued"))
+    refused = await control.move(Phase.PRIMARY, validate_only=True, wait=0.3)
+    assert refused.problems == [
+        "3 forward outbox entries are not yet applied to the microstate (waited 0.3 s)"
+    ]
+
+    router.relay.start()
+    writing = True
+
+    async def steady_writes() -> int:
+        written = 0
+        while writing:
+            user = extraction.user(100 + written % 20)
+            await router.put(user, user_profile(user, f"write {written}"))
+            written += 1
+        return written
+
+    writer = asyncio.create_task(steady_writes())
+    try:
+        moved = await control.move(Phase.PRIMARY, wait=15)
+    finally:
+        writing = False
+        written = await writer
+    assert (moved.phase, moved.problems) == (Phase.PRIMARY, [])
+    assert written > 0
 
 
 async def test_canary_is_a_sticky_split_on_the_subject(extraction: Extraction) -> None:

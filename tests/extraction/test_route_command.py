@@ -116,6 +116,8 @@ async def test_primary_waits_for_the_forward_outbox_to_drain(route: Route, tmp_p
 
     status, _, err = await route("--to", "primary", *guarded)
     assert status == 1 and "1 forward outbox entries are not yet applied" in err
+    status, _, err = await route("--to", "primary", "--wait", "0.2", *guarded)
+    assert status == 1 and "not yet applied to the microstate (waited 0.2 s)" in err
     assert (await route.stored())["default_variant"] == "dual_write"
 
     [entry] = await legacy.pending_for(Direction.FORWARD, "u1")

@@ -4,7 +4,8 @@ Without --to it prints the route flag's phase and settings. With --to it moves t
 one UpdateFlag guarded by the etag it read (or --etag), so a concurrent move fails instead of being
 overwritten; --validate-only writes nothing and shows what would move. Forward moves go one phase at a time
 (dual_write may go straight to primary), and with --legacy a move to primary or retired is refused while the
-outbox that feeds the new source of truth holds entries; --force skips both guards. Rolling back is always
+outbox that feeds the new source of truth holds entries (with --wait S: until the entries pending at the check
+are applied, however many writes arrive meanwhile); --force skips both guards. Rolling back is always
 allowed. Exit status: 0 shown or moved (or a clean validate-only), 1 a guard or the etag refused the move
 (or validate-only found a guard that does not hold), or the flags microstate could not be reached; 2 bad
 usage.
@@ -75,6 +76,13 @@ def add_parser(commands: Any) -> None:
     )
     route.add_argument("--validate-only", action="store_true", help="show what would move; write nothing")
     route.add_argument("--force", action="store_true", help="skip the phase-order and outbox guards")
+    route.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="outbox guard: wait up to S seconds for the entries pending now to be applied (writes go on)",
+    )
     route.add_argument("--reason", default="", help="why (goes to the audit log with the move)")
     route.add_argument(
         "--legacy",
@@ -185,6 +193,7 @@ async def route(args: argparse.Namespace) -> int:
                 validate_only=args.validate_only,
                 force=args.force,
                 reason=args.reason,
+                wait=args.wait,
             )
     except PhaseGuardError as refused:
         print(f"microstate route: refused: {refused} (--force to override)", file=sys.stderr)

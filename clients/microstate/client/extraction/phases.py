@@ -14,8 +14,10 @@ UpdateFlag, so every SDK sees it as soon as SyncFlags delivers it, and a rollbac
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -50,6 +52,9 @@ class Phase(enum.StrEnum):
 
 DEFAULT_SHADOW_SAMPLE = 0.01
 DEFAULT_BUDGET_MS = 100.0
+MAX_AWAITED_BACKLOG = 10_000
+"""The most a move with `wait` waits on: a larger backlog is no relay keeping up."""
+BACKLOG_POLL = 0.05
 
 
 ROUTE_PREFIX = "route."
@@ -178,16 +183,36 @@ class PhaseControl:
         except NotFound:
             return await self._flags.create(route_flag(self._key, Phase.LEGACY, RouteSettings()))
 
-    async def _problems(self, previous: Phase, to: Phase) -> list[str]:
+    async def _problems(self, previous: Phase, to: Phase, wait: float) -> list[str]:
         problems = []
         if to.rank > previous.rank + 1 and not (previous is Phase.DUAL_WRITE and to is Phase.PRIMARY):
             problems.append(f"{previous} -> {to} skips a phase")
+        waited = f" (waited {wait:g} s)" if wait > 0 else ""
         if self._outbox is not None and to.rank > previous.rank:
-            if to is Phase.PRIMARY and (backlog := (await self._outbox.counts(Direction.FORWARD)).pending):
-                problems.append(f"{backlog} forward outbox entries are not yet applied to the microstate")
-            if to is Phase.RETIRED and (backlog := (await self._outbox.counts(Direction.REVERSE)).pending):
-                problems.append(f"{backlog} reverse outbox entries are not yet applied to legacy")
+            if to is Phase.PRIMARY and (backlog := await self._backlog(Direction.FORWARD, wait)):
+                problems.append(
+                    f"{backlog} forward outbox entries are not yet applied to the microstate{waited}"
+                )
+            if to is Phase.RETIRED and (backlog := await self._backlog(Direction.REVERSE, wait)):
+                problems.append(f"{backlog} reverse outbox entries are not yet applied to legacy{waited}")
         return problems
+
+    async def _backlog(self, direction: Direction, wait: float) -> int:
+        """The entries of `direction` pending now that are still pending after up to `wait` seconds. Entries
+        appended meanwhile do not count: under steady writes the outbox is never empty, but a relay that
+        keeps up applies everything pending at any moment within a moment."""
+        assert self._outbox is not None
+        backlog = (await self._outbox.counts(direction)).pending
+        if not backlog or wait <= 0 or backlog > MAX_AWAITED_BACKLOG:
+            return backlog
+        mark = max(entry.sequence for entry in await self._outbox.pending(direction, limit=backlog))
+        deadline = time.monotonic() + wait
+        while (oldest := await self._outbox.pending(direction, limit=1)) and oldest[0].sequence <= mark:
+            if time.monotonic() >= deadline:
+                left = await self._outbox.pending(direction, limit=backlog)
+                return sum(1 for entry in left if entry.sequence <= mark)
+            await asyncio.sleep(BACKLOG_POLL)
+        return 0
 
     async def move(
         self,
@@ -199,16 +224,19 @@ class PhaseControl:
         validate_only: bool = False,
         force: bool = False,
         reason: str = "",
+        wait: float = 0.0,
     ) -> Move:
         """Move the route to `to` in one flag write guarded by `etag` (default: the etag just read, so a
         concurrent move fails with Aborted rather than being overwritten). Forward moves are guarded: one
         phase at a time (dual_write may go straight to primary), and primary/retired only once the outbox
-        that feeds the new source of truth is drained. Moving back (a rollback) is always allowed.
-        `validate_only` writes nothing and returns what would move, with any guard problems."""
+        that feeds the new source of truth is drained; with `wait` (seconds), once every entry pending at
+        the check has been applied, however many arrive meanwhile (steady writes never leave it empty).
+        Moving back (a rollback) is always allowed. `validate_only` writes nothing and returns what would
+        move, with any guard problems."""
         current = await self.current()
         previous = phase_of(current)
         settings = settings or RouteSettings.of(current.metadata)
-        problems = [] if force else await self._problems(previous, to)
+        problems = [] if force else await self._problems(previous, to, wait)
         if problems and not validate_only:
             raise PhaseGuardError(problems)
         wanted = route_flag(self._key, to, settings, canary_percent)
