@@ -16,6 +16,8 @@ from microstate.client.extraction.sql import SqlAdapter
 from microstate.client.flags import FlagsClient
 from microstate.client.profile.v1 import ProfileClient
 from microstate.profile.v1.profile_pb2 import Profile
+from microstate.server.audit import AuditKeys
+from microstate.server.audit.serving import checkpoint_file
 from microstate.server.profile import MICROSTATE
 from microstate.server.profile.extraction import BINDING
 from microstate.server.reconcile import Reconciler, StoreSide
@@ -100,6 +102,44 @@ async def test_the_command_reports_repairs_and_runs_on_a_schedule(tmp_path: Path
     for wrong in ("--range-size", "--every"):
         bad = launch([*base, wrong, "0"], tmp_path)
         assert bad.wait() == 2 and wrong in bad.errors(), bad.describe()
+
+
+async def test_a_repair_is_an_entry_of_the_slices_audit_ledger_that_verifies(tmp_path: Path) -> None:
+    """With the servers' audit keys, each repair journals its entry in the same write and is sealed into
+    the slice's ledger, which exports and verifies; without keys `--audit on` refuses to run."""
+    legacy_url, store_url = await monolith_and_store(tmp_path, 30)
+    await diverge(store_url, 7)
+    keys = tmp_path / "audit"
+    AuditKeys.load(keys)  # as the slice's servers made them
+    base = ["reconcile", "profile", "--store", store_url, "--legacy", legacy_url, "--phase", "dual_write"]
+
+    refused = launch([*base, "--audit", "on", "--audit-dir", str(tmp_path / "none")], tmp_path)
+    assert refused.wait() == 2 and "no audit keys" in refused.errors(), refused.describe()
+
+    fixed = launch([*base, "--audit", "on", "--audit-dir", str(keys), "--json"], tmp_path)
+    assert fixed.wait() == 0, fixed.describe()
+    assert json_lines(fixed.output())[0]["repaired"] == 1
+
+    export = tmp_path / "ledger.jsonl"
+    exported = launch(
+        ["audit", "export", "profile", "--store", store_url, "--readable", "--out", str(export)], tmp_path
+    )
+    assert exported.wait() == 0, exported.describe()
+    entries = [line["entry"] for line in json_lines(export.read_text()) if "entry" in line]
+    assert [(e["method"], e["resource"], e["operation"]) for e in entries] == [
+        ("reconcile/repair", "u0007", "put")
+    ]
+    assert entries[0]["principal"] == "microstate-reconcile" and "Drifted" not in export.read_text()
+    checks = [
+        "--checkpoints",
+        str(checkpoint_file(keys, "profile")),
+        "--public-key",
+        str(keys / "checkpoint.pub"),
+    ]
+    verified = launch(
+        ["audit", "verify", str(export), *checks, "--chain-keys", str(keys / "chain-keys")], tmp_path
+    )
+    assert verified.wait() == 0, verified.describe()
 
 
 async def test_a_running_server_serves_the_repaired_profile(tmp_path: Path) -> None:

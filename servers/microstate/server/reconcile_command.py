@@ -17,10 +17,16 @@ import importlib
 import json
 import signal
 import sys
-from typing import Any
+import uuid
+from pathlib import Path
+from typing import Any, cast
 
 from microstate.client.errors import MicrostateError
 from microstate.server import registry
+from microstate.server.audit import AuditKeys, audit_call, open_audited
+from microstate.server.audit.keys import CHAIN_KEYS
+from microstate.server.audit.ledger import Sealer
+from microstate.server.audit.serving import checkpoint_file
 from microstate.server.config import ConfigError
 from microstate.server.kit.extraction import Reconcilable
 from microstate.server.kit.migrations import versioned
@@ -33,7 +39,7 @@ from microstate.server.reconcile import (
     run_every,
 )
 from microstate.server.registry import Microstate
-from microstate.server.store import StoreError, open_store
+from microstate.server.store import Store, StoreError, open_store
 
 
 def reconcilable() -> list[str]:
@@ -114,6 +120,20 @@ def add_parser(commands: Any) -> None:
         help="run again every S seconds until SIGTERM/SIGINT",
     )
     reconcile.add_argument("--json", action="store_true", help="print each report as one JSON line")
+    reconcile.add_argument(
+        "--audit",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="journal each repair of the microstate in the slice's audit ledger with its servers' keys (on: "
+        "refuse to run without them; auto, the default: only where they are, with a warning otherwise)",
+    )
+    reconcile.add_argument("--data-dir", type=Path, default=Path(".microstate"), metavar="DIR")
+    reconcile.add_argument(
+        "--audit-dir",
+        type=Path,
+        metavar="DIR",
+        help="the audit keys and checkpoint files the slice's servers use (default: DATA_DIR/audit)",
+    )
 
 
 def legacy_adapter(args: argparse.Namespace, known: Reconcilable, codec: Any) -> Any:
@@ -168,9 +188,10 @@ async def reconcile(args: argparse.Namespace) -> int:
     microstate, known = declared(args.slice)
     codec = load_codec(args.codec or known.codec)()
     try:  # as `serve` opens it: every schema version read as the slice's code reads it, its state key hidden
-        store = versioned(await open_store(args.store, microstate.name), microstate.schema)
+        opened, sealer = await _open_store(args, microstate)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    store = versioned(opened, microstate.schema)
     legacy = legacy_adapter(args, known, codec)
     try:
         await legacy.ensure_outbox()  # the adapter's request-id table, which its writes need
@@ -181,7 +202,10 @@ async def reconcile(args: argparse.Namespace) -> int:
 
         async def once() -> None:
             phase = args.phase or await current_phase(args.flags_target, args.route or args.slice)
-            report = await reconciler.run(phase, repair=not args.dry_run)
+            with audit_call(REPAIR, CONTRACT, request_id=str(uuid.uuid4()), actor=ACTOR):
+                report = await reconciler.run(phase, repair=not args.dry_run)
+            if sealer is not None:
+                await sealer.seal_all()
             _print(report, args.json)
             last[:] = [report]
 
@@ -206,3 +230,34 @@ async def reconcile(args: argparse.Namespace) -> int:
     finally:
         await legacy.close()
         await store.close()
+        if sealer is not None:
+            await sealer.close()
+
+
+REPAIR, CONTRACT, ACTOR = "reconcile/repair", "microstate.reconcile", "microstate-reconcile"
+"""A repair of the microstate in the audit ledger: its method, contract and actor (the entry's principal)."""
+
+
+async def _open_store(args: argparse.Namespace, microstate: Microstate) -> tuple[Store, Sealer | None]:
+    """The slice's records store, audited as `serve` audits it (the servers' keys, checkpoint file and subject
+    references): a repair writes the microstate outside any call, so it journals its own entry. Keys are
+    never made here: a ledger sealed with keys its servers do not have would not verify against theirs."""
+    directory = args.audit_dir or args.data_dir / "audit"
+    if args.audit == "off" or not (directory / CHAIN_KEYS).exists():
+        if args.audit == "on":
+            raise ConfigError(f"no audit keys in {directory}: give the servers' --audit-dir, or --audit off")
+        if args.audit == "auto":
+            print(
+                f"microstate reconcile: no audit keys in {directory}: repairs are not journaled",
+                file=sys.stderr,
+            )
+        return await open_store(args.store, microstate.name), None
+    keys = await asyncio.to_thread(AuditKeys.load, directory)
+    audited, sealer = await open_audited(
+        args.store,
+        microstate.name,
+        keys,
+        subject_of=microstate.audit_subject,
+        checkpoint_file=checkpoint_file(directory, microstate.name),
+    )
+    return cast(Store, audited), sealer  # an AuditedStore is a Store to its callers
