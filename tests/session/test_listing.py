@@ -105,6 +105,7 @@ async def test_an_index_with_many_expired_members_holds_none_once_read(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 100,000 creates: past the default 180 s on a slow 2-core VM
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_an_index_with_100000_expired_members_holds_none_once_read(
     domain: SessionDomain, clock: Clock, store: Store
