@@ -78,11 +78,10 @@ def add_parser(commands: Any) -> None:
         "slice", help="the slice being extracted: one that declares its legacy side (profile, flags, ...)"
     )
     reconcile.add_argument("--store", required=True, metavar="URL", help="the microstate's records store")
-    reconcile.add_argument(
-        "--legacy",
+    add_legacy_arguments(
+        reconcile,
+        "the monolith: sqlite:///path or another SQLAlchemy URL (a table), or redis://... (hashes)",
         required=True,
-        metavar="URL",
-        help="the monolith: sqlite:///path or another SQLAlchemy URL (a table), or redis://... (hashes)",
     )
     phase = reconcile.add_mutually_exclusive_group(required=True)
     phase.add_argument(
@@ -97,15 +96,6 @@ def add_parser(commands: Any) -> None:
     )
     reconcile.add_argument(
         "--route", metavar="NAME", help="the route flag is route.NAME (default: the slice's name)"
-    )
-    reconcile.add_argument(
-        "--legacy-table", metavar="NAME", help="SQL table (default: the one the slice declares)"
-    )
-    reconcile.add_argument(
-        "--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the one the slice declares)"
-    )
-    reconcile.add_argument(
-        "--codec", metavar="MODULE:CLASS", help="the legacy RowCodec (default: the one the slice declares)"
     )
     reconcile.add_argument(
         "--range-size", type=int, default=1000, metavar="N", help="keys per compared range (default 1000)"
@@ -133,6 +123,20 @@ def add_parser(commands: Any) -> None:
         type=Path,
         metavar="DIR",
         help="the audit keys and checkpoint files the slice's servers use (default: DATA_DIR/audit)",
+    )
+
+
+def add_legacy_arguments(parser: argparse.ArgumentParser, legacy_help: str, *, required: bool) -> None:
+    """--legacy URL and how to read it (--legacy-table, --legacy-prefix, --codec) for `legacy_adapter`."""
+    parser.add_argument("--legacy", required=required, metavar="URL", help=legacy_help)
+    parser.add_argument(
+        "--legacy-table", metavar="NAME", help="SQL table (default: the one the slice declares)"
+    )
+    parser.add_argument(
+        "--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the one the slice declares)"
+    )
+    parser.add_argument(
+        "--codec", metavar="MODULE:CLASS", help="the legacy RowCodec (default: the one the slice declares)"
     )
 
 

@@ -27,6 +27,7 @@ from microstate.client.extraction.phases import (
     PhaseControl,
     PhaseGuardError,
     RouteSettings,
+    canary_percent_of,
     flag_key,
     phase_of,
     route_flag,
@@ -35,7 +36,7 @@ from microstate.client.flags import FlagsClient
 from microstate.flags.v1 import flags_pb2 as pb
 from microstate.server import probe, registry
 from microstate.server.config import ConfigError
-from microstate.server.reconcile_command import declared, legacy_adapter, load_codec
+from microstate.server.reconcile_command import add_legacy_arguments, declared, legacy_adapter, load_codec
 
 SETTINGS = {"shadow_sample": "--shadow-sample", "noise_sample": "--noise-sample", "budget_ms": "--budget-ms"}
 
@@ -84,14 +85,11 @@ def add_parser(commands: Any) -> None:
         help="outbox guard: wait up to S seconds for the entries pending now to be applied (writes go on)",
     )
     route.add_argument("--reason", default="", help="why (goes to the audit log with the move)")
-    route.add_argument(
-        "--legacy",
-        metavar="URL",
-        help="the monolith whose outbox guards moves to primary and retired (as `microstate reconcile`)",
+    add_legacy_arguments(
+        route,
+        "the monolith whose outbox guards moves to primary and retired (as `microstate reconcile`)",
+        required=False,
     )
-    route.add_argument("--legacy-table", metavar="NAME", help="SQL table (default: the slice's)")
-    route.add_argument("--legacy-prefix", metavar="PREFIX", help="Redis key prefix (default: the slice's)")
-    route.add_argument("--codec", metavar="MODULE:CLASS", help="the legacy RowCodec (default: the slice's)")
     probe.add_credential_arguments(route, "flags.admin")
     route.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
@@ -117,7 +115,7 @@ def describe(flag: pb.Flag) -> dict[str, Any]:
         "phase": phase_of(flag).value,
         "previous_phase": flag.metadata.get("previous_phase", ""),
         **dataclasses.asdict(RouteSettings.of(flag.metadata)),
-        "canary_percent": float(flag.metadata.get("canary_percent", "0") or 0),
+        "canary_percent": canary_percent_of(flag),
         "revision": flag.revision,
         "etag": flag.etag,
     }
@@ -167,7 +165,7 @@ def _canary_percent(args: argparse.Namespace, flag: pb.Flag) -> float:
         return float(args.canary_percent)
     if args.to == Phase.CANARY and phase_of(flag) is not Phase.CANARY:
         raise ConfigError("--to canary needs --canary-percent")
-    return float(describe(flag)["canary_percent"])
+    return canary_percent_of(flag)
 
 
 async def route(args: argparse.Namespace) -> int:

@@ -121,7 +121,8 @@ def phase_of(flag: pb.Flag) -> Phase:
     return Phase(flag.metadata.get("phase", flag.default_variant or Phase.LEGACY.value))
 
 
-def _canary_percent(flag: pb.Flag) -> float:
+def canary_percent_of(flag: pb.Flag) -> float:
+    """The share (percent) of subjects a route flag's canary admits; 0 when none or unreadable."""
     try:
         return float(flag.metadata.get("canary_percent", "0"))
     except ValueError:
@@ -133,7 +134,7 @@ def _reassigned(current: pb.Flag, previous: Phase, to: Phase, canary_percent: fl
     difference of the two shares: the gate keeps the admitted subjects admitted) or a move that keeps the
     phase."""
     if previous is to is Phase.CANARY:
-        return abs(canary_percent - _canary_percent(current)) / 100
+        return abs(canary_percent - canary_percent_of(current)) / 100
     return 0.0 if previous is to else 1.0
 
 
