@@ -256,12 +256,10 @@ async def _p99_ratio(
     mean latency the subject adds to a read. Each round takes `count` reads of each side in alternating
     blocks of BLOCK, after a warm-up."""
     errors: list[BaseException] = []
-    reads = [_reader(subject, errors), _reader(baseline, errors)]
-    for read in reads:
-        await load.latencies(read, BLOCK)
     subject_p99, baseline_p99, added = [], [], []
-    for _ in range(2 * settings.rounds):
-        subject_run, baseline_run = await load.block_interleaved(reads, count, BLOCK)
+    async for subject_run, baseline_run in _rounds(
+        settings, _reader(subject, errors), _reader(baseline, errors), count
+    ):
         subject_p99.append(percentile(subject_run, 0.99))
         baseline_p99.append(percentile(baseline_run, 0.99))
         added.append(fmean(subject_run) - fmean(baseline_run))
@@ -283,14 +281,26 @@ async def _added_work(settings: Settings, subject: Shadowed, count: int) -> floa
     async def bare() -> object:
         return await legacy.get(f"user-{keys.randrange(USERS):05d}")
 
-    reads = [_reader(subject, []), bare]
+    added = [
+        fmean(routed) - fmean(direct)
+        async for routed, direct in _rounds(settings, _reader(subject, []), bare, count)
+    ]
+    return median(added)
+
+
+async def _rounds(
+    settings: Settings,
+    subject: Callable[[], Awaitable[object]],
+    baseline: Callable[[], Awaitable[object]],
+    count: int,
+) -> AsyncIterator[list[list[float]]]:
+    """After a warm-up, 2 x rounds of `count` latencies of each read, taken in alternating blocks of BLOCK:
+    [subject's, baseline's] per round."""
+    reads = [subject, baseline]
     for read in reads:
         await load.latencies(read, BLOCK)
-    added = []
     for _ in range(2 * settings.rounds):
-        routed, direct = await load.block_interleaved(reads, count, BLOCK)
-        added.append(fmean(routed) - fmean(direct))
-    return median(added)
+        yield await load.block_interleaved(reads, count, BLOCK)
 
 
 async def extraction(settings: Settings) -> list[Row]:
