@@ -177,11 +177,11 @@ async def route(args: argparse.Namespace) -> int:
         async with FlagsClient(args.flags_target, options=_options(args)) as flags:
             if legacy is not None:
                 await legacy.ensure_outbox()
-            key = flag_key(args.route or args.slice, args.operation)
+            name = args.route or args.slice
             if args.to is None:
-                _print(describe(await _shown(flags, key)), args.json)
+                _print(describe(await _shown(flags, flag_key(name, args.operation))), args.json)
                 return 0
-            control = PhaseControl(flags, args.route or args.slice, outbox=legacy, operation=args.operation)
+            control = PhaseControl(flags, name, outbox=legacy, operation=args.operation)
             current = await control.current()
             move = await control.move(
                 Phase(args.to),
